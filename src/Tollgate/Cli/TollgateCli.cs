@@ -1,0 +1,119 @@
+using System.CommandLine;
+using System.Text.Json;
+using Tollgate.Features.Accounts;
+using Tollgate.Features.Ledger;
+using Tollgate.Infrastructure.Data;
+using Tollgate.Infrastructure.Money;
+
+namespace Tollgate.Cli;
+
+/// <summary>The <c>tollgate</c> executable: <c>serve</c> (default), <c>migrate</c>, and admin helpers.</summary>
+public static class TollgateCli
+{
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var database = new Option<string?>("--database", "-d")
+        {
+            Description = "PostgreSQL connection string or postgres:// URL, or a SQLite file path (default ./data/tollgate.db; env TOLLGATE_DATABASE).",
+            Recursive = true,
+        };
+        var root = new RootCommand("Tollgate: metering, credits and billing gateway for LLM applications.");
+        root.Options.Add(database);
+
+        var serve = new Command("serve", "Run the HTTP server (default).") { TreatUnmatchedTokensAsErrors = false };
+        serve.SetAction((p, ct) => ServeAsync(p.GetValue(database), p.UnmatchedTokens.ToArray(), ct));
+        root.Subcommands.Add(serve);
+        root.TreatUnmatchedTokensAsErrors = false;
+        root.SetAction((p, ct) => ServeAsync(p.GetValue(database), p.UnmatchedTokens.ToArray(), ct));
+
+        var migrate = new Command("migrate", "Apply database migrations and exit.");
+        migrate.SetAction((p, ct) => WithAppAsync(p.GetValue(database), async (app, _) =>
+        {
+            var versions = await app.Services.GetRequiredService<Migrator>().AppliedVersionsAsync(ct);
+            Console.WriteLine($"Database {app.Services.GetRequiredService<Database>().Target.Describe()} is at schema version {versions.LastOrDefault()}.");
+            return 0;
+        }, ct));
+        root.Subcommands.Add(migrate);
+
+        root.Subcommands.Add(AccountsCommand(database));
+        root.Subcommands.Add(KeysCommand(database));
+        root.Subcommands.Add(CreditsCommand(database));
+
+        return await root.Parse(args).InvokeAsync();
+    }
+
+    private static async Task<int> ServeAsync(string? database, string[] aspnetArgs, CancellationToken ct)
+    {
+        var app = TollgateApp.Build(aspnetArgs, database);
+        var adminKey = await TollgateApp.PrepareAsync(app, ct);
+        var db = app.Services.GetRequiredService<Database>();
+        Console.WriteLine($"Tollgate: database {db.Target.Describe()}");
+        if (adminKey is not null)
+        {
+            Console.WriteLine();
+            Console.WriteLine("  Admin key (shown once, only its hash is stored):");
+            Console.WriteLine($"    {adminKey}");
+            Console.WriteLine();
+        }
+        await app.RunAsync();
+        return 0;
+    }
+
+    private static async Task<int> WithAppAsync(string? database, Func<WebApplication, CancellationToken, Task<int>> action, CancellationToken ct)
+    {
+        await using var app = TollgateApp.Build([], database, b => b.Logging.SetMinimumLevel(LogLevel.Warning));
+        await app.Services.GetRequiredService<Migrator>().MigrateAsync(ct);
+        return await action(app, ct);
+    }
+
+    private static void Print(object value) => Console.WriteLine(JsonSerializer.Serialize(value, new JsonSerializerOptions(TollgateApp.Json) { WriteIndented = true }));
+
+    private static Command AccountsCommand(Option<string?> database)
+    {
+        var name = new Option<string>("--name") { Description = "Account name.", Required = true };
+        var limit = new Option<long>("--credit-limit-micros") { Description = "Overdraft allowance in micro-USD (0 = prepaid)." };
+        var create = new Command("create", "Create a billing account.") { name, limit };
+        create.SetAction((p, ct) => WithAppAsync(p.GetValue(database), async (app, _) =>
+        {
+            if (p.GetValue(limit) < 0) { Console.Error.WriteLine("--credit-limit-micros must be ≥ 0."); return 2; }
+            var account = await app.Services.GetRequiredService<AccountService>().CreateAsync(p.GetRequiredValue(name), p.GetValue(limit), ct);
+            Print(AccountResponse.From(account, app.Services.GetRequiredService<CreditUnit>()));
+            return 0;
+        }, ct));
+        return new Command("accounts", "Manage billing accounts.") { create };
+    }
+
+    private static Command KeysCommand(Option<string?> database)
+    {
+        var account = new Option<string>("--account") { Description = "Account id (acct_…).", Required = true };
+        var name = new Option<string?>("--name") { Description = "A label for the key." };
+        var create = new Command("create", "Create an API key; the key is printed once.") { account, name };
+        create.SetAction((p, ct) => WithAppAsync(p.GetValue(database), async (app, _) =>
+        {
+            var created = await app.Services.GetRequiredService<AccountService>().CreateKeyAsync(p.GetRequiredValue(account), p.GetValue(name), ct);
+            if (created is null) { Console.Error.WriteLine($"No account '{p.GetValue(account)}'."); return 1; }
+            Print(new { id = created.Record.Id, key = created.Key, prefix = created.Record.Prefix, account_id = created.Record.AccountId });
+            return 0;
+        }, ct));
+        return new Command("keys", "Manage API keys.") { create };
+    }
+
+    private static Command CreditsCommand(Option<string?> database)
+    {
+        var account = new Option<string>("--account") { Description = "Account id (acct_…).", Required = true };
+        var amount = new Option<string>("--amount") { Description = "USD amount, e.g. 10 or 2.5 (negative adjusts down; at most 6 decimals).", Required = true };
+        var key = new Option<string?>("--idempotency-key") { Description = "Makes the grant safe to repeat (default: a new random key)." };
+        var reason = new Option<string?>("--reason") { Description = "Why the credits were granted." };
+        var grant = new Command("grant", "Grant (or with a negative amount, adjust) an account's credits.") { account, amount, key, reason };
+        grant.SetAction((p, ct) => WithAppAsync(p.GetValue(database), async (app, _) =>
+        {
+            if (!Money.TryParse(p.GetRequiredValue(amount), out var money, out var error)) { Console.Error.WriteLine(error); return 2; }
+            var result = await app.Services.GetRequiredService<AccountService>().GrantAsync(
+                p.GetRequiredValue(account), money.Micros, p.GetValue(key) ?? Guid.NewGuid().ToString("N"), p.GetValue(reason), ct);
+            if (result.Transfer is null) { Console.Error.WriteLine($"Not granted: {result.Outcome}."); return 1; }
+            Print(new { outcome = result.Outcome.ToString(), transfer = TransferResponse.From(result.Transfer), balance_micros = result.BalanceMicros });
+            return 0;
+        }, ct));
+        return new Command("credits", "Grant or adjust credits.") { grant };
+    }
+}

@@ -1,0 +1,42 @@
+using Dapper;
+using Tollgate.Infrastructure;
+using Tollgate.Infrastructure.Data;
+
+namespace Tollgate.Features.Accounts;
+
+/// <summary>A billing account: the unit that holds credits, backed by one customer ledger account.</summary>
+public sealed record Account(string Id, string Name, long LedgerAccountId, DateTimeOffset CreatedAt);
+
+internal interface IAccountStore
+{
+    Task<Account> CreateAsync(string name, long ledgerAccountId, CancellationToken ct);
+    Task<Account?> GetAsync(string id, CancellationToken ct);
+}
+
+/// <summary>Portable SQL for both engines.</summary>
+internal sealed class AccountStore(Database db, TimeProvider time) : IAccountStore
+{
+    private sealed record Row(string id, string name, long ledger_account_id, long created_at)
+    {
+        public Account ToAccount() => new(id, name, ledger_account_id, DateTimeOffset.UnixEpoch.AddTicks(created_at * TimeSpan.TicksPerMicrosecond));
+    }
+
+    public async Task<Account> CreateAsync(string name, long ledgerAccountId, CancellationToken ct)
+    {
+        var row = new Row(Secrets.RandomId("acct_"), name, ledgerAccountId,
+            (time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks / TimeSpan.TicksPerMicrosecond);
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO accounts (id, name, ledger_account_id, created_at) VALUES (@id, @name, @ledger_account_id, @created_at)",
+            row, cancellationToken: ct));
+        return row.ToAccount();
+    }
+
+    public async Task<Account?> GetAsync(string id, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        var row = await c.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(
+            "SELECT id, name, ledger_account_id, created_at FROM accounts WHERE id = @id", new { id }, cancellationToken: ct));
+        return row?.ToAccount();
+    }
+}

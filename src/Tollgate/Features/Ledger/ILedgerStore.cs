@@ -1,0 +1,44 @@
+namespace Tollgate.Features.Ledger;
+
+/// <summary>Result of checking the ledger's invariants; <see cref="Violations"/> is empty when all hold.</summary>
+public sealed record LedgerAudit(
+    long Accounts,
+    long Transfers,
+    long Entries,
+    long SumDebitsPosted,
+    long SumCreditsPosted,
+    long SumDebitsPending,
+    long SumCreditsPending,
+    IReadOnlyList<string> Violations)
+{
+    public bool Healthy => Violations.Count == 0;
+}
+
+/// <summary>Storage for the ledger; one implementation per engine, identical behaviour.</summary>
+internal interface ILedgerStore
+{
+    Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount account, CancellationToken ct);
+
+    /// <summary>Returns the account with <see cref="NewLedgerAccount.Key"/>, creating it if missing (race-safe).</summary>
+    Task<LedgerAccount> EnsureAccountAsync(NewLedgerAccount account, CancellationToken ct);
+
+    Task<LedgerAccount?> GetAccountAsync(long id, CancellationToken ct);
+
+    Task<IReadOnlyList<LedgerAccount>> GetAccountsAsync(IReadOnlyCollection<long> ids, CancellationToken ct);
+
+    Task<Transfer?> GetTransferAsync(string id, CancellationToken ct);
+
+    /// <summary>Entries of one account, newest first, strictly older than <paramref name="beforeVersion"/> when given.</summary>
+    Task<IReadOnlyList<StatementLine>> GetStatementAsync(long accountId, long? beforeVersion, int limit, CancellationToken ct);
+
+    /// <summary>Ids of pending transfers whose timeout passed at <paramref name="nowMicros"/>.</summary>
+    Task<IReadOnlyList<string>> GetExpiredPendingAsync(long nowMicros, int limit, CancellationToken ct);
+
+    /// <summary>
+    /// Applies a batch in one database transaction, filling each command's results. Throws on database errors;
+    /// then nothing of the batch was written.
+    /// </summary>
+    Task ApplyAsync(IReadOnlyList<LedgerCommand> batch, long nowMicros, CancellationToken ct);
+
+    Task<LedgerAudit> AuditAsync(CancellationToken ct);
+}

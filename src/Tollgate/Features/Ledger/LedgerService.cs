@@ -1,0 +1,239 @@
+using System.ComponentModel.DataAnnotations;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Tollgate.Infrastructure.Data;
+
+namespace Tollgate.Features.Ledger;
+
+/// <summary>Ledger tuning. Configuration section <c>Tollgate:Ledger</c>.</summary>
+public sealed record LedgerOptions
+{
+    public const string Section = "Tollgate:Ledger";
+
+    /// <summary>Most transfers committed in one database transaction.</summary>
+    [Range(1, 10_000)]
+    public int MaxBatchTransfers { get; init; } = 2_000;
+
+    /// <summary>How often the sweeper voids expired holds, in milliseconds.</summary>
+    [Range(50, 600_000)]
+    public int ExpirySweepIntervalMs { get; init; } = 1_000;
+
+    /// <summary>Attempts for a batch that hit a retryable database error (deadlock, busy, unique race).</summary>
+    [Range(1, 50)]
+    public int MaxAttempts { get; init; } = 8;
+}
+
+/// <summary>
+/// The ledger's public face. Callers submit transfers one at a time and await their own outcome; underneath,
+/// a single writer loop drains whatever arrived while the previous commit was in flight and commits it as one
+/// database transaction (group commit), so throughput grows with concurrency while each caller still gets
+/// an acknowledgement only after its transfer is durable.
+///
+///   callers ──► channel ──► writer loop: take ≤ MaxBatchTransfers ──► store.ApplyAsync (one transaction)
+///                                            ▲                               │ per-transfer results
+///                                            └── retry on deadlock/busy ◄────┘ split on a poisoned batch
+/// </summary>
+public sealed partial class LedgerService : IAsyncDisposable
+{
+    public const int MaxIdLength = 128;
+    public const int MaxCodeLength = 64;
+    public const int MaxReferenceLength = 256;
+    public const int MaxDescriptionLength = 1_024;
+    public const int MaxMetadataLength = 16_384;
+
+    private readonly ILedgerStore _store;
+    private readonly TimeProvider _time;
+    private readonly LedgerOptions _options;
+    private readonly ILogger<LedgerService> _logger;
+    private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Task _writer;
+
+    internal LedgerService(ILedgerStore store, TimeProvider time, LedgerOptions options, ILogger<LedgerService> logger)
+    {
+        _store = store;
+        _time = time;
+        _options = options;
+        _logger = logger;
+        _writer = Task.Run(WriteLoopAsync);
+    }
+
+    internal ILedgerStore Store => _store;
+
+    /// <summary>Applies one transfer; completes once it is durable (or failed with a result code).</summary>
+    public async Task<TransferResult> TransferAsync(TransferRequest request, CancellationToken ct = default)
+    {
+        var results = await SubmitAsync([request], atomic: false, ct);
+        return results[0];
+    }
+
+    /// <summary>Applies transfers all-or-nothing: either every one succeeds or none has any effect.</summary>
+    public Task<TransferResult[]> TransferAtomicAsync(IReadOnlyList<TransferRequest> requests, CancellationToken ct = default) =>
+        SubmitAsync(requests, atomic: true, ct);
+
+    private Task<TransferResult[]> SubmitAsync(IReadOnlyList<TransferRequest> requests, bool atomic, CancellationToken ct)
+    {
+        if (requests.Count == 0) return Task.FromResult(Array.Empty<TransferResult>());
+        var command = new LedgerCommand(requests, atomic);
+        var invalid = Validate(requests);
+        if (invalid >= 0)
+        {
+            for (var i = 0; i < requests.Count; i++)
+                command.Results[i] = new(i == invalid ? TransferResultCode.InvalidId : TransferResultCode.LinkedTransferFailed, null);
+            if (!atomic) command.Results[0] = new(TransferResultCode.InvalidId, null);
+            return Task.FromResult(command.Results);
+        }
+        if (requests.Count > _options.MaxBatchTransfers)
+            throw new ArgumentException($"At most {_options.MaxBatchTransfers} transfers per atomic batch.", nameof(requests));
+        var pending = new Pending(command);
+        if (!_queue.Writer.TryWrite(pending)) throw new ObjectDisposedException(nameof(LedgerService));
+        // Cancelling stops the wait, not the transfer: once queued it may still commit (replay to learn the outcome).
+        return ct.CanBeCanceled ? pending.Completion.Task.WaitAsync(ct) : pending.Completion.Task;
+    }
+
+    /// <summary>Index of the first request with an id or text field the ledger cannot store, or −1.</summary>
+    private static int Validate(IReadOnlyList<TransferRequest> requests)
+    {
+        for (var i = 0; i < requests.Count; i++)
+        {
+            var r = requests[i];
+            if (!IsValidId(r.Id, allowSystem: r.IsExpiry) || (r.PendingId is not null && !IsValidId(r.PendingId, allowSystem: false))
+                || string.IsNullOrEmpty(r.Code) || r.Code.Length > MaxCodeLength
+                || r.Reference?.Length > MaxReferenceLength || r.Description?.Length > MaxDescriptionLength
+                || r.Metadata?.Length > MaxMetadataLength)
+                return i;
+        }
+        return -1;
+    }
+
+    /// <summary>
+    /// Transfer ids: 1–128 characters of letters, digits and <c>_ - . : / @ +</c>. Ids beginning with '~' are the
+    /// ledger's own (expiry voids) and cannot be chosen by clients.
+    /// </summary>
+    public static bool IsValidId(string? id, bool allowSystem = false)
+    {
+        if (string.IsNullOrEmpty(id) || id.Length > MaxIdLength + (allowSystem ? 16 : 0)) return false;
+        for (var i = 0; i < id.Length; i++)
+        {
+            var c = id[i];
+            if (char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or ':' or '/' or '@' or '+') continue;
+            if (c == '~' && i == 0 && allowSystem) continue;
+            return false;
+        }
+        return true;
+    }
+
+    public Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount account, CancellationToken ct = default) => _store.CreateAccountAsync(account, ct);
+    public Task<LedgerAccount> EnsureAccountAsync(NewLedgerAccount account, CancellationToken ct = default) => _store.EnsureAccountAsync(account, ct);
+    public Task<LedgerAccount?> GetAccountAsync(long id, CancellationToken ct = default) => _store.GetAccountAsync(id, ct);
+    public Task<Transfer?> GetTransferAsync(string id, CancellationToken ct = default) => _store.GetTransferAsync(id, ct);
+    public Task<IReadOnlyList<StatementLine>> GetStatementAsync(long accountId, long? beforeVersion, int limit, CancellationToken ct = default) =>
+        _store.GetStatementAsync(accountId, beforeVersion, limit, ct);
+    public Task<LedgerAudit> AuditAsync(CancellationToken ct = default) => _store.AuditAsync(ct);
+
+    /// <summary>Voids every hold whose timeout has passed; returns how many were expired now.</summary>
+    public async Task<int> ExpireDueHoldsAsync(CancellationToken ct = default)
+    {
+        var expired = 0;
+        while (true)
+        {
+            var ids = await _store.GetExpiredPendingAsync(NowMicros(), 500, ct);
+            if (ids.Count == 0) return expired;
+            var tasks = ids.Select(id => TransferAsync(new TransferRequest
+            {
+                Id = "~expire:" + id, Kind = TransferKind.VoidPending, PendingId = id, Code = "hold_expired", IsExpiry = true,
+            }, ct)).ToArray();
+            var results = await Task.WhenAll(tasks);
+            expired += results.Count(r => r.Code == TransferResultCode.Ok);
+            // Holds posted or voided by a client in the meantime come back again only if still pending, so this ends.
+            if (ids.Count < 500) return expired;
+        }
+    }
+
+    private long NowMicros() => (_time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks / TimeSpan.TicksPerMicrosecond;
+
+    private async Task WriteLoopAsync()
+    {
+        var reader = _queue.Reader;
+        var batch = new List<Pending>();
+        var commands = new List<LedgerCommand>();
+        while (await reader.WaitToReadAsync())
+        {
+            batch.Clear();
+            commands.Clear();
+            var transfers = 0;
+            while (transfers < _options.MaxBatchTransfers && reader.TryPeek(out var next))
+            {
+                if (transfers > 0 && transfers + next.Command.Transfers.Count > _options.MaxBatchTransfers) break;
+                reader.TryRead(out _);
+                batch.Add(next);
+                commands.Add(next.Command);
+                transfers += next.Command.Transfers.Count;
+            }
+            await ExecuteAsync(batch, commands);
+        }
+    }
+
+    private async Task ExecuteAsync(List<Pending> batch, List<LedgerCommand> commands)
+    {
+        var error = await TryApplyAsync(commands);
+        if (error is null)
+        {
+            foreach (var p in batch) p.Completion.TrySetResult(p.Command.Results);
+            return;
+        }
+        if (batch.Count > 1 && DbErrors.Classify(error) == DbErrorKind.Other)
+        {
+            // One bad command must not fail its neighbours: apply each alone so only the culprit sees the error.
+            LogBatchSplit(error, batch.Count);
+            foreach (var p in batch) await ExecuteAsync([p], [p.Command]);
+            return;
+        }
+        foreach (var p in batch) p.Completion.TrySetException(new LedgerUnavailableException(error));
+    }
+
+    private async Task<Exception?> TryApplyAsync(List<LedgerCommand> commands)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await _store.ApplyAsync(commands, NowMicros(), CancellationToken.None);
+                return null;
+            }
+            catch (Exception e)
+            {
+                var kind = DbErrors.Classify(e);
+                // A unique violation here is another process inserting the same transfer id: retrying sees it as a replay.
+                if (attempt >= _options.MaxAttempts || kind is not (DbErrorKind.Retryable or DbErrorKind.UniqueViolation))
+                {
+                    LogBatchFailed(e, commands.Count, attempt);
+                    return e;
+                }
+                await Task.Delay(Math.Min(2 << attempt, 200));
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await _writer;
+        if (_store is IAsyncDisposable d) await d.DisposeAsync();
+    }
+
+    private sealed class Pending(LedgerCommand command)
+    {
+        public LedgerCommand Command { get; } = command;
+        public TaskCompletionSource<TransferResult[]> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Ledger batch of {Commands} commands failed after {Attempts} attempt(s)")]
+    private partial void LogBatchFailed(Exception e, int commands, int attempts);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Ledger batch of {Commands} commands failed; applying them one by one")]
+    private partial void LogBatchSplit(Exception e, int commands);
+}
+
+/// <summary>The database could not apply a ledger batch; nothing of it was written. Retrying with the same ids is safe.</summary>
+public sealed class LedgerUnavailableException(Exception inner)
+    : Exception("The ledger is temporarily unavailable; retry with the same transfer id.", inner);

@@ -1,0 +1,305 @@
+using Npgsql;
+using NpgsqlTypes;
+using Tollgate.Infrastructure.Data;
+
+namespace Tollgate.Features.Ledger;
+
+/// <summary>
+/// PostgreSQL ledger storage. A batch costs two round trips and one commit:
+/// 1. BEGIN; lock every involved account (ids sorted, FOR UPDATE, so concurrent batches and processes never deadlock);
+///    read the named transfers (after the locks, so their status is current).
+/// 2. Insert transfers and entries and update accounts and pending statuses from arrays (unnest); COMMIT.
+/// </summary>
+internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILedgerStore
+{
+    public async Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount a, CancellationToken ct)
+    {
+        await using var connection = await db.OpenPostgresAsync(ct);
+        await using var cmd = new NpgsqlCommand($"""
+            INSERT INTO ledger_accounts (kind, key, currency, credit_limit, flags, created_at)
+            VALUES (@kind, @key, @currency, @limit, @flags, @now) RETURNING {LedgerSql.AccountColumns}
+            """, connection);
+        AddAccountParameters(cmd, a);
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        await r.ReadAsync(ct);
+        return LedgerSql.ReadAccount(r);
+    }
+
+    public async Task<LedgerAccount> EnsureAccountAsync(NewLedgerAccount a, CancellationToken ct)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(a.Key);
+        await using var connection = await db.OpenPostgresAsync(ct);
+        await using (var insert = new NpgsqlCommand("""
+            INSERT INTO ledger_accounts (kind, key, currency, credit_limit, flags, created_at)
+            VALUES (@kind, @key, @currency, @limit, @flags, @now) ON CONFLICT (key) DO NOTHING
+            """, connection))
+        {
+            AddAccountParameters(insert, a);
+            await insert.ExecuteNonQueryAsync(ct);
+        }
+        await using var select = new NpgsqlCommand($"SELECT {LedgerSql.AccountColumns} FROM ledger_accounts WHERE key = @key", connection);
+        select.Parameters.AddWithValue("key", a.Key);
+        await using var r = await select.ExecuteReaderAsync(ct);
+        await r.ReadAsync(ct);
+        return LedgerSql.ReadAccount(r);
+    }
+
+    private void AddAccountParameters(NpgsqlCommand cmd, NewLedgerAccount a)
+    {
+        cmd.Parameters.AddWithValue("kind", a.Kind);
+        cmd.Parameters.AddWithValue("key", (object?)a.Key ?? DBNull.Value);
+        cmd.Parameters.AddWithValue("currency", a.Currency);
+        cmd.Parameters.AddWithValue("limit", a.CreditLimitMicros);
+        cmd.Parameters.AddWithValue("flags", (int)a.Flags);
+        cmd.Parameters.AddWithValue("now", time.GetUtcNow().ToUnixTimeMilliseconds() * 1000);
+    }
+
+    public async Task<LedgerAccount?> GetAccountAsync(long id, CancellationToken ct) =>
+        (await GetAccountsAsync([id], ct)).FirstOrDefault();
+
+    public async Task<IReadOnlyList<LedgerAccount>> GetAccountsAsync(IReadOnlyCollection<long> ids, CancellationToken ct)
+    {
+        await using var connection = await db.OpenPostgresAsync(ct);
+        await using var cmd = new NpgsqlCommand($"SELECT {LedgerSql.AccountColumns} FROM ledger_accounts WHERE id = ANY(@ids) ORDER BY id", connection);
+        cmd.Parameters.AddWithValue("ids", ids.ToArray());
+        var list = new List<LedgerAccount>();
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        while (await r.ReadAsync(ct)) list.Add(LedgerSql.ReadAccount(r));
+        return list;
+    }
+
+    public async Task<Transfer?> GetTransferAsync(string id, CancellationToken ct)
+    {
+        await using var connection = await db.OpenPostgresAsync(ct);
+        await using var cmd = new NpgsqlCommand($"SELECT {LedgerSql.TransferColumns} FROM ledger_transfers WHERE id = @id", connection);
+        cmd.Parameters.AddWithValue("id", id);
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        return await r.ReadAsync(ct) ? LedgerSql.ReadTransfer(r) : null;
+    }
+
+    public async Task<IReadOnlyList<StatementLine>> GetStatementAsync(long accountId, long? beforeVersion, int limit, CancellationToken ct)
+    {
+        await using var connection = await db.OpenPostgresAsync(ct);
+        await using var cmd = new NpgsqlCommand(LedgerSql.StatementSql("@", beforeVersion is not null), connection);
+        cmd.Parameters.AddWithValue("a", accountId);
+        if (beforeVersion is { } v) cmd.Parameters.AddWithValue("v", v);
+        cmd.Parameters.AddWithValue("n", limit);
+        var lines = new List<StatementLine>();
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        while (await r.ReadAsync(ct)) lines.Add(new(LedgerSql.ReadEntry(r), LedgerSql.ReadTransfer(r, 10)));
+        return lines;
+    }
+
+    public async Task<IReadOnlyList<string>> GetExpiredPendingAsync(long nowMicros, int limit, CancellationToken ct)
+    {
+        await using var connection = await db.OpenPostgresAsync(ct);
+        await using var cmd = new NpgsqlCommand(
+            "SELECT id FROM ledger_transfers WHERE status = 1 AND expires_at <= @now ORDER BY expires_at LIMIT @n", connection);
+        cmd.Parameters.AddWithValue("now", nowMicros);
+        cmd.Parameters.AddWithValue("n", limit);
+        var ids = new List<string>();
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        while (await r.ReadAsync(ct)) ids.Add(r.GetString(0));
+        return ids;
+    }
+
+    public async Task<LedgerAudit> AuditAsync(CancellationToken ct)
+    {
+        await using var connection = await db.OpenPostgresAsync(ct);
+        return await LedgerSql.AuditAsync(connection, ct);
+    }
+
+    private const string LockAndLoadAccountsSql = $"""
+        SELECT {LedgerSql.AccountColumns} FROM ledger_accounts
+        WHERE id IN (SELECT unnest(@accounts::bigint[])
+                     UNION SELECT debit_account_id FROM ledger_transfers WHERE id = ANY(@pending)
+                     UNION SELECT credit_account_id FROM ledger_transfers WHERE id = ANY(@pending))
+        ORDER BY id
+        FOR UPDATE
+        """;
+
+    private const string LoadTransfersSql = $"SELECT {LedgerSql.TransferColumns} FROM ledger_transfers WHERE id = ANY(@ids)";
+
+    private const string InsertTransfersSql = """
+        INSERT INTO ledger_transfers (id, kind, debit_account_id, credit_account_id, amount, pending_id, timeout_seconds,
+            expires_at, status, code, reference, description, metadata, ts, debit_balance_after, credit_balance_after)
+        SELECT * FROM unnest(@id::text[], @kind::smallint[], @dr::bigint[], @cr::bigint[], @amount::bigint[], @pending::text[],
+            @timeout::integer[], @expires::bigint[], @status::smallint[], @code::text[], @ref::text[], @descr::text[],
+            @meta::text[], @ts::bigint[], @drb::bigint[], @crb::bigint[])
+        """;
+
+    private const string InsertEntriesSql = """
+        INSERT INTO ledger_entries (account_id, version, transfer_id, is_debit, pending_delta, posted_delta, balance_after,
+            debits_pending_after, credits_pending_after, ts)
+        SELECT * FROM unnest(@account::bigint[], @version::bigint[], @transfer::text[], @debit::boolean[], @pd::bigint[],
+            @po::bigint[], @bal::bigint[], @dpa::bigint[], @cpa::bigint[], @ts::bigint[])
+        """;
+
+    private const string UpdateAccountsSql = """
+        UPDATE ledger_accounts a
+        SET debits_pending = u.dp, debits_posted = u.dpo, credits_pending = u.cp, credits_posted = u.cpo, version = u.v
+        FROM unnest(@id::bigint[], @dp::bigint[], @dpo::bigint[], @cp::bigint[], @cpo::bigint[], @v::bigint[]) AS u(id, dp, dpo, cp, cpo, v)
+        WHERE a.id = u.id
+        """;
+
+    private const string UpdatePendingSql = """
+        UPDATE ledger_transfers t SET status = u.s
+        FROM unnest(@id::text[], @s::smallint[]) AS u(id, s)
+        WHERE t.id = u.id
+        """;
+
+    public async Task ApplyAsync(IReadOnlyList<LedgerCommand> batch, long nowMicros, CancellationToken ct)
+    {
+        var transferIds = LedgerBatchProcessor.TransferIdsToLoad(batch);
+        var pendingIds = batch.SelectMany(c => c.Transfers).Where(t => t.PendingId is not null).Select(t => t.PendingId!).Distinct().ToArray();
+        var accountIds = LedgerBatchProcessor.AccountIdsToLoad(batch).ToArray();
+
+        await using var connection = await db.OpenPostgresAsync(ct);
+        var committed = false;
+        try
+        {
+            var accounts = new Dictionary<long, AccountState>(accountIds.Length + pendingIds.Length * 2);
+            var known = new Dictionary<string, Transfer>(StringComparer.Ordinal);
+            await using (var load = new NpgsqlBatch(connection))
+            {
+                load.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
+                var lockCmd = new NpgsqlBatchCommand(LockAndLoadAccountsSql);
+                lockCmd.Parameters.Add(new NpgsqlParameter<long[]>("accounts", accountIds));
+                lockCmd.Parameters.Add(new NpgsqlParameter<string[]>("pending", pendingIds));
+                load.BatchCommands.Add(lockCmd);
+                var transfersCmd = new NpgsqlBatchCommand(LoadTransfersSql);
+                transfersCmd.Parameters.Add(new NpgsqlParameter<string[]>("ids", transferIds.ToArray()));
+                load.BatchCommands.Add(transfersCmd);
+
+                await using var r = await load.ExecuteReaderAsync(ct);
+                while (await r.ReadAsync(ct))
+                {
+                    var a = LedgerSql.ReadAccountState(r);
+                    accounts[a.Id] = a;
+                }
+                await r.NextResultAsync(ct);
+                while (await r.ReadAsync(ct))
+                {
+                    var t = LedgerSql.ReadTransfer(r);
+                    known[t.Id] = t;
+                }
+            }
+
+            var writes = new LedgerBatchProcessor(accounts, known, nowMicros).Apply(batch);
+
+            await using (var write = new NpgsqlBatch(connection))
+            {
+                if (writes.NewTransfers.Count > 0) write.BatchCommands.Add(InsertTransfers(writes.NewTransfers));
+                if (writes.Entries.Count > 0) write.BatchCommands.Add(InsertEntries(writes.Entries));
+                if (writes.DirtyAccounts.Count > 0) write.BatchCommands.Add(UpdateAccounts(writes.DirtyAccounts));
+                if (writes.PendingStatusChanges.Count > 0) write.BatchCommands.Add(UpdatePending(writes.PendingStatusChanges));
+                write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+                await write.ExecuteNonQueryAsync(ct);
+            }
+            committed = true;
+        }
+        finally
+        {
+            if (!committed && connection.State == System.Data.ConnectionState.Open)
+            {
+                try
+                {
+                    await using var rollback = new NpgsqlCommand("ROLLBACK", connection);
+                    await rollback.ExecuteNonQueryAsync(CancellationToken.None);
+                }
+                catch (Exception)
+                {
+                    // The connection is broken; disposing returns it to the pool, which discards it.
+                }
+            }
+        }
+    }
+
+    private static NpgsqlBatchCommand InsertTransfers(List<Transfer> ts)
+    {
+        var n = ts.Count;
+        var id = new string[n]; var kind = new short[n]; var dr = new long[n]; var cr = new long[n]; var amount = new long[n];
+        var pending = new string?[n]; var timeout = new int[n]; var expires = new long?[n]; var status = new short[n];
+        var code = new string[n]; var reference = new string?[n]; var descr = new string?[n]; var meta = new string?[n];
+        var tsArr = new long[n]; var drb = new long[n]; var crb = new long[n];
+        for (var i = 0; i < n; i++)
+        {
+            var t = ts[i];
+            id[i] = t.Id; kind[i] = (short)t.Kind; dr[i] = t.DebitAccountId; cr[i] = t.CreditAccountId; amount[i] = t.Amount;
+            pending[i] = t.PendingId; timeout[i] = t.TimeoutSeconds; expires[i] = t.ExpiresAtMicros; status[i] = (short)t.Status;
+            code[i] = t.Code; reference[i] = t.Reference; descr[i] = t.Description; meta[i] = t.Metadata;
+            tsArr[i] = t.TimestampMicros; drb[i] = t.DebitBalanceAfter; crb[i] = t.CreditBalanceAfter;
+        }
+        var c = new NpgsqlBatchCommand(InsertTransfersSql);
+        c.Parameters.Add(new NpgsqlParameter<string[]>("id", id));
+        c.Parameters.Add(new NpgsqlParameter<short[]>("kind", kind));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("dr", dr));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("cr", cr));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("amount", amount));
+        c.Parameters.Add(new NpgsqlParameter<string?[]>("pending", pending) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        c.Parameters.Add(new NpgsqlParameter<int[]>("timeout", timeout));
+        c.Parameters.Add(new NpgsqlParameter<long?[]>("expires", expires) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
+        c.Parameters.Add(new NpgsqlParameter<short[]>("status", status));
+        c.Parameters.Add(new NpgsqlParameter<string[]>("code", code));
+        c.Parameters.Add(new NpgsqlParameter<string?[]>("ref", reference) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        c.Parameters.Add(new NpgsqlParameter<string?[]>("descr", descr) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        c.Parameters.Add(new NpgsqlParameter<string?[]>("meta", meta) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        c.Parameters.Add(new NpgsqlParameter<long[]>("ts", tsArr));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("drb", drb));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("crb", crb));
+        return c;
+    }
+
+    private static NpgsqlBatchCommand InsertEntries(List<LedgerEntry> es)
+    {
+        var n = es.Count;
+        var account = new long[n]; var version = new long[n]; var transfer = new string[n]; var debit = new bool[n];
+        var pd = new long[n]; var po = new long[n]; var bal = new long[n]; var dpa = new long[n]; var cpa = new long[n]; var ts = new long[n];
+        for (var i = 0; i < n; i++)
+        {
+            var e = es[i];
+            account[i] = e.AccountId; version[i] = e.Version; transfer[i] = e.TransferId; debit[i] = e.IsDebit;
+            pd[i] = e.PendingDelta; po[i] = e.PostedDelta; bal[i] = e.BalanceAfter; dpa[i] = e.DebitsPendingAfter;
+            cpa[i] = e.CreditsPendingAfter; ts[i] = e.TimestampMicros;
+        }
+        var c = new NpgsqlBatchCommand(InsertEntriesSql);
+        c.Parameters.Add(new NpgsqlParameter<long[]>("account", account));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("version", version));
+        c.Parameters.Add(new NpgsqlParameter<string[]>("transfer", transfer));
+        c.Parameters.Add(new NpgsqlParameter<bool[]>("debit", debit));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("pd", pd));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("po", po));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("bal", bal));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("dpa", dpa));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("cpa", cpa));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("ts", ts));
+        return c;
+    }
+
+    private static NpgsqlBatchCommand UpdateAccounts(List<AccountState> accounts)
+    {
+        var n = accounts.Count;
+        var id = new long[n]; var dp = new long[n]; var dpo = new long[n]; var cp = new long[n]; var cpo = new long[n]; var v = new long[n];
+        for (var i = 0; i < n; i++)
+        {
+            var a = accounts[i];
+            id[i] = a.Id; dp[i] = a.DebitsPending; dpo[i] = a.DebitsPosted; cp[i] = a.CreditsPending; cpo[i] = a.CreditsPosted; v[i] = a.Version;
+        }
+        var c = new NpgsqlBatchCommand(UpdateAccountsSql);
+        c.Parameters.Add(new NpgsqlParameter<long[]>("id", id));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("dp", dp));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("dpo", dpo));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("cp", cp));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("cpo", cpo));
+        c.Parameters.Add(new NpgsqlParameter<long[]>("v", v));
+        return c;
+    }
+
+    private static NpgsqlBatchCommand UpdatePending(Dictionary<string, TransferStatus> changes)
+    {
+        var c = new NpgsqlBatchCommand(UpdatePendingSql);
+        c.Parameters.Add(new NpgsqlParameter<string[]>("id", changes.Keys.ToArray()));
+        c.Parameters.Add(new NpgsqlParameter<short[]>("s", changes.Values.Select(s => (short)s).ToArray()));
+        return c;
+    }
+}

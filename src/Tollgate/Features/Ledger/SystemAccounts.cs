@@ -1,0 +1,26 @@
+using System.Collections.Concurrent;
+
+namespace Tollgate.Features.Ledger;
+
+/// <summary>
+/// The operator's own ledger accounts (where grants come from, where adjustments go), created on first use and
+/// cached by key. They carry no balance limits: they are the other side of every customer movement, so the sum
+/// of all balances stays zero.
+/// </summary>
+public sealed class SystemAccounts(LedgerService ledger)
+{
+    public const string Promotions = "system:promotions";
+    public const string Adjustments = "system:adjustments";
+
+    private readonly ConcurrentDictionary<string, long> _ids = new(StringComparer.Ordinal);
+
+    public async ValueTask<long> GetIdAsync(string key, string kind, CancellationToken ct)
+    {
+        if (_ids.TryGetValue(key, out var id)) return id;
+        var account = await ledger.EnsureAccountAsync(new NewLedgerAccount(kind, key), ct);
+        return _ids.GetOrAdd(key, account.Id);
+    }
+
+    public ValueTask<long> PromotionsAsync(CancellationToken ct) => GetIdAsync(Promotions, LedgerAccountKinds.Promotions, ct);
+    public ValueTask<long> AdjustmentsAsync(CancellationToken ct) => GetIdAsync(Adjustments, LedgerAccountKinds.Adjustments, ct);
+}

@@ -1,0 +1,65 @@
+using System.Data.Common;
+using Microsoft.Data.Sqlite;
+using Npgsql;
+
+namespace Tollgate.Infrastructure.Data;
+
+/// <summary>
+/// The process-wide database handle: an <see cref="NpgsqlDataSource"/> for PostgreSQL, or a pooled SQLite
+/// file in WAL mode with synchronous=FULL (an acknowledged commit survives power loss).
+/// </summary>
+public sealed class Database : IAsyncDisposable
+{
+    private static int _sqliteInitialised;
+    private readonly NpgsqlDataSource? _postgres;
+    private readonly string? _sqlite;
+
+    public Database(DatabaseTarget target)
+    {
+        Target = target;
+        if (target.Engine == DatabaseEngine.Postgres)
+        {
+            var b = new NpgsqlConnectionStringBuilder(target.ConnectionString);
+            // Automatic preparation saves a parse/plan on every hot-path statement.
+            if (b.MaxAutoPrepare == 0) b.MaxAutoPrepare = 64;
+            if (string.IsNullOrEmpty(b.ApplicationName)) b.ApplicationName = "tollgate";
+            _postgres = NpgsqlDataSource.Create(b.ConnectionString);
+        }
+        else
+        {
+            if (Interlocked.Exchange(ref _sqliteInitialised, 1) == 0) SQLitePCL.Batteries_V2.Init();
+            var b = new SqliteConnectionStringBuilder(target.ConnectionString) { Pooling = true };
+            var dir = Path.GetDirectoryName(Path.GetFullPath(b.DataSource));
+            if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
+            _sqlite = b.ConnectionString;
+        }
+    }
+
+    public DatabaseTarget Target { get; }
+    public DatabaseEngine Engine => Target.Engine;
+
+    public NpgsqlDataSource Postgres => _postgres ?? throw new InvalidOperationException("Not a PostgreSQL database.");
+
+    public async Task<NpgsqlConnection> OpenPostgresAsync(CancellationToken ct) => await Postgres.OpenConnectionAsync(ct);
+
+    /// <summary>Opens a SQLite connection with the per-connection pragmas Tollgate relies on.</summary>
+    public async Task<SqliteConnection> OpenSqliteAsync(CancellationToken ct)
+    {
+        var connection = new SqliteConnection(_sqlite ?? throw new InvalidOperationException("Not a SQLite database."));
+        await connection.OpenAsync(ct);
+        await using var cmd = connection.CreateCommand();
+        // WAL lets readers run beside the single writer; FULL fsyncs the WAL on every commit.
+        cmd.CommandText = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;";
+        await cmd.ExecuteNonQueryAsync(ct);
+        return connection;
+    }
+
+    public async Task<DbConnection> OpenAsync(CancellationToken ct) =>
+        Engine == DatabaseEngine.Postgres ? await OpenPostgresAsync(ct) : await OpenSqliteAsync(ct);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_postgres is not null) await _postgres.DisposeAsync();
+        if (_sqlite is not null) SqliteConnection.ClearAllPools();
+    }
+}

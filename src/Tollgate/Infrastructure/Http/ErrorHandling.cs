@@ -1,0 +1,80 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Tollgate.Features.Ledger;
+using Tollgate.Infrastructure.Data;
+
+namespace Tollgate.Infrastructure.Http;
+
+/// <summary>Maps exceptions that escape a handler to problem responses: client mistakes to 4xx, outages to 503.</summary>
+public static partial class ErrorHandling
+{
+    public static void UseTollgateErrors(this WebApplication app)
+    {
+        app.UseExceptionHandler(new ExceptionHandlerOptions
+        {
+            StatusCodeSelector = _ => StatusCodes.Status500InternalServerError,
+            ExceptionHandler = async context =>
+            {
+                var error = context.Features.Get<IExceptionHandlerFeature>()?.Error;
+                var (status, code, detail) = Map(error);
+                if (status >= 500)
+                {
+                    var logger = context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Tollgate.Errors");
+                    LogUnhandled(logger, error, context.Request.Method, context.Request.Path);
+                }
+                context.Response.StatusCode = status;
+                await Problems.Create(status, code, detail).ExecuteAsync(context);
+            },
+        });
+        app.UseStatusCodePages(async statusContext =>
+        {
+            // Routing misses (404/405) get a problem body too, instead of an empty response.
+            var http = statusContext.HttpContext;
+            if (http.Response.HasStarted || http.Response.ContentLength is > 0) return;
+            var status = http.Response.StatusCode;
+            var code = status switch { 404 => "not_found", 405 => "method_not_allowed", 415 => "unsupported_media_type", _ => "error" };
+            var detail = status switch
+            {
+                404 => $"No route for {http.Request.Method} {http.Request.Path}.",
+                405 => $"{http.Request.Method} is not allowed on {http.Request.Path}.",
+                415 => "Send the request body as application/json.",
+                _ => "The request failed.",
+            };
+            await Problems.Create(status, code, detail).ExecuteAsync(http);
+        });
+    }
+
+    internal static (int Status, string Code, string Detail) Map(Exception? error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            switch (e)
+            {
+                case BadHttpRequestException bad when bad.StatusCode == StatusCodes.Status413PayloadTooLarge:
+                    return (413, "payload_too_large", "The request body is larger than this route accepts.");
+                case JsonException json:
+                    return (400, "invalid_json", "The request body is not valid JSON for this route: " + JsonMessage(json));
+                case BadHttpRequestException bad when bad.StatusCode == StatusCodes.Status415UnsupportedMediaType:
+                    return (415, "unsupported_media_type", "Send the request body as application/json.");
+                case BadHttpRequestException bad when e.InnerException is null:
+                    return (bad.StatusCode, "bad_request", bad.Message);
+                case LedgerUnavailableException:
+                    return (503, "ledger_unavailable", "The ledger is temporarily unavailable; retry with the same idempotency key.");
+            }
+        }
+        if (error is not null && DbErrors.Classify(error) is DbErrorKind.Unavailable or DbErrorKind.Retryable)
+            return (503, "database_unavailable", "The database is temporarily unavailable; retry shortly.");
+        return (500, "internal_error", "An unexpected error occurred.");
+    }
+
+    /// <summary>System.Text.Json's message names the path and position but never echoes request content.</summary>
+    private static string JsonMessage(JsonException e) =>
+        e.Path is { Length: > 0 } path ? $"problem at {path}." : e.LineNumber is { } line ? $"problem at line {line + 1}." : "malformed JSON.";
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Unhandled error on {Method} {Path}")]
+    private static partial void LogUnhandled(ILogger logger, Exception? e, string method, string path);
+}

@@ -1,0 +1,54 @@
+using System.ComponentModel.DataAnnotations;
+using System.Globalization;
+
+namespace Tollgate.Infrastructure.Money;
+
+/// <summary>The display unit "credits". Configuration section <c>Credits</c>.</summary>
+public sealed record CreditsOptions
+{
+    public const string Section = "Credits";
+
+    /// <summary>Micro-USD in one credit; default 1,000 (1 credit = $0.001). Must divide 1,000,000 evenly.</summary>
+    [Range(1, 1_000_000)]
+    public long MicrosPerCredit { get; init; } = 1_000;
+}
+
+/// <summary>Converts between micro-USD and credits; credits are a display unit, never stored.</summary>
+public sealed class CreditUnit(long microsPerCredit)
+{
+    private readonly int _decimals = DecimalsFor(microsPerCredit);
+
+    public long MicrosPerCredit { get; } = microsPerCredit;
+
+    /// <summary>Credits as an exact decimal string, e.g. 1,500 micros at 1,000 per credit → "1.5".</summary>
+    public string Format(long micros)
+    {
+        var value = (decimal)micros / MicrosPerCredit;
+        return value.ToString("0.######", CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Parses a credit amount; fractions finer than one micro-USD are rejected, not rounded.</summary>
+    public bool TryParseCredits(string text, out long micros, out string? error)
+    {
+        micros = 0;
+        if (!Money.TryParseScaled(text, Money.MaxDecimals, out var scaledMillionths, out error)) return false;
+        // scaledMillionths = credits × 10^6; micros = credits × MicrosPerCredit.
+        var product = (Int128)scaledMillionths * MicrosPerCredit;
+        if (product % Money.MicrosPerUsd != 0)
+        {
+            error = $"'{text}' credits is not a whole number of micro-USD (at most {_decimals} decimals).";
+            return false;
+        }
+        var result = product / Money.MicrosPerUsd;
+        if (result > long.MaxValue || result < long.MinValue) { error = $"'{text}' is out of range."; return false; }
+        micros = (long)result;
+        return true;
+    }
+
+    private static int DecimalsFor(long microsPerCredit)
+    {
+        var decimals = 0;
+        for (var m = microsPerCredit; m > 1 && m % 10 == 0; m /= 10) decimals++;
+        return decimals;
+    }
+}

@@ -1,0 +1,84 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.Options;
+using Tollgate.Features.Accounts;
+using Tollgate.Features.Admin;
+using Tollgate.Features.Health;
+using Tollgate.Features.Keys;
+using Tollgate.Features.Ledger;
+using Tollgate.Infrastructure.Data;
+using Tollgate.Infrastructure.Http;
+using Tollgate.Infrastructure.Money;
+
+namespace Tollgate;
+
+/// <summary>Composition root: services and routes of the one Tollgate app, used by <c>serve</c>, the CLI and tests.</summary>
+public static class TollgateApp
+{
+    /// <summary>Largest request body accepted by default (bytes); larger bodies get 413.</summary>
+    public const long DefaultMaxRequestBodyBytes = 1 << 20;
+
+    public static readonly JsonSerializerOptions Json = ConfigureJson(new JsonSerializerOptions(JsonSerializerDefaults.Web));
+
+    public static JsonSerializerOptions ConfigureJson(JsonSerializerOptions o)
+    {
+        o.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
+        o.DictionaryKeyPolicy = JsonNamingPolicy.SnakeCaseLower;
+        // A misspelt field is a 400, not a silently ignored value.
+        o.UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow;
+        o.NumberHandling = JsonNumberHandling.Strict;
+        o.DefaultIgnoreCondition = JsonIgnoreCondition.Never;
+        o.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower, allowIntegerValues: false));
+        return o;
+    }
+
+    /// <param name="args">ASP.NET Core arguments (e.g. <c>--urls</c>).</param>
+    /// <param name="database">Overrides <c>TOLLGATE_DATABASE</c> / <c>Tollgate:Database</c>.</param>
+    /// <param name="configure">Extra configuration, e.g. in-memory settings from tests.</param>
+    public static WebApplication Build(string[] args, string? database = null, Action<WebApplicationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args });
+        configure?.Invoke(builder);
+        var target = DatabaseTarget.Parse(database ?? builder.Configuration["TOLLGATE_DATABASE"] ?? builder.Configuration["Tollgate:Database"]);
+        var services = builder.Services;
+
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(new Database(target));
+        services.AddSingleton<Migrator>();
+        services.AddOptions<CreditsOptions>().BindConfiguration(CreditsOptions.Section).ValidateDataAnnotations()
+            .Validate(o => Money.MicrosPerUsd % o.MicrosPerCredit == 0, "Credits:MicrosPerCredit must divide 1,000,000 evenly (e.g. 1, 10, 1000, 10000).")
+            .ValidateOnStart();
+        services.AddSingleton(sp => new CreditUnit(sp.GetRequiredService<IOptions<CreditsOptions>>().Value.MicrosPerCredit));
+        services.AddLedger();
+        services.AddSingleton(new KeyEnvironment(builder.Configuration["Tollgate:KeyEnvironment"] is { Length: > 0 } env ? env : "live"));
+        services.AddSingleton<IApiKeyStore, ApiKeyStore>();
+        services.AddSingleton<IAccountStore, AccountStore>();
+        services.AddSingleton<AccountService>();
+        services.AddSingleton<AdminKeys>();
+
+        services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
+        services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        services.AddProblemDetails();
+        var maxBody = builder.Configuration.GetValue("Tollgate:Http:MaxRequestBodyBytes", DefaultMaxRequestBodyBytes);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.MaxRequestBodySize = maxBody;
+            k.AddServerHeader = false;
+        });
+
+        var app = builder.Build();
+        app.UseTollgateErrors();
+        app.MapHealth();
+        app.MapAdminAccounts();
+        app.MapAdminLedger();
+        return app;
+    }
+
+    /// <summary>Applies migrations and loads admin credentials; returns a newly generated admin key (print it once), or null.</summary>
+    public static async Task<string?> PrepareAsync(WebApplication app, CancellationToken ct = default)
+    {
+        await app.Services.GetRequiredService<Migrator>().MigrateAsync(ct);
+        return await app.Services.GetRequiredService<AdminKeys>().InitialiseAsync(ct);
+    }
+}
