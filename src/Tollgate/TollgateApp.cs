@@ -38,7 +38,8 @@ public static class TollgateApp
     /// <param name="configure">Extra configuration, e.g. in-memory settings from tests.</param>
     public static WebApplication Build(string[] args, string? database = null, Action<WebApplicationBuilder>? configure = null)
     {
-        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args });
+        // appsettings.json ships next to the binary, so read it from there whatever the working directory is.
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder);
         var target = DatabaseTarget.Parse(database ?? builder.Configuration["TOLLGATE_DATABASE"] ?? builder.Configuration["Tollgate:Database"]);
         var services = builder.Services;

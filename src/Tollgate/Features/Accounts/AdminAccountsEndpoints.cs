@@ -71,7 +71,7 @@ internal static class AdminAccountsEndpoints
             GrantOutcome.AccountNotFound => Problems.NotFound("account", id),
             GrantOutcome.InvalidAmount => Problems.BadRequest("invalid_request", "'amount_micros' is out of range.", "amount_micros"),
             GrantOutcome.InvalidIdempotencyKey => Problems.BadRequest("invalid_request",
-                $"'idempotency_key' must be 1–{AccountService.MaxIdempotencyKeyLength} characters of letters, digits and _-.:/@+.", "idempotency_key"),
+                $"'idempotency_key' must be 1–{AccountService.MaxIdempotencyKeyLength} characters of letters, digits and _-.:@+.", "idempotency_key"),
             GrantOutcome.IdempotencyConflict => Problems.Conflict("idempotency_conflict",
                 "This idempotency key was already used for a different amount or reason; nothing was changed."),
             GrantOutcome.InsufficientCredits => Problems.Create(StatusCodes.Status402PaymentRequired, "insufficient_credits",

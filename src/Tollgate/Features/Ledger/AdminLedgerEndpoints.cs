@@ -46,7 +46,7 @@ internal static class AdminLedgerEndpoints
     internal static (TransferRequest? Request, ProblemHttpResult? Problem) ToRequest(TransferInput t, string path)
     {
         if (!LedgerService.IsValidId(t.Id))
-            return (null, Problems.BadRequest("invalid_request", $"{path}.id must be 1–{LedgerService.MaxIdLength} characters of letters, digits and _-.:/@+.", $"{path}.id"));
+            return (null, Problems.BadRequest("invalid_request", $"{path}.id must be 1–{LedgerService.MaxIdLength} characters of letters, digits and _-.:@+.", $"{path}.id"));
         if (t.Code is { Length: 0 or > LedgerService.MaxCodeLength })
             return (null, Problems.BadRequest("invalid_request", $"{path}.code must be 1–{LedgerService.MaxCodeLength} characters.", $"{path}.code"));
         if (t.Reference?.Length > LedgerService.MaxReferenceLength)

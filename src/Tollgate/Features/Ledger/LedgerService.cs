@@ -106,7 +106,7 @@ public sealed partial class LedgerService : IAsyncDisposable
     }
 
     /// <summary>
-    /// Transfer ids: 1–128 characters of letters, digits and <c>_ - . : / @ +</c>. Ids beginning with '~' are the
+    /// Transfer ids: 1–128 characters of letters, digits and <c>_ - . : @ +</c> (no '/', so an id is one URL path segment). Ids beginning with '~' are the
     /// ledger's own (expiry voids) and cannot be chosen by clients.
     /// </summary>
     public static bool IsValidId(string? id, bool allowSystem = false)
@@ -115,7 +115,7 @@ public sealed partial class LedgerService : IAsyncDisposable
         for (var i = 0; i < id.Length; i++)
         {
             var c = id[i];
-            if (char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or ':' or '/' or '@' or '+') continue;
+            if (char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or ':' or '@' or '+') continue;
             if (c == '~' && i == 0 && allowSystem) continue;
             return false;
         }
