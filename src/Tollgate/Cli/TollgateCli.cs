@@ -39,7 +39,18 @@ public static class TollgateCli
         root.Subcommands.Add(KeysCommand(database));
         root.Subcommands.Add(CreditsCommand(database));
 
-        return await root.Parse(args).InvokeAsync();
+        try
+        {
+            return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e) when (e is System.Data.Common.DbException or ArgumentException or FormatException
+                                      or Microsoft.Extensions.Options.OptionsValidationException or IOException
+                                      or System.Net.Sockets.SocketException or TimeoutException)
+        {
+            // Configuration and connectivity problems get one clear line, not a stack trace.
+            Console.Error.WriteLine($"tollgate: {e.GetType().Name}: {e.Message}");
+            return 1;
+        }
     }
 
     private static async Task<int> ServeAsync(string? database, string[] aspnetArgs, CancellationToken ct)
