@@ -175,6 +175,37 @@ public sealed class AdminAccountsApiTests(AdminApiFixture fixture) : IClassFixtu
 
     [Theory]
     [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task AdminRoutes_TextWithNulCharacter_Return400OnEveryEngineAndChangeNothing(string engine)
+    {
+        // PostgreSQL text cannot hold U+0000 (SQLite can): both engines must refuse it the same way, as a client error.
+        var app = await fixture.AppAsync(engine);
+        var id = await app.CreateAccountAsync();
+        await app.GrantAsync(id, 1_000_000);
+        var ledgerId = (await app.Admin.GetFromJsonAsync<JsonElement>($"/admin/v1/accounts/{id}")).GetProperty("ledger_account_id").GetInt64();
+        var revenue = (await (await app.Admin.PostAsync("/admin/v1/ledger/accounts", JsonBody("""{"kind":"revenue"}"""))).Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetInt64();
+        var before = await SnapshotAsync(app, id);
+
+        await AssertProblemAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{id}/credits",
+            JsonBody("""{"amount_micros":100,"idempotency_key":"nul","reason":"a\u0000b"}""")), HttpStatusCode.BadRequest, "invalid_json");
+        await AssertProblemAsync(await app.Admin.PostAsync("/admin/v1/accounts", JsonBody("""{"name":"a\u0000b"}""")), HttpStatusCode.BadRequest, "invalid_json");
+        await AssertProblemAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{id}/keys", JsonBody("""{"name":"a\u0000b"}""")), HttpStatusCode.BadRequest, "invalid_json");
+        await AssertProblemAsync(await app.Admin.PostAsync("/admin/v1/ledger/accounts", JsonBody("""{"kind":"revenue","key":"k\u0000"}""")), HttpStatusCode.BadRequest, "invalid_json");
+        await AssertProblemAsync(await app.Admin.PostAsync("/admin/v1/transfers", JsonBody($$"""
+            {"transfers":[{"id":"nul-{{id}}","debit_account_id":{{ledgerId}},"credit_account_id":{{revenue}},"amount_micros":1,"description":"\u0000"}]}
+            """)), HttpStatusCode.BadRequest, "invalid_json");
+
+        Assert.Equal(before, await SnapshotAsync(app, id));
+        // Inside metadata the character is kept as the JSON escape, which every engine stores.
+        var response = await app.Admin.PostAsync("/admin/v1/transfers", JsonBody($$"""
+            {"transfers":[{"id":"nul-meta-{{id}}","debit_account_id":{{ledgerId}},"credit_account_id":{{revenue}},"amount_micros":1,"metadata":{"note":"\u0000"} }]}
+            """));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var stored = await app.Admin.GetFromJsonAsync<JsonElement>($"/admin/v1/transfers/nul-meta-{id}");
+        Assert.Equal("\0", stored.GetProperty("metadata").GetProperty("note").GetString());
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
     public async Task UnknownAccount_EveryAccountRoute_Returns404NotFound(string engine)
     {
         var app = await fixture.AppAsync(engine);
@@ -250,8 +281,12 @@ public sealed class AdminAccountsApiTests(AdminApiFixture fixture) : IClassFixtu
         var before = await SnapshotAsync(app, id);
         var oversize = $$"""{"amount_micros":100,"idempotency_key":"big","reason":"{{new string('r', (int)Tollgate.TollgateApp.DefaultMaxRequestBodyBytes)}}"}""";
 
-        // With a Content-Length Kestrel knows up front; chunked, it finds out while reading.
-        var sized = await app.Admin.PostAsync($"/admin/v1/accounts/{id}/credits", JsonBody(oversize));
+        // With a Content-Length Kestrel refuses before reading; chunked, it finds out while reading. The sized request
+        // waits for "100 Continue", as large uploads should: Kestrel answers 413 instead, so no body bytes are left
+        // unread when it closes the connection (unread bytes would turn the close into a reset that can swallow the 413).
+        var sizedRequest = Request(HttpMethod.Post, $"/admin/v1/accounts/{id}/credits", oversize, bearer: TestApp.AdminKey);
+        sizedRequest.Headers.ExpectContinue = true;
+        var sized = await app.Anonymous.SendAsync(sizedRequest);
         var chunkedContent = new StreamContent(new MemoryStream(Encoding.UTF8.GetBytes(oversize)));
         chunkedContent.Headers.ContentType = new("application/json");
         var chunkedRequest = Request(HttpMethod.Post, $"/admin/v1/accounts/{id}/credits", bearer: TestApp.AdminKey);

@@ -130,6 +130,44 @@ public sealed class CliTests
     }
 
     [Fact]
+    public async Task Serve_NoAdminKeyConfigured_PrintsGeneratedKeyOnceAndItAuthenticates()
+    {
+        var database = await TestDatabases.CreateAsync(TestDatabases.Sqlite);
+        var noKey = new Dictionary<string, string?> { ["TOLLGATE_ADMIN_KEY"] = null };
+
+        string key;
+        await using (var first = await TollgateServer.StartAsync(database, noKey))
+        {
+            key = await WaitForAdminKeyAsync(first);
+            using var client = new HttpClient { BaseAddress = first.BaseAddress };
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/admin/v1/ledger/audit");
+            request.Headers.Authorization = new("Bearer", key);
+            Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(request)).StatusCode);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await first.Admin.GetAsync("/admin/v1/ledger/audit")).StatusCode);
+        }
+        await using var second = await TollgateServer.StartAsync(database, noKey);
+        using var again = new HttpClient { BaseAddress = second.BaseAddress };
+        using var retry = new HttpRequestMessage(HttpMethod.Get, "/admin/v1/ledger/audit");
+        retry.Headers.Authorization = new("Bearer", key);
+
+        Assert.Equal(HttpStatusCode.OK, (await again.SendAsync(retry)).StatusCode);
+        Assert.DoesNotContain("Admin key", second.Output);
+        Assert.DoesNotContain(key, second.Output);
+    }
+
+    private static async Task<string> WaitForAdminKeyAsync(TollgateServer server)
+    {
+        // The key is printed before Kestrel listens, but the redirected output arrives asynchronously.
+        for (var i = 0; i < 100; i++)
+        {
+            var match = System.Text.RegularExpressions.Regex.Match(server.Output, @"Admin key \(shown once[^\n]*\n\s*(tg_admin_[0-9A-Za-z]{43})\s");
+            if (match.Success) return match.Groups[1].Value;
+            await Task.Delay(50);
+        }
+        throw new InvalidOperationException("serve printed no admin key:\n" + server.Output);
+    }
+
+    [Fact]
     public async Task Database_PostgresUrlForm_ReachesTheNamedDatabaseAndHidesPassword()
     {
         var keyValue = await TestDatabases.CreateAsync(TestDatabases.Postgres);
