@@ -123,6 +123,47 @@ public sealed class TwoProcessTests(ITestOutputHelper output)
             .Where(id => id.StartsWith('~')).Select(id => id[(id.IndexOf(':') + 1)..]).Order());
     }
 
+    [Fact]
+    public async Task Serve_TwoProcessesSameIdempotencyKeys_ApplyEachOnce()
+    {
+        var database = await TestDatabases.CreateAsync(TestDatabases.Postgres);
+        var started = await Task.WhenAll(TollgateServer.StartAsync(database), TollgateServer.StartAsync(database));
+        await using var a = started[0];
+        await using var b = started[1];
+        var (accountId, customer, revenue) = await CreateFundedAccountAsync(a.Admin, 1_000_000);
+
+        // 32 identical grants and 32 identical transfers per id, half through each process, all at once; plus, for
+        // each of 8 more ids, 32 requests with different amounts, of which exactly one may win.
+        var grants = Enumerable.Range(0, 32).Select(i => (i % 2 == 0 ? a : b).Admin.PostAsync($"/admin/v1/accounts/{accountId}/credits",
+            Json("""{"amount_micros":250000,"idempotency_key":"same-grant","reason":"race"}""")));
+        var same = Enumerable.Range(0, 8).SelectMany(k => Enumerable.Range(0, 32).Select(i => (i % 2 == 0 ? a : b).Admin.PostAsync("/admin/v1/transfers",
+            Json($$"""{"transfers":[{"id":"same-{{k}}","debit_account_id":{{customer}},"credit_account_id":{{revenue}},"amount_micros":1000}]}"""))));
+        var differing = Enumerable.Range(0, 8).SelectMany(k => Enumerable.Range(0, 32).Select(i => (i % 2 == 0 ? a : b).Admin.PostAsync("/admin/v1/transfers",
+            Json($$"""{"transfers":[{"id":"differ-{{k}}","debit_account_id":{{customer}},"credit_account_id":{{revenue}},"amount_micros":{{1000 + i}}}]}"""))));
+        var grantResponses = await Task.WhenAll(grants.Select(async r => await ReadOkAsync(await r)));
+        var sameResults = await Task.WhenAll(same.Select(async r => (await ReadOkAsync(await r))[0]));
+        var differingResults = await Task.WhenAll(differing.Select(async r => (await ReadOkAsync(await r))[0]));
+
+        Assert.Single(grantResponses, g => !g.GetProperty("replayed").GetBoolean());
+        Assert.Single(grantResponses.Select(g => g.GetProperty("transfer").GetRawText()).Distinct());
+        foreach (var group in sameResults.GroupBy(r => r.GetProperty("id").GetString()))
+        {
+            Assert.Single(group, r => r.GetProperty("result").GetString() == "ok");
+            Assert.All(group, r => Assert.Contains(r.GetProperty("result").GetString(), new[] { "ok", "replayed" }));
+        }
+        var winners = 0L;
+        foreach (var group in differingResults.GroupBy(r => r.GetProperty("id").GetString()))
+        {
+            var ok = Assert.Single(group, r => r.GetProperty("result").GetString() == "ok");
+            winners += ok.GetProperty("transfer").GetProperty("amount_micros").GetInt64();
+            Assert.All(group, r => Assert.Contains(r.GetProperty("result").GetString(), new[] { "ok", "replayed", "idempotency_conflict" }));
+        }
+        var account = await ReadOkAsync(await b.Admin.GetAsync($"/admin/v1/accounts/{accountId}"));
+        Assert.Equal(1_000_000 + 250_000 - 8 * 1_000 - winners, account.GetProperty("balance_micros").GetInt64());
+        Assert.Equal(1 + 1 + 8 + 8, (await StatementAsync(a.Admin, accountId)).Count);
+        await AuditAsync(a.Admin);
+    }
+
     /// <summary>Posts one transfer; returns its result code, or null after recording an HTTP-level error.</summary>
     private static async Task<string?> TransferAsync(HttpClient admin, string transferJson, ConcurrentQueue<string> errors)
     {
