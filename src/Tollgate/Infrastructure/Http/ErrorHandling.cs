@@ -36,11 +36,13 @@ public static partial class ErrorHandling
             var http = statusContext.HttpContext;
             if (http.Response.HasStarted || http.Response.ContentLength is > 0) return;
             var status = http.Response.StatusCode;
-            var code = status switch { 404 => "not_found", 405 => "method_not_allowed", 415 => "unsupported_media_type", _ => "error" };
+            // Minimal APIs answer an over-limit body by setting 413 themselves (no exception reaches the handler above).
+            var code = status switch { 404 => "not_found", 405 => "method_not_allowed", 413 => "payload_too_large", 415 => "unsupported_media_type", _ => "error" };
             var detail = status switch
             {
                 404 => $"No route for {http.Request.Method} {http.Request.Path}.",
                 405 => $"{http.Request.Method} is not allowed on {http.Request.Path}.",
+                413 => "The request body is larger than this route accepts.",
                 415 => "Send the request body as application/json.",
                 _ => "The request failed.",
             };
