@@ -86,7 +86,7 @@ public static class TollgateCli
         var create = new Command("create", "Create a billing account.") { name, limit };
         create.SetAction((p, ct) => WithAppAsync(p.GetValue(database), async (app, _) =>
         {
-            if (p.GetValue(limit) < 0) { Console.Error.WriteLine("--credit-limit-micros must be ≥ 0."); return 2; }
+            if (p.GetValue(limit) is < 0 or > LedgerService.MaxAmountMicros) { Console.Error.WriteLine($"--credit-limit-micros must be 0–{LedgerService.MaxAmountMicros}."); return 2; }
             var account = await app.Services.GetRequiredService<AccountService>().CreateAsync(p.GetRequiredValue(name), p.GetValue(limit), ct);
             Print(AccountResponse.From(account, app.Services.GetRequiredService<CreditUnit>()));
             return 0;

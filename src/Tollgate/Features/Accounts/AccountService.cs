@@ -41,7 +41,7 @@ internal sealed class AccountService(LedgerService ledger, SystemAccounts system
     /// </summary>
     public async Task<GrantResult> GrantAsync(string accountId, long amountMicros, string idempotencyKey, string? reason, CancellationToken ct)
     {
-        if (amountMicros == 0 || amountMicros == long.MinValue) return new(GrantOutcome.InvalidAmount);
+        if (amountMicros == 0 || amountMicros < -LedgerService.MaxAmountMicros || amountMicros > LedgerService.MaxAmountMicros) return new(GrantOutcome.InvalidAmount);
         if (idempotencyKey.Length > MaxIdempotencyKeyLength || !LedgerService.IsValidId(idempotencyKey)) return new(GrantOutcome.InvalidIdempotencyKey);
         var account = await accounts.GetAsync(accountId, ct);
         if (account is null) return new(GrantOutcome.AccountNotFound);

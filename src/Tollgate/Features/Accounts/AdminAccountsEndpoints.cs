@@ -45,8 +45,8 @@ internal static class AdminAccountsEndpoints
     {
         if (string.IsNullOrWhiteSpace(input.Name) || input.Name.Length > AccountService.MaxNameLength)
             return Problems.BadRequest("invalid_request", $"'name' is required (1–{AccountService.MaxNameLength} characters).", "name");
-        if (input.CreditLimitMicros is < 0)
-            return Problems.BadRequest("invalid_request", "'credit_limit_micros' must be ≥ 0 (0 = prepaid).", "credit_limit_micros");
+        if (input.CreditLimitMicros is < 0 or > LedgerService.MaxAmountMicros)
+            return Problems.BadRequest("invalid_request", $"'credit_limit_micros' must be 0–{LedgerService.MaxAmountMicros} (0 = prepaid).", "credit_limit_micros");
         var account = await accounts.CreateAsync(input.Name.Trim(), input.CreditLimitMicros ?? 0, ct);
         return TypedResults.Created($"/admin/v1/accounts/{account.Account.Id}", AccountResponse.From(account, credits));
     }
@@ -69,7 +69,7 @@ internal static class AdminAccountsEndpoints
             GrantOutcome.Granted or GrantOutcome.Replayed => TypedResults.Ok(new GrantResponse(
                 TransferResponse.From(result.Transfer!), result.BalanceMicros, result.AvailableMicros, result.Outcome == GrantOutcome.Replayed)),
             GrantOutcome.AccountNotFound => Problems.NotFound("account", id),
-            GrantOutcome.InvalidAmount => Problems.BadRequest("invalid_request", "'amount_micros' is out of range.", "amount_micros"),
+            GrantOutcome.InvalidAmount => Problems.BadRequest("invalid_request", $"'amount_micros' must be between -{LedgerService.MaxAmountMicros} and {LedgerService.MaxAmountMicros}.", "amount_micros"),
             GrantOutcome.InvalidIdempotencyKey => Problems.BadRequest("invalid_request",
                 $"'idempotency_key' must be 1–{AccountService.MaxIdempotencyKeyLength} characters of letters, digits and _-.:@+.", "idempotency_key"),
             GrantOutcome.IdempotencyConflict => Problems.Conflict("idempotency_conflict",

@@ -86,7 +86,8 @@ internal static class AdminLedgerEndpoints
     {
         if (string.IsNullOrWhiteSpace(input.Kind) || input.Kind.Length > 64)
             return Problems.BadRequest("invalid_request", "'kind' is required (1–64 characters).", "kind");
-        if (input.CreditLimitMicros is < 0) return Problems.BadRequest("invalid_request", "'credit_limit_micros' must be ≥ 0.", "credit_limit_micros");
+        if (input.CreditLimitMicros is < 0 or > LedgerService.MaxAmountMicros)
+            return Problems.BadRequest("invalid_request", $"'credit_limit_micros' must be 0–{LedgerService.MaxAmountMicros} (0 = prepaid).", "credit_limit_micros");
         var flags = LedgerAccountFlags.None;
         foreach (var f in input.Flags ?? [])
         {

@@ -175,6 +175,8 @@ public enum TransferResultCode
     Overflow,
     /// <summary>Another transfer in the same atomic batch failed, so this one was not applied.</summary>
     LinkedTransferFailed,
+    /// <summary>The amount exceeds <see cref="LedgerService.MaxAmountMicros"/>.</summary>
+    AmountTooLarge,
 }
 
 /// <summary>The outcome of one transfer request. <see cref="Transfer"/> is set for Ok and Replayed.</summary>

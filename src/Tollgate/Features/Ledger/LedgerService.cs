@@ -41,6 +41,12 @@ public sealed partial class LedgerService : IAsyncDisposable
     public const int MaxDescriptionLength = 1_024;
     public const int MaxMetadataLength = 16_384;
 
+    /// <summary>
+    /// Largest amount of one transfer and largest credit limit: 10^15 micro-USD ($1 billion). Bounding single amounts
+    /// keeps every counter at least 9,000 maximal transfers away from overflowing 64 bits.
+    /// </summary>
+    public const long MaxAmountMicros = 1_000_000_000_000_000;
+
     private readonly ILedgerStore _store;
     private readonly TimeProvider _time;
     private readonly LedgerOptions _options;
@@ -74,12 +80,11 @@ public sealed partial class LedgerService : IAsyncDisposable
     {
         if (requests.Count == 0) return Task.FromResult(Array.Empty<TransferResult>());
         var command = new LedgerCommand(requests, atomic);
-        var invalid = Validate(requests);
+        var (invalid, code) = Validate(requests);
         if (invalid >= 0)
         {
             for (var i = 0; i < requests.Count; i++)
-                command.Results[i] = new(i == invalid ? TransferResultCode.InvalidId : TransferResultCode.LinkedTransferFailed, null);
-            if (!atomic) command.Results[0] = new(TransferResultCode.InvalidId, null);
+                command.Results[i] = new(i == invalid ? code : TransferResultCode.LinkedTransferFailed, null);
             return Task.FromResult(command.Results);
         }
         if (requests.Count > _options.MaxBatchTransfers)
@@ -90,8 +95,8 @@ public sealed partial class LedgerService : IAsyncDisposable
         return ct.CanBeCanceled ? pending.Completion.Task.WaitAsync(ct) : pending.Completion.Task;
     }
 
-    /// <summary>Index of the first request with an id or text field the ledger cannot store, or −1.</summary>
-    private static int Validate(IReadOnlyList<TransferRequest> requests)
+    /// <summary>The first request the ledger must refuse before touching the database, and why; index −1 if none.</summary>
+    private static (int Index, TransferResultCode Code) Validate(IReadOnlyList<TransferRequest> requests)
     {
         for (var i = 0; i < requests.Count; i++)
         {
@@ -100,9 +105,10 @@ public sealed partial class LedgerService : IAsyncDisposable
                 || string.IsNullOrEmpty(r.Code) || r.Code.Length > MaxCodeLength
                 || r.Reference?.Length > MaxReferenceLength || r.Description?.Length > MaxDescriptionLength
                 || r.Metadata?.Length > MaxMetadataLength)
-                return i;
+                return (i, TransferResultCode.InvalidId);
+            if (r.Amount > MaxAmountMicros) return (i, TransferResultCode.AmountTooLarge);
         }
-        return -1;
+        return (-1, TransferResultCode.Ok);
     }
 
     /// <summary>
@@ -122,8 +128,16 @@ public sealed partial class LedgerService : IAsyncDisposable
         return true;
     }
 
-    public Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount account, CancellationToken ct = default) => _store.CreateAccountAsync(account, ct);
-    public Task<LedgerAccount> EnsureAccountAsync(NewLedgerAccount account, CancellationToken ct = default) => _store.EnsureAccountAsync(account, ct);
+    public Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount account, CancellationToken ct = default) =>
+        _store.CreateAccountAsync(CheckLimit(account), ct);
+
+    public Task<LedgerAccount> EnsureAccountAsync(NewLedgerAccount account, CancellationToken ct = default) =>
+        _store.EnsureAccountAsync(CheckLimit(account), ct);
+
+    private static NewLedgerAccount CheckLimit(NewLedgerAccount account) =>
+        account.CreditLimitMicros is >= 0 and <= MaxAmountMicros
+            ? account
+            : throw new ArgumentOutOfRangeException(nameof(account), $"Credit limit must be 0–{MaxAmountMicros} micro-USD.");
     public Task<LedgerAccount?> GetAccountAsync(long id, CancellationToken ct = default) => _store.GetAccountAsync(id, ct);
     public Task<Transfer?> GetTransferAsync(string id, CancellationToken ct = default) => _store.GetTransferAsync(id, ct);
     public Task<IReadOnlyList<StatementLine>> GetStatementAsync(long accountId, long? beforeVersion, int limit, CancellationToken ct = default) =>
