@@ -28,7 +28,7 @@ public sealed class LedgerConcurrencyTests
 
     [Theory]
     [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
-    public async Task HoldThenSettle_ManyConcurrentWritersOnOnePrepaidAccount_NeverOverspends(string engine)
+    public async Task TransferAsync_ManyConcurrentHoldThenSettleWritersOnOnePrepaidAccount_NeverOverspend(string engine)
     {
         const int writers = 96;
         const long amount = 100_000;

@@ -455,7 +455,7 @@ public sealed class LedgerServiceTests
 
     [Theory]
     [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
-    public async Task TransferAsync_PostAfterTimeoutBeforeSweep_ReturnsPendingTransferExpired(string engine)
+    public async Task TransferAsync_PostAtOrAfterTimeoutBeforeSweep_ReturnsPendingTransferExpired(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
         var promotions = await h.CreatePromotionsAsync();
@@ -463,18 +463,23 @@ public sealed class LedgerServiceTests
         var revenue = await h.CreateRevenueAsync();
         await h.GrantAsync(promotions, customer, 1_000_000);
         await h.Ledger.TransferAsync(Hold("early", customer, revenue, 200_000, timeoutSeconds: 10));
+        await h.Ledger.TransferAsync(Hold("edge", customer, revenue, 100_000, timeoutSeconds: 10));
         await h.Ledger.TransferAsync(Hold("late", customer, revenue, 300_000, timeoutSeconds: 10));
 
         h.Clock.Advance(TimeSpan.FromSeconds(9));
         Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Post("post-early", "early"))).Code);
-        h.Clock.Advance(TimeSpan.FromSeconds(2));
+        h.Clock.Advance(TimeSpan.FromSeconds(1));   // exactly the deadline: already expired, as the sweeper sees it
+        Assert.Equal(TransferResultCode.PendingTransferExpired, (await h.Ledger.TransferAsync(Post("post-edge", "edge"))).Code);
+        h.Clock.Advance(TimeSpan.FromSeconds(1));
         Assert.Equal(TransferResultCode.PendingTransferExpired, (await h.Ledger.TransferAsync(Post("post-late", "late"))).Code);
         Assert.Equal(TransferStatus.Pending, (await h.Ledger.GetTransferAsync("late"))!.Status);
 
-        // The client may still release it itself (same effect as expiry); the sweeper then has nothing to do.
+        // The client may still release it itself (same effect as expiry); the sweeper then leaves it alone.
         Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Void("void-late", "late"))).Code);
         Assert.Equal(TransferStatus.Voided, (await h.Ledger.GetTransferAsync("late"))!.Status);
-        Assert.Equal(0, await h.Ledger.ExpireDueHoldsAsync());
+        Assert.Equal(1, await h.Ledger.ExpireDueHoldsAsync());
+        Assert.Equal(TransferStatus.Expired, (await h.Ledger.GetTransferAsync("edge"))!.Status);
+        Assert.Null(await h.Ledger.GetTransferAsync("post-edge"));
         AssertCounters(await h.AccountAsync(customer), 0, 200_000, 0, 1_000_000);
         await h.AssertAuditHealthyAsync();
     }
