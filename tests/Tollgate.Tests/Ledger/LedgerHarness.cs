@@ -109,8 +109,21 @@ internal sealed class LedgerHarness : IAsyncDisposable
             var name = new NpgsqlConnectionStringBuilder(target.ConnectionString).Database!;
             await using var connection = new NpgsqlConnection(TestDatabases.PostgresServer);
             await connection.OpenAsync();
-            await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)", connection);
-            await drop.ExecuteNonQueryAsync();
+            // Not WITH (FORCE): that must be allowed to terminate every session, and an autovacuum worker on the fresh
+            // database belongs to the superuser. A plain DROP stops autovacuum itself; only our own sessions could block it.
+            await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS \"{name}\"", connection);
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    await drop.ExecuteNonQueryAsync();
+                    break;
+                }
+                catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ObjectInUse && attempt < 10)
+                {
+                    await Task.Delay(200);
+                }
+            }
         }
         else
         {
