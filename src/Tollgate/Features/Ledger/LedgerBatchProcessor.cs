@@ -320,13 +320,14 @@ internal sealed class LedgerBatchProcessor
                 account.Restore(saved);
                 // Dirty stays set if an earlier command in the batch changed it; writing unchanged counters is harmless.
             }
-            foreach (var id in _added) processor._transfers.Remove(id);
             // A group can only settle a transfer that was still pending, so undoing means "no change".
             foreach (var (id, original) in _pending)
             {
                 processor._transfers[id] = original;
                 processor._writes.PendingStatusChanges.Remove(id);
             }
+            // After the restore above: a hold the group created and then settled must disappear, not come back as pending.
+            foreach (var id in _added) processor._transfers.Remove(id);
             processor._writes.NewTransfers.RemoveRange(transferMark, processor._writes.NewTransfers.Count - transferMark);
             processor._writes.Entries.RemoveRange(entryMark, processor._writes.Entries.Count - entryMark);
         }

@@ -31,9 +31,10 @@ public sealed class CreditUnit(long microsPerCredit)
     public bool TryParseCredits(string text, out long micros, out string? error)
     {
         micros = 0;
-        if (!Money.TryParseScaled(text, Money.MaxDecimals, out var scaledMillionths, out error)) return false;
+        // 128 bits: credits × 10^6 exceeds 64 bits long before credits × MicrosPerCredit does.
+        if (!Money.TryParseScaledWide(text, Money.MaxDecimals, out var scaledMillionths, out error)) return false;
         // scaledMillionths = credits × 10^6; micros = credits × MicrosPerCredit.
-        var product = (Int128)scaledMillionths * MicrosPerCredit;
+        var product = scaledMillionths * MicrosPerCredit;
         if (product % Money.MicrosPerUsd != 0)
         {
             error = $"'{text}' credits is not a whole number of micro-USD (at most {_decimals} decimals).";

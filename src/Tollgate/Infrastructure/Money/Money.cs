@@ -130,6 +130,24 @@ public readonly record struct Money(long Micros) : IComparable<Money>
     internal static bool TryParseScaled(string? text, int decimals, out long scaled, [NotNullWhen(false)] out string? error)
     {
         scaled = 0;
+        if (!TryParseScaledWide(text, decimals, out var wide, out error)) return false;
+        if (wide > long.MaxValue || wide < long.MinValue)
+        {
+            error = $"'{text}' is out of range.";
+            return false;
+        }
+        scaled = (long)wide;
+        return true;
+    }
+
+    /// <summary>
+    /// <see cref="TryParseScaled(string?, int, out long, out string?)"/> into 128 bits, for units larger than a micro-USD
+    /// (credits): their scaled value may exceed 64 bits while the amount in micro-USD still fits. The whole part is
+    /// limited to 64 bits, so with <paramref name="decimals"/> ≤ 18 the result cannot overflow.
+    /// </summary>
+    internal static bool TryParseScaledWide(string? text, int decimals, out Int128 scaled, [NotNullWhen(false)] out string? error)
+    {
+        scaled = 0;
         if (string.IsNullOrEmpty(text)) { error = "Amount is empty."; return false; }
         var s = text.AsSpan();
         var negative = false;
@@ -155,29 +173,16 @@ public readonly record struct Money(long Micros) : IComparable<Money>
             error = $"'{text}' has more than {decimals} decimal places.";
             return false;
         }
-        try
+        Int128 value = 0;
+        foreach (var c in wholePart)
         {
-            Int128 value = 0;
-            foreach (var c in wholePart)
-            {
-                value = value * 10 + (c - '0');
-                if (value > long.MaxValue) throw new OverflowException();
-            }
-            for (var i = 0; i < decimals; i++)
-            {
-                value = value * 10 + (i < fracPart.Length ? fracPart[i] - '0' : 0);
-                if (value > (Int128)long.MaxValue + 1) throw new OverflowException();
-            }
-            if (negative) value = -value;
-            if (value > long.MaxValue || value < long.MinValue) throw new OverflowException();
-            scaled = (long)value;
-            error = null;
-            return true;
+            value = value * 10 + (c - '0');
+            if (value > (Int128)long.MaxValue + 1) { error = $"'{text}' is out of range."; return false; }
         }
-        catch (OverflowException)
-        {
-            error = $"'{text}' is out of range.";
-            return false;
-        }
+        for (var i = 0; i < decimals; i++)
+            value = value * 10 + (i < fracPart.Length ? fracPart[i] - '0' : 0);
+        scaled = negative ? -value : value;
+        error = null;
+        return true;
     }
 }
