@@ -201,6 +201,10 @@ internal sealed class LedgerBatchProcessor
         if (r.PendingId is null) return Fail(TransferResultCode.PendingIdRequired);
         if (r.TimeoutSeconds != 0) return Fail(TransferResultCode.TimeoutNotAllowed);
         if (!_transfers.TryGetValue(r.PendingId, out var p)) return Fail(TransferResultCode.PendingTransferNotFound);
+        // The store locks a hold's accounts by looking the hold up first. A hold committed by another process after
+        // that lookup (so before its creator was acknowledged) has unlocked accounts here: treat it as not yet there.
+        if (!_accounts.TryGetValue(p.DebitAccountId, out var dr) || !_accounts.TryGetValue(p.CreditAccountId, out var cr))
+            return Fail(TransferResultCode.PendingTransferNotFound);
         if (p.Kind != TransferKind.Pending) return Fail(TransferResultCode.PendingTransferNotPending);
         if ((r.DebitAccountId != 0 && r.DebitAccountId != p.DebitAccountId)
             || (r.CreditAccountId != 0 && r.CreditAccountId != p.CreditAccountId))
@@ -230,9 +234,6 @@ internal sealed class LedgerBatchProcessor
             amount = held;
         }
 
-        // The pending transfer's accounts were loaded through it, so they are present.
-        var dr = _accounts[p.DebitAccountId];
-        var cr = _accounts[p.CreditAccountId];
         var posted = post ? amount : 0;
         var drDebitsPending = checked(dr.DebitsPending - held);
         var drDebitsPosted = checked(dr.DebitsPosted + posted);

@@ -16,7 +16,6 @@ public sealed record CreditsOptions
 /// <summary>Converts between micro-USD and credits; credits are a display unit, never stored.</summary>
 public sealed class CreditUnit(long microsPerCredit)
 {
-    private readonly int _decimals = DecimalsFor(microsPerCredit);
 
     public long MicrosPerCredit { get; } = microsPerCredit;
 
@@ -37,19 +36,12 @@ public sealed class CreditUnit(long microsPerCredit)
         var product = scaledMillionths * MicrosPerCredit;
         if (product % Money.MicrosPerUsd != 0)
         {
-            error = $"'{text}' credits is not a whole number of micro-USD (at most {_decimals} decimals).";
+            error = $"'{text}' credits is not a whole number of micro-USD (1 credit = {MicrosPerCredit} micro-USD).";
             return false;
         }
         var result = product / Money.MicrosPerUsd;
         if (result > long.MaxValue || result < long.MinValue) { error = $"'{text}' is out of range."; return false; }
         micros = (long)result;
         return true;
-    }
-
-    private static int DecimalsFor(long microsPerCredit)
-    {
-        var decimals = 0;
-        for (var m = microsPerCredit; m > 1 && m % 10 == 0; m /= 10) decimals++;
-        return decimals;
     }
 }
