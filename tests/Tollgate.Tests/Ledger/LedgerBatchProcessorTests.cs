@@ -23,4 +23,22 @@ public sealed class LedgerBatchProcessorTests
         Assert.Empty(writes.Entries);
         Assert.Empty(writes.PendingStatusChanges);
     }
+
+    [Fact]
+    public void Apply_CounterWouldOverflow_ReportsOverflowAndLeavesCountersUntouched()
+    {
+        // Single amounts are bounded, so only a long history fills a counter; start from an almost full one.
+        var source = new AccountState { Id = 1, Currency = "USD", CreditLimit = 0, Flags = LedgerAccountFlags.None, DebitsPosted = long.MaxValue - 5 };
+        var sink = new AccountState { Id = 2, Currency = "USD", CreditLimit = 0, Flags = LedgerAccountFlags.None, CreditsPosted = long.MaxValue - 5 };
+        var command = new LedgerCommand([new TransferRequest { Id = "t", DebitAccountId = 1, CreditAccountId = 2, Amount = 6 }], atomic: false);
+        var processor = new LedgerBatchProcessor(new Dictionary<long, AccountState> { [1] = source, [2] = sink },
+            new Dictionary<string, Transfer>(StringComparer.Ordinal), nowMicros: 1);
+
+        var writes = processor.Apply([command]);
+
+        Assert.Equal(TransferResultCode.Overflow, command.Results[0].Code);
+        Assert.Equal(long.MaxValue - 5, source.DebitsPosted);
+        Assert.Equal(long.MaxValue - 5, sink.CreditsPosted);
+        Assert.Empty(writes.Entries);
+    }
 }

@@ -602,18 +602,19 @@ public sealed class LedgerServiceTests
 
     [Theory]
     [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
-    public async Task TransferAsync_CounterWouldOverflow_ReturnsOverflowAndChangesNothing(string engine)
+    public async Task TransferAsync_AmountAboveMaximum_ReturnsAmountTooLargeAndChangesNothing(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
         var source = await h.CreatePromotionsAsync();
         var sink = await h.CreateAccountAsync(kind: LedgerAccountKinds.Adjustments);
-        Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Posted("max", source, sink, long.MaxValue))).Code);
+        Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Posted("max", source, sink, LedgerService.MaxAmountMicros))).Code);
 
-        Assert.Equal(TransferResultCode.Overflow, (await h.Ledger.TransferAsync(Posted("one-more", source, sink, 1))).Code);
+        Assert.Equal(TransferResultCode.AmountTooLarge, (await h.Ledger.TransferAsync(Posted("too-big", source, sink, LedgerService.MaxAmountMicros + 1))).Code);
+        Assert.Equal(TransferResultCode.AmountTooLarge, (await h.Ledger.TransferAsync(Posted("way-too-big", source, sink, long.MaxValue))).Code);
 
-        AssertCounters(await h.AccountAsync(source), 0, long.MaxValue, 0, 0);
-        AssertCounters(await h.AccountAsync(sink), 0, 0, 0, long.MaxValue);
-        Assert.Null(await h.Ledger.GetTransferAsync("one-more"));
+        AssertCounters(await h.AccountAsync(source), 0, LedgerService.MaxAmountMicros, 0, 0);
+        AssertCounters(await h.AccountAsync(sink), 0, 0, 0, LedgerService.MaxAmountMicros);
+        Assert.Null(await h.Ledger.GetTransferAsync("too-big"));
         await h.AssertAuditHealthyAsync();
     }
 }

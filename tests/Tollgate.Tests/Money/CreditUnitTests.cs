@@ -69,7 +69,7 @@ public sealed class CreditUnitTests
     {
         Assert.False(Milli.TryParseCredits(text, out var micros, out var error));
         Assert.Equal(0, micros);
-        Assert.Contains("at most 3 decimals", error);
+        Assert.Contains("not a whole number of micro-USD", error);
     }
 
     [Theory]
@@ -78,7 +78,7 @@ public sealed class CreditUnitTests
     public void TryParseCredits_FractionOfAMicroCredit_IsRejected(string text)
     {
         Assert.False(Micro.TryParseCredits(text, out _, out var error));
-        Assert.Contains("at most 0 decimals", error);
+        Assert.Contains("not a whole number of micro-USD", error);
     }
 
     [Theory]
