@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=artifacts/test-results
-rm -rf "$results"; mkdir -p "$results"
+rm -rf "$results" "${TMPDIR:-/tmp}/tollgate-tests"; mkdir -p "$results"
 
 if pg=$(scripts/pg.sh start); then
   export TOLLGATE_TEST_POSTGRES="$pg"
