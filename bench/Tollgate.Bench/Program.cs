@@ -35,7 +35,7 @@ if (o.Engines.Contains(Engine.Postgres))
     // A server on this machine: its postmaster is the parent of our backend, so its CPU can be told apart.
     meter = new CpuMeter(CpuMeter.ParentOf(backend));
 }
-if (o.Engines.Contains(Engine.Sqlite)) Console.WriteLine($"sqlite: {ServerInfo.Sqlite(o.SqliteDir)} in {o.SqliteDir}");
+if (o.Engines.Contains(Engine.Sqlite)) Console.WriteLine($"sqlite: {await ServerInfo.SqliteAsync(o.SqliteDir)} in {o.SqliteDir}");
 Console.WriteLine();
 
 var rows = new List<Row>();
@@ -188,15 +188,19 @@ namespace Tollgate.Bench
             return ((string)(await cmd.ExecuteScalarAsync())!, c.ProcessID);
         }
 
-        public static string Sqlite(string dir)
+        /// <summary>Version and the pragmas Tollgate's connections get, read from a throwaway file in <paramref name="dir"/>.</summary>
+        public static async Task<string> SqliteAsync(string dir)
         {
             Directory.CreateDirectory(dir);
-            var db = new Database(DatabaseTarget.Parse(Path.Combine(dir, "version.db")));
-            using var c = db.OpenSqliteAsync(CancellationToken.None).GetAwaiter().GetResult();
-            using var cmd = c.CreateCommand();
-            cmd.CommandText = "SELECT sqlite_version() || ', journal_mode=' || (SELECT journal_mode FROM pragma_journal_mode) || ', synchronous=' || (SELECT synchronous FROM pragma_synchronous)";
-            var v = (string)cmd.ExecuteScalar()!;
-            c.Dispose();
+            string v;
+            await using (var db = new Database(DatabaseTarget.Parse(Path.Combine(dir, "version.db"))))
+            await using (var c = await db.OpenSqliteAsync(CancellationToken.None))
+            await using (var cmd = c.CreateCommand())
+            {
+                cmd.CommandText = "SELECT sqlite_version() || ', journal_mode=' || (SELECT journal_mode FROM pragma_journal_mode) || " +
+                                  "', synchronous=' || (SELECT synchronous FROM pragma_synchronous)";
+                v = (string)(await cmd.ExecuteScalarAsync())!;
+            }
             Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
             foreach (var f in Directory.GetFiles(dir, "version.db*")) File.Delete(f);
             return v + " (2 = FULL)";

@@ -140,6 +140,7 @@ internal static class Workloads
         { IsBackground = true, Name = "open-loop dispatcher" };
         dispatcher.Start();
         while (dispatcher.IsAlive || Interlocked.Read(ref inFlight) > 0) await Task.Delay(20);
+        dispatcher.Join(); // already ended; makes its writes (saturated) visible here
         return new RunResult(posted, notPosted, errors, w.Seconds, latency, saturated);
     }
 
