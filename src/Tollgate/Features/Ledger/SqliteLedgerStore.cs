@@ -193,7 +193,24 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
             _updatePending = Prepare("UPDATE ledger_transfers SET status = @s WHERE id = @id", "@s", "@id");
         }
 
-        public static async Task<Writer> OpenAsync(Database db, CancellationToken ct) => new(await db.OpenSqliteAsync(ct));
+        /// <summary>
+        /// Page cache of the write connection, in KiB (SQLite's default is 2 MiB). A batch touches a leaf page of
+        /// the transfers index per distinct id prefix and one of the entries index per account; once that set
+        /// outgrows the cache, pages are re-read and dirty ones spilled to the WAL mid-transaction. One connection,
+        /// so the memory is bounded.
+        /// </summary>
+        private const int CacheKiB = 64 * 1024;
+
+        public static async Task<Writer> OpenAsync(Database db, CancellationToken ct)
+        {
+            var c = await db.OpenSqliteAsync(ct);
+            await using (var cmd = c.CreateCommand())
+            {
+                cmd.CommandText = $"PRAGMA cache_size = -{CacheKiB}";
+                await cmd.ExecuteNonQueryAsync(ct);
+            }
+            return new(c);
+        }
 
         private SqliteCommand Prepare(string sql, params string[] parameters)
         {
