@@ -64,12 +64,15 @@ async Task<Row> RunLedgerAsync(Engine engine, Shape shape, int customers, string
     {
         var window = Window.StartingIn(0.1, o.Warmup, o.Seconds);
         target.Store.Measure(window);
+        // Garbage-collection pauses stall callers and the writer alike; printed so latency tails can be attributed.
+        var (gcPause0, gen2Before) = (GC.GetTotalPauseDuration(), GC.CollectionCount(2));
         var cpu = meter.MeasureAsync(window);
         var wal = engine == Engine.Postgres ? new PgWalMeter(o.Postgres!).MeasureAsync(window) : Task.FromResult<PgWalMeter.Usage?>(null);
         var result = openRate > 0
             ? await Workloads.OpenLoopAsync(target, openRate, customers, window, "o")
             : await Workloads.ClosedLoopAsync(target, o.Clients, customers, window, "c");
         var batches = target.Store.Snapshot();
+        var gc = $"GC during warm-up + window: {(GC.GetTotalPauseDuration() - gcPause0).TotalMilliseconds:F0} ms paused, {GC.CollectionCount(2) - gen2Before} gen2; ";
         bool? healthy = null;
         var note = "";
         if (o.Audit)
@@ -78,7 +81,7 @@ async Task<Row> RunLedgerAsync(Engine engine, Shape shape, int customers, string
             healthy = audit.Healthy;
             note = audit.Healthy ? $"audit ok ({audit.Transfers:N0} transfers)" : "AUDIT FAILED: " + string.Join("; ", audit.Violations.Take(3));
         }
-        row = new Row(engine, shape, "ledger", openRate > 0 ? $"open {openRate:N0}/s" : $"{o.Clients} clients", result, batches, healthy, note, await cpu, await wal);
+        row = new Row(engine, shape, "ledger", openRate > 0 ? $"open {openRate:N0}/s" : $"{o.Clients} clients", result, batches, healthy, gc + note, await cpu, await wal);
     }
     finally
     {
