@@ -148,6 +148,8 @@ public sealed class AuthorizationApiTests(MeteringFixture fixture) : IClassFixtu
         await AssertProblemAsync(await c.AuthorizeAsync("idem", 2_000_000, metadataJson: """{"a":1}"""), HttpStatusCode.Conflict, "idempotency_conflict");
         await AssertProblemAsync(await c.AuthorizeAsync("idem", 1_000_000, ttlSeconds: 60, metadataJson: """{"a":1}"""), HttpStatusCode.Conflict, "idempotency_conflict");
         await AssertProblemAsync(await c.AuthorizeAsync("idem", 1_000_000, metadataJson: """{"a":2}"""), HttpStatusCode.Conflict, "idempotency_conflict");
+        // Whitespace in the metadata is not content.
+        await BodyAsync(await c.AuthorizeAsync("idem", 1_000_000, metadataJson: """{ "a" : 1 }"""), HttpStatusCode.OK);
         var account = await c.AccountAsync();
         Assert.Equal(1_000_000, account.Long("held_micros"));
     }
@@ -240,6 +242,55 @@ public sealed class AuthorizationApiTests(MeteringFixture fixture) : IClassFixtu
         Assert.All(captures, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
         account = await c.AccountAsync();
         Assert.Equal(0, account.Long("balance_micros"));
+        Assert.Equal(0, account.Long("held_micros"));
+        await AssertAuditHealthyAsync(app.Admin);
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task Capture_SameAboveHoldCaptureConcurrently_ChargesExcessOnce(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(10_000_000);
+        await BodyAsync(await c.AuthorizeAsync("dup-capture", 1_000_000), HttpStatusCode.Created);
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => c.CaptureAsync("dup-capture", 3_000_000)));
+
+        var bodies = new List<JsonElement>();
+        foreach (var r in responses) bodies.Add(await BodyAsync(r, HttpStatusCode.OK));
+        Assert.All(bodies, b => Assert.Equal(2_000_000, b.Long("excess_charged_micros")));
+        Assert.Single(bodies, b => !b.GetProperty("replayed").GetBoolean());
+        Assert.Equal(7_000_000, (await c.AccountAsync()).Long("balance_micros"));
+        await AssertAuditHealthyAsync(app.Admin);
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task CaptureAndVoid_Concurrently_ExactlyOneWins(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(10_000_000);
+        var ids = Enumerable.Range(0, 10).Select(i => $"cv-{i}").ToList();
+        foreach (var id in ids) await BodyAsync(await c.AuthorizeAsync(id, 1_000_000), HttpStatusCode.Created);
+
+        var results = await Task.WhenAll(ids.Select(async id =>
+        {
+            var capture = c.CaptureAsync(id, 600_000);
+            var @void = c.VoidAsync(id);
+            return (Capture: await capture, Void: await @void);
+        }));
+
+        long captured = 0;
+        foreach (var (capture, @void) in results)
+        {
+            Assert.True((capture.StatusCode == HttpStatusCode.OK) ^ (@void.StatusCode == HttpStatusCode.OK),
+                $"capture {(int)capture.StatusCode}, void {(int)@void.StatusCode}");
+            if (capture.StatusCode == HttpStatusCode.OK) captured += 600_000;
+            else await AssertProblemAsync(capture, HttpStatusCode.Conflict, "authorization_voided");
+            if (@void.StatusCode != HttpStatusCode.OK) await AssertProblemAsync(@void, HttpStatusCode.Conflict, "authorization_captured");
+        }
+        var account = await c.AccountAsync();
+        Assert.Equal(10_000_000 - captured, account.Long("balance_micros"));
         Assert.Equal(0, account.Long("held_micros"));
         await AssertAuditHealthyAsync(app.Admin);
     }
