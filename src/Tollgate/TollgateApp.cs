@@ -7,6 +7,7 @@ using Tollgate.Features.Admin;
 using Tollgate.Features.Health;
 using Tollgate.Features.Keys;
 using Tollgate.Features.Ledger;
+using Tollgate.Features.Metering;
 using Tollgate.Infrastructure.Data;
 using Tollgate.Infrastructure.Http;
 using Tollgate.Infrastructure.Money;
@@ -58,6 +59,9 @@ public static class TollgateApp
         services.AddSingleton<IAccountStore, AccountStore>();
         services.AddSingleton<AccountService>();
         services.AddSingleton<AdminKeys>();
+        services.AddSingleton<ApiKeyAuthenticator>();
+        services.AddSingleton<AuthorizationService>();
+        services.AddSingleton<IUsageStore, UsageStore>();
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -74,6 +78,8 @@ public static class TollgateApp
         app.MapHealth();
         app.MapAdminAccounts();
         app.MapAdminLedger();
+        app.MapAccountApi();
+        app.MapMetering();
         return app;
     }
 

@@ -42,6 +42,15 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
         return row?.ToRecord();
     }
 
+    public async Task TouchLastUsedAsync(string keyId, DateTimeOffset usedAt, CancellationToken ct)
+    {
+        var at = (usedAt - DateTimeOffset.UnixEpoch).Ticks / TimeSpan.TicksPerMicrosecond;
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition(
+            "UPDATE api_keys SET last_used_at = @at WHERE id = @keyId AND (last_used_at IS NULL OR last_used_at < @at)",
+            new { keyId, at }, cancellationToken: ct));
+    }
+
     public async Task<IReadOnlyList<byte[]>> GetAdminKeyHashesAsync(CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);

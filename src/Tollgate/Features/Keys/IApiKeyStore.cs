@@ -10,6 +10,9 @@ internal interface IApiKeyStore
     /// <summary>The live (not revoked) key with this hash, or null.</summary>
     Task<ApiKeyRecord?> FindByHashAsync(byte[] hash, CancellationToken ct);
 
+    /// <summary>Sets <c>last_used_at</c> (only moves it forward).</summary>
+    Task TouchLastUsedAsync(string keyId, DateTimeOffset usedAt, CancellationToken ct);
+
     Task<IReadOnlyList<byte[]>> GetAdminKeyHashesAsync(CancellationToken ct);
 
     /// <summary>Stores the first admin key; false if one already exists (another process won the race).</summary>

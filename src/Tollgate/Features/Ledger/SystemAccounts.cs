@@ -11,6 +11,8 @@ public sealed class SystemAccounts(LedgerService ledger)
 {
     public const string Promotions = "system:promotions";
     public const string Adjustments = "system:adjustments";
+    /// <summary>Where captured authorizations (usage charges) go.</summary>
+    public const string Revenue = "system:revenue";
 
     private readonly ConcurrentDictionary<string, long> _ids = new(StringComparer.Ordinal);
 
@@ -23,4 +25,5 @@ public sealed class SystemAccounts(LedgerService ledger)
 
     public ValueTask<long> PromotionsAsync(CancellationToken ct) => GetIdAsync(Promotions, LedgerAccountKinds.Promotions, ct);
     public ValueTask<long> AdjustmentsAsync(CancellationToken ct) => GetIdAsync(Adjustments, LedgerAccountKinds.Adjustments, ct);
+    public ValueTask<long> RevenueAsync(CancellationToken ct) => GetIdAsync(Revenue, LedgerAccountKinds.Revenue, ct);
 }

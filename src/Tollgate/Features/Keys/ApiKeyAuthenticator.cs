@@ -1,0 +1,91 @@
+using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Http;
+using Tollgate.Features.Accounts;
+using Tollgate.Features.Admin;
+using Tollgate.Infrastructure;
+using Tollgate.Infrastructure.Http;
+
+namespace Tollgate.Features.Keys;
+
+/// <summary>The authenticated caller of an <c>/api/v1</c> route: one live API key and the account it belongs to.</summary>
+public sealed record Caller(string KeyId, string AccountId, long LedgerAccountId);
+
+/// <summary>
+/// Resolves <c>Authorization: Bearer tg_…</c> to a <see cref="Caller"/>: SHA-256 of the key, then the live key with that
+/// hash and its account. Results (found or not) are cached in-process by hash for <see cref="CacheTtl"/>, so a revoked
+/// key stops working within that time while a busy key costs one lookup per second, not one per request.
+/// <c>last_used_at</c> is written at most once per <see cref="LastUsedResolution"/> per key.
+/// </summary>
+internal sealed class ApiKeyAuthenticator(IApiKeyStore keys, IAccountStore accounts, TimeProvider time)
+{
+    public static readonly TimeSpan CacheTtl = TimeSpan.FromSeconds(1);
+    public static readonly TimeSpan LastUsedResolution = TimeSpan.FromMinutes(1);
+
+    /// <summary>Bound on cached hashes: unknown keys are cached too, so a flood of random keys must not grow memory without limit.</summary>
+    private const int MaxCacheEntries = 10_000;
+
+    private readonly ConcurrentDictionary<string, Entry> _cache = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _touched = new(StringComparer.Ordinal);
+
+    private sealed record Entry(Caller? Caller, DateTimeOffset ExpiresAt);
+
+    /// <summary>The caller for a presented key, or null if it is missing, malformed, unknown or revoked.</summary>
+    public async ValueTask<Caller?> AuthenticateAsync(string? presented, CancellationToken ct)
+    {
+        // Admin keys ("tg_admin_…") are a different credential and never authenticate an account route.
+        if (string.IsNullOrEmpty(presented) || !presented.StartsWith("tg_", StringComparison.Ordinal)
+            || presented.StartsWith("tg_admin_", StringComparison.Ordinal) || presented.Length > 200)
+            return null;
+        var hash = Secrets.Hash(presented);
+        var cacheKey = Convert.ToHexString(hash);
+        var now = time.GetUtcNow();
+        if (_cache.TryGetValue(cacheKey, out var cached) && cached.ExpiresAt > now) return cached.Caller;
+
+        Caller? caller = null;
+        if (await keys.FindByHashAsync(hash, ct) is { } key && await accounts.GetAsync(key.AccountId, ct) is { } account)
+        {
+            caller = new Caller(key.Id, account.Id, account.LedgerAccountId);
+            await TouchAsync(key, now, ct);
+        }
+        if (_cache.Count >= MaxCacheEntries) _cache.Clear();
+        _cache[cacheKey] = new Entry(caller, now + CacheTtl);
+        return caller;
+    }
+
+    private async Task TouchAsync(ApiKeyRecord key, DateTimeOffset now, CancellationToken ct)
+    {
+        if (key.LastUsedAt is { } stored && now - stored < LastUsedResolution) return;
+        if (_touched.TryGetValue(key.Id, out var last) && now - last < LastUsedResolution) return;
+        _touched[key.Id] = now;
+        await keys.TouchLastUsedAsync(key.Id, now, ct);
+    }
+}
+
+internal static class ApiKeyAuthFilter
+{
+    private const string CallerItem = "tollgate.caller";
+
+    /// <summary>Requires <c>Authorization: Bearer tg_…</c> (a live API key) on every route of the group; 401 <c>invalid_api_key</c> otherwise.</summary>
+    public static RouteGroupBuilder RequireApiKey(this RouteGroupBuilder group)
+    {
+        group.AddEndpointFilter(async (context, next) =>
+        {
+            var http = context.HttpContext;
+            var authenticator = http.RequestServices.GetRequiredService<ApiKeyAuthenticator>();
+            var caller = await authenticator.AuthenticateAsync(AdminAuthFilter.BearerToken(http.Request), http.RequestAborted);
+            if (caller is null)
+            {
+                http.Response.Headers.WWWAuthenticate = "Bearer";
+                return Problems.Create(StatusCodes.Status401Unauthorized, "invalid_api_key",
+                    "A valid API key is required: send 'Authorization: Bearer tg_…'. The key may be missing, unknown or revoked.");
+            }
+            http.Items[CallerItem] = caller;
+            return await next(context);
+        });
+        return group;
+    }
+
+    /// <summary>The caller set by <see cref="RequireApiKey"/>; only valid inside such a group.</summary>
+    public static Caller GetCaller(this HttpContext http) =>
+        http.Items[CallerItem] as Caller ?? throw new InvalidOperationException("No API key caller: the route is not behind RequireApiKey().");
+}

@@ -1,0 +1,111 @@
+using Tollgate.Features.Accounts;
+using Tollgate.Features.Metering;
+using Tollgate.Infrastructure.Data;
+
+namespace Tollgate.Tests.Metering;
+
+/// <summary>The usage_records table through <see cref="IUsageStore"/>, on every engine.</summary>
+public sealed class UsageStoreTests(MeteringFixture fixture) : IClassFixture<MeteringFixture>
+{
+    private static readonly DateTimeOffset T0 = new(2026, 11, 1, 12, 0, 0, TimeSpan.Zero);
+
+    private static UsageRecord Record(string accountId, string id, DateTimeOffset occurredAt, long input = 10) => new(
+        id, accountId, null, "gpt-x", "openai", input, 20, 3, 4, 5, 1_234, "0.001234000001", 2_000, UsageBillingStatus.Billed,
+        "req_1", """{"route":"chat"}""", "auth:x:y:capture", T0.AddMinutes(30), occurredAt);
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task Insert_NewRecord_RoundTripsEveryColumn(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var store = app.Get<IUsageStore>();
+        var account = await app.CreateAccountAsync();
+        var record = Record(account, "evt-1", T0.AddTicks(123_450)) with
+        {
+            InputTokens = 4_000_000_000_000, BillingStatus = UsageBillingStatus.NeedsReview, KeyId = "key_abc",
+        };
+
+        Assert.True(await store.InsertAsync(record, CancellationToken.None));
+
+        Assert.Equal(record, await store.GetAsync(account, "evt-1", CancellationToken.None));
+        var sparse = Record(account, "evt-2", T0) with
+        {
+            Provider = null, ProviderCostMicros = null, ProviderCostUsd = null, UserPriceMicros = null, RequestId = null, Metadata = null,
+            TransferId = null, BillingStatus = UsageBillingStatus.Byok,
+        };
+        Assert.True(await store.InsertAsync(sparse, CancellationToken.None));
+        Assert.Equal(sparse, await store.GetAsync(account, "evt-2", CancellationToken.None));
+        Assert.Null(await store.GetAsync(account, "evt-3", CancellationToken.None));
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task Insert_SameIdTwice_KeepsFirstAndReturnsFalse(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var store = app.Get<IUsageStore>();
+        var account = await app.CreateAccountAsync();
+        var other = await app.CreateAccountAsync();
+        var first = Record(account, "dup", T0, input: 1);
+
+        Assert.True(await store.InsertAsync(first, CancellationToken.None));
+        Assert.False(await store.InsertAsync(first with { InputTokens = 999 }, CancellationToken.None));
+        // Concurrent deliveries of one event: exactly one insert wins.
+        var racers = await Task.WhenAll(Enumerable.Range(0, 16).Select(_ => store.InsertAsync(Record(account, "race", T0), CancellationToken.None)));
+        Assert.Single(racers, inserted => inserted);
+
+        Assert.Equal(1, (await store.GetAsync(account, "dup", CancellationToken.None))!.InputTokens);
+        // Event ids are scoped by account.
+        Assert.True(await store.InsertAsync(Record(other, "dup", T0), CancellationToken.None));
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task List_ManyRecords_NewestFirstWithCursorAndNoOtherAccounts(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var store = app.Get<IUsageStore>();
+        var account = await app.CreateAccountAsync();
+        var other = await app.CreateAccountAsync();
+        // Two records share each timestamp, so the cursor must break ties by id.
+        for (var i = 0; i < 10; i++) Assert.True(await store.InsertAsync(Record(account, $"e{i:D2}", T0.AddSeconds(i / 2)), CancellationToken.None));
+        await store.InsertAsync(Record(other, "foreign", T0.AddDays(1)), CancellationToken.None);
+
+        var seen = new List<string>();
+        UsageCursor? cursor = null;
+        while (true)
+        {
+            var page = await store.ListAsync(account, cursor, 3, CancellationToken.None);
+            seen.AddRange(page.Select(r => r.Id));
+            if (page.Count < 3) break;
+            cursor = new UsageCursor(page[^1].OccurredAt, page[^1].Id);
+        }
+
+        Assert.Equal(Enumerable.Range(0, 10).Reverse().Select(i => $"e{i:D2}"), seen);
+        Assert.Empty(await store.ListAsync(await app.CreateAccountAsync(), null, 10, CancellationToken.None));
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task Insert_UnknownAccountOrBadStatus_IsRefusedByTheSchema(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var store = app.Get<IUsageStore>();
+        await Assert.ThrowsAnyAsync<Exception>(() => store.InsertAsync(Record("acct_missing", "x", T0), CancellationToken.None));
+
+        var account = await app.CreateAccountAsync();
+        await using var connection = await app.Get<Database>().OpenAsync(CancellationToken.None);
+        await using var cmd = connection.CreateCommand();
+        cmd.CommandText = $"""
+            INSERT INTO usage_records (account_id, id, model, billing_status, created_at, occurred_at)
+            VALUES ('{account}', 'bad', 'm', 'free', 0, 0)
+            """;
+        await Assert.ThrowsAnyAsync<Exception>(() => cmd.ExecuteNonQueryAsync());
+        cmd.CommandText = $"""
+            INSERT INTO usage_records (account_id, id, model, billing_status, input_tokens, created_at, occurred_at)
+            VALUES ('{account}', 'neg', 'm', 'billed', -1, 0, 0)
+            """;
+        await Assert.ThrowsAnyAsync<Exception>(() => cmd.ExecuteNonQueryAsync());
+        Assert.Empty(await store.ListAsync(account, null, 10, CancellationToken.None));
+    }
+}
