@@ -18,13 +18,13 @@ internal sealed class AccountStore(Database db, TimeProvider time) : IAccountSto
 {
     private sealed record Row(string id, string name, long ledger_account_id, long created_at)
     {
-        public Account ToAccount() => new(id, name, ledger_account_id, DateTimeOffset.UnixEpoch.AddTicks(created_at * TimeSpan.TicksPerMicrosecond));
+        public Account ToAccount() => new(id, name, ledger_account_id, UnixMicros.ToDateTimeOffset(created_at));
     }
 
     public async Task<Account> CreateAsync(string name, long ledgerAccountId, CancellationToken ct)
     {
         var row = new Row(Secrets.RandomId("acct_"), name, ledgerAccountId,
-            (time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks / TimeSpan.TicksPerMicrosecond);
+            time.GetUtcNowMicros());
         await using var c = await db.OpenAsync(ct);
         await c.ExecuteAsync(new CommandDefinition(
             "INSERT INTO accounts (id, name, ledger_account_id, created_at) VALUES (@id, @name, @ledger_account_id, @created_at)",

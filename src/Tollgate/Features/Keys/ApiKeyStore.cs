@@ -11,7 +11,7 @@ namespace Tollgate.Features.Keys;
 /// </summary>
 internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
 {
-    private long NowMicros => (time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks / TimeSpan.TicksPerMicrosecond;
+    private long NowMicros => time.GetUtcNowMicros();
 
     private sealed record Row(string id, string account_id, string? name, string prefix, string type, long created_at, long? last_used_at, long? revoked_at)
     {
@@ -19,7 +19,7 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
             last_used_at is { } l ? FromMicros(l) : null, revoked_at is { } r ? FromMicros(r) : null);
     }
 
-    internal static DateTimeOffset FromMicros(long micros) => DateTimeOffset.UnixEpoch.AddTicks(micros * TimeSpan.TicksPerMicrosecond);
+    internal static DateTimeOffset FromMicros(long micros) => UnixMicros.ToDateTimeOffset(micros);
 
     public async Task<ApiKeyRecord> CreateAsync(string accountId, string? name, string prefix, byte[] hash, string type, CancellationToken ct)
     {
@@ -44,7 +44,7 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
 
     public async Task TouchLastUsedAsync(string keyId, DateTimeOffset usedAt, CancellationToken ct)
     {
-        var at = (usedAt - DateTimeOffset.UnixEpoch).Ticks / TimeSpan.TicksPerMicrosecond;
+        var at = UnixMicros.From(usedAt);
         await using var c = await db.OpenAsync(ct);
         await c.ExecuteAsync(new CommandDefinition(
             "UPDATE api_keys SET last_used_at = @at WHERE id = @keyId AND (last_used_at IS NULL OR last_used_at < @at)",

@@ -1,3 +1,4 @@
+using Tollgate.Infrastructure;
 using System.Text.Json;
 using Tollgate.Infrastructure.Money;
 
@@ -48,7 +49,7 @@ public sealed record StatementLineResponse(
         var sign = e.IsDebit ? -1 : 1;
         return new(e.Version, t.Id, t.Kind, t.Code, t.Description, t.Reference, t.PendingId, e.IsDebit ? "debit" : "credit",
             sign * e.PostedDelta, e.IsDebit ? e.PendingDelta : 0, e.BalanceAfter, e.DebitsPendingAfter,
-            DateTimeOffset.UnixEpoch.AddTicks(e.TimestampMicros * TimeSpan.TicksPerMicrosecond));
+            UnixMicros.ToDateTimeOffset(e.TimestampMicros));
     }
 }
 

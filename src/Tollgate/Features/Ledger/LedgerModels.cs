@@ -1,3 +1,4 @@
+using Tollgate.Infrastructure;
 namespace Tollgate.Features.Ledger;
 
 /// <summary>What a ledger account represents. Stored as text so later features can add kinds without a migration.</summary>
@@ -126,8 +127,8 @@ public sealed record Transfer(
     long DebitBalanceAfter,
     long CreditBalanceAfter)
 {
-    public DateTimeOffset Timestamp => DateTimeOffset.UnixEpoch.AddTicks(TimestampMicros * 10);
-    public DateTimeOffset? ExpiresAt => ExpiresAtMicros is { } m ? DateTimeOffset.UnixEpoch.AddTicks(m * 10) : null;
+    public DateTimeOffset Timestamp => UnixMicros.ToDateTimeOffset(TimestampMicros);
+    public DateTimeOffset? ExpiresAt => ExpiresAtMicros is { } m ? UnixMicros.ToDateTimeOffset(m) : null;
 }
 
 /// <summary>One side of a transfer on one account, append-only.</summary>

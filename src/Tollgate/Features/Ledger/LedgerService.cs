@@ -1,3 +1,4 @@
+using Tollgate.Infrastructure;
 using System.ComponentModel.DataAnnotations;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
@@ -163,7 +164,7 @@ public sealed partial class LedgerService : IAsyncDisposable
         }
     }
 
-    private long NowMicros() => (_time.GetUtcNow() - DateTimeOffset.UnixEpoch).Ticks / TimeSpan.TicksPerMicrosecond;
+    private long NowMicros() => _time.GetUtcNowMicros();
 
     private async Task WriteLoopAsync()
     {

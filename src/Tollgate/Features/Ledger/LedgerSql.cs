@@ -1,3 +1,4 @@
+using Tollgate.Infrastructure;
 using System.Data.Common;
 
 namespace Tollgate.Features.Ledger;
@@ -17,7 +18,7 @@ internal static class LedgerSql
     public static LedgerAccount ReadAccount(DbDataReader r) => new(
         r.GetInt64(0), r.GetString(1), r.IsDBNull(2) ? null : r.GetString(2), r.GetString(3), r.GetInt64(4),
         (LedgerAccountFlags)r.GetInt32(5), r.GetInt64(6), r.GetInt64(7), r.GetInt64(8), r.GetInt64(9), r.GetInt64(10),
-        DateTimeOffset.UnixEpoch.AddTicks(r.GetInt64(11) * 10));
+        UnixMicros.ToDateTimeOffset(r.GetInt64(11)));
 
     public static AccountState ReadAccountState(DbDataReader r) => new()
     {

@@ -1,3 +1,4 @@
+using Tollgate.Infrastructure;
 using Npgsql;
 using NpgsqlTypes;
 using Tollgate.Infrastructure.Data;
@@ -52,7 +53,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         cmd.Parameters.AddWithValue("currency", a.Currency);
         cmd.Parameters.AddWithValue("limit", a.CreditLimitMicros);
         cmd.Parameters.AddWithValue("flags", (int)a.Flags);
-        cmd.Parameters.AddWithValue("now", time.GetUtcNow().ToUnixTimeMilliseconds() * 1000);
+        cmd.Parameters.AddWithValue("now", time.GetUtcNowMicros());
     }
 
     public async Task<LedgerAccount?> GetAccountAsync(long id, CancellationToken ct) =>

@@ -1,3 +1,4 @@
+using Tollgate.Infrastructure;
 using System.Text;
 using Microsoft.Data.Sqlite;
 using Tollgate.Infrastructure.Data;
@@ -55,7 +56,7 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
         cmd.Parameters.AddWithValue("@currency", a.Currency);
         cmd.Parameters.AddWithValue("@limit", a.CreditLimitMicros);
         cmd.Parameters.AddWithValue("@flags", (int)a.Flags);
-        cmd.Parameters.AddWithValue("@now", time.GetUtcNow().ToUnixTimeMilliseconds() * 1000);
+        cmd.Parameters.AddWithValue("@now", time.GetUtcNowMicros());
     }
 
     public async Task<LedgerAccount?> GetAccountAsync(long id, CancellationToken ct) =>

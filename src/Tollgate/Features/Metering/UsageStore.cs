@@ -1,3 +1,4 @@
+using Tollgate.Infrastructure;
 using Dapper;
 using Tollgate.Infrastructure.Data;
 
@@ -139,6 +140,6 @@ internal sealed class UsageStore(Database db) : IUsageStore
         _ => throw new InvalidOperationException($"Unknown billing_status '{s}' in usage_records."),
     };
 
-    private static long ToMicros(DateTimeOffset t) => (t - DateTimeOffset.UnixEpoch).Ticks / TimeSpan.TicksPerMicrosecond;
-    private static DateTimeOffset FromMicros(long micros) => DateTimeOffset.UnixEpoch.AddTicks(micros * TimeSpan.TicksPerMicrosecond);
+    private static long ToMicros(DateTimeOffset t) => UnixMicros.From(t);
+    private static DateTimeOffset FromMicros(long micros) => UnixMicros.ToDateTimeOffset(micros);
 }

@@ -1,3 +1,4 @@
+using Tollgate.Infrastructure;
 using System.Data.Common;
 using System.Reflection;
 using System.Text.RegularExpressions;
@@ -100,7 +101,7 @@ public sealed partial class Migrator(Database db)
                 record.CommandText = "INSERT INTO schema_migrations (version, name, applied_at) VALUES (@v, @n, @t)";
                 AddParameter(record, "@v", migration.Version);
                 AddParameter(record, "@n", migration.Name);
-                AddParameter(record, "@t", DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1000);
+                AddParameter(record, "@t", UnixMicros.From(DateTimeOffset.UtcNow));
                 await record.ExecuteNonQueryAsync(ct);
             }
             await tx.CommitAsync(ct);
