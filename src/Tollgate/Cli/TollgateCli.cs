@@ -61,6 +61,8 @@ public static class TollgateCli
         var adminKey = await TollgateApp.PrepareAsync(app, ct);
         var db = app.Services.GetRequiredService<Database>();
         Console.WriteLine($"Tollgate: database {db.Target.Describe()}");
+        var prices = app.Services.GetRequiredService<PricingCatalog>();
+        Console.WriteLine($"Tollgate: price catalog {prices.Source}, {prices.Models.Count} models");
         if (adminKey is not null)
         {
             Console.WriteLine();

@@ -36,7 +36,11 @@ internal abstract record MatchRule
     {
         // A catalog is operator-supplied data; the timeout keeps a pathological pattern from hanging a request.
         private readonly Regex _regex = new(Pattern, RegexOptions.CultureInvariant, TimeSpan.FromMilliseconds(50));
-        public override bool IsMatch(string text) => _regex.IsMatch(text);
+        public override bool IsMatch(string text)
+        {
+            try { return _regex.IsMatch(text); }
+            catch (RegexMatchTimeoutException) { return false; }
+        }
     }
 
     public sealed record AnyRule(MatchRule[] Rules) : MatchRule

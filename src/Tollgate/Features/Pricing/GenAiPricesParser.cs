@@ -201,7 +201,9 @@ internal static class GenAiPricesParser
     private static decimal NonNegative(JsonElement v, string path, string source)
     {
         if (v.ValueKind != JsonValueKind.Number || !v.TryGetDecimal(out var d)) throw Error(source, path, "expected a decimal number");
-        return d >= 0 ? d : throw Error(source, path, "prices must not be negative");
+        if (d < 0) throw Error(source, path, "prices must not be negative");
+        // Bounded so that 10 million tokens × rate × the largest markup stays far inside micro-USD in 64 bits.
+        return d <= PricingOptionsValidator.MaxRatePerMtok ? d : throw Error(source, path, $"prices above {PricingOptionsValidator.MaxRatePerMtok} USD are not accepted");
     }
 
     internal static MatchRule ParseMatch(JsonElement e, string path, string source)
