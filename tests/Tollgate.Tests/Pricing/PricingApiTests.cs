@@ -12,6 +12,9 @@ public sealed class PricingApiTests : IAsyncLifetime
         ["Tollgate:Pricing:Models:acme/ft-1:InputMtok"] = "15",
         ["Tollgate:Pricing:Models:acme/ft-1:OutputMtok"] = "45",
         ["Tollgate:Pricing:Models:acme/ft-1:Name"] = "Acme fine-tune",
+        // A negotiated discount that starts in the future: listed as a scheduled change.
+        ["Tollgate:Pricing:Models:openai/gpt-4o:InputMtok"] = "2",
+        ["Tollgate:Pricing:Models:openai/gpt-4o:EffectiveFrom"] = "2999-01-01",
     };
 
     private TestApp _app = null!;
@@ -124,6 +127,12 @@ public sealed class PricingApiTests : IAsyncLifetime
         Assert.Equal(15_000_000m, input.GetProperty("provider_micros").GetDecimal());
         Assert.Equal(30_000_000m, input.GetProperty("user_micros").GetDecimal());
         Assert.Equal("30000", input.GetProperty("user_credits").GetString());
+
+        var gpt4o = models["openai/gpt-4o"];
+        Assert.Equal("2.5", gpt4o.GetProperty("plans")[0].GetProperty("rates")[0].GetProperty("provider_usd").GetString());
+        var change = Assert.Single(gpt4o.GetProperty("scheduled_changes").EnumerateArray());
+        Assert.Equal("2999-01-01", change.GetProperty("effective_from").GetString());
+        Assert.Equal("input 2, cache_read 1.25, output 10 USD/Mtok", change.GetProperty("provider_prices").GetString());
 
         // Tiers are listed with their thresholds.
         var sonnet = models["anthropic/claude-sonnet-4-5"].GetProperty("plans")[0].GetProperty("rates")[0];

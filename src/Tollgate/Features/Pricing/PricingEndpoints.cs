@@ -38,9 +38,12 @@ public sealed record ListedTier(long AboveInputTokens, string ProviderUsd, decim
 
 public sealed record ListedPlan(string Plan, string Pricing, string? Markup, IReadOnlyList<ListedRate> Rates);
 
+/// <summary>A price change already in the catalog that starts after now (UTC midnight of <c>effective_from</c>).</summary>
+public sealed record ScheduledPrice(string EffectiveFrom, string ProviderPrices);
+
 public sealed record ListedModel(
-    string Id, string Provider, string? Name, long? ContextWindow, bool Deprecated, string? PriceConstraint,
-    IReadOnlyList<ListedPlan> Plans);
+    string Id, string Provider, string? Name, long? ContextWindow, bool Deprecated, string? PriceEffectiveFrom, string? PriceConstraint,
+    IReadOnlyList<ListedPlan> Plans, IReadOnlyList<ScheduledPrice> ScheduledChanges);
 
 public sealed record PricingListResponse(
     DateTimeOffset AsOf, string Currency, long MicrosPerCredit, string CatalogSource, string CatalogLicense,
@@ -82,9 +85,16 @@ internal static class PricingEndpoints
                 rates.Add(new ListedRate("request", "request", Dec(perK / 1000m), perK * 1000m, userPerK * 1000m,
                     Dec(userPerK * 1000m / credits.MicrosPerCredit), []));
             }
+            var today = DateOnly.FromDateTime(now.UtcDateTime);
+            var scheduled = new List<ScheduledPrice>();
+            foreach (var p in m.Model.Periods)
+                if (p.Constraint is PriceConstraint.StartDate sd && sd.From > today)
+                    scheduled.Add(new ScheduledPrice(sd.From.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture), p.Prices.Describe()));
             models.Add(new ListedModel(m.Key, m.Model.ProviderId, m.Model.Name, m.Model.ContextWindow, m.Model.Deprecated,
+                (period.Constraint as PriceConstraint.StartDate)?.From.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
                 period.Constraint?.ToString(),
-                [new ListedPlan(DefaultPlan, user is null ? "markup" : "list_price", user is null ? Dec(m.Markup) : null, rates)]));
+                [new ListedPlan(DefaultPlan, user is null ? "markup" : "list_price", user is null ? Dec(m.Markup) : null, rates)],
+                scheduled));
         }
         return TypedResults.Ok(new PricingListResponse(now, "USD", credits.MicrosPerCredit, catalog.Source,
             "Prices derived from genai-prices (https://github.com/pydantic/genai-prices), © Pydantic Services Inc., MIT licence.", models));
