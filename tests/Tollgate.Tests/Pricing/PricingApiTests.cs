@@ -126,6 +126,7 @@ public sealed class PricingApiTests : IAsyncLifetime
         Assert.Equal("15", input.GetProperty("provider_usd").GetString());
         Assert.Equal(15_000_000m, input.GetProperty("provider_micros").GetDecimal());
         Assert.Equal(30_000_000m, input.GetProperty("user_micros").GetDecimal());
+        Assert.Equal("30000000", input.GetProperty("user_micros").GetRawText()); // no "30000000.0"
         Assert.Equal("30000", input.GetProperty("user_credits").GetString());
 
         var gpt4o = models["openai/gpt-4o"];
@@ -133,6 +134,13 @@ public sealed class PricingApiTests : IAsyncLifetime
         var change = Assert.Single(gpt4o.GetProperty("scheduled_changes").EnumerateArray());
         Assert.Equal("2999-01-01", change.GetProperty("effective_from").GetString());
         Assert.Equal("input 2, cache_read 1.25, output 10 USD/Mtok", change.GetProperty("provider_prices").GetString());
+
+        // A per-request fee: perplexity sonar, $12 per thousand requests = 12,000 micro-USD per request.
+        var fee = models["perplexity/sonar"].GetProperty("plans")[0].GetProperty("rates").EnumerateArray().Single(r => r.GetProperty("kind").GetString() == "request");
+        Assert.Equal("0.012", fee.GetProperty("provider_usd").GetString());
+        Assert.Equal("12000", fee.GetProperty("provider_micros").GetRawText());
+        Assert.Equal("24000", fee.GetProperty("user_micros").GetRawText());
+        Assert.Equal("24", fee.GetProperty("user_credits").GetString());
 
         // Tiers are listed with their thresholds.
         var sonnet = models["anthropic/claude-sonnet-4-5"].GetProperty("plans")[0].GetProperty("rates")[0];

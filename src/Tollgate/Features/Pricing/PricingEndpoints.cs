@@ -82,7 +82,7 @@ internal static class PricingEndpoints
             {
                 // USD per thousand requests × 1,000 = micro-USD per request.
                 var userPerK = user is null ? perK * m.Markup : Math.Max(user.RequestsKcount ?? 0, perK);
-                rates.Add(new ListedRate("request", "request", Dec(perK / 1000m), perK * 1000m, userPerK * 1000m,
+                rates.Add(new ListedRate("request", "request", Dec(perK / 1000m), Norm(perK * 1000m), Norm(userPerK * 1000m),
                     Dec(userPerK * 1000m / credits.MicrosPerCredit), []));
             }
             var today = DateOnly.FromDateTime(now.UtcDateTime);
@@ -106,18 +106,18 @@ internal static class PricingEndpoints
         var p = provider ?? new TieredRate(0);
         decimal UserMicros(decimal providerPerMtok, int tier)
         {
-            if (list is null) return providerPerMtok * markup * 1_000_000m;
+            if (list is null) return Norm(providerPerMtok * markup * 1_000_000m);
             var l = list.PerMtok(Math.Min(tier, list.TierStarts.Length - 1));
-            return Math.Max(l, providerPerMtok) * 1_000_000m;
+            return Norm(Math.Max(l, providerPerMtok) * 1_000_000m);
         }
         var tiers = new List<ListedTier>();
         for (var i = 0; i < p.TierStarts.Length; i++)
         {
             var um = UserMicros(p.TierPerMtok[i], i);
-            tiers.Add(new ListedTier(p.TierStarts[i], Dec(p.TierPerMtok[i]), p.TierPerMtok[i] * 1_000_000m, um, Dec(um / credits.MicrosPerCredit)));
+            tiers.Add(new ListedTier(p.TierStarts[i], Dec(p.TierPerMtok[i]), Norm(p.TierPerMtok[i] * 1_000_000m), um, Dec(um / credits.MicrosPerCredit)));
         }
         var baseUser = UserMicros(p.Base, -1);
-        rates.Add(new ListedRate(kind, "million_tokens", Dec(p.Base), p.Base * 1_000_000m, baseUser, Dec(baseUser / credits.MicrosPerCredit), tiers));
+        rates.Add(new ListedRate(kind, "million_tokens", Dec(p.Base), Norm(p.Base * 1_000_000m), baseUser, Dec(baseUser / credits.MicrosPerCredit), tiers));
     }
 
     private static Results<Ok<QuoteResponse>, ProblemHttpResult> Quote(
@@ -175,6 +175,9 @@ internal static class PricingEndpoints
         LineKind.Request => "request",
         _ => throw new ArgumentOutOfRangeException(nameof(k)),
     };
+
+    /// <summary>The same value without trailing zeros (2000000.0 → 2000000), for JSON numbers.</summary>
+    internal static decimal Norm(decimal d) => d / 1.000000000000000000000000000000000m;
 
     /// <summary>An exact decimal as a plain string without trailing zeros ("0.10308").</summary>
     internal static string Dec(decimal d) => TieredRate.Fmt(d);
