@@ -311,6 +311,14 @@ public sealed class RatingTests
     }
 
     [Theory]
+    [InlineData("azure/chatgpt-4o-latest", "openai/chatgpt-4o-latest")]   // Azure lists no such model: OpenAI's price
+    [InlineData("azure/claude-2", "anthropic/claude-2")]                   // second fallback provider
+    public void Resolve_ProviderWithoutTheModel_UsesItsFallbackProviders(string name, string expected)
+    {
+        Assert.Equal(expected, Catalog().Resolve(name).Model!.Key);
+    }
+
+    [Theory]
     [InlineData(-1, 0, 0, 0, 0, "input_tokens")]
     [InlineData(10_000_001, 0, 0, 0, 0, "input_tokens")]
     [InlineData(10, 0, 6, 5, 0, "input_tokens")]
