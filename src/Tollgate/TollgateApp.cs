@@ -8,6 +8,7 @@ using Tollgate.Features.Health;
 using Tollgate.Features.Keys;
 using Tollgate.Features.Ledger;
 using Tollgate.Features.Metering;
+using Tollgate.Features.Pricing;
 using Tollgate.Infrastructure.Data;
 using Tollgate.Infrastructure.Http;
 using Tollgate.Infrastructure.Money;
@@ -54,6 +55,7 @@ public static class TollgateApp
             .ValidateOnStart();
         services.AddSingleton(sp => new CreditUnit(sp.GetRequiredService<IOptions<CreditsOptions>>().Value.MicrosPerCredit));
         services.AddLedger();
+        services.AddPricing();
         services.AddSingleton(new KeyEnvironment(builder.Configuration["Tollgate:KeyEnvironment"] is { Length: > 0 } env ? env : "live"));
         services.AddSingleton<IApiKeyStore, ApiKeyStore>();
         services.AddSingleton<IAccountStore, AccountStore>();
@@ -80,12 +82,15 @@ public static class TollgateApp
         app.MapAdminLedger();
         app.MapAccountApi();
         app.MapMetering();
+        app.MapPricing();
         return app;
     }
 
     /// <summary>Applies migrations and loads admin credentials; returns a newly generated admin key (print it once), or null.</summary>
     public static async Task<string?> PrepareAsync(WebApplication app, CancellationToken ct = default)
     {
+        // Load the price catalog now, so a bad catalog file or pricing configuration stops start-up with its message.
+        app.Services.GetRequiredService<PricingCatalog>();
         await app.Services.GetRequiredService<Migrator>().MigrateAsync(ct);
         return await app.Services.GetRequiredService<AdminKeys>().InitialiseAsync(ct);
     }

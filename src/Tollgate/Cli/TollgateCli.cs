@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using Tollgate.Features.Accounts;
 using Tollgate.Features.Ledger;
+using Tollgate.Features.Pricing;
 using Tollgate.Infrastructure.Data;
 using Tollgate.Infrastructure.Money;
 
@@ -38,6 +39,7 @@ public static class TollgateCli
         root.Subcommands.Add(AccountsCommand(database));
         root.Subcommands.Add(KeysCommand(database));
         root.Subcommands.Add(CreditsCommand(database));
+        root.Subcommands.Add(CatalogCommand(database));
 
         try
         {
@@ -59,6 +61,8 @@ public static class TollgateCli
         var adminKey = await TollgateApp.PrepareAsync(app, ct);
         var db = app.Services.GetRequiredService<Database>();
         Console.WriteLine($"Tollgate: database {db.Target.Describe()}");
+        var prices = app.Services.GetRequiredService<PricingCatalog>();
+        Console.WriteLine($"Tollgate: price catalog {prices.Source}, {prices.Models.Count} models");
         if (adminKey is not null)
         {
             Console.WriteLine();
@@ -126,5 +130,26 @@ public static class TollgateCli
             return 0;
         }, ct));
         return new Command("credits", "Grant or adjust credits.") { grant };
+    }
+
+    private static Command CatalogCommand(Option<string?> database)
+    {
+        var file = new Argument<string>("FILE") { Description = "A genai-prices data.json (https://github.com/pydantic/genai-prices)." };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Report the changes without writing anything." };
+        var import = new Command("import", "Validate a price catalog, report what changes, and make it the catalog used from the next start.") { file, dryRun };
+        import.SetAction(async (p, ct) =>
+        {
+            // No database work: only the configuration (Tollgate:Pricing) is needed.
+            await using var app = TollgateApp.Build([], p.GetValue(database), b => b.Logging.SetMinimumLevel(LogLevel.Warning));
+            var options = app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<PricingOptions>>().Value;
+            var dry = p.GetValue(dryRun);
+            var (_, changes) = CatalogImporter.Import(p.GetRequiredValue(file), options, dry);
+            Console.Write(changes.Report());
+            Console.WriteLine(dry
+                ? "Dry run: nothing written."
+                : $"Wrote {Path.GetFullPath(options.CatalogFile)}; it replaces the built-in catalog when tollgate next starts.");
+            return 0;
+        });
+        return new Command("catalog", "Manage the price catalog.") { import };
     }
 }
