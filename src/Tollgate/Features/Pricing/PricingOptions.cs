@@ -33,7 +33,7 @@ public sealed record ProviderPricingOptions
 }
 
 /// <summary>Rates in USD per million tokens (per thousand requests for <see cref="RequestsKcount"/>).</summary>
-public sealed record RateOptions
+public record RateOptions
 {
     public decimal? InputMtok { get; init; }
     public decimal? OutputMtok { get; init; }
@@ -68,16 +68,10 @@ public sealed record RateOptions
 /// (input and output required); for a catalog model they replace its prices, from <see cref="EffectiveFrom"/> if set
 /// (earlier calls keep the catalog prices), otherwise always.
 /// </summary>
-public sealed record ModelPricingOptions
+public sealed record ModelPricingOptions : RateOptions
 {
     public string? Name { get; init; }
     public long? ContextWindow { get; init; }
-    public decimal? InputMtok { get; init; }
-    public decimal? OutputMtok { get; init; }
-    public decimal? CacheReadMtok { get; init; }
-    public decimal? CacheWriteMtok { get; init; }
-    public decimal? ReasoningMtok { get; init; }
-    public decimal? RequestsKcount { get; init; }
     /// <summary>UTC date from which the configured rates apply (midnight UTC).</summary>
     public DateOnly? EffectiveFrom { get; init; }
     /// <summary>Markup for this model (≥ 1); overrides the provider's and the default.</summary>
@@ -85,11 +79,8 @@ public sealed record ModelPricingOptions
     /// <summary>A fixed user price instead of a markup; each rate must be ≥ the provider's.</summary>
     public RateOptions? ListPrice { get; init; }
 
-    internal RateOptions Rates => new()
-    {
-        InputMtok = InputMtok, OutputMtok = OutputMtok, CacheReadMtok = CacheReadMtok, CacheWriteMtok = CacheWriteMtok,
-        ReasoningMtok = ReasoningMtok, RequestsKcount = RequestsKcount,
-    };
+    /// <summary>The model's own rates (the provider cost), without its other settings.</summary>
+    internal RateOptions Rates => this;
 }
 
 /// <summary>Reports every pricing configuration error at once, so one start-up attempt shows them all.</summary>
