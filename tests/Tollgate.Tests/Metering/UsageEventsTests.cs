@@ -318,4 +318,31 @@ public sealed class UsageEventsTests(UsageEventsFixture fixture) : IClassFixture
         Assert.Equal(0, (await c.AccountAsync()).Long("balance_micros"));
         await AssertAuditHealthyAsync(app.Admin);
     }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task Authorize_ByEstimate_HoldsRatedPriceOfMaxUsage(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(1_000_000);
+        var body = """{"id":"est-1","model":"acme/meter-1","input_tokens":10000,"max_output_tokens":2000}""";
+
+        // 10,000 × $3 + 2,000 × $15 per million = $0.06; × 2 = 120,000 micro-USD.
+        var created = await BodyAsync(await c.Client.PostAsync("/api/v1/authorizations", JsonBody(body)), HttpStatusCode.Created);
+        Assert.Equal(120_000, created.Long("amount_micros"));
+        Assert.Equal(880_000, created.Long("available_micros"));
+        var replay = await BodyAsync(await c.Client.PostAsync("/api/v1/authorizations", JsonBody(body)), HttpStatusCode.OK);
+        Assert.True(replay.GetProperty("replayed").GetBoolean());
+
+        await AssertProblemAsync(await c.Client.PostAsync("/api/v1/authorizations",
+            JsonBody("""{"id":"est-2","model":"acme/nope","input_tokens":1,"max_output_tokens":1}""")), HttpStatusCode.NotFound, "model_not_found");
+        await AssertProblemAsync(await c.Client.PostAsync("/api/v1/authorizations",
+            JsonBody("""{"id":"est-3","model":"acme/meter-1","amount_micros":5,"max_output_tokens":1}""")), HttpStatusCode.BadRequest, "invalid_request");
+        await AssertProblemAsync(await c.Client.PostAsync("/api/v1/authorizations",
+            JsonBody("""{"id":"est-4","model":"acme/meter-1","input_tokens":1,"max_output_tokens":10000001}""")), HttpStatusCode.BadRequest, "invalid_request");
+        await AssertProblemAsync(await c.Client.PostAsync("/api/v1/authorizations",
+            JsonBody("""{"id":"est-5","input_tokens":1,"max_output_tokens":1}""")), HttpStatusCode.BadRequest, "invalid_request");
+        Assert.Equal(880_000, (await c.AccountAsync()).Long("available_micros"));
+        await AssertAuditHealthyAsync(app.Admin);
+    }
 }
