@@ -306,11 +306,13 @@ public sealed class UsageEventsTests(UsageEventsFixture fixture) : IClassFixture
     }
 
     [Fact]
-    public async Task Post_FullBatch_AllChargedInOneRequest()
+    public async Task Post_FullBatchAboveDefaultBodyLimit_AllChargedInOneRequest()
     {
         var app = await fixture.AppAsync(TestDatabases.Sqlite);
         using var c = await app.CustomerAsync(1_000 * Price);
-        var events = Enumerable.Range(0, 1_000).Select(i => Event($"b{i}", extra: $$""","metadata":{"workspace":"w{{i % 7}}"}""")).ToArray();
+        // ~1.2 KB of metadata each: ~1.4 MB in all, above the app-wide 1 MiB body limit that this route raises.
+        var padding = new string('x', 1_200);
+        var events = Enumerable.Range(0, 1_000).Select(i => Event($"b{i}", extra: $$""","metadata":{"workspace":"w{{i % 7}}","note":"{{padding}}"}""")).ToArray();
 
         var body = await BodyAsync(await BatchAsync(c, events), HttpStatusCode.OK);
 
