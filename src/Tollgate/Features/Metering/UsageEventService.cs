@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Tollgate.Features.Keys;
 using Tollgate.Features.Ledger;
@@ -73,8 +74,9 @@ public sealed record UsageEventResult(
 /// the ledger answers <c>Replayed</c> (same id, same content hash, same amount: nothing charged again) and the record is
 /// written then, so every retry heals. A retry with other content is refused by the ledger as a conflict.
 /// </summary>
-internal sealed class UsageEventService(
-    LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, IOptions<MeteringOptions> options, TimeProvider time)
+internal sealed partial class UsageEventService(
+    LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, IOptions<MeteringOptions> options, TimeProvider time,
+    ILogger<UsageEventService> logger)
 {
     public const int MaxBatchEvents = 1_000;
     public const int MaxModelLength = 200;
@@ -166,7 +168,12 @@ internal sealed class UsageEventService(
         for (var i = 0; i < toStore.Count; i++)
         {
             var (w, record, replayed) = toStore[i];
-            if (inserted[i]) results[w.Index] = UsageEventResult.From(record, replayed ? UsageEventStatus.Duplicate : UsageEventStatus.Accepted);
+            if (inserted[i])
+            {
+                // A charge whose record was missing: an earlier delivery stopped between the ledger and the record.
+                if (replayed) LogHealed(logger, caller.AccountId, w.Event.Id);
+                results[w.Index] = UsageEventResult.From(record, replayed ? UsageEventStatus.Duplicate : UsageEventStatus.Accepted);
+            }
             else (raced ??= []).Add((w, replayed));
         }
         if (raced is not null)
@@ -258,4 +265,7 @@ internal sealed class UsageEventService(
             e.RequestId ?? "", e.Metadata ?? "", e.Timestamp is { } ts ? UnixMicros.From(ts) : "");
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Usage event {EventId} of account {AccountId} was charged earlier without a record; the record is written now.")]
+    private static partial void LogHealed(ILogger logger, string accountId, string eventId);
 }
