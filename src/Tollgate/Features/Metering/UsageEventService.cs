@@ -163,7 +163,8 @@ internal sealed partial class UsageEventService(
         }
 
         // 3. Record what was charged (or needs review). A record that already exists was written by a concurrent twin.
-        var inserted = await store.InsertManyAsync(toStore.Select(s => s.Record).ToArray(), ct);
+        // Not cancelled with the request: once money has moved, a client that hung up must not leave it unrecorded.
+        var inserted = await store.InsertManyAsync(toStore.Select(s => s.Record).ToArray(), CancellationToken.None);
         List<(Work Work, bool Replayed)>? raced = null;
         for (var i = 0; i < toStore.Count; i++)
         {
@@ -178,7 +179,7 @@ internal sealed partial class UsageEventService(
         }
         if (raced is not null)
         {
-            var stored = await store.GetManyAsync(caller.AccountId, raced.Select(r => r.Work.Event.Id).ToArray(), ct);
+            var stored = await store.GetManyAsync(caller.AccountId, raced.Select(r => r.Work.Event.Id).ToArray(), CancellationToken.None);
             foreach (var (w, replayed) in raced)
             {
                 var result = Replay(w, stored[w.Event.Id]);
