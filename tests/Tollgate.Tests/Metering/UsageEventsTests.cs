@@ -288,6 +288,25 @@ public sealed class UsageEventsTests(UsageEventsFixture fixture) : IClassFixture
         await AssertAuditHealthyAsync(app.Admin);
     }
 
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task Post_ZeroPriceEvent_RecordsBilledWithoutTransfer(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(0);
+
+        var item = Item(await BodyAsync(await PostAsync(c, Event("z1", tokens: """ "input_tokens":0 """)), HttpStatusCode.OK), 0);
+
+        Assert.Equal("accepted", item.Str("status"));
+        Assert.Equal(0, item.Long("user_price_micros"));
+        Assert.Equal(JsonValueKind.Null, item.GetProperty("transfer_id").ValueKind);
+        var record = await app.Get<IUsageStore>().GetAsync(c.AccountId, "z1", CancellationToken.None);
+        Assert.Equal(UsageBillingStatus.Billed, record!.BillingStatus);
+        Assert.Null(record.TransferId);
+        Assert.Equal("duplicate", Item(await BodyAsync(await PostAsync(c, Event("z1", tokens: """ "input_tokens":0 """)), HttpStatusCode.OK), 0).Str("status"));
+        AssertRejected(Item(await BodyAsync(await PostAsync(c, Event("z2", extra: ""","timestamp":12""")), HttpStatusCode.OK), 0), "invalid_event");
+    }
+
     [Fact]
     public async Task Post_RequestLevelErrors_Answer400AndChangeNothing()
     {
