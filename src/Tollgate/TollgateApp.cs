@@ -64,6 +64,11 @@ public static class TollgateApp
         services.AddSingleton<ApiKeyAuthenticator>();
         services.AddSingleton<AuthorizationService>();
         services.AddSingleton<IUsageStore, UsageStore>();
+        services.AddOptions<MeteringOptions>().BindConfiguration(MeteringOptions.Section)
+            .Validate(o => o.UnknownModelPolicy is MeteringOptions.Reject or MeteringOptions.AllowAndReview,
+                "Tollgate:Metering:UnknownModelPolicy must be 'reject' or 'allow_and_review'.")
+            .ValidateOnStart();
+        services.AddSingleton<UsageEventService>();
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -82,6 +87,7 @@ public static class TollgateApp
         app.MapAdminLedger();
         app.MapAccountApi();
         app.MapMetering();
+        app.MapUsage();
         app.MapPricing();
         return app;
     }

@@ -108,4 +108,27 @@ public sealed class UsageStoreTests(MeteringFixture fixture) : IClassFixture<Met
         await Assert.ThrowsAnyAsync<Exception>(() => cmd.ExecuteNonQueryAsync());
         Assert.Empty(await store.ListAsync(account, null, 10, CancellationToken.None));
     }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task InsertMany_SomeExisting_InsertsRestAndGetManyFindsAll(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var store = app.Get<IUsageStore>();
+        var account = await app.CreateAccountAsync();
+        var other = await app.CreateAccountAsync();
+        Assert.True(await store.InsertAsync(Record(account, "m-1", T0), CancellationToken.None));
+        Assert.True(await store.InsertAsync(Record(other, "m-2", T0), CancellationToken.None));
+        var batch = Enumerable.Range(0, 1_200).Select(i => Record(account, $"m-{i}", T0.AddSeconds(i), input: 7)).ToArray();
+
+        var inserted = await store.InsertManyAsync(batch, CancellationToken.None);
+
+        Assert.False(inserted[1]);
+        Assert.Equal(1_199, inserted.Count(b => b));
+        var found = await store.GetManyAsync(account, [.. batch.Select(r => r.Id), "absent"], CancellationToken.None);
+        Assert.Equal(1_200, found.Count);
+        Assert.Equal(10, found["m-1"].InputTokens); // the first insert stays
+        Assert.Equal(batch[2], found["m-2"]);
+        Assert.Empty(await store.GetManyAsync(account, [], CancellationToken.None));
+    }
 }

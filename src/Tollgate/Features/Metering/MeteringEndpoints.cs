@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Tollgate.Features.Keys;
 using Tollgate.Features.Ledger;
+using Tollgate.Features.Pricing;
 using Tollgate.Infrastructure.Http;
 
 namespace Tollgate.Features.Metering;
@@ -11,7 +12,13 @@ namespace Tollgate.Features.Metering;
 /// <param name="AmountMicros">Micro-USD to hold; 1–10^15.</param>
 /// <param name="TtlSeconds">Seconds until the hold expires and is released; 1–86,400, default 600.</param>
 /// <param name="Metadata">Optional JSON object stored with the hold.</param>
-public sealed record AuthorizationInput(string? Id, long? AmountMicros, int? TtlSeconds, JsonElement? Metadata);
+/// <param name="Model">Instead of <paramref name="AmountMicros"/>: hold the user price of <paramref name="InputTokens"/> in and
+/// <paramref name="MaxOutputTokens"/> out on this model, rated now (a hold by estimate).</param>
+/// <param name="InputTokens">With <paramref name="Model"/>: the whole prompt, cache tokens included; 0–10,000,000.</param>
+/// <param name="MaxOutputTokens">With <paramref name="Model"/>: the most output the call may produce; 0–10,000,000.</param>
+public sealed record AuthorizationInput(
+    string? Id, long? AmountMicros, int? TtlSeconds, JsonElement? Metadata,
+    string? Model = null, long? InputTokens = null, long? MaxOutputTokens = null);
 
 /// <summary>Body of <c>POST /api/v1/authorizations/{id}/capture</c>: micro-USD to charge, 0–10^15 (may exceed the hold).</summary>
 public sealed record CaptureInput(long? AmountMicros);
@@ -59,9 +66,20 @@ internal static class MeteringEndpoints
     }
 
     private static async Task<Results<Created<AuthorizationResponse>, Ok<AuthorizationResponse>, ProblemHttpResult>> Create(
-        AuthorizationInput input, HttpContext http, AuthorizationService authorizations, CancellationToken ct)
+        AuthorizationInput input, HttpContext http, AuthorizationService authorizations, PricingCatalog catalog, TimeProvider time,
+        CancellationToken ct)
     {
         if (!AuthorizationService.IsValidClientId(input.Id)) return InvalidId("id");
+        if (input.Model is not null)
+        {
+            var estimate = Estimate(input, catalog, time.GetUtcNow());
+            if (estimate.Problem is { } problem) return problem;
+            input = input with { AmountMicros = estimate.Amount };
+        }
+        else if (input.InputTokens is not null || input.MaxOutputTokens is not null)
+        {
+            return Problems.BadRequest("invalid_request", "'input_tokens' and 'max_output_tokens' go with 'model' (a hold by estimate).", "model");
+        }
         if (input.AmountMicros is not (> 0 and <= LedgerService.MaxAmountMicros))
             return Problems.BadRequest("invalid_request", $"'amount_micros' is required and must be 1–{LedgerService.MaxAmountMicros}.", "amount_micros");
         var ttl = input.TtlSeconds ?? AuthorizationService.DefaultTtlSeconds;
@@ -131,6 +149,40 @@ internal static class MeteringEndpoints
         AuthorizationOutcome.AlreadyVoided => Problems.Conflict("authorization_voided", $"Authorization '{id}' was already voided."),
         _ => throw new InvalidOperationException(result.Outcome.ToString()),
     };
+
+    /// <summary>
+    /// The amount of a hold by estimate: the user price of the given input and maximum output, rated now. Either a
+    /// problem or the amount. Unknown models are refused whatever the usage-event policy: a hold needs a price.
+    /// </summary>
+    private static (ProblemHttpResult? Problem, long Amount) Estimate(AuthorizationInput input, PricingCatalog catalog, DateTimeOffset now)
+    {
+        if (input.AmountMicros is not null)
+            return (Problems.BadRequest("invalid_request", "Give either 'amount_micros' or 'model' with token counts, not both.", "amount_micros"), 0);
+        if (string.IsNullOrWhiteSpace(input.Model) || input.Model.Length > UsageEventService.MaxModelLength)
+            return (Problems.BadRequest("invalid_request", "'model' must name a priced model, e.g. \"openai/gpt-4o\".", "model"), 0);
+        var usage = new TokenUsage(input.InputTokens ?? 0, input.MaxOutputTokens ?? 0);
+        if (usage.Validate() is { } invalid)
+        {
+            var field = invalid.Field == "output_tokens" ? "max_output_tokens" : invalid.Field;
+            return (Problems.BadRequest("invalid_request", $"'{field}': {invalid.Message}.", field), 0);
+        }
+        var resolution = catalog.Resolve(input.Model);
+        switch (resolution.Outcome)
+        {
+            case ResolveOutcome.NotFound:
+                return (Problems.Create(StatusCodes.Status404NotFound, "model_not_found",
+                    $"No priced model '{input.Model}'. Use 'provider/model' ids from GET /api/v1/pricing.",
+                    new Dictionary<string, object?> { ["param"] = "model" }), 0);
+            case ResolveOutcome.Ambiguous:
+                return (Problems.Create(StatusCodes.Status400BadRequest, "model_ambiguous",
+                    $"'{input.Model}' matches models of several providers; name one as 'provider/model'.",
+                    new Dictionary<string, object?> { ["param"] = "model", ["candidates"] = resolution.Candidates }), 0);
+        }
+        var price = Rater.Rate(resolution.Model!, usage, now).UserPriceMicros;
+        if (price <= 0)
+            return (Problems.BadRequest("invalid_request", "The estimate prices at 0 micro-USD: there is nothing to hold.", "max_output_tokens"), 0);
+        return (null, price);
+    }
 
     private static ProblemHttpResult InvalidId(string param) => Problems.BadRequest("invalid_request",
         $"'{param}' is required: 1–{AuthorizationService.MaxIdLength} characters of letters, digits and _-.:@+.", param);

@@ -53,6 +53,12 @@ internal interface IUsageStore
 
     Task<UsageRecord?> GetAsync(string accountId, string id, CancellationToken ct);
 
+    /// <summary>The account's records among <paramref name="ids"/> (at most a few thousand), keyed by id.</summary>
+    Task<IReadOnlyDictionary<string, UsageRecord>> GetManyAsync(string accountId, IReadOnlyCollection<string> ids, CancellationToken ct);
+
+    /// <summary>Stores the records in one transaction; per record, false if its (account, id) already existed.</summary>
+    Task<bool[]> InsertManyAsync(IReadOnlyList<UsageRecord> records, CancellationToken ct);
+
     /// <summary>An account's records, newest <c>occurred_at</c> first (ties by id, descending), after <paramref name="before"/> when given.</summary>
     Task<IReadOnlyList<UsageRecord>> ListAsync(string accountId, UsageCursor? before, int limit, CancellationToken ct);
 }
@@ -81,18 +87,50 @@ internal sealed class UsageStore(Database db) : IUsageStore
             request_id, metadata, transfer_id, FromMicros(created_at), FromMicros(occurred_at));
     }
 
+    // The primary key decides, in the same statement: no check-then-insert race between two deliveries of one event.
+    private const string InsertSql = $"""
+        INSERT INTO usage_records ({Columns})
+        VALUES (@id, @account_id, @key_id, @model, @provider, @input_tokens, @output_tokens, @cache_read_tokens, @cache_write_tokens,
+                @reasoning_tokens, @provider_cost_micros, @provider_cost_usd, @user_price_micros, @billing_status, @request_id, @metadata,
+                @transfer_id, @created_at, @occurred_at)
+        ON CONFLICT (account_id, id) DO NOTHING
+        """;
+
     public async Task<bool> InsertAsync(UsageRecord record, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
-        // The primary key decides, in the same statement: no check-then-insert race between two deliveries of one event.
-        var inserted = await c.ExecuteAsync(new CommandDefinition($"""
-            INSERT INTO usage_records ({Columns})
-            VALUES (@id, @account_id, @key_id, @model, @provider, @input_tokens, @output_tokens, @cache_read_tokens, @cache_write_tokens,
-                    @reasoning_tokens, @provider_cost_micros, @provider_cost_usd, @user_price_micros, @billing_status, @request_id, @metadata,
-                    @transfer_id, @created_at, @occurred_at)
-            ON CONFLICT (account_id, id) DO NOTHING
-            """, Row.From(record), cancellationToken: ct));
+        var inserted = await c.ExecuteAsync(new CommandDefinition(InsertSql, Row.From(record), cancellationToken: ct));
         return inserted == 1;
+    }
+
+    public async Task<bool[]> InsertManyAsync(IReadOnlyList<UsageRecord> records, CancellationToken ct)
+    {
+        var inserted = new bool[records.Count];
+        if (records.Count == 0) return inserted;
+        await using var c = await db.OpenAsync(ct);
+        // One transaction: one fsync for a whole batch of events instead of one each.
+        await using var tx = await c.BeginTransactionAsync(ct);
+        for (var i = 0; i < records.Count; i++)
+            inserted[i] = await c.ExecuteAsync(new CommandDefinition(InsertSql, Row.From(records[i]), tx, cancellationToken: ct)) == 1;
+        await tx.CommitAsync(ct);
+        return inserted;
+    }
+
+    public async Task<IReadOnlyDictionary<string, UsageRecord>> GetManyAsync(string accountId, IReadOnlyCollection<string> ids, CancellationToken ct)
+    {
+        var found = new Dictionary<string, UsageRecord>(StringComparer.Ordinal);
+        if (ids.Count == 0) return found;
+        await using var c = await db.OpenAsync(ct);
+        // Dapper sends an array as one PostgreSQL array parameter, but expands it to a list for SQLite; chunks keep that
+        // list well below SQLite's parameter limit.
+        var match = db.Engine == DatabaseEngine.Postgres ? "id = ANY(@chunk)" : "id IN @chunk";
+        foreach (var chunk in ids.Chunk(500))
+        {
+            var rows = await c.QueryAsync<Row>(new CommandDefinition(
+                $"SELECT {Columns} FROM usage_records WHERE account_id = @accountId AND {match}", new { accountId, chunk }, cancellationToken: ct));
+            foreach (var row in rows) found[row.id] = row.ToRecord();
+        }
+        return found;
     }
 
     public async Task<UsageRecord?> GetAsync(string accountId, string id, CancellationToken ct)
