@@ -1,5 +1,6 @@
-using Tollgate.Infrastructure;
 using Dapper;
+using Npgsql;
+using Tollgate.Infrastructure;
 using Tollgate.Infrastructure.Data;
 
 namespace Tollgate.Features.Metering;
@@ -108,12 +109,57 @@ internal sealed class UsageStore(Database db) : IUsageStore
         var inserted = new bool[records.Count];
         if (records.Count == 0) return inserted;
         await using var c = await db.OpenAsync(ct);
+        if (c is NpgsqlConnection pg && records.DistinctBy(r => (r.AccountId, r.Id)).Count() == records.Count)
+            return await InsertManyPostgresAsync(pg, records, ct);
         // One transaction: one fsync for a whole batch of events instead of one each.
         await using var tx = await c.BeginTransactionAsync(ct);
         for (var i = 0; i < records.Count; i++)
             inserted[i] = await c.ExecuteAsync(new CommandDefinition(InsertSql, Row.From(records[i]), tx, cancellationToken: ct)) == 1;
         await tx.CommitAsync(ct);
         return inserted;
+    }
+
+    // One statement for the whole batch: a row per event, one round trip and one plan instead of one of each per event
+    // (per-row INSERTs cost ~100 µs of CPU per event across app and server). RETURNING names the rows that went in;
+    // the rest hit the primary key. Keys must be distinct within the call (else two rows would answer for one key).
+    private const string InsertManyPostgresSql = $"""
+        INSERT INTO usage_records ({Columns})
+        SELECT * FROM unnest(@id::text[], @account_id::text[], @key_id::text[], @model::text[], @provider::text[],
+            @input_tokens::bigint[], @output_tokens::bigint[], @cache_read_tokens::bigint[], @cache_write_tokens::bigint[],
+            @reasoning_tokens::bigint[], @provider_cost_micros::bigint[], @provider_cost_usd::text[], @user_price_micros::bigint[],
+            @billing_status::text[], @request_id::text[], @metadata::text[], @transfer_id::text[], @created_at::bigint[], @occurred_at::bigint[])
+        ON CONFLICT (account_id, id) DO NOTHING
+        RETURNING account_id, id
+        """;
+
+    private static async Task<bool[]> InsertManyPostgresAsync(NpgsqlConnection c, IReadOnlyList<UsageRecord> records, CancellationToken ct)
+    {
+        var rows = records.Select(Row.From).ToArray();
+        await using var cmd = new NpgsqlCommand(InsertManyPostgresSql, c);
+        void Add<T>(string name, Func<Row, T> column) => cmd.Parameters.Add(new NpgsqlParameter<T[]>(name, rows.Select(column).ToArray()));
+        Add("id", r => r.id);
+        Add("account_id", r => r.account_id);
+        Add("key_id", r => r.key_id);
+        Add("model", r => r.model);
+        Add("provider", r => r.provider);
+        Add("input_tokens", r => r.input_tokens);
+        Add("output_tokens", r => r.output_tokens);
+        Add("cache_read_tokens", r => r.cache_read_tokens);
+        Add("cache_write_tokens", r => r.cache_write_tokens);
+        Add("reasoning_tokens", r => r.reasoning_tokens);
+        Add("provider_cost_micros", r => r.provider_cost_micros);
+        Add("provider_cost_usd", r => r.provider_cost_usd);
+        Add("user_price_micros", r => r.user_price_micros);
+        Add("billing_status", r => r.billing_status);
+        Add("request_id", r => r.request_id);
+        Add("metadata", r => r.metadata);
+        Add("transfer_id", r => r.transfer_id);
+        Add("created_at", r => r.created_at);
+        Add("occurred_at", r => r.occurred_at);
+        var went = new HashSet<(string, string)>();
+        await using (var reader = await cmd.ExecuteReaderAsync(ct))
+            while (await reader.ReadAsync(ct)) went.Add((reader.GetString(0), reader.GetString(1)));
+        return records.Select(r => went.Contains((r.AccountId, r.Id))).ToArray();
     }
 
     public async Task<IReadOnlyDictionary<string, UsageRecord>> GetManyAsync(string accountId, IReadOnlyCollection<string> ids, CancellationToken ct)
