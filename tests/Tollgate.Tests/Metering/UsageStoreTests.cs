@@ -131,4 +131,19 @@ public sealed class UsageStoreTests(MeteringFixture fixture) : IClassFixture<Met
         Assert.Equal(batch[2], found["m-2"]);
         Assert.Empty(await store.GetManyAsync(account, [], CancellationToken.None));
     }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task InsertMany_KeyRepeatedInCall_FirstInsertedSecondNot(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var store = app.Get<IUsageStore>();
+        var account = await app.CreateAccountAsync();
+        UsageRecord[] batch = [Record(account, "r-1", T0, input: 1), Record(account, "r-2", T0), Record(account, "r-1", T0, input: 2)];
+
+        var inserted = await store.InsertManyAsync(batch, CancellationToken.None);
+
+        Assert.Equal([true, true, false], inserted);
+        Assert.Equal(1, (await store.GetManyAsync(account, ["r-1"], CancellationToken.None))["r-1"].InputTokens);
+    }
 }
