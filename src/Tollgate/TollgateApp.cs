@@ -48,7 +48,8 @@ public static class TollgateApp
         var services = builder.Services;
 
         services.AddSingleton(TimeProvider.System);
-        services.AddSingleton(new Database(target));
+        // A factory registration, so the container owns the data source and disposes it (closing pooled connections).
+        services.AddSingleton(_ => new Database(target));
         services.AddSingleton<Migrator>();
         services.AddOptions<CreditsOptions>().BindConfiguration(CreditsOptions.Section).ValidateDataAnnotations()
             .Validate(o => Money.MicrosPerUsd % o.MicrosPerCredit == 0, "Credits:MicrosPerCredit must divide 1,000,000 evenly (e.g. 1, 10, 1000, 10000).")
