@@ -8,20 +8,7 @@
 # Environment: PGPORT (default 54330), PGROOT (default /tmp/tollgate-pg-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PGPORT=${PGPORT:-54330}
-export PGROOT=${PGROOT:-/tmp/tollgate-pg-bench}
-
-echo "== machine"
-echo "cores:   $(nproc)"
-echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "memory:  $(free -h | awk '/^Mem:/ {print $2}')"
-echo "disk:    $(df -h "$(dirname "$PGROOT")" | awk 'NR==2 {print $1 " " $2 " (" $5 " used)"}'), $(findmnt -no FSTYPE,OPTIONS -T "$(dirname "$PGROOT")" 2>/dev/null || echo '?')"
-echo "kernel:  $(uname -r)"
-echo "dotnet:  $(dotnet --version)"
-echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
-
-pg=$(scripts/pg.sh start --durable)
-trap 'scripts/pg.sh stop' EXIT
+source bench/bench-env.sh
 echo
 
 dotnet build -c Release bench/Tollgate.Bench -v q -nologo >/dev/null
