@@ -70,6 +70,16 @@ internal sealed class LedgerHarness : IAsyncDisposable
 
     public Task<long> CreateRevenueAsync() => CreateAccountAsync(kind: LedgerAccountKinds.Revenue);
 
+    /// <summary>The usual cast: a promotions account that funds a prepaid customer with <paramref name="grant"/>, and a revenue account.</summary>
+    public async Task<(long Promotions, long Customer, long Revenue)> FundedCustomerAsync(long grant)
+    {
+        var promotions = await CreatePromotionsAsync();
+        var customer = await CreateCustomerAsync();
+        var revenue = await CreateRevenueAsync();
+        await GrantAsync(promotions, customer, grant);
+        return (promotions, customer, revenue);
+    }
+
     public async Task<LedgerAccount> AccountAsync(long id) =>
         await Ledger.GetAccountAsync(id) ?? throw new InvalidOperationException($"Ledger account {id} does not exist.");
 

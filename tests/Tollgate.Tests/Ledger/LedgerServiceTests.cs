@@ -62,10 +62,7 @@ public sealed class LedgerServiceTests
     public async Task TransferAsync_HoldThenPartialPost_ChargesPostedAmountAndReleasesRest(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        await h.GrantAsync(promotions, customer, 10_000_000);
+        var (promotions, customer, revenue) = await h.FundedCustomerAsync(10_000_000);
 
         var hold = await h.Ledger.TransferAsync(Hold("hold-1", customer, revenue, 4_000_000));
         Assert.Equal(TransferResultCode.Ok, hold.Code);
@@ -94,10 +91,7 @@ public sealed class LedgerServiceTests
     public async Task TransferAsync_PostWithoutAmount_PostsWholeHold(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        await h.GrantAsync(promotions, customer, 3_000_000);
+        var (promotions, customer, revenue) = await h.FundedCustomerAsync(3_000_000);
         Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Hold("hold-1", customer, revenue, 1_250_000))).Code);
 
         var post = await h.Ledger.TransferAsync(Post("post-1", "hold-1"));
@@ -114,10 +108,7 @@ public sealed class LedgerServiceTests
     public async Task TransferAsync_VoidHold_ReleasesEverythingAndMarksVoided(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        await h.GrantAsync(promotions, customer, 5_000_000);
+        var (promotions, customer, revenue) = await h.FundedCustomerAsync(5_000_000);
         await h.Ledger.TransferAsync(Hold("hold-1", customer, revenue, 2_000_000));
 
         var @void = await h.Ledger.TransferAsync(Void("void-1", "hold-1"));
@@ -149,10 +140,7 @@ public sealed class LedgerServiceTests
     public async Task TransferAsync_SecondPostOfSameHold_ReturnsPendingTransferAlreadyPosted(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        await h.GrantAsync(promotions, customer, 5_000_000);
+        var (promotions, customer, revenue) = await h.FundedCustomerAsync(5_000_000);
         await h.Ledger.TransferAsync(Hold("hold-1", customer, revenue, 1_000_000));
         Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Post("post-1", "hold-1", 600_000))).Code);
 
@@ -171,10 +159,7 @@ public sealed class LedgerServiceTests
     public async Task TransferAsync_PostMoreThanHeld_ReturnsPostAmountExceedsPendingAndKeepsHold(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        await h.GrantAsync(promotions, customer, 5_000_000);
+        var (promotions, customer, revenue) = await h.FundedCustomerAsync(5_000_000);
         await h.Ledger.TransferAsync(Hold("hold-1", customer, revenue, 1_000_000));
 
         var over = await h.Ledger.TransferAsync(Post("post-1", "hold-1", 1_000_001));
@@ -196,10 +181,7 @@ public sealed class LedgerServiceTests
     public async Task TransferAsync_DebitBeyondPrepaidBalance_ReturnsInsufficientFunds(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        await h.GrantAsync(promotions, customer, 1_000_000);
+        var (promotions, customer, revenue) = await h.FundedCustomerAsync(1_000_000);
 
         Assert.Equal(TransferResultCode.InsufficientFunds, (await h.Ledger.TransferAsync(Posted("spend-1", customer, revenue, 1_000_001))).Code);
         Assert.Equal(TransferResultCode.InsufficientFunds, (await h.Ledger.TransferAsync(Hold("hold-1", customer, revenue, 1_000_001))).Code);
@@ -345,10 +327,7 @@ public sealed class LedgerServiceTests
     public async Task TransferAtomicAsync_OneTransferFails_AppliesNone(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        await h.GrantAsync(promotions, customer, 1_000_000);
+        var (promotions, customer, revenue) = await h.FundedCustomerAsync(1_000_000);
         var before = await h.AccountAsync(customer);
 
         var secondFails = await h.Ledger.TransferAtomicAsync([Posted("a1", customer, revenue, 500_000), Posted("a2", customer, revenue, 600_000)]);
@@ -384,10 +363,7 @@ public sealed class LedgerServiceTests
     public async Task TransferAtomicAsync_ReplayOfWholeGroup_ReturnsReplayedAndPartialReplayConflicts(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        await h.GrantAsync(promotions, customer, 1_000_000);
+        var (promotions, customer, revenue) = await h.FundedCustomerAsync(1_000_000);
         TransferRequest[] group = [Hold("s-hold", customer, revenue, 300_000), Post("s-post", "s-hold", 200_000), Posted("s-fee", customer, revenue, 100_000)];
         var first = await h.Ledger.TransferAtomicAsync(group);
         Assert.All(first, r => Assert.Equal(TransferResultCode.Ok, r.Code));
@@ -420,10 +396,7 @@ public sealed class LedgerServiceTests
     public async Task ExpireDueHoldsAsync_AfterTimeout_ExpiresHoldAndPostFails(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        await h.GrantAsync(promotions, customer, 1_000_000);
+        var (promotions, customer, revenue) = await h.FundedCustomerAsync(1_000_000);
         var created = h.Clock.NowMicros;
         var hold = (await h.Ledger.TransferAsync(Hold("hold-1", customer, revenue, 400_000, timeoutSeconds: 60))).Transfer!;
         Assert.Equal(created + 60_000_000, hold.ExpiresAtMicros);
@@ -458,10 +431,7 @@ public sealed class LedgerServiceTests
     public async Task TransferAsync_PostAtOrAfterTimeoutBeforeSweep_ReturnsPendingTransferExpired(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        await h.GrantAsync(promotions, customer, 1_000_000);
+        var (promotions, customer, revenue) = await h.FundedCustomerAsync(1_000_000);
         await h.Ledger.TransferAsync(Hold("early", customer, revenue, 200_000, timeoutSeconds: 10));
         await h.Ledger.TransferAsync(Hold("edge", customer, revenue, 100_000, timeoutSeconds: 10));
         await h.Ledger.TransferAsync(Hold("late", customer, revenue, 300_000, timeoutSeconds: 10));
