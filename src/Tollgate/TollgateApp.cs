@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Options;
 using Tollgate.Features.Accounts;
 using Tollgate.Features.Admin;
+using Tollgate.Features.Gateway;
 using Tollgate.Features.Health;
 using Tollgate.Features.Keys;
 using Tollgate.Features.Ledger;
@@ -70,6 +71,7 @@ public static class TollgateApp
                 "Tollgate:Metering:UnknownModelPolicy must be 'reject' or 'allow_and_review'.")
             .ValidateOnStart();
         services.AddSingleton<UsageEventService>();
+        services.AddGateway();
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -90,6 +92,7 @@ public static class TollgateApp
         app.MapMetering();
         app.MapUsage();
         app.MapPricing();
+        app.MapGateway();
         return app;
     }
 

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using Tollgate.Features.Accounts;
+using Tollgate.Features.Gateway;
 using Tollgate.Features.Ledger;
 using Tollgate.Features.Pricing;
 using Tollgate.Infrastructure.Data;
@@ -68,6 +69,15 @@ public static class TollgateCli
             Console.WriteLine();
             Console.WriteLine("  Admin key (shown once, only its hash is stored):");
             Console.WriteLine($"    {adminKey}");
+            Console.WriteLine();
+        }
+        if (await DemoSetup.CreateIfFreshAsync(app.Services, ct) is { } demoKey)
+        {
+            Console.WriteLine("  Demo account with $1.00 of credits; its API key (shown once):");
+            Console.WriteLine($"    {demoKey}");
+            Console.WriteLine("  Try a billed call (the built-in demo provider needs no network):");
+            Console.WriteLine($"    curl -s localhost:5000/v1/chat/completions -H 'Authorization: Bearer {demoKey}' -H 'content-type: application/json' \\");
+            Console.WriteLine("      -d '{\"model\":\"demo/echo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello, Tollgate\"}]}' -i");
             Console.WriteLine();
         }
         await app.RunAsync();

@@ -11,6 +11,7 @@ internal interface IAccountStore
 {
     Task<Account> CreateAsync(string name, long ledgerAccountId, CancellationToken ct);
     Task<Account?> GetAsync(string id, CancellationToken ct);
+    Task<long> CountAsync(CancellationToken ct);
 }
 
 /// <summary>Portable SQL for both engines.</summary>
@@ -38,5 +39,11 @@ internal sealed class AccountStore(Database db, TimeProvider time) : IAccountSto
         var row = await c.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(
             "SELECT id, name, ledger_account_id, created_at FROM accounts WHERE id = @id", new { id }, cancellationToken: ct));
         return row?.ToAccount();
+    }
+
+    public async Task<long> CountAsync(CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT count(*) FROM accounts", cancellationToken: ct));
     }
 }

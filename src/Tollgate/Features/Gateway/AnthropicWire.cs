@@ -1,0 +1,117 @@
+using System.Buffers;
+using System.Text.Json;
+using Tollgate.Features.Gateway.Tokens;
+using Tollgate.Features.Pricing;
+
+namespace Tollgate.Features.Gateway;
+
+/// <summary>Reading Anthropic Messages usage (non-streaming bodies and stream events).</summary>
+internal static class AnthropicWire
+{
+    /// <summary>
+    /// Anthropic <c>usage</c> → Tollgate usage. Anthropic's <c>input_tokens</c> excludes cache reads and writes, which it
+    /// reports separately; Tollgate's input is the whole prompt, so the three are added (see <see cref="TokenUsage"/>).
+    /// </summary>
+    public static TokenUsage? ReadUsage(JsonElement usage)
+    {
+        if (usage.ValueKind != JsonValueKind.Object) return null;
+        var input = Int(usage, "input_tokens");
+        var cacheRead = Int(usage, "cache_read_input_tokens");
+        var cacheWrite = Int(usage, "cache_creation_input_tokens");
+        return OpenAiWire.Clamp(input + cacheRead + cacheWrite, Int(usage, "output_tokens"), cacheRead, cacheWrite, 0);
+    }
+
+    private static long Int(JsonElement o, string name) =>
+        o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out var n) ? n : 0;
+
+    /// <summary>Tokens of text, thinking and tool input in a non-streaming Messages response, for when it reports no usage.</summary>
+    public static long CountContent(JsonElement message, BpeEncoding? encoding)
+    {
+        long tokens = 0;
+        if (!message.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.Array) return 0;
+        foreach (var block in content.EnumerateArray())
+        {
+            if (block.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String) tokens += TokenEstimator.CountText(t.GetString(), encoding);
+            if (block.TryGetProperty("thinking", out var th) && th.ValueKind == JsonValueKind.String) tokens += TokenEstimator.CountText(th.GetString(), encoding);
+            if (block.TryGetProperty("input", out var input)) tokens += TokenEstimator.CountText(input.GetRawText(), encoding);
+        }
+        return tokens;
+    }
+
+    /// <summary>Tokens in one <c>content_block_delta</c> event's delta.</summary>
+    public static long CountDelta(JsonElement delta, BpeEncoding? encoding)
+    {
+        foreach (var name in (ReadOnlySpan<string>)["text", "partial_json", "thinking"])
+            if (delta.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String) return TokenEstimator.CountText(v.GetString(), encoding);
+        return 0;
+    }
+
+    /// <summary>
+    /// Usage carried by a stream: <c>message_start</c> has the prompt side, <c>message_delta</c> the cumulative output
+    /// (and, in newer API versions, cumulative input figures too, which then replace the start's).
+    /// </summary>
+    public sealed class StreamUsage
+    {
+        public TokenUsage? Start { get; private set; }
+        public TokenUsage? Final { get; private set; }
+
+        /// <summary>Reads usage from one parsed event; true when the event was a <c>message_stop</c>.</summary>
+        public void Observe(string? eventType, JsonElement root)
+        {
+            switch (eventType)
+            {
+                case "message_start" when root.TryGetProperty("message", out var m) && m.TryGetProperty("usage", out var u):
+                    Start = ReadUsage(u);
+                    break;
+                case "message_delta" when root.TryGetProperty("usage", out var u):
+                    var delta = ReadUsage(u);
+                    if (delta is not { } d) break;
+                    var s = Start ?? default;
+                    var hasInput = u.TryGetProperty("input_tokens", out _) || u.TryGetProperty("cache_read_input_tokens", out _);
+                    Final = hasInput ? d : OpenAiWire.Clamp(s.InputTokens, d.OutputTokens, s.CacheReadTokens, s.CacheWriteTokens, 0);
+                    break;
+            }
+        }
+    }
+}
+
+/// <summary>Relays an Anthropic Messages stream to an Anthropic client unchanged, reading usage and counting output on the way.</summary>
+internal sealed class AnthropicNativeRelay(BpeEncoding? encoding) : IStreamRelay
+{
+    public void WriteError(IBufferWriter<byte> output, string code, string message)
+    {
+        output.Write("event: error\n"u8);
+        OpenAiStreamRelay.Frame(output, new GatewayError(code == "hold_exhausted" ? 402 : 502, code, message) { Dialect = ApiDialect.Anthropic }.ToJson());
+    }
+
+    private readonly AnthropicWire.StreamUsage _usage = new();
+
+    public TokenUsage? Usage => _usage.Final;
+    public TokenUsage? StartUsage => _usage.Start;
+    public long CountedOutputTokens { get; private set; }
+    public bool Completed { get; private set; }
+
+    public void OnEvent(in SseEvent e, IBufferWriter<byte> output)
+    {
+        var type = e.Name;
+        try
+        {
+            using var doc = JsonDocument.Parse(e.Data);
+            var root = doc.RootElement;
+            if (type is null && root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String) type = t.GetString();
+            _usage.Observe(type, root);
+            if (type == "content_block_delta" && root.TryGetProperty("delta", out var delta)) CountedOutputTokens += AnthropicWire.CountDelta(delta, encoding);
+            if (type == "message_stop") Completed = true;
+        }
+        catch (JsonException)
+        {
+        }
+        if (e.Name is not null)
+        {
+            output.Write("event: "u8);
+            output.Write(System.Text.Encoding.UTF8.GetBytes(e.Name));
+            output.Write("\n"u8);
+        }
+        OpenAiStreamRelay.Frame(output, e.Data.Span);
+    }
+}

@@ -1,0 +1,178 @@
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Tollgate.Features.Keys;
+using Tollgate.Features.Ledger;
+using Tollgate.Features.Metering;
+
+namespace Tollgate.Features.Gateway;
+
+/// <summary>How a settlement went: what was charged, what the call cost beyond the hold and could not be charged, the balance after.</summary>
+internal readonly record struct Settlement(long ChargedMicros, long UnchargedMicros, long BalanceAfterMicros, string? TransferId);
+
+/// <summary>
+/// The gateway's money moves, all through the ledger with ids derived from the request id (each id is its own
+/// idempotency key, so a retried settlement never charges twice):
+///
+///   hold     pending      gw:{account}:{request}          sized for the most the call can cost; expires on its own
+///   settle   post-pending gw:{account}:{request}:settle   the actual price (≤ hold), the rest released
+///   excess   posted       gw:{account}:{request}:excess   only if the actual price exceeds the hold: at most what is available
+///   void     void-pending gw:{account}:{request}:void     nothing delivered: everything released
+///
+/// Settlement and void are never cancelled by the client hanging up: once the upstream has worked, the charge must land.
+/// </summary>
+internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system)
+{
+    public const string HoldCode = "gateway_hold";
+    public const string SettleCode = "usage";
+    public const string ExcessCode = "usage_excess";
+    public const string VoidCode = "gateway_void";
+    private const int MaxExcessAttempts = 4;
+
+    public static string HoldId(Caller c, string requestId) => $"gw:{c.AccountId}:{requestId}";
+
+    /// <summary>Places the hold; the transfer, or null and the available balance when the account cannot cover it.</summary>
+    public async Task<(Transfer? Hold, long AvailableMicros)> HoldAsync(Caller caller, string requestId, long amountMicros, int timeoutSeconds, string metadata, CancellationToken ct)
+    {
+        var revenue = await system.RevenueAsync(ct);
+        var result = await ledger.TransferAsync(new TransferRequest
+        {
+            Id = HoldId(caller, requestId),
+            Kind = TransferKind.Pending,
+            DebitAccountId = caller.LedgerAccountId,
+            CreditAccountId = revenue,
+            Amount = amountMicros,
+            TimeoutSeconds = timeoutSeconds,
+            Code = HoldCode,
+            Reference = requestId,
+            Metadata = metadata,
+        }, ct);
+        if (result.Succeeded) return (result.Transfer, 0);
+        if (result.Code == TransferResultCode.InsufficientFunds) return (null, await AvailableAsync(caller));
+        throw new InvalidOperationException($"The ledger refused a gateway hold: {result.Code}.");
+    }
+
+    public Task<long> AvailableAsync(Caller caller) => AvailableAsync(caller.LedgerAccountId);
+
+    private async Task<long> AvailableAsync(long ledgerAccountId) =>
+        (await ledger.GetAccountAsync(ledgerAccountId, CancellationToken.None))?.AvailableMicros ?? 0;
+
+    /// <summary>Charges <paramref name="priceMicros"/> against the hold (see the class summary for a price above it).</summary>
+    /// <param name="metadata">The usage behind the charge (JSON), kept on the ledger transfer so the ledger alone can explain it.</param>
+    public async Task<Settlement> SettleAsync(Transfer hold, long priceMicros, string metadata)
+    {
+        if (priceMicros <= 0)
+        {
+            await VoidAsync(hold);
+            return new Settlement(0, 0, hold.DebitBalanceAfter, null);
+        }
+        var settleId = hold.Id + ":settle";
+        for (var attempt = 1; ; attempt++)
+        {
+            var capture = new TransferRequest
+            {
+                Id = settleId, Kind = TransferKind.PostPending, PendingId = hold.Id, Amount = Math.Min(priceMicros, hold.Amount),
+                Code = SettleCode, Reference = hold.Reference, Metadata = metadata,
+            };
+            var excess = priceMicros - hold.Amount;
+            var charge = excess > 0 && attempt < MaxExcessAttempts ? Math.Min(excess, Math.Max(0, await AvailableAsync(hold.DebitAccountId))) : 0;
+            TransferRequest[] group = charge > 0
+                ? [capture, new TransferRequest
+                {
+                    Id = hold.Id + ":excess", DebitAccountId = hold.DebitAccountId, CreditAccountId = hold.CreditAccountId, Amount = charge,
+                    Code = ExcessCode, Reference = hold.Reference, Metadata = metadata,
+                }]
+                : [capture];
+            var results = group.Length == 1 ? [await ledger.TransferAsync(capture, CancellationToken.None)] : await ledger.TransferAtomicAsync(group, CancellationToken.None);
+            if (results.All(r => r.Succeeded))
+            {
+                var charged = results.Sum(r => r.Transfer!.Amount);
+                return new Settlement(charged, priceMicros - charged, results[^1].Transfer!.DebitBalanceAfter, settleId);
+            }
+            if (results.Any(r => r.Code == TransferResultCode.InsufficientFunds) && attempt < MaxExcessAttempts) continue;
+            if (results[0].Code == TransferResultCode.PendingTransferExpired)
+                throw new InvalidOperationException($"The hold {hold.Id} expired before the call finished; raise the provider timeout margin.");
+            throw new InvalidOperationException($"The ledger refused the settlement of {hold.Id}: {string.Join(", ", results.Select(r => r.Code))}.");
+        }
+    }
+
+    /// <summary>Releases the whole hold (nothing was delivered).</summary>
+    public async Task VoidAsync(Transfer hold)
+    {
+        var result = await ledger.TransferAsync(new TransferRequest
+        {
+            Id = hold.Id + ":void", Kind = TransferKind.VoidPending, PendingId = hold.Id, Code = VoidCode, Reference = hold.Reference,
+        }, CancellationToken.None);
+        // An expired hold was released by the sweeper already: same outcome.
+        if (!result.Succeeded && result.Code is not (TransferResultCode.PendingTransferExpired or TransferResultCode.PendingTransferAlreadyVoided))
+            throw new InvalidOperationException($"The ledger refused to release {hold.Id}: {result.Code}.");
+    }
+}
+
+/// <summary>
+/// Writes gateway usage records in batches: every record queued while the previous batch was being written goes in
+/// the next one (one transaction), so a busy gateway writes records at the cost of a few statements per second, not
+/// one per request. Callers await their record's durability before finishing the request; the ledger transfer
+/// (written first) carries the same usage in its metadata, so the money side never depends on this table.
+/// </summary>
+internal sealed partial class UsageRecordWriter : IAsyncDisposable
+{
+    private const int MaxBatch = 1_000;
+    private readonly Channel<(UsageRecord Record, TaskCompletionSource Done)> _queue =
+        Channel.CreateUnbounded<(UsageRecord, TaskCompletionSource)>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly IUsageStore _store;
+    private readonly ILogger<UsageRecordWriter> _logger;
+    private readonly Task _loop;
+
+    public UsageRecordWriter(IUsageStore store, ILogger<UsageRecordWriter> logger)
+    {
+        _store = store;
+        _logger = logger;
+        _loop = Task.Run(RunAsync);
+    }
+
+    public Task WriteAsync(UsageRecord record)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_queue.Writer.TryWrite((record, done))) done.SetException(new ObjectDisposedException(nameof(UsageRecordWriter)));
+        return done.Task;
+    }
+
+    private async Task RunAsync()
+    {
+        var batch = new List<(UsageRecord Record, TaskCompletionSource Done)>(MaxBatch);
+        while (await _queue.Reader.WaitToReadAsync())
+        {
+            while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var item)) batch.Add(item);
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    // Distinct keys per call (request ids are unique): the engine's one-statement path applies.
+                    await _store.InsertManyAsync(batch.Select(b => b.Record).ToArray(), CancellationToken.None);
+                    foreach (var b in batch) b.Done.TrySetResult();
+                    break;
+                }
+                catch (Exception e) when (attempt < 5)
+                {
+                    LogRetry(_logger, e, batch.Count, attempt);
+                    await Task.Delay(TimeSpan.FromMilliseconds(50 * attempt * attempt));
+                }
+                catch (Exception e)
+                {
+                    foreach (var b in batch) b.Done.TrySetException(e);
+                    break;
+                }
+            }
+            batch.Clear();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await _loop;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Writing {Count} usage records failed (attempt {Attempt}); retrying")]
+    private static partial void LogRetry(ILogger logger, Exception e, int count, int attempt);
+}

@@ -1,0 +1,62 @@
+using Microsoft.Extensions.Options;
+using Tollgate.Features.Keys;
+
+namespace Tollgate.Features.Gateway;
+
+/// <summary>The OpenAI-compatible and Anthropic-native routes under <c>/v1</c>.</summary>
+internal static class GatewayEndpoints
+{
+    public static IServiceCollection AddGateway(this IServiceCollection services)
+    {
+        services.AddOptions<GatewayOptions>().BindConfiguration(GatewayOptions.Section).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<GatewayOptions>, GatewayOptionsValidator>();
+        ProviderRegistry.Register(services);
+        services.AddSingleton<ModelRouter>();
+        services.AddSingleton<GatewayBilling>();
+        services.AddSingleton<UsageRecordWriter>();
+        services.AddSingleton<GatewayHandler>();
+        return services;
+    }
+
+    public static void MapGateway(this IEndpointRouteBuilder routes)
+    {
+        var v1 = routes.MapGroup("/v1").WithTags("Gateway");
+        v1.MapPost("/chat/completions", (HttpContext http, GatewayHandler handler) => handler.HandleAsync(http, ApiDialect.OpenAi));
+        v1.MapPost("/messages", (HttpContext http, GatewayHandler handler) => handler.HandleAsync(http, ApiDialect.Anthropic));
+        v1.MapGet("/models", ListModels);
+        v1.MapGet("/models/{**id}", GetModel);
+    }
+
+    private static async Task<IResult> ListModels(HttpContext http, ApiKeyAuthenticator authenticator, ModelRouter router)
+    {
+        if (await AuthenticateAsync(http, authenticator) is { } error) return error;
+        var data = router.Callable().Select(x => ModelObject(x.Model.Key, x.Provider.Name, x.Model.Model.ContextWindow)).ToList();
+        return TypedResults.Json(new Dictionary<string, object> { ["object"] = "list", ["data"] = data });
+    }
+
+    private static async Task<IResult> GetModel(string id, HttpContext http, ApiKeyAuthenticator authenticator, ModelRouter router)
+    {
+        if (await AuthenticateAsync(http, authenticator) is { } error) return error;
+        var found = router.Callable().FirstOrDefault(x => x.Model.Key == id);
+        return found.Model is null
+            ? new GatewayError(404, "model_not_found", $"The model '{id}' does not exist or is not served here.", "model")
+            : TypedResults.Json(ModelObject(found.Model.Key, found.Provider.Name, found.Model.Model.ContextWindow));
+    }
+
+    private static Dictionary<string, object?> ModelObject(string id, string provider, long? contextWindow) => new()
+    {
+        ["id"] = id,
+        ["object"] = "model",
+        ["created"] = 0,
+        ["owned_by"] = provider,
+        ["context_window"] = contextWindow,
+    };
+
+    private static async Task<IResult?> AuthenticateAsync(HttpContext http, ApiKeyAuthenticator authenticator)
+    {
+        var auth = http.Request.Headers.Authorization.ToString();
+        var key = auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim()
+            : http.Request.Headers["x-api-key"] is [{ Length: > 0 } k] ? k : null;
+        return await authenticator.AuthenticateAsync(key, http.RequestAborted) is null ? GatewayError.InvalidApiKey() : null;
+    }
+}

@@ -1,0 +1,347 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Tollgate.Features.Gateway.Tokens;
+using Tollgate.Features.Metering;
+using Tollgate.Features.Pricing;
+
+namespace Tollgate.Features.Gateway;
+
+internal sealed partial class GatewayHandler
+{
+    private const string AnthropicVersion = "2023-06-01";
+    private const int MaxErrorBodyBytes = 64 * 1024;
+
+    /// <summary>Sends to each target in turn until one answers; relays that answer; settles.</summary>
+    private async Task RelayAsync(HttpContext http, Call call, ApiDialect dialect)
+    {
+        var clientGone = http.RequestAborted;
+        for (var i = 0; i < call.Targets.Count; i++)
+        {
+            var target = call.Targets[i];
+            var last = i == call.Targets.Count - 1;
+            call.Target = target;
+            if (dialect == ApiDialect.OpenAi && target.Provider.Kind == ProviderKind.Anthropic)
+            {
+                await FinishAsync(call, CallOutcome.UpstreamFailed, null, 0);
+                await new GatewayError(501, "not_implemented", "Anthropic models through /v1/chat/completions are not available yet; use /v1/messages.").ExecuteAsync(http);
+                return;
+            }
+
+            using var upstream = BuildRequest(call, target, dialect);
+            using var total = CancellationTokenSource.CreateLinkedTokenSource(clientGone);
+            total.CancelAfter(target.Provider.Timeout);
+            HttpResponseMessage response;
+            try
+            {
+                using var firstByte = CancellationTokenSource.CreateLinkedTokenSource(total.Token);
+                firstByte.CancelAfter(target.Provider.FirstByteTimeout);
+                response = await target.Provider.Client.SendAsync(upstream, HttpCompletionOption.ResponseHeadersRead, firstByte.Token);
+            }
+            catch (Exception e) when (clientGone.IsCancellationRequested && e is OperationCanceledException)
+            {
+                // The client left before anything was produced: nothing to charge.
+                await FinishAsync(call, CallOutcome.ClientAborted, null, 0);
+                return;
+            }
+            catch (Exception e) when (e is OperationCanceledException or HttpRequestException or IOException)
+            {
+                var timeout = e is OperationCanceledException;
+                LogUpstreamFailed(logger, call.RequestId, target.Provider.Name, timeout ? "timeout" : e.Message);
+                if (!last) continue;
+                await FinishAsync(call, CallOutcome.UpstreamFailed, null, 0);
+                await ((timeout
+                    ? new GatewayError(504, "upstream_timeout", $"The provider '{target.Provider.Name}' did not answer in time.")
+                    : new GatewayError(502, "upstream_error", $"The provider '{target.Provider.Name}' could not be reached.")) with { Dialect = dialect })
+                    .ExecuteAsync(http);
+                return;
+            }
+
+            using (response)
+            {
+                if (!response.IsSuccessStatusCode)
+                {
+                    var status = (int)response.StatusCode;
+                    if (status >= 500 && !last) continue;
+                    var errorBody = await ReadBoundedAsync(response.Content, MaxErrorBodyBytes, total.Token);
+                    await FinishAsync(call, CallOutcome.UpstreamFailed, null, 0);
+                    await WriteUpstreamErrorAsync(http, dialect, target, status, errorBody, response.Content.Headers.ContentType);
+                    return;
+                }
+                if (call.Request.Stream) await RelayStreamAsync(http, call, dialect, response, total.Token);
+                else await RelayBodyAsync(http, call, dialect, response, total.Token);
+                return;
+            }
+        }
+    }
+
+    private HttpRequestMessage BuildRequest(Call call, RouteTarget target, ApiDialect dialect)
+    {
+        var provider = target.Provider;
+        var anthropic = dialect == ApiDialect.Anthropic;
+        var message = new HttpRequestMessage(HttpMethod.Post, anthropic ? provider.MessagesEndpoint : provider.ChatEndpoint)
+        {
+            Content = new ByteArrayContent(call.Request.Rewrite(target.UpstreamModel, call.ClampedOutputTokens)),
+        };
+        message.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        if (anthropic)
+        {
+            if (provider.ApiKey is { } key) message.Headers.TryAddWithoutValidation("x-api-key", key);
+            message.Headers.TryAddWithoutValidation("anthropic-version", call.AnthropicVersion ?? AnthropicVersion);
+            if (call.AnthropicBeta is { } beta) message.Headers.TryAddWithoutValidation("anthropic-beta", beta);
+        }
+        else if (provider.ApiKey is { } key) message.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        foreach (var (name, value) in provider.Headers)
+        {
+            message.Headers.Remove(name);
+            message.Headers.TryAddWithoutValidation(name, value);
+        }
+        message.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue(call.Request.Stream ? "text/event-stream" : "application/json"));
+        return message;
+    }
+
+    private async Task RelayBodyAsync(HttpContext http, Call call, ApiDialect dialect, HttpResponseMessage response, CancellationToken ct)
+    {
+        byte[] body;
+        try
+        {
+            body = await ReadBoundedAsync(response.Content, _options.MaxResponseBodyBytes, ct);
+        }
+        catch (Exception e) when (e is OperationCanceledException or HttpRequestException or IOException or InvalidDataException)
+        {
+            var clientLeft = http.RequestAborted.IsCancellationRequested;
+            // The provider did the work even if the body was lost on the way: charge for a completed prompt at least.
+            await FinishAsync(call, clientLeft ? CallOutcome.ClientAborted : CallOutcome.UpstreamFailed, null, 0);
+            if (!clientLeft)
+                await ((e is OperationCanceledException
+                    ? new GatewayError(504, "upstream_timeout", "The provider did not finish its answer in time.")
+                    : new GatewayError(502, "upstream_error", "The provider's answer was cut off or too large.")) with { Dialect = dialect })
+                    .ExecuteAsync(http);
+            return;
+        }
+
+        TokenUsage? usage = null;
+        long counted = 0;
+        try
+        {
+            using var doc = JsonDocument.Parse(body);
+            var root = doc.RootElement;
+            if (root.ValueKind == JsonValueKind.Object)
+            {
+                if (root.TryGetProperty("usage", out var u))
+                    usage = dialect == ApiDialect.Anthropic ? AnthropicWire.ReadUsage(u) : OpenAiWire.ReadUsage(u);
+                if (usage is null)
+                    counted = dialect == ApiDialect.Anthropic ? AnthropicWire.CountContent(root, call.Encoding) : OpenAiWire.CountCompletion(root, call.Encoding);
+            }
+        }
+        catch (JsonException)
+        {
+            // Relayed as it came; without usage the charge is estimated from the prompt alone.
+        }
+        var settlement = await FinishAsync(call, CallOutcome.Completed, usage, counted);
+        http.Response.StatusCode = StatusCodes.Status200OK;
+        http.Response.ContentType = response.Content.Headers.ContentType?.ToString() ?? "application/json";
+        http.Response.ContentLength = body.Length;
+        http.Response.Headers["x-tollgate-charge-micros"] = settlement.ChargedMicros.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        if (call.Hold is not null)
+            http.Response.Headers["x-tollgate-balance-micros"] = settlement.BalanceAfterMicros.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        await http.Response.Body.WriteAsync(body, CancellationToken.None);
+        await call.RecordWritten;
+    }
+
+    private async Task RelayStreamAsync(HttpContext http, Call call, ApiDialect dialect, HttpResponseMessage response, CancellationToken ct)
+    {
+        IStreamRelay relay = dialect == ApiDialect.Anthropic
+            ? new AnthropicNativeRelay(call.Encoding ?? BpeEncoding.O200kBase)
+            : new OpenAiStreamRelay(call.Request.ClientWantsUsage, call.Encoding ?? BpeEncoding.O200kBase);
+        http.Response.StatusCode = StatusCodes.Status200OK;
+        http.Response.ContentType = "text/event-stream; charset=utf-8";
+        http.Response.Headers.CacheControl = "no-cache";
+        http.Response.Headers["x-accel-buffering"] = "no";
+        var writer = http.Response.BodyWriter;
+        // Output allowed before the call is cut off: the hold's output bound, with slack for counting differences.
+        var limit = call.MaxOutputTokens * call.Request.N;
+        limit += Math.Max(16, limit / 50);
+        var outcome = CallOutcome.Completed;
+        await using var upstreamBody = await response.Content.ReadAsStreamAsync(ct);
+        await using var reader = new SseReader(upstreamBody);
+        try
+        {
+            await http.Response.StartAsync(ct);
+            while (await reader.ReadAsync(ct) is { } e)
+            {
+                relay.OnEvent(e, writer);
+                call.BytesRelayed = reader.BytesRead;
+                call.CountedOutput = relay.CountedOutputTokens;
+                if (relay.Usage is null && call.Hold is not null && relay.CountedOutputTokens > limit)
+                {
+                    outcome = CallOutcome.CutOff;
+                    relay.WriteError(writer, "hold_exhausted",
+                        $"The answer was cut off: it exceeded the {call.MaxOutputTokens * call.Request.N} output tokens the credit hold covers.");
+                    await writer.FlushAsync(CancellationToken.None);
+                    break;
+                }
+                var flush = await writer.FlushAsync(ct);
+                if (flush.IsCanceled || flush.IsCompleted) { outcome = CallOutcome.ClientAborted; break; }
+            }
+            if (outcome == CallOutcome.Completed && !relay.Completed)
+            {
+                outcome = CallOutcome.UpstreamFailed;
+                relay.WriteError(writer, "upstream_error", "The provider ended the stream before finishing its answer.");
+                await writer.FlushAsync(CancellationToken.None);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or HttpRequestException or IOException or InvalidDataException)
+        {
+            if (http.RequestAborted.IsCancellationRequested) outcome = CallOutcome.ClientAborted;
+            else
+            {
+                outcome = CallOutcome.UpstreamFailed;
+                LogUpstreamFailed(logger, call.RequestId, call.Target.Provider.Name, e is OperationCanceledException ? "timeout mid-stream" : e.Message);
+                try
+                {
+                    relay.WriteError(writer, e is OperationCanceledException ? "upstream_timeout" : "upstream_error", "The provider's stream failed.");
+                    await writer.FlushAsync(CancellationToken.None);
+                }
+                catch (Exception) when (http.RequestAborted.IsCancellationRequested)
+                {
+                    outcome = CallOutcome.ClientAborted;
+                }
+            }
+        }
+        // Without final usage, Anthropic's message_start still gave the exact prompt side.
+        TokenUsage? partial = relay.Usage is null && relay.StartUsage is { } start
+            ? OpenAiWire.Clamp(start.InputTokens, relay.CountedOutputTokens, start.CacheReadTokens, start.CacheWriteTokens, 0)
+            : null;
+        await FinishAsync(call, outcome, relay.Usage, relay.CountedOutputTokens, partial);
+        await call.RecordWritten;
+    }
+
+    private async Task WriteUpstreamErrorAsync(HttpContext http, ApiDialect dialect, RouteTarget target, int status, byte[] body, MediaTypeHeaderValue? contentType)
+    {
+        var text = System.Text.Encoding.UTF8.GetString(body);
+        // The provider refusing Tollgate's own credentials or quota is the operator's problem, not the caller's.
+        if (status is 401 or 403 || (status == 429 && text.Contains("insufficient_quota", StringComparison.Ordinal)))
+        {
+            await new GatewayError(502, "upstream_error", $"The provider '{target.Provider.Name}' refused the gateway's credentials or quota (HTTP {status}).") { Dialect = dialect }.ExecuteAsync(http);
+            return;
+        }
+        if (status >= 500)
+        {
+            await new GatewayError(502, "upstream_error", $"The provider '{target.Provider.Name}' failed (HTTP {status}).",
+                Extra: new Dictionary<string, object?> { ["upstream_status"] = status }) { Dialect = dialect }.ExecuteAsync(http);
+            return;
+        }
+        // Other 4xx: the request itself was wrong for the provider; pass its answer through as it came.
+        http.Response.StatusCode = status;
+        http.Response.ContentType = contentType?.ToString() ?? "application/json";
+        await http.Response.Body.WriteAsync(body, CancellationToken.None);
+    }
+
+    private static async Task<byte[]> ReadBoundedAsync(HttpContent content, long max, CancellationToken ct)
+    {
+        if (content.Headers.ContentLength > max) throw new InvalidDataException($"The upstream body exceeds {max} bytes.");
+        await using var stream = await content.ReadAsStreamAsync(ct);
+        using var buffer = new MemoryStream(content.Headers.ContentLength is { } n and > 0 and < int.MaxValue ? (int)n : 4096);
+        var chunk = ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
+        {
+            int read;
+            while ((read = await stream.ReadAsync(chunk, ct)) > 0)
+            {
+                if (buffer.Length + read > max) throw new InvalidDataException($"The upstream body exceeds {max} bytes.");
+                buffer.Write(chunk, 0, read);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+        return buffer.ToArray();
+    }
+
+    /// <summary>
+    /// Rates what was delivered and settles the hold, then queues the usage record (awaited by the caller through
+    /// <c>call.RecordWritten</c>). Without reported usage the charge is an estimate — the prompt count plus the
+    /// counted output — never more than the hold. Nothing delivered (no usage, no output, not completed): the hold is
+    /// released and nothing recorded.
+    /// </summary>
+    private async Task<Settlement> FinishAsync(Call call, CallOutcome outcome, TokenUsage? reported, long countedOutput, TokenUsage? partial = null)
+    {
+        if (call.Settled) return call.Settlement;
+        call.Settled = true;
+        var nothingDelivered = reported is null && partial is null && countedOutput == 0 && outcome != CallOutcome.Completed;
+        if (nothingDelivered)
+        {
+            if (call.Hold is not null) await billing.VoidAsync(call.Hold);
+            call.Settlement = new Settlement(0, 0, call.Hold?.DebitBalanceAfter ?? 0, null);
+            return call.Settlement;
+        }
+
+        var estimated = reported is null;
+        var usage = reported ?? partial ?? new TokenUsage(Math.Min(ApproximatePrompt(call), TokenUsage.MaxTokens), Math.Min(countedOutput, TokenUsage.MaxTokens));
+        var target = call.Target;
+        Rating? rating = target.Priced is { } priced ? Rater.Rate(priced, usage, call.StartedAt) : null;
+        var price = rating?.UserPriceMicros ?? 0;
+        if (estimated && call.Hold is not null) price = Math.Min(price, call.Hold.Amount);
+        var latencyMs = (long)Stopwatch.GetElapsedTime(call.StartedTimestamp).TotalMilliseconds;
+        var metadata = UsageMetadata(call, usage, estimated, outcome, latencyMs);
+        var settlement = call.Hold is not null ? await billing.SettleAsync(call.Hold, price, metadata) : new Settlement(0, 0, 0, null);
+        call.Settlement = settlement;
+        if (settlement.UnchargedMicros > 0) LogUncharged(logger, call.RequestId, settlement.UnchargedMicros);
+
+        var now = time.GetUtcNow();
+        var record = new UsageRecord(call.RequestId, call.Caller.AccountId, call.Caller.KeyId, target.ModelId, target.Provider.Name,
+            usage.InputTokens, usage.OutputTokens, usage.CacheReadTokens, usage.CacheWriteTokens, usage.ReasoningTokens,
+            rating?.ProviderCostMicros, rating is { } r ? PricingEndpoints.Dec(r.ProviderCostUsd) : null,
+            rating is null ? null : settlement.ChargedMicros,
+            rating is null ? UsageBillingStatus.NeedsReview : UsageBillingStatus.Billed,
+            call.RequestId, metadata, settlement.TransferId, now, call.StartedAt);
+        call.RecordWritten = records.WriteAsync(record);
+        return settlement;
+    }
+
+    /// <summary>The prompt count for an estimated charge: exact with the model's tokenizer, else an o200k approximation (not the byte bound used for holds).</summary>
+    private static long ApproximatePrompt(Call call) =>
+        call.Encoding is not null || call.Request.Dialect == ApiDialect.Anthropic
+            ? call.PromptTokens
+            : TokenEstimator.CountChatPrompt(call.Request.Root, BpeEncoding.O200kBase);
+
+    private static string UsageMetadata(Call call, TokenUsage usage, bool estimated, CallOutcome outcome, long latencyMs)
+    {
+        using var buffer = new MemoryStream(256);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("endpoint", call.Request.Dialect == ApiDialect.Anthropic ? "messages" : "chat.completions");
+            w.WriteString("model", call.Target.ModelId);
+            w.WriteString("upstream_model", call.Target.UpstreamModel);
+            w.WriteBoolean("stream", call.Request.Stream);
+            w.WriteBoolean("estimated", estimated);
+            w.WriteString("outcome", outcome switch
+            {
+                CallOutcome.Completed => "completed", CallOutcome.CutOff => "cut_off", CallOutcome.ClientAborted => "client_aborted", _ => "upstream_failed",
+            });
+            w.WriteNumber("latency_ms", latencyMs);
+            w.WriteNumber("input_tokens", usage.InputTokens);
+            w.WriteNumber("output_tokens", usage.OutputTokens);
+            w.WriteNumber("cache_read_tokens", usage.CacheReadTokens);
+            w.WriteNumber("cache_write_tokens", usage.CacheWriteTokens);
+            w.WriteNumber("reasoning_tokens", usage.ReasoningTokens);
+            if (call.ClampedOutputTokens is { } clamped) w.WriteNumber("clamped_max_tokens", clamped);
+            w.WriteEndObject();
+        }
+        return System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Request {RequestId}: provider {Provider} failed: {Reason}")]
+    private static partial void LogUpstreamFailed(ILogger logger, string requestId, string provider, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Request {RequestId}: the call cost {Micros} micro-USD more than the hold and the available balance covered; not charged")]
+    private static partial void LogUncharged(ILogger logger, string requestId, long micros);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Request {RequestId}: relaying failed")]
+    private static partial void LogRelayFailed(ILogger logger, Exception e, string requestId);
+}

@@ -1,0 +1,192 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.IO.Pipelines;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Tollgate.Features.Gateway.Tokens;
+using Tollgate.Features.Keys;
+using Tollgate.Features.Metering;
+using Tollgate.Features.Pricing;
+using Tollgate.Infrastructure.Money;
+
+namespace Tollgate.Features.Gateway;
+
+/// <summary>How a call ended, as recorded on its usage record.</summary>
+internal enum CallOutcome { Completed, CutOff, ClientAborted, UpstreamFailed }
+
+/// <summary>
+/// One gateway call from key to charge: authenticate, parse, route, estimate and hold, forward (with fallbacks before
+/// any byte reached the client), relay, meter, settle, record. See docs/GATEWAY.md for the contract.
+/// </summary>
+internal sealed partial class GatewayHandler(
+    ApiKeyAuthenticator authenticator,
+    ModelRouter router,
+    GatewayBilling billing,
+    UsageRecordWriter records,
+    IOptions<GatewayOptions> options,
+    TimeProvider time,
+    ILogger<GatewayHandler> logger)
+{
+    /// <summary>Extra lifetime of a hold beyond the provider's timeout, so it outlives the call it covers.</summary>
+    private const int HoldMarginSeconds = 120;
+
+    private readonly GatewayOptions _options = options.Value;
+
+    public static string NewRequestId() => "req_" + Guid.CreateVersion7().ToString("N");
+
+    public async Task HandleAsync(HttpContext http, ApiDialect dialect)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var requestId = NewRequestId();
+        http.Response.Headers["x-tollgate-request-id"] = requestId;
+        var ct = http.RequestAborted;
+
+        var caller = await authenticator.AuthenticateAsync(PresentedKey(http.Request, dialect), ct);
+        if (caller is null)
+        {
+            http.Response.Headers.WWWAuthenticate = "Bearer";
+            await (GatewayError.InvalidApiKey() with { Dialect = dialect }).ExecuteAsync(http);
+            return;
+        }
+
+        var body = await ReadBodyAsync(http, dialect);
+        if (body.Error is not null) { await body.Error.ExecuteAsync(http); return; }
+        using var request = GatewayRequest.Parse(body.Bytes, dialect, out var parseError);
+        if (request is null) { await parseError!.ExecuteAsync(http); return; }
+
+        var (targets, routeError) = router.Resolve(request.Model, dialect);
+        if (targets is null) { await routeError!.ExecuteAsync(http); return; }
+
+        var primary = targets[0];
+        var encoding = TokenEstimator.ForModel(primary.Provider.Kind == ProviderKind.Demo ? "demo" : primary.Priced?.Model.ProviderId ?? primary.Provider.Name, primary.UpstreamModel);
+        var promptTokens = dialect == ApiDialect.Anthropic || primary.Provider.Kind == ProviderKind.Anthropic && encoding is null
+            ? dialect == ApiDialect.Anthropic ? TokenEstimator.CountAnthropicPrompt(request.Root) : TokenEstimator.CountChatPrompt(request.Root, null)
+            : TokenEstimator.CountChatPrompt(request.Root, encoding);
+        var now = time.GetUtcNow();
+        var maxOutput = request.MaxOutputTokens ?? _options.DefaultMaxOutputTokens;
+        long? clampedOutput = null;
+
+        var call = new Call(caller, requestId, request, targets, promptTokens, encoding, now, started)
+        {
+            AnthropicVersion = http.Request.Headers["anthropic-version"] is [{ Length: > 0 } version] ? version : null,
+            AnthropicBeta = http.Request.Headers["anthropic-beta"] is [{ Length: > 0 } beta] ? beta : null,
+        };
+        if (primary.Priced is not null)
+        {
+            var amount = HoldAmount(targets, promptTokens, maxOutput * request.N, now);
+            var timeout = (int)targets.Max(t => t.Provider.Timeout.TotalSeconds) + HoldMarginSeconds;
+            var (hold, available) = await billing.HoldAsync(caller, requestId, amount, timeout, HoldMetadata(primary), ct);
+            if (hold is null && _options.ClampMaxTokens && Affordable(targets, promptTokens, request.N, available, maxOutput) is { } affordable
+                && affordable >= _options.MinClampedOutputTokens)
+            {
+                clampedOutput = affordable;
+                maxOutput = affordable;
+                (hold, available) = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now), timeout, HoldMetadata(primary), ct);
+            }
+            if (hold is null)
+            {
+                await new GatewayError(402, "insufficient_credits",
+                    $"Insufficient credits: this call may cost up to {Money.FormatMicros(amount)} USD ({promptTokens} prompt tokens, up to {maxOutput * request.N} output tokens) and the available balance is {Money.FormatMicros(Math.Max(0, available))} USD.",
+                    Extra: new Dictionary<string, object?> { ["available_micros"] = available, ["required_micros"] = amount }) { Dialect = dialect }.ExecuteAsync(http);
+                return;
+            }
+            call.Hold = hold;
+        }
+        call.MaxOutputTokens = maxOutput;
+        call.ClampedOutputTokens = clampedOutput;
+
+        try
+        {
+            await RelayAsync(http, call, dialect);
+        }
+        catch (Exception e) when (call.Hold is not null && !call.Settled)
+        {
+            // Whatever went wrong, an unsettled hold must not sit until it expires.
+            LogRelayFailed(logger, e, requestId);
+            await FinishAsync(call, CallOutcome.UpstreamFailed, null, call.BytesRelayed > 0 ? call.CountedOutput : 0);
+            if (!http.Response.HasStarted) await new GatewayError(502, "upstream_error", "The upstream call failed.") { Dialect = dialect }.ExecuteAsync(http);
+        }
+    }
+
+    private static string? PresentedKey(HttpRequest request, ApiDialect dialect)
+    {
+        if (dialect == ApiDialect.Anthropic && request.Headers["x-api-key"] is [{ Length: > 0 } apiKey]) return apiKey;
+        var auth = request.Headers.Authorization.ToString();
+        return auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim() : null;
+    }
+
+    private async Task<(byte[] Bytes, GatewayError? Error)> ReadBodyAsync(HttpContext http, ApiDialect dialect)
+    {
+        if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = _options.MaxRequestBodyBytes;
+        if (http.Request.ContentLength > _options.MaxRequestBodyBytes) return ([], TooLarge());
+        try
+        {
+            using var buffer = new MemoryStream(http.Request.ContentLength is { } n and > 0 ? (int)n : 4096);
+            await http.Request.Body.CopyToAsync(buffer, http.RequestAborted);
+            return (buffer.ToArray(), null);
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            return ([], TooLarge());
+        }
+
+        GatewayError TooLarge() => new(413, "payload_too_large", $"The request body exceeds {_options.MaxRequestBodyBytes} bytes.") { Dialect = dialect };
+    }
+
+    /// <summary>The most any target could charge for this call: its prompt plus the full output bound.</summary>
+    private static long HoldAmount(IReadOnlyList<RouteTarget> targets, long promptTokens, long outputTokens, DateTimeOffset at)
+    {
+        long max = 0;
+        var usage = new TokenUsage(Math.Min(promptTokens, TokenUsage.MaxTokens), Math.Min(outputTokens, TokenUsage.MaxTokens));
+        foreach (var t in targets)
+            if (t.Priced is not null) max = Math.Max(max, Rater.Rate(t.Priced, usage, at).UserPriceMicros);
+        // A hold of zero is not a hold; one micro-dollar keeps "free" models on the same path.
+        return Math.Max(1, max);
+    }
+
+    /// <summary>The largest output bound (tokens per choice) the available balance covers, or null if not even the prompt.</summary>
+    private static long? Affordable(IReadOnlyList<RouteTarget> targets, long promptTokens, int n, long available, long requested)
+    {
+        if (available <= 0) return null;
+        var now = DateTimeOffset.UtcNow;
+        long lo = 0, hi = requested;
+        while (lo < hi)
+        {
+            var mid = lo + (hi - lo + 1) / 2;
+            if (HoldAmount(targets, promptTokens, mid * n, now) <= available) lo = mid; else hi = mid - 1;
+        }
+        return lo > 0 ? lo : null;
+    }
+
+    private static string HoldMetadata(RouteTarget t) => JsonSerializer.Serialize(new Dictionary<string, string> { ["model"] = t.ModelId });
+
+    /// <summary>Per-call state shared by the relay and the settlement.</summary>
+    private sealed class Call(Caller caller, string requestId, GatewayRequest request, IReadOnlyList<RouteTarget> targets, long promptTokens,
+        BpeEncoding? encoding, DateTimeOffset startedAt, long startedTimestamp)
+    {
+        public Caller Caller { get; } = caller;
+        public string RequestId { get; } = requestId;
+        public GatewayRequest Request { get; } = request;
+        public IReadOnlyList<RouteTarget> Targets { get; } = targets;
+        public long PromptTokens { get; } = promptTokens;
+        public BpeEncoding? Encoding { get; } = encoding;
+        public DateTimeOffset StartedAt { get; } = startedAt;
+        public long StartedTimestamp { get; } = startedTimestamp;
+        public Ledger.Transfer? Hold { get; set; }
+        public long MaxOutputTokens { get; set; }
+        public long? ClampedOutputTokens { get; set; }
+        public RouteTarget Target { get; set; } = targets[0];
+        public long BytesRelayed { get; set; }
+        public long CountedOutput { get; set; }
+        public bool Settled { get; set; }
+        public Settlement Settlement { get; set; }
+        /// <summary>Completes when the usage record is durable (at once if there is none).</summary>
+        public Task RecordWritten { get; set; } = Task.CompletedTask;
+        public string? AnthropicVersion { get; init; }
+        public string? AnthropicBeta { get; init; }
+    }
+}

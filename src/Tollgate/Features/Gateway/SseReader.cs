@@ -1,0 +1,105 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Text;
+
+namespace Tollgate.Features.Gateway;
+
+/// <summary>One server-sent event: its <c>event:</c> name (null when absent) and its <c>data:</c> lines joined by LF.</summary>
+internal readonly record struct SseEvent(string? Name, ReadOnlyMemory<byte> Data)
+{
+    public bool IsDone => Data.Span.SequenceEqual("[DONE]"u8);
+}
+
+/// <summary>
+/// Reads server-sent events from an upstream body as they arrive (WHATWG framing): lines end in LF, CR or CRLF; a
+/// blank line ends an event; <c>data:</c> lines are joined with LF (one leading space stripped); comment lines
+/// (<c>:</c>…) and <c>id:</c>/<c>retry:</c> are ignored. An event split across reads is reassembled. The returned
+/// event's data is valid until the next call.
+/// </summary>
+internal sealed class SseReader(Stream body) : IAsyncDisposable
+{
+    /// <summary>Bound on one event, so a misbehaving upstream cannot make us buffer without limit.</summary>
+    public const int MaxEventBytes = 8 << 20;
+
+    private readonly PipeReader _pipe = PipeReader.Create(body, new StreamPipeReaderOptions(bufferSize: 16 * 1024, leaveOpen: true));
+    private readonly ArrayBufferWriter<byte> _data = new(4096);
+    private string? _name;
+    private bool _hasData;
+    private bool _skipLeadingLf;
+
+    /// <summary>Bytes read from the upstream so far (to tell "nothing arrived" from "something arrived").</summary>
+    public long BytesRead { get; private set; }
+
+    /// <summary>The next event, or null at the end of the body (a trailing event without its blank line is still returned).</summary>
+    public async ValueTask<SseEvent?> ReadAsync(CancellationToken ct)
+    {
+        _data.ResetWrittenCount();
+        _name = null;
+        _hasData = false;
+        while (true)
+        {
+            var read = await _pipe.ReadAsync(ct);
+            var buffer = read.Buffer;
+            var consumedBefore = buffer.Length;
+            var dispatched = TryParse(ref buffer);
+            BytesRead += consumedBefore - buffer.Length;
+            _pipe.AdvanceTo(buffer.Start, buffer.End);
+            if (dispatched) return new SseEvent(_name, _data.WrittenMemory);
+            if (read.IsCompleted)
+            {
+                if (!buffer.IsEmpty) { BytesRead += buffer.Length; ProcessLine(buffer.IsSingleSegment ? buffer.FirstSpan : buffer.ToArray()); }
+                return _hasData ? new SseEvent(_name, _data.WrittenMemory) : null;
+            }
+            if (buffer.Length > MaxEventBytes || _data.WrittenCount > MaxEventBytes)
+                throw new InvalidDataException($"An upstream event exceeded {MaxEventBytes} bytes.");
+        }
+    }
+
+    /// <summary>Consumes whole lines; true when a blank line ended an event that has data.</summary>
+    private bool TryParse(ref ReadOnlySequence<byte> buffer)
+    {
+        var reader = new SequenceReader<byte>(buffer);
+        while (true)
+        {
+            if (_skipLeadingLf)
+            {
+                if (reader.End) break;
+                reader.IsNext((byte)'\n', advancePast: true);
+                _skipLeadingLf = false;
+                buffer = buffer.Slice(reader.Position);
+            }
+            if (!reader.TryReadToAny(out ReadOnlySequence<byte> line, "\r\n"u8, advancePastDelimiter: false)) break;
+            reader.TryRead(out var delimiter);
+            // CRLF: the LF may not have arrived yet.
+            if (delimiter == '\r') _skipLeadingLf = !reader.IsNext((byte)'\n', advancePast: true) && reader.End;
+            buffer = buffer.Slice(reader.Position);
+            if (line.IsEmpty)
+            {
+                if (_hasData) return true;
+                _name = null;
+                continue;
+            }
+            if (line.IsSingleSegment) ProcessLine(line.FirstSpan);
+            else ProcessLine(line.ToArray());
+        }
+        return false;
+    }
+
+    private void ProcessLine(ReadOnlySpan<byte> line)
+    {
+        if (line.IsEmpty || line[0] == ':') return;
+        var colon = line.IndexOf((byte)':');
+        var field = colon < 0 ? line : line[..colon];
+        var value = colon < 0 ? [] : line[(colon + 1)..];
+        if (!value.IsEmpty && value[0] == ' ') value = value[1..];
+        if (field.SequenceEqual("data"u8))
+        {
+            if (_hasData) _data.Write("\n"u8);
+            _data.Write(value);
+            _hasData = true;
+        }
+        else if (field.SequenceEqual("event"u8)) _name = Encoding.UTF8.GetString(value);
+    }
+
+    public ValueTask DisposeAsync() => _pipe.CompleteAsync();
+}
