@@ -36,6 +36,7 @@ public sealed class ApiKeyAuthenticatorTests
         public Task<ApiKeyRecord> CreateAsync(string accountId, string? name, string prefix, byte[] hash, string type, CancellationToken ct) => throw new NotSupportedException();
         public Task<IReadOnlyList<byte[]>> GetAdminKeyHashesAsync(CancellationToken ct) => throw new NotSupportedException();
         public Task<bool> TryCreateFirstAdminKeyAsync(byte[] hash, CancellationToken ct) => throw new NotSupportedException();
+        public Task<bool> RevokeAsync(string accountId, string keyId, DateTimeOffset at, CancellationToken ct) => throw new NotSupportedException();
     }
 
     private sealed class Accounts : IAccountStore
@@ -44,6 +45,7 @@ public sealed class ApiKeyAuthenticatorTests
             Task.FromResult<Account?>(id == "acct_1" ? new Account("acct_1", "a", 7, DateTimeOffset.UnixEpoch) : null);
 
         public Task<Account> CreateAsync(string name, long ledgerAccountId, CancellationToken ct) => throw new NotSupportedException();
+        public Task<long> CountAsync(CancellationToken ct) => throw new NotSupportedException();
     }
 
     [Fact]

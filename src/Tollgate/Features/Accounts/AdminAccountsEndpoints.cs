@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Http.HttpResults;
 using Tollgate.Features.Admin;
+using Tollgate.Features.Keys;
 using Tollgate.Features.Ledger;
 using Tollgate.Infrastructure.Http;
 using Tollgate.Infrastructure.Money;
@@ -37,6 +38,7 @@ internal static class AdminAccountsEndpoints
         group.MapPost("/{id}/credits", Grant);
         group.MapGet("/{id}/ledger", Ledger);
         group.MapPost("/{id}/keys", CreateKey);
+        group.MapDelete("/{id}/keys/{keyId}", RevokeKey);
         return group;
     }
 
@@ -100,6 +102,11 @@ internal static class AdminAccountsEndpoints
         var page = lines.Take(size).Select(StatementLineResponse.From).ToList();
         return TypedResults.Ok(new Page<StatementLineResponse>(page, hasMore, hasMore ? page[^1].Sequence.ToString() : null));
     }
+
+    /// <summary>Revokes a key; the gateway and the API stop accepting it within the authenticator's cache time (1 s).</summary>
+    private static async Task<Results<NoContent, ProblemHttpResult>> RevokeKey(
+        string id, string keyId, IApiKeyStore keys, TimeProvider time, CancellationToken ct) =>
+        await keys.RevokeAsync(id, keyId, time.GetUtcNow(), ct) ? TypedResults.NoContent() : Problems.NotFound("live key", keyId);
 
     private static async Task<Results<Created<NewKeyResponse>, ProblemHttpResult>> CreateKey(
         string id, NewKeyInput? input, AccountService accounts, CancellationToken ct)

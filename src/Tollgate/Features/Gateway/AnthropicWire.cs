@@ -86,6 +86,8 @@ internal sealed class AnthropicNativeRelay(BpeEncoding? encoding) : IStreamRelay
 
     private readonly AnthropicWire.StreamUsage _usage = new();
 
+    public bool IsFinal(in SseEvent e) => e.Name == "message_stop";
+
     public TokenUsage? Usage => _usage.Final;
     public TokenUsage? StartUsage => _usage.Start;
     public long CountedOutputTokens { get; private set; }

@@ -147,8 +147,9 @@ internal sealed partial class GatewayHandler
         http.Response.Headers["x-tollgate-charge-micros"] = settlement.ChargedMicros.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (call.Hold is not null)
             http.Response.Headers["x-tollgate-balance-micros"] = settlement.BalanceAfterMicros.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        await http.Response.Body.WriteAsync(body, CancellationToken.None);
+        // The record is durable before the client sees the answer: an acknowledged call is never missing from usage.
         await call.RecordWritten;
+        await http.Response.Body.WriteAsync(body, CancellationToken.None);
     }
 
     private async Task RelayStreamAsync(HttpContext http, Call call, ApiDialect dialect, HttpResponseMessage response, CancellationToken ct)
@@ -165,6 +166,7 @@ internal sealed partial class GatewayHandler
         var limit = call.MaxOutputTokens * call.Request.N;
         limit += Math.Max(16, limit / 50);
         var outcome = CallOutcome.Completed;
+        var final = new ArrayBufferWriter<byte>(64);
         await using var upstreamBody = await response.Content.ReadAsStreamAsync(ct);
         await using var reader = new SseReader(upstreamBody);
         try
@@ -172,6 +174,12 @@ internal sealed partial class GatewayHandler
             await http.Response.StartAsync(ct);
             while (await reader.ReadAsync(ct) is { } e)
             {
+                if (relay.IsFinal(e))
+                {
+                    // The end marker waits until the charge and the record are durable (below).
+                    relay.OnEvent(e, final);
+                    break;
+                }
                 relay.OnEvent(e, writer);
                 call.BytesRelayed = reader.BytesRead;
                 call.CountedOutput = relay.CountedOutputTokens;
@@ -217,6 +225,17 @@ internal sealed partial class GatewayHandler
             : null;
         await FinishAsync(call, outcome, relay.Usage, relay.CountedOutputTokens, partial);
         await call.RecordWritten;
+        if (final.WrittenCount > 0 && !http.RequestAborted.IsCancellationRequested)
+        {
+            try
+            {
+                await writer.WriteAsync(final.WrittenMemory, CancellationToken.None);
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException)
+            {
+                // The client left after the charge; nothing else to do.
+            }
+        }
     }
 
     private async Task WriteUpstreamErrorAsync(HttpContext http, ApiDialect dialect, RouteTarget target, int status, byte[] body, MediaTypeHeaderValue? contentType)

@@ -84,6 +84,9 @@ internal interface IStreamRelay : IUsageMeter
     /// <summary>Writes the client's frames for one upstream event to <paramref name="output"/>.</summary>
     void OnEvent(in SseEvent e, IBufferWriter<byte> output);
 
+    /// <summary>The stream's closing event (OpenAI's <c>[DONE]</c>, Anthropic's <c>message_stop</c>), which the gateway holds back until the charge is recorded.</summary>
+    bool IsFinal(in SseEvent e);
+
     /// <summary>The prompt-side usage reported before the end (Anthropic's message_start), if any.</summary>
     TokenUsage? StartUsage { get; }
 
@@ -98,6 +101,8 @@ internal interface IStreamRelay : IUsageMeter
 internal sealed class OpenAiStreamRelay(bool clientWantsUsage, BpeEncoding? encoding) : IStreamRelay
 {
     public TokenUsage? StartUsage => null;
+
+    public bool IsFinal(in SseEvent e) => e.IsDone;
 
     public void WriteError(IBufferWriter<byte> output, string code, string message)
     {

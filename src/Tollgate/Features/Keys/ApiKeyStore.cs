@@ -51,6 +51,14 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
             new { keyId, at }, cancellationToken: ct));
     }
 
+    public async Task<bool> RevokeAsync(string accountId, string keyId, DateTimeOffset at, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition(
+            "UPDATE api_keys SET revoked_at = @at WHERE id = @keyId AND account_id = @accountId AND revoked_at IS NULL",
+            new { keyId, accountId, at = UnixMicros.From(at) }, cancellationToken: ct)) == 1;
+    }
+
     public async Task<IReadOnlyList<byte[]>> GetAdminKeyHashesAsync(CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);

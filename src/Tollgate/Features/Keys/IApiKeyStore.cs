@@ -13,6 +13,9 @@ internal interface IApiKeyStore
     /// <summary>Sets <c>last_used_at</c> (only moves it forward).</summary>
     Task TouchLastUsedAsync(string keyId, DateTimeOffset usedAt, CancellationToken ct);
 
+    /// <summary>Revokes the account's key; false if it has no live key with this id.</summary>
+    Task<bool> RevokeAsync(string accountId, string keyId, DateTimeOffset at, CancellationToken ct);
+
     Task<IReadOnlyList<byte[]>> GetAdminKeyHashesAsync(CancellationToken ct);
 
     /// <summary>Stores the first admin key; false if one already exists (another process won the race).</summary>
