@@ -10,6 +10,10 @@ internal static class GatewayEndpoints
     {
         services.AddOptions<GatewayOptions>().BindConfiguration(GatewayOptions.Section).ValidateOnStart();
         services.AddSingleton<IValidateOptions<GatewayOptions>, GatewayOptionsValidator>();
+        services.AddOptions<GatewayRateLimitOptions>().BindConfiguration(GatewayOptions.Section + ":RateLimits")
+            .Validate(o => Valid(o.PerKey) && Valid(o.PerAccount), "Tollgate:Gateway:RateLimits: limits must be 0 (unlimited) or positive.")
+            .ValidateOnStart();
+        services.AddSingleton<GatewayRateLimiter>();
         ProviderRegistry.Register(services);
         services.AddSingleton<ModelRouter>();
         services.AddSingleton<GatewayBilling>();
@@ -17,6 +21,8 @@ internal static class GatewayEndpoints
         services.AddSingleton<GatewayHandler>();
         return services;
     }
+
+    private static bool Valid(RateLimitOptions o) => o.RequestsPerMinute >= 0 && o.TokensPerMinute >= 0 && o.ConcurrentRequests >= 0;
 
     public static void MapGateway(this IEndpointRouteBuilder routes)
     {

@@ -301,6 +301,7 @@ internal sealed partial class GatewayHandler
 
         var estimated = reported is null;
         var usage = reported ?? partial ?? new TokenUsage(Math.Min(ApproximatePrompt(call), TokenUsage.MaxTokens), Math.Min(countedOutput, TokenUsage.MaxTokens));
+        call.UsedTokens = usage.InputTokens + usage.OutputTokens;
         var target = call.Target;
         Rating? rating = target.Priced is { } priced ? Rater.Rate(priced, usage, call.StartedAt) : null;
         var price = rating?.UserPriceMicros ?? 0;

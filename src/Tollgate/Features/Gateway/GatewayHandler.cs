@@ -27,6 +27,7 @@ internal sealed partial class GatewayHandler(
     ModelRouter router,
     GatewayBilling billing,
     UsageRecordWriter records,
+    GatewayRateLimiter limiter,
     IOptions<GatewayOptions> options,
     TimeProvider time,
     ILogger<GatewayHandler> logger)
@@ -70,45 +71,61 @@ internal sealed partial class GatewayHandler(
         var maxOutput = request.MaxOutputTokens ?? _options.DefaultMaxOutputTokens;
         long? clampedOutput = null;
 
+        if (limiter.TryAcquire(caller.KeyId, caller.AccountId, promptTokens) is { } limited)
+        {
+            http.Response.Headers.RetryAfter = ((long)limited.RetryAfter.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            await new GatewayError(429, "rate_limited",
+                $"Rate limit reached: the {limited.Scope}'s {limited.Limit.Replace('_', ' ')} limit. Retry after {(long)limited.RetryAfter.TotalSeconds} s.",
+                Extra: new Dictionary<string, object?> { ["limit"] = limited.Limit, ["scope"] = limited.Scope }) { Dialect = dialect }.ExecuteAsync(http);
+            return;
+        }
         var call = new Call(caller, requestId, request, targets, promptTokens, encoding, now, started)
         {
             AnthropicVersion = http.Request.Headers["anthropic-version"] is [{ Length: > 0 } version] ? version : null,
             AnthropicBeta = http.Request.Headers["anthropic-beta"] is [{ Length: > 0 } beta] ? beta : null,
         };
-        if (primary.Priced is not null)
-        {
-            var amount = HoldAmount(targets, promptTokens, maxOutput * request.N, now);
-            var timeout = (int)targets.Max(t => t.Provider.Timeout.TotalSeconds) + HoldMarginSeconds;
-            var (hold, available) = await billing.HoldAsync(caller, requestId, amount, timeout, HoldMetadata(primary), ct);
-            if (hold is null && _options.ClampMaxTokens && Affordable(targets, promptTokens, request.N, available, maxOutput) is { } affordable
-                && affordable >= _options.MinClampedOutputTokens)
-            {
-                clampedOutput = affordable;
-                maxOutput = affordable;
-                (hold, available) = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now), timeout, HoldMetadata(primary), ct);
-            }
-            if (hold is null)
-            {
-                await new GatewayError(402, "insufficient_credits",
-                    $"Insufficient credits: this call may cost up to {Money.FormatMicros(amount)} USD ({promptTokens} prompt tokens, up to {maxOutput * request.N} output tokens) and the available balance is {Money.FormatMicros(Math.Max(0, available))} USD.",
-                    Extra: new Dictionary<string, object?> { ["available_micros"] = available, ["required_micros"] = amount }) { Dialect = dialect }.ExecuteAsync(http);
-                return;
-            }
-            call.Hold = hold;
-        }
-        call.MaxOutputTokens = maxOutput;
-        call.ClampedOutputTokens = clampedOutput;
-
         try
         {
-            await RelayAsync(http, call, dialect);
+            if (primary.Priced is not null)
+            {
+                var amount = HoldAmount(targets, promptTokens, maxOutput * request.N, now);
+                var timeout = (int)targets.Max(t => t.Provider.Timeout.TotalSeconds) + HoldMarginSeconds;
+                var (hold, available) = await billing.HoldAsync(caller, requestId, amount, timeout, HoldMetadata(primary), ct);
+                if (hold is null && _options.ClampMaxTokens && Affordable(targets, promptTokens, request.N, available, maxOutput) is { } affordable
+                    && affordable >= _options.MinClampedOutputTokens)
+                {
+                    clampedOutput = affordable;
+                    maxOutput = affordable;
+                    (hold, available) = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now), timeout, HoldMetadata(primary), ct);
+                }
+                if (hold is null)
+                {
+                    await new GatewayError(402, "insufficient_credits",
+                        $"Insufficient credits: this call may cost up to {Money.FormatMicros(amount)} USD ({promptTokens} prompt tokens, up to {maxOutput * request.N} output tokens) and the available balance is {Money.FormatMicros(Math.Max(0, available))} USD.",
+                        Extra: new Dictionary<string, object?> { ["available_micros"] = available, ["required_micros"] = amount }) { Dialect = dialect }.ExecuteAsync(http);
+                    return;
+                }
+                call.Hold = hold;
+            }
+            call.MaxOutputTokens = maxOutput;
+            call.ClampedOutputTokens = clampedOutput;
+
+            try
+            {
+                await RelayAsync(http, call, dialect);
+            }
+            catch (Exception e) when (call.Hold is not null && !call.Settled)
+            {
+                // Whatever went wrong, an unsettled hold must not sit until it expires.
+                LogRelayFailed(logger, e, requestId);
+                await FinishAsync(call, CallOutcome.UpstreamFailed, null, call.BytesRelayed > 0 ? call.CountedOutput : 0);
+                if (!http.Response.HasStarted) await new GatewayError(502, "upstream_error", "The upstream call failed.") { Dialect = dialect }.ExecuteAsync(http);
+            }
+    
         }
-        catch (Exception e) when (call.Hold is not null && !call.Settled)
+        finally
         {
-            // Whatever went wrong, an unsettled hold must not sit until it expires.
-            LogRelayFailed(logger, e, requestId);
-            await FinishAsync(call, CallOutcome.UpstreamFailed, null, call.BytesRelayed > 0 ? call.CountedOutput : 0);
-            if (!http.Response.HasStarted) await new GatewayError(502, "upstream_error", "The upstream call failed.") { Dialect = dialect }.ExecuteAsync(http);
+            limiter.Release(caller.KeyId, caller.AccountId, call.UsedTokens);
         }
     }
 
@@ -184,6 +201,8 @@ internal sealed partial class GatewayHandler(
         public long CountedOutput { get; set; }
         public bool Settled { get; set; }
         public Settlement Settlement { get; set; }
+        /// <summary>Prompt plus output tokens of the settled call, for the tokens-per-minute limits.</summary>
+        public long UsedTokens { get; set; }
         /// <summary>Completes when the usage record is durable (at once if there is none).</summary>
         public Task RecordWritten { get; set; } = Task.CompletedTask;
         public string? AnthropicVersion { get; init; }
