@@ -311,20 +311,20 @@ public static class ChatToMessages
     }
 
     /// <summary>Anthropic's <c>input</c> must be an object; OpenAI's arguments are a JSON string (empty meaning none).</summary>
-    private static string ParseToolInput(string arguments, string path)
+    private static JsonElement? ParseToolInput(string arguments, string path)
     {
-        if (string.IsNullOrWhiteSpace(arguments)) return "{}";
-        JsonValueKind kind;
+        if (string.IsNullOrWhiteSpace(arguments)) return null;
+        JsonElement input;
         try
         {
             using var doc = JsonDocument.Parse(arguments);
-            kind = doc.RootElement.ValueKind;
+            input = doc.RootElement.Clone();
         }
         catch (JsonException)
         {
             throw Invalid(path, $"{path} is not valid JSON.");
         }
-        return kind == JsonValueKind.Object ? arguments : throw Invalid(path, $"{path} must be a JSON object.");
+        return input.ValueKind == JsonValueKind.Object ? input : throw Invalid(path, $"{path} must be a JSON object.");
     }
 
     private static void WriteSystem(Utf8JsonWriter w, List<Block> system)
@@ -381,7 +381,12 @@ public static class ChatToMessages
                 w.WriteString("id", toolUse.Id);
                 w.WriteString("name", toolUse.Name);
                 w.WritePropertyName("input");
-                w.WriteRawValue(toolUse.InputJson);
+                if (toolUse.Input is { } input) input.WriteTo(w);
+                else
+                {
+                    w.WriteStartObject();
+                    w.WriteEndObject();
+                }
                 break;
             case ToolResultBlock result:
                 w.WriteString("type", "tool_result");
@@ -622,6 +627,7 @@ public static class ChatToMessages
     /// <summary>Base64 (MediaType + Data) or by URL.</summary>
     private sealed record ImageBlock(string? MediaType, string? Data, string? Url, JsonElement? CacheControl) : Block;
     private sealed record DocumentBlock(string MediaType, string Data, JsonElement? CacheControl) : Block;
-    private sealed record ToolUseBlock(string Id, string Name, string InputJson) : Block;
+    /// <summary><see cref="Input"/> null: no arguments, sent as <c>{}</c>.</summary>
+    private sealed record ToolUseBlock(string Id, string Name, JsonElement? Input) : Block;
     private sealed record ToolResultBlock(string ToolUseId, List<Block> Content) : Block;
 }
