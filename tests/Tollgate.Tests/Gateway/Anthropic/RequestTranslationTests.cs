@@ -288,6 +288,20 @@ public sealed class RequestTranslationTests
     }
 
     [Fact]
+    public void TranslateRequest_ConversationOpeningWithAssistant_GetsAPlaceholderUserTurnFirst()
+    {
+        var actual = Element(Translate("""
+            {"messages":[{"role":"system","content":"Pirate."},{"role":"assistant","content":"Ahoy! How may I help?"},{"role":"user","content":"Hi"}]}
+            """));
+
+        Assert.Equal(Normalize("""
+            [{"role":"user","content":[{"type":"text","text":"."}]},
+             {"role":"assistant","content":[{"type":"text","text":"Ahoy! How may I help?"}]},
+             {"role":"user","content":[{"type":"text","text":"Hi"}]}]
+            """), actual.GetProperty("messages").GetRawText());
+    }
+
+    [Fact]
     public void TranslateRequest_NonAsciiAndQuotes_RoundTripThroughJson()
     {
         const string text = "Grüße \"quoted\" <tag> & 日本語 😀 \\ back";

@@ -303,6 +303,26 @@ public sealed class StreamTranslationTests
     }
 
     [Fact]
+    public void WriteError_AfterAnUpstreamDrop_EndsTheStreamOnceAndIgnoresLateEvents()
+    {
+        var translator = Translator(includeUsage: false);
+        var cut = TextStream[..TextStream.IndexOf("event: message_delta", StringComparison.Ordinal)];
+        var output = new ArrayBufferWriter<byte>();
+        foreach (var (name, data) in Events(cut)) translator.OnEvent(name, Encoding.UTF8.GetBytes(data), output);
+
+        translator.WriteError("The upstream connection closed early.", "server_error", "upstream_stream_incomplete", output);
+        translator.WriteError("again", "server_error", null, output);
+        translator.OnEvent("message_stop", """{"type":"message_stop"}"""u8, output);
+
+        var frames = Frames(Encoding.UTF8.GetString(output.WrittenSpan));
+        Assert.Equal("""{"error":{"message":"The upstream connection closed early.","type":"server_error","code":"upstream_stream_incomplete","param":null}}""", frames[^2]);
+        Assert.Equal("[DONE]", frames[^1]);
+        Assert.Single(frames, f => f == "[DONE]");
+        Assert.True(translator.Ended);
+        Assert.False(translator.Completed);
+    }
+
+    [Fact]
     public void OnEvent_ThinkingBlocks_AreNotShownButCountAsOutputCharacters()
     {
         var translator = Translator(includeUsage: false);

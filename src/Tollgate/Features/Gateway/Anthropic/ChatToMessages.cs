@@ -20,7 +20,8 @@ namespace Tollgate.Features.Gateway.Anthropic;
 /// <item>assistant <c>tool_calls</c> → <c>tool_use</c> blocks (arguments parsed into the <c>input</c> object; empty →
 /// <c>{}</c>); <c>tool</c> messages → <c>tool_result</c> blocks in a user turn. Consecutive turns of the same role
 /// (several tool results, tool results then a user message, two user messages) are merged into one, as Anthropic
-/// requires alternation; tool results come first because they came first.</item>
+/// requires alternation; tool results come first because they came first. A conversation opening with an assistant
+/// message gets a "." user turn before it (Anthropic wants the user to speak first).</item>
 /// <item><c>tools</c> (function) → name, description, <c>parameters</c> → <c>input_schema</c> (an empty object schema
 /// when absent); <c>tool_choice</c> auto/none/required/{function} → auto/none/any/{tool}; <c>parallel_tool_calls:
 /// false</c> → <c>disable_parallel_tool_use: true</c>. Without tools, <c>tool_choice</c> auto/none is dropped.</item>
@@ -201,7 +202,13 @@ public static class ChatToMessages
             }
         }
         if (turns.Count == 0) throw Invalid("messages", "messages must contain at least one non-empty user or assistant message.");
+        // Anthropic has answered 400 "first message must use the user role"; OpenAI allows an opening assistant
+        // greeting (chat UIs send one). A one-character user turn keeps the greeting in context at a token's cost.
+        if (turns[0].Role == "assistant") turns.Insert(0, new Turn("user", [new TextBlock(OpeningUserText, null)]));
     }
+
+    /// <summary>The user turn put before a conversation that opens with an assistant message.</summary>
+    internal const string OpeningUserText = ".";
 
     private static void AddTurn(List<Turn> turns, string role, List<Block> blocks)
     {

@@ -261,6 +261,24 @@ public sealed class MessagesStreamTranslator(string clientModel, string completi
         _ended = true;
     }
 
+    /// <summary>
+    /// Ends the client's stream with an OpenAI error frame and <c>[DONE]</c>, for failures the gateway sees itself: the
+    /// upstream connection dropped before message_stop, an idle timeout, or the caller's credit ran out mid-stream.
+    /// Does nothing if the stream already ended. <see cref="Completed"/> stays false.
+    /// </summary>
+    /// <param name="message">Shown to the client.</param>
+    /// <param name="type">OpenAI error type, e.g. <c>server_error</c> or <c>insufficient_quota</c>.</param>
+    /// <param name="code">OpenAI error code or null, e.g. <c>upstream_stream_incomplete</c>.</param>
+    public void WriteError(string message, string type, string? code, IBufferWriter<byte> output)
+    {
+        if (_ended) return;
+        var w = BeginFrame(output);
+        AnthropicErrors.WriteError(w, message, type, code);
+        EndFrame(w, output);
+        output.Write(DoneFrame);
+        _ended = true;
+    }
+
     /// <summary>Overwrite each reported field: message_delta counts are cumulative, so adding them would over-bill.</summary>
     private void MergeUsage(JsonElement usage, bool fromDelta)
     {
