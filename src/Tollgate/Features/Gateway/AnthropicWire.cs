@@ -117,3 +117,37 @@ internal sealed class AnthropicNativeRelay(BpeEncoding? encoding) : IStreamRelay
         OpenAiStreamRelay.Frame(output, e.Data.Span);
     }
 }
+
+/// <summary>
+/// Relays an Anthropic Messages stream to an OpenAI client as chat completion chunks (through
+/// <see cref="Anthropic.MessagesStreamTranslator"/>), counting output on the way for estimates and the cut-off.
+/// </summary>
+internal sealed class AnthropicTranslatedRelay(Anthropic.MessagesStreamTranslator translator, BpeEncoding encoding) : IStreamRelay
+{
+    public TokenUsage? Usage => translator.OutputTokensReported ? translator.Usage : null;
+    public TokenUsage? StartUsage => translator.Usage;
+    public long CountedOutputTokens { get; private set; }
+    public bool Completed => translator.Completed;
+
+    public bool IsFinal(in SseEvent e) => e.Name == "message_stop";
+
+    public void OnEvent(in SseEvent e, IBufferWriter<byte> output)
+    {
+        if (e.Name == "content_block_delta")
+        {
+            try
+            {
+                using var doc = JsonDocument.Parse(e.Data);
+                if (doc.RootElement.TryGetProperty("delta", out var delta)) CountedOutputTokens += AnthropicWire.CountDelta(delta, encoding);
+            }
+            catch (JsonException)
+            {
+                // The translator reports it below.
+            }
+        }
+        translator.OnEvent(e.Name ?? "", e.Data.Span, output);
+    }
+
+    public void WriteError(IBufferWriter<byte> output, string code, string message) =>
+        translator.WriteError(message, code == "hold_exhausted" ? "insufficient_quota" : "server_error", code, output);
+}

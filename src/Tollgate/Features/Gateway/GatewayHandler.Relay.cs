@@ -23,14 +23,24 @@ internal sealed partial class GatewayHandler
             var target = call.Targets[i];
             var last = i == call.Targets.Count - 1;
             call.Target = target;
-            if (dialect == ApiDialect.OpenAi && target.Provider.Kind == ProviderKind.Anthropic)
+            HttpRequestMessage upstream;
+            try
+            {
+                upstream = BuildRequest(call, target, dialect);
+            }
+            catch (Anthropic.TranslationException e) when (!last)
+            {
+                // This fallback cannot take the request as it is; the next one may.
+                LogUpstreamFailed(logger, call.RequestId, target.Provider.Name, e.Message);
+                continue;
+            }
+            catch (Anthropic.TranslationException e)
             {
                 await FinishAsync(call, CallOutcome.UpstreamFailed, null, 0);
-                await new GatewayError(501, "not_implemented", "Anthropic models through /v1/chat/completions are not available yet; use /v1/messages.").ExecuteAsync(http);
+                await new GatewayError(400, e.Code, e.Message, e.Param).ExecuteAsync(http);
                 return;
             }
-
-            using var upstream = BuildRequest(call, target, dialect);
+            using var _ = upstream;
             using var total = CancellationTokenSource.CreateLinkedTokenSource(clientGone);
             total.CancelAfter(target.Provider.Timeout);
             HttpResponseMessage response;
@@ -80,10 +90,14 @@ internal sealed partial class GatewayHandler
     private HttpRequestMessage BuildRequest(Call call, RouteTarget target, ApiDialect dialect)
     {
         var provider = target.Provider;
-        var anthropic = dialect == ApiDialect.Anthropic;
+        var translated = IsTranslated(dialect, target);
+        var anthropic = dialect == ApiDialect.Anthropic || translated;
+        var body = translated
+            ? Anthropic.ChatToMessages.TranslateRequest(call.Request.Root, target.UpstreamModel, call.MaxOutputTokens)
+            : call.Request.Rewrite(target.UpstreamModel, call.ClampedOutputTokens);
         var message = new HttpRequestMessage(HttpMethod.Post, anthropic ? provider.MessagesEndpoint : provider.ChatEndpoint)
         {
-            Content = new ByteArrayContent(call.Request.Rewrite(target.UpstreamModel, call.ClampedOutputTokens)),
+            Content = new ByteArrayContent(body),
         };
         message.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
         if (anthropic)
@@ -101,6 +115,9 @@ internal sealed partial class GatewayHandler
         message.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue(call.Request.Stream ? "text/event-stream" : "application/json"));
         return message;
     }
+
+    /// <summary>An OpenAI-dialect call to an Anthropic-kind provider: translated both ways.</summary>
+    private static bool IsTranslated(ApiDialect dialect, RouteTarget target) => dialect == ApiDialect.OpenAi && target.Provider.Kind == ProviderKind.Anthropic;
 
     private async Task RelayBodyAsync(HttpContext http, Call call, ApiDialect dialect, HttpResponseMessage response, CancellationToken ct)
     {
@@ -124,6 +141,7 @@ internal sealed partial class GatewayHandler
 
         TokenUsage? usage = null;
         long counted = 0;
+        var anthropicBody = dialect == ApiDialect.Anthropic || IsTranslated(dialect, call.Target);
         try
         {
             using var doc = JsonDocument.Parse(body);
@@ -131,9 +149,11 @@ internal sealed partial class GatewayHandler
             if (root.ValueKind == JsonValueKind.Object)
             {
                 if (root.TryGetProperty("usage", out var u))
-                    usage = dialect == ApiDialect.Anthropic ? AnthropicWire.ReadUsage(u) : OpenAiWire.ReadUsage(u);
+                    usage = anthropicBody ? AnthropicWire.ReadUsage(u) : OpenAiWire.ReadUsage(u);
                 if (usage is null)
-                    counted = dialect == ApiDialect.Anthropic ? AnthropicWire.CountContent(root, call.Encoding) : OpenAiWire.CountCompletion(root, call.Encoding);
+                    counted = anthropicBody ? AnthropicWire.CountContent(root, call.Encoding ?? BpeEncoding.O200kBase) : OpenAiWire.CountCompletion(root, call.Encoding ?? BpeEncoding.O200kBase);
+                if (IsTranslated(dialect, call.Target))
+                    body = Anthropic.ChatToMessages.TranslateResponse(root, call.Request.Model, "chatcmpl-" + call.RequestId, call.StartedAt.ToUnixTimeSeconds());
             }
         }
         catch (JsonException)
@@ -142,7 +162,7 @@ internal sealed partial class GatewayHandler
         }
         var settlement = await FinishAsync(call, CallOutcome.Completed, usage, counted);
         http.Response.StatusCode = StatusCodes.Status200OK;
-        http.Response.ContentType = response.Content.Headers.ContentType?.ToString() ?? "application/json";
+        http.Response.ContentType = IsTranslated(dialect, call.Target) ? "application/json" : response.Content.Headers.ContentType?.ToString() ?? "application/json";
         http.Response.ContentLength = body.Length;
         http.Response.Headers["x-tollgate-charge-micros"] = settlement.ChargedMicros.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (call.Hold is not null)
@@ -154,9 +174,13 @@ internal sealed partial class GatewayHandler
 
     private async Task RelayStreamAsync(HttpContext http, Call call, ApiDialect dialect, HttpResponseMessage response, CancellationToken ct)
     {
+        var counting = call.Encoding ?? BpeEncoding.O200kBase;
         IStreamRelay relay = dialect == ApiDialect.Anthropic
-            ? new AnthropicNativeRelay(call.Encoding ?? BpeEncoding.O200kBase)
-            : new OpenAiStreamRelay(call.Request.ClientWantsUsage, call.Encoding ?? BpeEncoding.O200kBase);
+            ? new AnthropicNativeRelay(counting)
+            : IsTranslated(dialect, call.Target)
+                ? new AnthropicTranslatedRelay(new Anthropic.MessagesStreamTranslator(call.Request.Model, "chatcmpl-" + call.RequestId,
+                    call.StartedAt.ToUnixTimeSeconds(), call.Request.ClientWantsUsage), counting)
+                : new OpenAiStreamRelay(call.Request.ClientWantsUsage, counting);
         http.Response.StatusCode = StatusCodes.Status200OK;
         http.Response.ContentType = "text/event-stream; charset=utf-8";
         http.Response.Headers.CacheControl = "no-cache";
@@ -201,7 +225,7 @@ internal sealed partial class GatewayHandler
                 await writer.FlushAsync(CancellationToken.None);
             }
         }
-        catch (Exception e) when (e is OperationCanceledException or HttpRequestException or IOException or InvalidDataException)
+        catch (Exception e) when (e is OperationCanceledException or HttpRequestException or IOException or InvalidDataException or JsonException)
         {
             if (http.RequestAborted.IsCancellationRequested) outcome = CallOutcome.ClientAborted;
             else
@@ -241,6 +265,18 @@ internal sealed partial class GatewayHandler
     private async Task WriteUpstreamErrorAsync(HttpContext http, ApiDialect dialect, RouteTarget target, int status, byte[] body, MediaTypeHeaderValue? contentType)
     {
         var text = System.Text.Encoding.UTF8.GetString(body);
+        if (IsTranslated(dialect, target) && status < 500)
+        {
+            if (Anthropic.AnthropicErrors.IsOperatorProblem(status, body))
+            {
+                await new GatewayError(502, "upstream_error", $"The provider '{target.Provider.Name}' refused the gateway's credentials or quota (HTTP {status}).").ExecuteAsync(http);
+                return;
+            }
+            http.Response.StatusCode = status;
+            http.Response.ContentType = "application/json";
+            await http.Response.Body.WriteAsync(Anthropic.AnthropicErrors.ToOpenAiError(status, body), CancellationToken.None);
+            return;
+        }
         // The provider refusing Tollgate's own credentials or quota is the operator's problem, not the caller's.
         if (status is 401 or 403 || (status == 429 && text.Contains("insufficient_quota", StringComparison.Ordinal)))
         {

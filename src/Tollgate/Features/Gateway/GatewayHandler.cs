@@ -71,6 +71,20 @@ internal sealed partial class GatewayHandler(
         var maxOutput = request.MaxOutputTokens ?? _options.DefaultMaxOutputTokens;
         long? clampedOutput = null;
 
+        if (dialect == ApiDialect.OpenAi && primary.Provider.Kind == ProviderKind.Anthropic)
+        {
+            // Refuse what Anthropic cannot honour before anything is held.
+            try
+            {
+                Anthropic.ChatToMessages.TranslateRequest(request.Root, primary.UpstreamModel, maxOutput);
+            }
+            catch (Anthropic.TranslationException e)
+            {
+                await new GatewayError(400, e.Code, e.Message, e.Param).ExecuteAsync(http);
+                return;
+            }
+        }
+
         if (limiter.TryAcquire(caller.KeyId, caller.AccountId, promptTokens) is { } limited)
         {
             http.Response.Headers.RetryAfter = ((long)limited.RetryAfter.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
