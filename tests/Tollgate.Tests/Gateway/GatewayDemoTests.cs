@@ -184,6 +184,12 @@ public sealed class GatewayDemoTests(MeteringFixture fixture) : IClassFixture<Me
         await Expect(AdminApi.JsonBody("""{"model":"demo/echo","messages":[],"stream":"yes"}"""), HttpStatusCode.BadRequest, "invalid_request", "stream");
         await Expect(AdminApi.JsonBody("""{"model":"demo/echo","messages":[],"n":0}"""), HttpStatusCode.BadRequest, "invalid_request", "n");
 
+        // Routing misses under /v1 answer in the OpenAI shape too.
+        var miss = (await MeteringApi.BodyAsync(await c.Client.GetAsync("/v1/no-such-route"), HttpStatusCode.NotFound)).GetProperty("error");
+        Assert.Equal("not_found", miss.Str("code"));
+        var wrongMethod = (await MeteringApi.BodyAsync(await c.Client.GetAsync("/v1/chat/completions"), HttpStatusCode.MethodNotAllowed)).GetProperty("error");
+        Assert.Equal("method_not_allowed", wrongMethod.Str("code"));
+
         using var anonymous = new HttpClient { BaseAddress = app.BaseAddress };
         var unauthorized = await anonymous.PostAsync("/v1/chat/completions", Chat("x"));
         Assert.Equal("invalid_api_key", (await MeteringApi.BodyAsync(unauthorized, HttpStatusCode.Unauthorized)).GetProperty("error").Str("code"));

@@ -4,7 +4,7 @@ using Microsoft.AspNetCore.Http;
 namespace Tollgate.Features.Gateway;
 
 /// <summary>Which wire format a gateway route speaks, for its error bodies.</summary>
-internal enum ApiDialect { OpenAi, Anthropic }
+public enum ApiDialect { OpenAi, Anthropic }
 
 /// <summary>
 /// A gateway error. On OpenAI routes the body is <c>{"error":{"message","type","code","param"}}</c>; on the Anthropic
@@ -13,7 +13,7 @@ internal enum ApiDialect { OpenAi, Anthropic }
 /// 403 model_not_allowed, 404 model_not_found, 429 rate_limited, 502 upstream_error, 503 provider_unavailable,
 /// 504 upstream_timeout.
 /// </summary>
-internal sealed record GatewayError(int Status, string Code, string Message, string? Param = null, IReadOnlyDictionary<string, object?>? Extra = null)
+public sealed record GatewayError(int Status, string Code, string Message, string? Param = null, IReadOnlyDictionary<string, object?>? Extra = null)
     : IResult
 {
     public ApiDialect Dialect { get; init; } = ApiDialect.OpenAi;

@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Tollgate.Features.Gateway;
 using Tollgate.Features.Ledger;
 using Tollgate.Infrastructure.Data;
 
@@ -27,7 +28,9 @@ public static partial class ErrorHandling
                     LogUnhandled(logger, error, context.Request.Method, context.Request.Path);
                 }
                 context.Response.StatusCode = status;
-                await Problems.Create(status, code, detail).ExecuteAsync(context);
+                if (GatewayError.IsGatewayPath(context.Request.Path))
+                    await new GatewayError(status, code, detail) { Dialect = GatewayError.DialectFor(context.Request.Path) }.ExecuteAsync(context);
+                else await Problems.Create(status, code, detail).ExecuteAsync(context);
             },
         });
         app.UseStatusCodePages(async statusContext =>
@@ -46,7 +49,9 @@ public static partial class ErrorHandling
                 415 => "Send the request body as application/json.",
                 _ => "The request failed.",
             };
-            await Problems.Create(status, code, detail).ExecuteAsync(http);
+            if (GatewayError.IsGatewayPath(http.Request.Path))
+                await new GatewayError(status, code, detail) { Dialect = GatewayError.DialectFor(http.Request.Path) }.ExecuteAsync(http);
+            else await Problems.Create(status, code, detail).ExecuteAsync(http);
         });
     }
 
