@@ -94,7 +94,7 @@ start_tollgate() {   # engine
     db=$WORK/tollgate-bench-$$.db; rm -f "$db" "$db-wal" "$db-shm"
   else
     local dbname=tollgate_gateway_bench
-    psql -h "$PGROOT/sock" -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qtA \
+    psql -h "$PGROOT/sock" -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qtA -c "SET client_min_messages = warning" \
       -c "DROP DATABASE IF EXISTS $dbname" -c "CREATE DATABASE $dbname OWNER tollgate" >/dev/null
     db="Host=127.0.0.1;Port=$PGPORT;Username=tollgate;Password=tollgate;Database=$dbname"
   fi
@@ -108,7 +108,7 @@ start_tollgate() {   # engine
     Tollgate__Providers__fake__ApiKey=sk-fake \
     "Tollgate__Pricing__Models__${MODEL}__InputMtok=0.15" \
     "Tollgate__Pricing__Models__${MODEL}__OutputMtok=0.60" \
-    dotnet "$WORK/tollgate-bin/Tollgate.dll" serve --database "$db" --urls "http://127.0.0.1:$TG_PORT") \
+    dotnet "$WORK/tollgate-bin/tollgate.dll" serve --database "$db" --urls "http://127.0.0.1:$TG_PORT") \
     >"$WORK/tollgate-$engine.log" 2>&1 &
   TG_PID=$!; PIDS+=("$TG_PID")
   if ! wait_http "http://127.0.0.1:$TG_PORT/health" 60; then
