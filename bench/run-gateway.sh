@@ -138,8 +138,36 @@ tollgate_chat_status() {
     -d "{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello in one short sentence.\"}],\"max_tokens\":16}"
 }
 
+# --- Portkey (binds every interface by default; the preload keeps it on 127.0.0.1)
+NODE_ENV=production node --import "$HERE/bind-localhost.mjs" "$PORTKEY" --port="$PK_PORT" --headless >"$WORK/portkey.log" 2>&1 &
+PK_PID=$!; PIDS+=("$PK_PID")
+wait_http "http://127.0.0.1:$PK_PORT/" 20 || { echo "Portkey did not start" >&2; tail "$WORK/portkey.log"; exit 1; }
+PKH=(-H "x-portkey-provider: openai" -H "x-portkey-custom-host: http://127.0.0.1:$UP_PORT/v1")
+
 # =====================================================================================================================
+# Streaming memory check: STREAMS concurrent streams of STREAM_CHUNKS chunks, RSS of the process in the middle sampled
+# every second (idle before, peak during, after).
+measure_streams() {   # target url pid model key [extra curl-style headers for portkey]
+  local target=$1 url=$2 pid=$3 model=$4 key=$5 idle peak after r cl
+  idle=$(rss "$pid"); peak=$idle
+  STREAM_HEADERS=${6:-} node "$HERE/stream-client.mjs" "$url" "$STREAMS" "$model" "$key" >"$WORK/stream-result.txt" &
+  cl=$!
+  local samples=()
+  while kill -0 "$cl" 2>/dev/null; do
+    r=$(rss "$pid"); [ -n "$r" ] && { samples+=("$r"); [ "$r" -gt "$peak" ] && peak=$r; }
+    sleep 1
+  done
+  wait "$cl"
+  after=$(rss "$pid")
+  sed "s/^RESULT/RESULT mode=stream target=$target/" "$WORK/stream-result.txt"
+  echo "RESULT mode=stream target=$target rss_idle_kb=$idle rss_peak_kb=$peak rss_after_kb=$after per_stream_kb=$(( (peak - idle) / STREAMS )) samples_kb=\"${samples[*]}\""
+}
+
 if [ "$MODE" = stream ]; then
+  say "$STREAMS concurrent streams x $STREAM_CHUNKS chunks x $STREAM_DELAY_MS ms"
+  measure_streams direct "http://127.0.0.1:$UP_PORT/v1/chat/completions" "$UP_PID" gpt-4o-mini sk-fake-test-key
+  measure_streams portkey "http://127.0.0.1:$PK_PORT/v1/chat/completions" "$PK_PID" gpt-4o-mini sk-fake-test-key \
+    "x-portkey-provider: openai|x-portkey-custom-host: http://127.0.0.1:$UP_PORT/v1"
   for engine in $ENGINES; do
     start_tollgate "$engine" || exit 1
     status=$(tollgate_chat_status)
@@ -147,33 +175,14 @@ if [ "$MODE" = stream ]; then
       echo "RESULT mode=stream target=tollgate-$engine skipped: POST /v1/chat/completions -> $status ($(head -c 200 "$WORK/probe.json")) — gateway not present yet"
       stop_tollgate; continue
     fi
-    say "direct check: $STREAMS streams x $STREAM_CHUNKS chunks x $STREAM_DELAY_MS ms against the upstream"
-    node "$HERE/stream-client.mjs" "http://127.0.0.1:$UP_PORT/v1/chat/completions" "$STREAMS" | sed 's/^RESULT/RESULT mode=stream target=direct/'
-    say "through tollgate-$engine"
-    idle=$(rss "$TG_PID"); peak=$idle
-    node "$HERE/stream-client.mjs" "http://127.0.0.1:$TG_PORT/v1/chat/completions" "$STREAMS" "$MODEL" "$TG_KEY" >"$WORK/stream-result.txt" &
-    CL=$!
-    samples=()
-    while kill -0 "$CL" 2>/dev/null; do
-      r=$(rss "$TG_PID"); [ -n "$r" ] && { samples+=("$r"); [ "$r" -gt "$peak" ] && peak=$r; }
-      sleep 1
-    done
-    wait "$CL"
-    after=$(rss "$TG_PID")
-    sed "s/^RESULT/RESULT mode=stream target=tollgate-$engine/" "$WORK/stream-result.txt"
-    echo "RESULT mode=stream target=tollgate-$engine rss_idle_kb=$idle rss_peak_kb=$peak rss_after_kb=$after per_stream_kb=$(( (peak - idle) / STREAMS )) samples_kb=\"${samples[*]}\""
+    measure_streams "tollgate-$engine" "http://127.0.0.1:$TG_PORT/v1/chat/completions" "$TG_PID" "$MODEL" "$TG_KEY"
     stop_tollgate
   done
   exit 0
 fi
 
-# --- Portkey (binds every interface by default; the preload keeps it on 127.0.0.1)
-NODE_ENV=production node --import "$HERE/bind-localhost.mjs" "$PORTKEY" --port="$PK_PORT" --headless >"$WORK/portkey.log" 2>&1 &
-PK_PID=$!; PIDS+=("$PK_PID")
-wait_http "http://127.0.0.1:$PK_PORT/" 20 || { echo "Portkey did not start" >&2; tail "$WORK/portkey.log"; exit 1; }
-PKH=(-H "x-portkey-provider: openai" -H "x-portkey-custom-host: http://127.0.0.1:$UP_PORT/v1")
-
 declare -A RPS
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 run_wrk() {   # target conns url script [headers...]
   local target=$1 c=$2 url=$3 script=$4; shift 4
   local t=$(( c < 2 ? 1 : 2 ))
@@ -190,6 +199,7 @@ say "direct and portkey (${D}s per run)"
 for c in $CONNS; do
   run_wrk direct "$c" "http://127.0.0.1:$UP_PORT/v1/chat/completions" "$HERE/chat.lua"
   run_wrk portkey "$c" "http://127.0.0.1:$PK_PORT/v1/chat/completions" "$HERE/chat.lua" "${PKH[@]}"
+  echo "RESULT ratio target=portkey/direct conns=$c rps_ratio=$(ratio "${RPS[portkey/$c]:-0}" "${RPS[direct/$c]:-0}")"
 done
 echo "portkey RSS(kB): $(rss "$PK_PID")"
 
@@ -205,8 +215,7 @@ for engine in $ENGINES; do
   wrk -t1 -c8 -d3s -s "$HERE/chat-tollgate.lua" "http://127.0.0.1:$TG_PORT/v1/chat/completions" >/dev/null
   for c in $CONNS; do
     run_wrk "tollgate-$engine" "$c" "http://127.0.0.1:$TG_PORT/v1/chat/completions" "$HERE/chat-tollgate.lua"
-    ratio=$(awk -v a="${RPS[tollgate-$engine/$c]:-0}" -v b="${RPS[portkey/$c]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-    echo "RESULT ratio target=tollgate-$engine/portkey conns=$c rps_ratio=$ratio"
+    echo "RESULT ratio target=tollgate-$engine/portkey conns=$c rps_ratio=$(ratio "${RPS[tollgate-$engine/$c]:-0}" "${RPS[portkey/$c]:-0}")"
   done
   echo "tollgate-$engine RSS(kB): $(rss "$TG_PID")"
   stop_tollgate
