@@ -200,7 +200,7 @@ internal sealed partial class GatewayHandler
             {
                 if (relay.IsFinal(e))
                 {
-                    // The end marker waits until the charge and the record are durable (below).
+                    // The end marker (like any closing error below) waits until the charge and the record are durable.
                     relay.OnEvent(e, final);
                     break;
                 }
@@ -210,9 +210,8 @@ internal sealed partial class GatewayHandler
                 if (relay.Usage is null && call.Hold is not null && relay.CountedOutputTokens > limit)
                 {
                     outcome = CallOutcome.CutOff;
-                    relay.WriteError(writer, "hold_exhausted",
+                    relay.WriteError(final, "hold_exhausted",
                         $"The answer was cut off: it exceeded the {call.MaxOutputTokens * call.Request.N} output tokens the credit hold covers.");
-                    await writer.FlushAsync(CancellationToken.None);
                     break;
                 }
                 var flush = await writer.FlushAsync(ct);
@@ -221,8 +220,7 @@ internal sealed partial class GatewayHandler
             if (outcome == CallOutcome.Completed && !relay.Completed)
             {
                 outcome = CallOutcome.UpstreamFailed;
-                relay.WriteError(writer, "upstream_error", "The provider ended the stream before finishing its answer.");
-                await writer.FlushAsync(CancellationToken.None);
+                relay.WriteError(final, "upstream_error", "The provider ended the stream before finishing its answer.");
             }
         }
         catch (Exception e) when (e is OperationCanceledException or HttpRequestException or IOException or InvalidDataException or JsonException)
@@ -232,15 +230,7 @@ internal sealed partial class GatewayHandler
             {
                 outcome = CallOutcome.UpstreamFailed;
                 LogUpstreamFailed(logger, call.RequestId, call.Target.Provider.Name, e is OperationCanceledException ? "timeout mid-stream" : e.Message);
-                try
-                {
-                    relay.WriteError(writer, e is OperationCanceledException ? "upstream_timeout" : "upstream_error", "The provider's stream failed.");
-                    await writer.FlushAsync(CancellationToken.None);
-                }
-                catch (Exception) when (http.RequestAborted.IsCancellationRequested)
-                {
-                    outcome = CallOutcome.ClientAborted;
-                }
+                relay.WriteError(final, e is OperationCanceledException ? "upstream_timeout" : "upstream_error", "The provider's stream failed.");
             }
         }
         // Without final usage, Anthropic's message_start still gave the exact prompt side.
@@ -257,7 +247,7 @@ internal sealed partial class GatewayHandler
             }
             catch (Exception e) when (e is IOException or OperationCanceledException)
             {
-                // The client left after the charge; nothing else to do.
+                // The client left after the charge was recorded; nothing else to do.
             }
         }
     }
