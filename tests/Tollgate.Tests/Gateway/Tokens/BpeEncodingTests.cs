@@ -86,12 +86,9 @@ public sealed class BpeEncodingTests
     [Fact]
     public void Decode_HalfOfAMultiByteCharacter_GivesReplacementCharacter()
     {
-        // "😀" is four UTF-8 bytes; single-byte tokens are the first 256 ids only in order of the table, so find them.
-        var tokens = BpeEncoding.O200kBase.Encode("😀");
-        var bytes = Encoding_UTF8Bytes("😀");
-        Assert.Equal("😀", BpeEncoding.O200kBase.Decode(tokens));
-        Assert.Equal(4, bytes.Length);
-        Assert.Contains('\uFFFD', BpeEncoding.O200kBase.Decode(BpeEncoding.O200kBase.Encode("😀a").AsSpan(0, 1)) + "\uFFFD");
+        var firstByteOfEmoji = BpeEncoding.O200kBase.Ranks.Get([0xF0]);
+        Assert.NotEqual(-1, firstByteOfEmoji);
+        Assert.Equal("a\uFFFD", BpeEncoding.O200kBase.Decode([64, firstByteOfEmoji]));
     }
 
     [Fact]
@@ -100,15 +97,28 @@ public sealed class BpeEncodingTests
         Assert.Equal(BpeEncoding.O200kBase.Encode("a\uFFFDb"), BpeEncoding.O200kBase.Encode("a\uD800b"));
     }
 
-    [Fact]
-    public void Encode_LongSingleLetterPiece_MergesLikeTheShortPath()
+    [Theory, MemberData(nameof(Encodings))]
+    public void MergeByHeap_RandomPieces_SameTokensAsTiktokensScan(string encodingName)
     {
-        // A run longer than HeapMergeThreshold takes the heap merge; the vectors hold runs of 3,000 "a" etc., and
-        // here the same letter run is cut just below and above the threshold: the counts must grow smoothly.
-        var below = BpeEncoding.O200kBase.Encode(new string('x', BpeEncoding.HeapMergeThreshold));
-        var above = BpeEncoding.O200kBase.Encode(new string('x', BpeEncoding.HeapMergeThreshold + 1));
-        Assert.Equal(new string('x', BpeEncoding.HeapMergeThreshold + 1), BpeEncoding.O200kBase.Decode(above));
-        Assert.InRange(above.Length, below.Length, below.Length + 1);
+        // Pieces longer than HeapMergeThreshold use the heap merge; it must pick the same merges as the scan.
+        // Pieces: random bytes biased to a few values (so pairs merge), and runs from the vectors' texts.
+        var encoding = Encoding(encodingName);
+        var random = new Random(7);
+        var pieces = new List<byte[]>();
+        for (var i = 0; i < 300; i++)
+        {
+            var alphabet = Enumerable.Range(0, random.Next(1, 12)).Select(_ => (byte)(random.Next(2) == 0 ? random.Next(97, 123) : random.Next(256))).ToArray();
+            pieces.Add(Enumerable.Range(0, random.Next(2, BpeEncoding.HeapMergeThreshold + 1)).Select(_ => alphabet[random.Next(alphabet.Length)]).ToArray());
+        }
+        pieces.AddRange(Vectors.Select(v => System.Text.Encoding.UTF8.GetBytes(v.Text))
+            .Where(b => b.Length is >= 2 and <= BpeEncoding.HeapMergeThreshold));
+
+        foreach (var piece in pieces)
+        {
+            var scan = encoding.MergeForTesting(piece, heap: false);
+            Assert.Equal(scan, encoding.MergeForTesting(piece, heap: true));
+            Assert.Equal(piece, Concat(encoding, scan));   // the parts cover the piece, in order
+        }
     }
 
     [Fact]
@@ -120,7 +130,8 @@ public sealed class BpeEncodingTests
         Assert.All(loaded, e => Assert.Same(BpeEncoding.Cl100kBase, e));
     }
 
-    private static byte[] Encoding_UTF8Bytes(string s) => System.Text.Encoding.UTF8.GetBytes(s);
+    private static byte[] Concat(BpeEncoding encoding, int[] tokens) =>
+        tokens.SelectMany(t => encoding.Ranks.TokenBytes(t).ToArray()).ToArray();
 
     private static List<Vector> LoadVectors()
     {

@@ -257,6 +257,15 @@ public sealed class BpeEncoding
         }
     }
 
+    /// <summary>Token ids of one piece by the chosen merge (for tests that compare the two merges).</summary>
+    internal int[] MergeForTesting(ReadOnlySpan<byte> piece, bool heap)
+    {
+        var sink = new ListSink([]);
+        if (heap) MergeByHeap(piece, ref sink);
+        else MergeByScan(piece, ref sink);
+        return [.. sink.Tokens];
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int RankOf(ReadOnlySpan<byte> bytes)
     {
