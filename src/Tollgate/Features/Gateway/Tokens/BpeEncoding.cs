@@ -115,6 +115,14 @@ public sealed class BpeEncoding
             : throw new ArgumentOutOfRangeException(nameof(token), token, $"Token {token} is not in {Name}.");
     }
 
+    /// <summary>Number of tokens of UTF-8 text (must be valid UTF-8, e.g. a JSON string value or a transcoded string).</summary>
+    internal int CountTokensUtf8(ReadOnlySpan<byte> utf8)
+    {
+        var sink = new CountingSink();
+        TokenizeUtf8(utf8, ref sink);
+        return sink.Count;
+    }
+
     private void Tokenize<TSink>(ReadOnlySpan<char> text, ref TSink sink) where TSink : struct, ITokenSink
     {
         if (text.IsEmpty) return;
@@ -123,18 +131,22 @@ public sealed class BpeEncoding
         var utf8 = byteCount <= 1024 ? stackalloc byte[1024] : (rented = ArrayPool<byte>.Shared.Rent(byteCount));
         try
         {
-            utf8 = utf8[..Encoding.UTF8.GetBytes(text, utf8)];
-            var start = 0;
-            while (start < utf8.Length)
-            {
-                var end = PreTokenizer.Next(_pattern, utf8, start);
-                EncodePiece(utf8[start..end], ref sink);
-                start = end;
-            }
+            TokenizeUtf8(utf8[..Encoding.UTF8.GetBytes(text, utf8)], ref sink);
         }
         finally
         {
             if (rented is not null) ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    private void TokenizeUtf8<TSink>(ReadOnlySpan<byte> utf8, ref TSink sink) where TSink : struct, ITokenSink
+    {
+        var start = 0;
+        while (start < utf8.Length)
+        {
+            var end = PreTokenizer.Next(_pattern, utf8, start);
+            EncodePiece(utf8[start..end], ref sink);
+            start = end;
         }
     }
 
