@@ -168,4 +168,24 @@ public sealed class TokenEstimatorTests
         Assert.Equal(5, TokenEstimator.CountText("é日", null));
         Assert.Equal(0, TokenEstimator.CountText("", null));
     }
+
+    [Fact]
+    public void Counting_SteadyState_AllocatesNothing()
+    {
+        // A long text (pooled UTF-8 buffer, heap merge for the 300-letter run) and a chat request with escapes.
+        var text = string.Concat(BpeEncodingTests.Vectors.Select(v => v.Text)) + new string('q', 300);
+        using var request = JsonDocument.Parse(ToolRequest);
+        long Count() => BpeEncoding.O200kBase.CountTokens(text) + BpeEncoding.Cl100kBase.CountTokens(text) +
+                        TokenEstimator.CountChatPrompt(request.RootElement, BpeEncoding.O200kBase) +
+                        TokenEstimator.CountChatPrompt(request.RootElement, null) + TokenEstimator.CountText(text, null);
+        var expected = Count();
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        long sum = 0;
+        for (var i = 0; i < 20; i++) sum += Count();
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        Assert.Equal(20 * expected, sum);
+        Assert.Equal(0, allocated);
+    }
 }
