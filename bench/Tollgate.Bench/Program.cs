@@ -13,14 +13,15 @@ if (args.Length >= 2 && args[0] == "--suite")
 {
     if (args[1] == "rating") return RatingBench.Run(args);
     if (args[1] == "usage") return await UsageBench.RunAsync(args[2..]);
-    if (args[1] != "ledger") { Console.Error.WriteLine($"Unknown suite '{args[1]}' (ledger, rating, usage)."); return 2; }
+    if (args[1] == "tokenizer") return TokenizerBench.Run(args);
+    if (args[1] != "ledger") { Console.Error.WriteLine($"Unknown suite '{args[1]}' (ledger, rating, usage, tokenizer)."); return 2; }
     args = args[2..];
 }
 
 BenchOptions o;
 try
 {
-    if (args.Contains("--help") || args.Contains("-h")) { Console.WriteLine(BenchOptions.Usage); Console.WriteLine(RatingBench.Usage); Console.WriteLine(UsageBench.Usage); return 0; }
+    if (args.Contains("--help") || args.Contains("-h")) { Console.WriteLine(BenchOptions.Usage); Console.WriteLine(RatingBench.Usage); Console.WriteLine(UsageBench.Usage); Console.WriteLine(TokenizerBench.Usage); return 0; }
     o = BenchOptions.Parse(args);
 }
 catch (ArgumentException e)
