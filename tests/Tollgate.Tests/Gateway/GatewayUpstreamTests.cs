@@ -274,11 +274,14 @@ public sealed class GatewayUpstreamTests(GatewayUpstreamFixture fixture) : IClas
         using var c = await app.CustomerAsync(1_000_000);
         Fake.Script = _ => new FakeReply { Chunks = 200, DelayBetweenChunks = TimeSpan.FromMilliseconds(20) };
 
+        // No draining: disposing the unfinished response closes the connection, as a client that hangs up does.
+        using var client = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = app.BaseAddress };
+        client.DefaultRequestHeaders.Authorization = new("Bearer", c.Key);
         using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
                {
                    Content = AdminApi.JsonBody("""{"model":"openai/gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"a long story please"}]}"""),
                })
-        using (var response = await c.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead))
+        using (var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead))
         await using (var body = await response.Content.ReadAsStreamAsync())
         {
             var buffer = new byte[256];

@@ -38,12 +38,12 @@ internal static class AnthropicWire
         return tokens;
     }
 
-    /// <summary>Tokens in one <c>content_block_delta</c> event's delta.</summary>
-    public static long CountDelta(JsonElement delta, BpeEncoding? encoding)
+    /// <summary>The generated text in one <c>content_block_delta</c> event's delta (text, tool input JSON, thinking).</summary>
+    public static string? DeltaText(JsonElement delta)
     {
         foreach (var name in (ReadOnlySpan<string>)["text", "partial_json", "thinking"])
-            if (delta.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String) return TokenEstimator.CountText(v.GetString(), encoding);
-        return 0;
+            if (delta.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String) return v.GetString();
+        return null;
     }
 
     /// <summary>
@@ -76,8 +76,10 @@ internal static class AnthropicWire
 }
 
 /// <summary>Relays an Anthropic Messages stream to an Anthropic client unchanged, reading usage and counting output on the way.</summary>
-internal sealed class AnthropicNativeRelay(BpeEncoding? encoding) : IStreamRelay
+internal sealed class AnthropicNativeRelay(BpeEncoding encoding) : IStreamRelay
 {
+    public OutputCounter Output { get; } = new(encoding);
+
     public void WriteError(IBufferWriter<byte> output, string code, string message)
     {
         output.Write("event: error\n"u8);
@@ -90,7 +92,6 @@ internal sealed class AnthropicNativeRelay(BpeEncoding? encoding) : IStreamRelay
 
     public TokenUsage? Usage => _usage.Final;
     public TokenUsage? StartUsage => _usage.Start;
-    public long CountedOutputTokens { get; private set; }
     public bool Completed { get; private set; }
 
     public void OnEvent(in SseEvent e, IBufferWriter<byte> output)
@@ -102,7 +103,7 @@ internal sealed class AnthropicNativeRelay(BpeEncoding? encoding) : IStreamRelay
             var root = doc.RootElement;
             if (type is null && root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String) type = t.GetString();
             _usage.Observe(type, root);
-            if (type == "content_block_delta" && root.TryGetProperty("delta", out var delta)) CountedOutputTokens += AnthropicWire.CountDelta(delta, encoding);
+            if (type == "content_block_delta" && root.TryGetProperty("delta", out var delta)) Output.Append(AnthropicWire.DeltaText(delta));
             if (type == "message_stop") Completed = true;
         }
         catch (JsonException)
@@ -126,7 +127,7 @@ internal sealed class AnthropicTranslatedRelay(Anthropic.MessagesStreamTranslato
 {
     public TokenUsage? Usage => translator.OutputTokensReported ? translator.Usage : null;
     public TokenUsage? StartUsage => translator.Usage;
-    public long CountedOutputTokens { get; private set; }
+    public OutputCounter Output { get; } = new(encoding);
     public bool Completed => translator.Completed;
 
     public bool IsFinal(in SseEvent e) => e.Name == "message_stop";
@@ -138,7 +139,7 @@ internal sealed class AnthropicTranslatedRelay(Anthropic.MessagesStreamTranslato
             try
             {
                 using var doc = JsonDocument.Parse(e.Data);
-                if (doc.RootElement.TryGetProperty("delta", out var delta)) CountedOutputTokens += AnthropicWire.CountDelta(delta, encoding);
+                if (doc.RootElement.TryGetProperty("delta", out var delta)) Output.Append(AnthropicWire.DeltaText(delta));
             }
             catch (JsonException)
             {

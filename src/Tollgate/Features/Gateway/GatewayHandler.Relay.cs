@@ -206,8 +206,8 @@ internal sealed partial class GatewayHandler
                 }
                 relay.OnEvent(e, writer);
                 call.BytesRelayed = reader.BytesRead;
-                call.CountedOutput = relay.CountedOutputTokens;
-                if (relay.Usage is null && call.Hold is not null && relay.CountedOutputTokens > limit)
+                call.Output = relay.Output;
+                if (relay.Usage is null && call.Hold is not null && relay.Output.Exceeds(limit))
                 {
                     outcome = CallOutcome.CutOff;
                     relay.WriteError(final, "hold_exhausted",
@@ -234,10 +234,11 @@ internal sealed partial class GatewayHandler
             }
         }
         // Without final usage, Anthropic's message_start still gave the exact prompt side.
+        var counted = relay.Usage is null ? relay.Output.Count : 0;
         TokenUsage? partial = relay.Usage is null && relay.StartUsage is { } start
-            ? OpenAiWire.Clamp(start.InputTokens, relay.CountedOutputTokens, start.CacheReadTokens, start.CacheWriteTokens, 0)
+            ? OpenAiWire.Clamp(start.InputTokens, counted, start.CacheReadTokens, start.CacheWriteTokens, 0)
             : null;
-        await FinishAsync(call, outcome, relay.Usage, relay.CountedOutputTokens, partial);
+        await FinishAsync(call, outcome, relay.Usage, counted, partial);
         await call.RecordWritten;
         if (final.WrittenCount > 0 && !http.RequestAborted.IsCancellationRequested)
         {

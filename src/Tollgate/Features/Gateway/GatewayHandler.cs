@@ -132,7 +132,7 @@ internal sealed partial class GatewayHandler(
             {
                 // Whatever went wrong, an unsettled hold must not sit until it expires.
                 LogRelayFailed(logger, e, requestId);
-                await FinishAsync(call, CallOutcome.UpstreamFailed, null, call.BytesRelayed > 0 ? call.CountedOutput : 0);
+                await FinishAsync(call, CallOutcome.UpstreamFailed, null, call.Output?.Count ?? 0);
                 if (!http.Response.HasStarted) await new GatewayError(502, "upstream_error", "The upstream call failed.") { Dialect = dialect }.ExecuteAsync(http);
             }
     
@@ -212,7 +212,7 @@ internal sealed partial class GatewayHandler(
         public long? ClampedOutputTokens { get; set; }
         public RouteTarget Target { get; set; } = targets[0];
         public long BytesRelayed { get; set; }
-        public long CountedOutput { get; set; }
+        public OutputCounter? Output { get; set; }
         public bool Settled { get; set; }
         public Settlement Settlement { get; set; }
         /// <summary>Prompt plus output tokens of the settled call, for the tokens-per-minute limits.</summary>

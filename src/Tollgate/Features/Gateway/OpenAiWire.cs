@@ -48,22 +48,28 @@ internal static class OpenAiWire
         return tokens;
     }
 
-    /// <summary>Tokens of the content, reasoning and tool-call arguments in a message or a stream delta.</summary>
+    /// <summary>Tokens of the content, reasoning and tool-call arguments in a message (each text counted whole).</summary>
     public static long CountDelta(JsonElement delta, BpeEncoding? encoding)
     {
-        if (delta.ValueKind != JsonValueKind.Object) return 0;
         long tokens = 0;
+        ForEachText(delta, text => tokens += TokenEstimator.CountText(text, encoding));
+        return tokens;
+    }
+
+    /// <summary>Calls <paramref name="action"/> with each generated text of a message or stream delta: content,
+    /// reasoning, refusal, tool names and tool-call arguments.</summary>
+    public static void ForEachText(JsonElement delta, Action<string?> action)
+    {
+        if (delta.ValueKind != JsonValueKind.Object) return;
         foreach (var name in (ReadOnlySpan<string>)["content", "reasoning_content", "reasoning", "refusal"])
-            if (delta.TryGetProperty(name, out var text) && text.ValueKind == JsonValueKind.String)
-                tokens += TokenEstimator.CountText(text.GetString(), encoding);
+            if (delta.TryGetProperty(name, out var text) && text.ValueKind == JsonValueKind.String) action(text.GetString());
         if (delta.TryGetProperty("tool_calls", out var calls) && calls.ValueKind == JsonValueKind.Array)
             foreach (var call in calls.EnumerateArray())
                 if (call.TryGetProperty("function", out var f) && f.ValueKind == JsonValueKind.Object)
                 {
-                    if (f.TryGetProperty("arguments", out var a) && a.ValueKind == JsonValueKind.String) tokens += TokenEstimator.CountText(a.GetString(), encoding);
-                    if (f.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String) tokens += TokenEstimator.CountText(n.GetString(), encoding);
+                    if (f.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String) action(n.GetString());
+                    if (f.TryGetProperty("arguments", out var a) && a.ValueKind == JsonValueKind.String) action(a.GetString());
                 }
-        return tokens;
     }
 }
 
@@ -72,8 +78,8 @@ internal interface IUsageMeter
 {
     /// <summary>The usage the upstream reported, if it did.</summary>
     TokenUsage? Usage { get; }
-    /// <summary>Output tokens counted from the content relayed so far (an estimate; used when no usage is reported).</summary>
-    long CountedOutputTokens { get; }
+    /// <summary>The output relayed so far, counted (an estimate; used when no usage is reported).</summary>
+    OutputCounter Output { get; }
     /// <summary>The upstream finished the answer normally.</summary>
     bool Completed { get; }
 }
@@ -98,8 +104,10 @@ internal interface IStreamRelay : IUsageMeter
 /// Relays an OpenAI chat completions stream event by event. The final usage chunk (requested upstream whatever the
 /// client asked) is forwarded only if the client asked for it; every other event is forwarded as it came.
 /// </summary>
-internal sealed class OpenAiStreamRelay(bool clientWantsUsage, BpeEncoding? encoding) : IStreamRelay
+internal sealed class OpenAiStreamRelay(bool clientWantsUsage, BpeEncoding encoding) : IStreamRelay
 {
+    public OutputCounter Output { get; } = new(encoding);
+
     public TokenUsage? StartUsage => null;
 
     public bool IsFinal(in SseEvent e) => e.IsDone;
@@ -111,7 +119,6 @@ internal sealed class OpenAiStreamRelay(bool clientWantsUsage, BpeEncoding? enco
     }
 
     public TokenUsage? Usage { get; private set; }
-    public long CountedOutputTokens { get; private set; }
     public bool Completed { get; private set; }
 
     /// <summary>Writes the frames for one upstream event to <paramref name="output"/>.</summary>
@@ -135,7 +142,7 @@ internal sealed class OpenAiStreamRelay(bool clientWantsUsage, BpeEncoding? enco
                     foreach (var choice in choices.EnumerateArray())
                     {
                         choicesEmpty = false;
-                        if (choice.TryGetProperty("delta", out var delta)) CountedOutputTokens += OpenAiWire.CountDelta(delta, encoding);
+                        if (choice.TryGetProperty("delta", out var delta)) OpenAiWire.ForEachText(delta, Output.Append);
                         if (choice.TryGetProperty("finish_reason", out var fr) && fr.ValueKind == JsonValueKind.String) Completed = true;
                     }
                 if (root.TryGetProperty("usage", out var usage) && OpenAiWire.ReadUsage(usage) is { } u)
