@@ -95,6 +95,22 @@ public sealed record FakeReply
     /// </summary>
     public int? DropAfterChunks { get; init; }
 
+    /// <summary>
+    /// Streaming: after this many content chunks, send an in-band error (HTTP 200 is already out) and end the response
+    /// normally, without the usual ending. OpenAI: <c>data: {"error":{...}}</c> (no <c>[DONE]</c>); Anthropic:
+    /// <c>event: error</c> with <c>{"type":"error","error":{"type":"overloaded_error",...}}</c> (no message_delta/stop).
+    /// </summary>
+    public int? ErrorAfterChunks { get; init; }
+
+    /// <summary>The JSON of the in-band error for <see cref="ErrorAfterChunks"/>; default is the wire's usual shape.</summary>
+    public string? MidStreamErrorJson { get; init; }
+
+    /// <summary>
+    /// Anthropic streaming: <c>message_delta.usage</c> carries only <c>output_tokens</c>, as older API versions sent it
+    /// (default: the cumulative input side too, as the current API does).
+    /// </summary>
+    public bool LegacyAnthropicDeltaUsage { get; init; }
+
     /// <summary>Abort the connection before sending any byte.</summary>
     public bool ResetBeforeAnyByte { get; init; }
 

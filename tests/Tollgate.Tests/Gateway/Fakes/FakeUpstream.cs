@@ -32,6 +32,8 @@ namespace Tollgate.Tests.Gateway.Fakes;
 /// </list>
 /// max_tokens / max_completion_tokens cap the text chunks (finish_reason <c>length</c>, stop_reason <c>max_tokens</c>)
 /// unless <see cref="FakeReply.OutputTokens"/> forces an overrun. <see cref="Script"/> changes any of this per request.
+/// Failure modes (see <see cref="FakeReply"/>): error status + body, delay before headers, slow chunks, an in-band
+/// error mid-stream, a dropped connection after N chunks, a reset before any byte.
 /// Unknown paths get 404 with an OpenAI error body. Every request (any path) is recorded in <see cref="Requests"/>.
 /// </summary>
 public sealed class FakeUpstream : IAsyncDisposable
@@ -169,7 +171,7 @@ public sealed class FakeUpstream : IAsyncDisposable
         response.ContentType = "text/event-stream";
         response.Headers.CacheControl = "no-cache";
         await response.StartAsync(aborted);
-        var sse = new SseWriter(context, reply);
+        var sse = new SseWriter(context, reply, request.IsOpenAi);
         try
         {
             if (request.IsOpenAi) await StreamOpenAiAsync(sse, plan);
@@ -177,6 +179,7 @@ public sealed class FakeUpstream : IAsyncDisposable
         }
         catch (OperationCanceledException) { }
         catch (ConnectionDropped) { }
+        catch (StreamErrored) { }
     }
 
     // ---------------------------------------------------------------- request parsing
@@ -478,13 +481,15 @@ public sealed class FakeUpstream : IAsyncDisposable
             ["type"] = "message_delta",
             ["delta"] = new JsonObject { ["stop_reason"] = plan.AnthropicStopReason, ["stop_sequence"] = null },
             // Cumulative counts, as the current API sends them (input side repeated, final output count).
-            ["usage"] = new JsonObject
-            {
-                ["input_tokens"] = usage.Input,
-                ["cache_creation_input_tokens"] = usage.CacheWrite,
-                ["cache_read_input_tokens"] = usage.CacheRead,
-                ["output_tokens"] = usage.Output,
-            },
+            ["usage"] = sse.Reply.LegacyAnthropicDeltaUsage
+                ? new JsonObject { ["output_tokens"] = usage.Output }
+                : new JsonObject
+                {
+                    ["input_tokens"] = usage.Input,
+                    ["cache_creation_input_tokens"] = usage.CacheWrite,
+                    ["cache_read_input_tokens"] = usage.CacheRead,
+                    ["output_tokens"] = usage.Output,
+                },
         }, content: false);
         await sse.WriteAsync("message_stop", new JsonObject { ["type"] = "message_stop" }, content: false);
     }
@@ -493,10 +498,14 @@ public sealed class FakeUpstream : IAsyncDisposable
 
     private sealed class ConnectionDropped : Exception;
 
-    /// <summary>Writes and flushes one SSE event at a time; applies the reply's chunk delay and connection drop.</summary>
-    private sealed class SseWriter(HttpContext context, FakeReply reply)
+    private sealed class StreamErrored : Exception;
+
+    /// <summary>Writes and flushes one SSE event at a time; applies the reply's chunk delay, in-band error and connection drop.</summary>
+    private sealed class SseWriter(HttpContext context, FakeReply reply, bool openAi)
     {
         private int _contentChunks;
+
+        public FakeReply Reply => reply;
 
         public Task WriteAsync(string? eventName, JsonObject data, bool content) => WriteRawAsync(eventName, data.ToJsonString(), content);
 
@@ -510,6 +519,15 @@ public sealed class FakeUpstream : IAsyncDisposable
                     await LetTheClientReadAsync(aborted);
                     context.Abort();
                     throw new ConnectionDropped();
+                }
+                if (reply.ErrorAfterChunks is { } failAt && _contentChunks >= failAt)
+                {
+                    var error = reply.MidStreamErrorJson ?? (openAi
+                        ? """{"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}"""
+                        : """{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}""");
+                    await context.Response.WriteAsync(openAi ? $"data: {error}\n\n" : $"event: error\ndata: {error}\n\n", aborted);
+                    await context.Response.Body.FlushAsync(aborted);
+                    throw new StreamErrored();
                 }
                 if (_contentChunks > 0 && reply.DelayBetweenChunks > TimeSpan.Zero)
                     await Task.Delay(reply.DelayBetweenChunks, aborted);

@@ -400,6 +400,68 @@ public sealed class FakeUpstreamTests
         Assert.Equal(2, fake.Requests.Count);   // no retries
     }
 
+    [Fact]
+    public async Task Mid_stream_errors_arrive_in_band_after_the_scripted_chunks()
+    {
+        await using var fake = await FakeUpstream.StartAsync(_ => new FakeReply { Chunks = 5, ErrorAfterChunks = 2 });
+        using var http = new HttpClient { BaseAddress = fake.BaseUrl };
+
+        var openAi = await RawSseAsync(http, FakeUpstream.OpenAiPath,
+            """{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"a b"}]}""");
+        Assert.Equal(1 + 2 + 1, openAi.Count);   // role, 2 content chunks, the error; no finish, usage or [DONE]
+        Assert.Equal("server_error", JsonDocument.Parse(openAi[^1]).RootElement.GetProperty("error").GetProperty("type").GetString());
+
+        var chat = Sdks.OpenAi(fake.OpenAiBaseUrl, "sk").GetChatClient(Model);
+        // OpenAI .NET 2.15 IGNORES an in-band error frame: the caller just sees a stream that stops early, with no
+        // finish reason and no usage (checked here so a gateway test knows what an SDK client can observe).
+        var sdkText = new StringBuilder();
+        ChatFinishReason? sdkFinish = null;
+        ChatTokenUsage? sdkUsage = null;
+        await foreach (var update in chat.CompleteChatStreamingAsync([new UserChatMessage("a b")]))
+        {
+            foreach (var part in update.ContentUpdate) sdkText.Append(part.Text);
+            sdkFinish ??= update.FinishReason;
+            sdkUsage ??= update.Usage;
+        }
+        Assert.Equal("echo: a ", sdkText.ToString());
+        Assert.Null(sdkFinish);
+        Assert.Null(sdkUsage);
+
+        var client = Sdks.Anthropic(fake.BaseUrl, "k");
+        var text = new StringBuilder();
+        var anthropicError = await Record.ExceptionAsync(async () =>
+        {
+            await foreach (var e in client.Messages.CreateStreaming(new MessageCreateParams
+            {
+                Model = Claude, MaxTokens = 100, Messages = [new UserMessageParam("a b")],
+            }))
+                if (e.TryPickContentBlockDelta(out var d) && d.Delta.TryPickText(out var t)) text.Append(t.Text);
+        });
+        Assert.NotNull(anthropicError);
+        Assert.IsAssignableFrom<AnthropicException>(anthropicError);
+        Assert.Contains("Overloaded", anthropicError.Message);
+        Assert.Equal("echo: a ", text.ToString());
+    }
+
+    [Fact]
+    public async Task Legacy_anthropic_message_delta_carries_only_output_tokens()
+    {
+        await using var fake = await FakeUpstream.StartAsync(_ => new FakeReply { LegacyAnthropicDeltaUsage = true });
+        var client = Sdks.Anthropic(fake.BaseUrl, "k");
+
+        MessageDeltaUsage? usage = null;
+        await foreach (var e in client.Messages.CreateStreaming(new MessageCreateParams
+        {
+            Model = Claude, MaxTokens = 100, Messages = [new UserMessageParam("one two")],
+        }))
+            if (e.TryPickDelta(out var d)) usage = d.Usage;
+
+        Assert.NotNull(usage);
+        Assert.Equal(3, usage.OutputTokens);
+        Assert.Null(usage.InputTokens);
+        Assert.Null(usage.CacheReadInputTokens);
+    }
+
     // ------------------------------------------------------------------ helpers
 
     private static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
