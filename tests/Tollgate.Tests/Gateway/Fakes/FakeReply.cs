@@ -8,6 +8,7 @@ namespace Tollgate.Tests.Gateway.Fakes;
 /// <see cref="Json"/> is <c>default</c> (ValueKind Undefined) when the body was not JSON.
 /// </summary>
 public sealed record FakeRequest(
+    int Sequence,
     string Method,
     string Path,
     string Query,
@@ -34,6 +35,28 @@ public sealed record FakeRequest(
     public bool IsOpenAi => Path == FakeUpstream.OpenAiPath;
     public bool IsAnthropic => Path == FakeUpstream.AnthropicPath;
 }
+
+/// <summary>How the fake's side of one exchange ended.</summary>
+public enum FakeEnd
+{
+    /// <summary>The whole response was written.</summary>
+    Completed,
+    /// <summary>The client (e.g. the gateway) went away first: request aborted or a write failed.</summary>
+    ClientDisconnected,
+    /// <summary>The reply's <see cref="FakeReply.DropAfterChunks"/> aborted the connection.</summary>
+    Dropped,
+    /// <summary>The reply's <see cref="FakeReply.ResetBeforeAnyByte"/> aborted the connection.</summary>
+    Reset,
+    /// <summary>A non-200 status with an error body was sent.</summary>
+    ErrorStatus,
+    /// <summary>The stream ended with an in-band error (<see cref="FakeReply.ErrorAfterChunks"/>).</summary>
+    InBandError,
+    /// <summary>Unknown path or method: 404.</summary>
+    NotFound,
+}
+
+/// <summary>The end of an exchange and the number of content chunks (text deltas, tool-argument fragments) flushed before it.</summary>
+public sealed record FakeOutcome(FakeEnd End, int ContentChunksSent);
 
 /// <summary>One tool call to answer with. <see cref="ArgumentsJson"/> must be a JSON object text.</summary>
 public sealed record FakeToolCall(string Id, string Name, string ArgumentsJson);

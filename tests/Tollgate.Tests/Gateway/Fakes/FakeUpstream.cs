@@ -47,6 +47,7 @@ public sealed class FakeUpstream : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly object _gate = new();
     private readonly List<FakeRequest> _requests = [];
+    private readonly Dictionary<int, TaskCompletionSource<FakeOutcome>> _outcomes = [];
     private Func<FakeRequest, FakeReply>? _script;
     private long _sequence;
 
@@ -78,6 +79,28 @@ public sealed class FakeUpstream : IAsyncDisposable
     public void ClearRequests()
     {
         lock (_gate) _requests.Clear();
+    }
+
+    /// <summary>
+    /// How the fake's side of the exchange ended (completes when its handler returns): e.g. whether the gateway
+    /// disconnected from a stream early, and how many content chunks had been flushed by then.
+    /// </summary>
+    public Task<FakeOutcome> OutcomeAsync(FakeRequest request)
+    {
+        lock (_gate) return _outcomes[request.Sequence].Task;
+    }
+
+    /// <summary>Waits until at least <paramref name="count"/> requests arrived (a gateway forwards asynchronously).</summary>
+    public async Task<IReadOnlyList<FakeRequest>> WaitForRequestsAsync(int count, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(10));
+        while (true)
+        {
+            var requests = Requests;
+            if (requests.Count >= count) return requests;
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"Expected {count} upstream requests, got {requests.Count}.");
+            await Task.Delay(10);
+        }
     }
 
     public static async Task<FakeUpstream> StartAsync(Func<FakeRequest, FakeReply>? script = null)
@@ -112,30 +135,49 @@ public sealed class FakeUpstream : IAsyncDisposable
 
     private async Task HandleAsync(HttpContext context)
     {
-        var request = await ReadRequestAsync(context);
-        lock (_gate) _requests.Add(request);
+        var sequence = (int)Interlocked.Increment(ref _sequence);
+        var outcome = new TaskCompletionSource<FakeOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate) _outcomes[sequence] = outcome;
+        var sent = new SentCounter();
+        var end = FakeEnd.ClientDisconnected;
+        try
+        {
+            var request = await ReadRequestAsync(context, sequence);
+            lock (_gate) _requests.Add(request);
+            end = await AnswerAsync(context, request, sent);
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException || context.RequestAborted.IsCancellationRequested)
+        {
+            end = FakeEnd.ClientDisconnected;
+        }
+        finally
+        {
+            outcome.TrySetResult(new FakeOutcome(end, sent.ContentChunks));
+        }
+    }
 
+    private async Task<FakeEnd> AnswerAsync(HttpContext context, FakeRequest request, SentCounter sent)
+    {
         if (!request.IsOpenAi && !request.IsAnthropic || !HttpMethods.IsPost(request.Method))
         {
             context.Response.StatusCode = StatusCodes.Status404NotFound;
             context.Response.ContentType = "application/json";
             await context.Response.WriteAsync(
                 FakeReply.OpenAiError(404, "invalid_request_error", $"Unknown path {request.Method} {request.Path}").ErrorBody!);
-            return;
+            return FakeEnd.NotFound;
         }
 
         var reply = Script?.Invoke(request) ?? new FakeReply();
         var aborted = context.RequestAborted;
-        if (reply.DelayBeforeHeaders > TimeSpan.Zero && !await DelayAsync(reply.DelayBeforeHeaders, aborted)) return;
+        if (reply.DelayBeforeHeaders > TimeSpan.Zero && !await DelayAsync(reply.DelayBeforeHeaders, aborted)) return FakeEnd.ClientDisconnected;
         if (reply.ResetBeforeAnyByte)
         {
             context.Abort();
-            return;
+            return FakeEnd.Reset;
         }
 
-        var id = Interlocked.Increment(ref _sequence);
         var response = context.Response;
-        response.Headers[request.IsOpenAi ? "x-request-id" : "request-id"] = $"req_fake_{id}";
+        response.Headers[request.IsOpenAi ? "x-request-id" : "request-id"] = $"req_fake_{request.Sequence}";
         foreach (var (name, value) in reply.Headers ?? new Dictionary<string, string>()) response.Headers[name] = value;
 
         if (reply.StatusCode != StatusCodes.Status200OK)
@@ -146,10 +188,10 @@ public sealed class FakeUpstream : IAsyncDisposable
                 ? FakeReply.OpenAiError(reply.StatusCode, reply.StatusCode >= 500 ? "server_error" : "invalid_request_error", $"fake upstream error {reply.StatusCode}").ErrorBody!
                 : FakeReply.AnthropicError(reply.StatusCode, reply.StatusCode >= 500 ? "api_error" : "invalid_request_error", $"fake upstream error {reply.StatusCode}").ErrorBody!);
             await response.WriteAsync(body, aborted);
-            return;
+            return FakeEnd.ErrorStatus;
         }
 
-        var plan = Plan.From(request, reply, id);
+        var plan = Plan.From(request, reply, request.Sequence);
         if (!request.Stream)
         {
             var json = request.IsOpenAi ? OpenAiCompletion(plan) : AnthropicMessage(plan);
@@ -162,29 +204,40 @@ public sealed class FakeUpstream : IAsyncDisposable
                 await response.Body.FlushAsync(aborted);
                 await LetTheClientReadAsync(aborted);
                 context.Abort();
-                return;
+                return FakeEnd.Dropped;
             }
             await response.Body.WriteAsync(bytes, aborted);
-            return;
+            return FakeEnd.Completed;
         }
 
         response.ContentType = "text/event-stream";
         response.Headers.CacheControl = "no-cache";
         await response.StartAsync(aborted);
-        var sse = new SseWriter(context, reply, request.IsOpenAi);
+        var sse = new SseWriter(context, reply, request.IsOpenAi, sent);
         try
         {
             if (request.IsOpenAi) await StreamOpenAiAsync(sse, plan);
             else await StreamAnthropicAsync(sse, plan);
+            return FakeEnd.Completed;
         }
-        catch (OperationCanceledException) { }
-        catch (ConnectionDropped) { }
-        catch (StreamErrored) { }
+        catch (ConnectionDropped)
+        {
+            return FakeEnd.Dropped;
+        }
+        catch (StreamErrored)
+        {
+            return FakeEnd.InBandError;
+        }
+    }
+
+    private sealed class SentCounter
+    {
+        public int ContentChunks;
     }
 
     // ---------------------------------------------------------------- request parsing
 
-    private static async Task<FakeRequest> ReadRequestAsync(HttpContext context)
+    private static async Task<FakeRequest> ReadRequestAsync(HttpContext context, int sequence)
     {
         using var reader = new StreamReader(context.Request.Body, Encoding.UTF8);
         var raw = await reader.ReadToEndAsync(context.RequestAborted);
@@ -222,7 +275,7 @@ public sealed class FakeUpstream : IAsyncDisposable
             }
         }
 
-        return new FakeRequest(context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "",
+        return new FakeRequest(sequence, context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "",
             headers, raw, json, model, stream, includeUsage, maxTokens, lastUser, words);
     }
 
@@ -501,7 +554,7 @@ public sealed class FakeUpstream : IAsyncDisposable
     private sealed class StreamErrored : Exception;
 
     /// <summary>Writes and flushes one SSE event at a time; applies the reply's chunk delay, in-band error and connection drop.</summary>
-    private sealed class SseWriter(HttpContext context, FakeReply reply, bool openAi)
+    private sealed class SseWriter(HttpContext context, FakeReply reply, bool openAi, SentCounter sent)
     {
         private int _contentChunks;
 
@@ -536,6 +589,7 @@ public sealed class FakeUpstream : IAsyncDisposable
             var frame = eventName is null ? $"data: {data}\n\n" : $"event: {eventName}\ndata: {data}\n\n";
             await context.Response.WriteAsync(frame, aborted);
             await context.Response.Body.FlushAsync(aborted);
+            if (content) sent.ContentChunks = _contentChunks;
         }
     }
 

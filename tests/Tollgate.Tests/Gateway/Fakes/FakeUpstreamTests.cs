@@ -216,6 +216,7 @@ public sealed class FakeUpstreamTests
         Assert.NotNull(error);   // the body ended abnormally (HttpIOException / IOException), not with [DONE]
         Assert.Equal(1 + 3, received.Count);   // the role chunk, then exactly 3 content chunks
         Assert.DoesNotContain("[DONE]", received);
+        Assert.Equal(new FakeOutcome(FakeEnd.Dropped, 3), await fake.OutcomeAsync(fake.Requests[0]));
     }
 
     [Fact]
@@ -460,6 +461,34 @@ public sealed class FakeUpstreamTests
         Assert.Equal(3, usage.OutputTokens);
         Assert.Null(usage.InputTokens);
         Assert.Null(usage.CacheReadInputTokens);
+    }
+
+    [Fact]
+    public async Task Outcomes_tell_a_completed_stream_from_one_the_client_left()
+    {
+        await using var fake = await FakeUpstream.StartAsync(_ => new FakeReply { Chunks = 200, DelayBetweenChunks = TimeSpan.FromMilliseconds(20) });
+        var chat = Sdks.OpenAi(fake.OpenAiBaseUrl, "sk").GetChatClient(Model);
+
+        var seen = 0;
+        await foreach (var update in chat.CompleteChatStreamingAsync([new UserChatMessage("go")]))
+            if (update.ContentUpdate.Count > 0 && ++seen == 3) break;   // leaving the loop disposes the response
+
+        var left = await fake.OutcomeAsync(fake.Requests[0]).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(FakeEnd.ClientDisconnected, left.End);
+        Assert.InRange(left.ContentChunksSent, 3, 199);
+
+        fake.Script = _ => new FakeReply { Chunks = 4 };
+        await foreach (var _ in chat.CompleteChatStreamingAsync([new UserChatMessage("go")])) { }
+        Assert.Equal(new FakeOutcome(FakeEnd.Completed, 4), await fake.OutcomeAsync(fake.Requests[1]).WaitAsync(TimeSpan.FromSeconds(10)));
+
+        fake.Script = _ => new FakeReply { Chunks = 4, ErrorAfterChunks = 1 };
+        await foreach (var _ in chat.CompleteChatStreamingAsync([new UserChatMessage("go")])) { }
+        Assert.Equal(new FakeOutcome(FakeEnd.InBandError, 1), await fake.OutcomeAsync(fake.Requests[2]).WaitAsync(TimeSpan.FromSeconds(10)));
+
+        fake.Script = _ => FakeReply.OpenAiError(429, "rate_limit_exceeded", "slow");
+        await Assert.ThrowsAsync<ClientResultException>(() => chat.CompleteChatAsync([new UserChatMessage("go")]));
+        Assert.Equal(FakeEnd.ErrorStatus, (await fake.OutcomeAsync(fake.Requests[3])).End);
+        Assert.Equal(4, (await fake.WaitForRequestsAsync(4)).Count);
     }
 
     // ------------------------------------------------------------------ helpers
