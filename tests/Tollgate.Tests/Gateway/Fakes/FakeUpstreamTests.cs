@@ -159,6 +159,7 @@ public sealed class FakeUpstreamTests
         Assert.Equal("echo: a", truncated.Content[0].Text);
         Assert.Equal(2, truncated.Usage.OutputTokenCount);
         Assert.Equal(2, fake.Requests[0].MaxTokens);
+        Assert.Equal(2, fake.Requests[0].Json.GetProperty("max_completion_tokens").GetInt32());   // the SDK's field name
 
         fake.Script = _ => new FakeReply { OutputTokens = 50 };
         ChatCompletion overrun = await chat.CompleteChatAsync([new UserChatMessage("a b c d e")], capped);
