@@ -12,7 +12,8 @@
 #
 # Environment: D (seconds per wrk run, default 20), CONNS (default "1 32"), ENGINES (default "sqlite postgres"),
 #   WORK (default /tmp/tollgate-gateway-bench: Portkey install, published Tollgate, logs, SQLite files),
-#   UP_PORT (18080), PK_PORT (18787), TG_PORT (18090), PGPORT/PGROOT (bench/bench-env.sh: 54330, /tmp/tollgate-pg-bench).
+#   UP_PORT (18080), PK_PORT (18787), TG_PORT (18090), PGPORT/PGROOT (bench/bench-env.sh: 54330, /tmp/tollgate-pg-bench),
+#   TOLLGATE_DLL (skip the publish step and run this build instead).
 #   Stream mode: STREAMS (default 200), STREAM_CHUNKS (default 600), STREAM_DELAY_MS (default 50): each stream
 #   lasts about STREAM_CHUNKS x STREAM_DELAY_MS ms (30 s by default); ENGINES defaults to "sqlite" there.
 # Needs node >= 18 and npm (Portkey), wrk (installed with apt-get when missing), the .NET SDK.
@@ -60,6 +61,8 @@ if ! command -v wrk >/dev/null; then
     || { $SUDO apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null; }
 fi
 command -v wrk >/dev/null || { echo "wrk is required" >&2; exit 1; }
+command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq jq >/dev/null 2>&1
+command -v jq >/dev/null || { echo "jq is required" >&2; exit 1; }
 PORTKEY=$WORK/portkey/node_modules/@portkey-ai/gateway/build/start-server.js
 if [ ! -f "$PORTKEY" ]; then
   say "installing @portkey-ai/gateway@1.15.2 into $WORK/portkey"
@@ -67,9 +70,13 @@ if [ ! -f "$PORTKEY" ]; then
 fi
 [ -f "$PORTKEY" ] || { echo "Portkey install failed (see npm output in $WORK/portkey)" >&2; exit 1; }
 
-say "publishing Tollgate (Release) to $WORK/tollgate-bin"
-dotnet publish src/Tollgate -c Release -o "$WORK/tollgate-bin" -v q -nologo >"$WORK/publish.log" 2>&1 \
-  || { tail -20 "$WORK/publish.log"; exit 1; }
+TOLLGATE_DLL=${TOLLGATE_DLL:-}
+if [ -z "$TOLLGATE_DLL" ]; then
+  say "publishing Tollgate (Release) to $WORK/tollgate-bin"
+  dotnet publish src/Tollgate -c Release -o "$WORK/tollgate-bin" -v q -nologo >"$WORK/publish.log" 2>&1 \
+    || { tail -20 "$WORK/publish.log"; exit 1; }
+  TOLLGATE_DLL=$WORK/tollgate-bin/tollgate.dll
+fi
 
 wait_http() {   # url, seconds
   for _ in $(seq 1 $(( $2 * 10 ))); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
@@ -108,7 +115,7 @@ start_tollgate() {   # engine
     Tollgate__Providers__fake__ApiKey=sk-fake \
     "Tollgate__Pricing__Models__${MODEL}__InputMtok=0.15" \
     "Tollgate__Pricing__Models__${MODEL}__OutputMtok=0.60" \
-    dotnet "$WORK/tollgate-bin/tollgate.dll" serve --database "$db" --urls "http://127.0.0.1:$TG_PORT") \
+    dotnet "$TOLLGATE_DLL" serve --database "$db" --urls "http://127.0.0.1:$TG_PORT") \
     >"$WORK/tollgate-$engine.log" 2>&1 &
   TG_PID=$!; PIDS+=("$TG_PID")
   if ! wait_http "http://127.0.0.1:$TG_PORT/health" 60; then

@@ -8,6 +8,7 @@ namespace Tollgate.Tests.Gateway.Fakes;
 /// <see cref="Json"/> is <c>default</c> (ValueKind Undefined) when the body was not JSON.
 /// </summary>
 public sealed record FakeRequest(
+    int Sequence,
     string Method,
     string Path,
     string Query,
@@ -34,6 +35,28 @@ public sealed record FakeRequest(
     public bool IsOpenAi => Path == FakeUpstream.OpenAiPath;
     public bool IsAnthropic => Path == FakeUpstream.AnthropicPath;
 }
+
+/// <summary>How the fake's side of one exchange ended.</summary>
+public enum FakeEnd
+{
+    /// <summary>The whole response was written.</summary>
+    Completed,
+    /// <summary>The client (e.g. the gateway) went away first: request aborted or a write failed.</summary>
+    ClientDisconnected,
+    /// <summary>The reply's <see cref="FakeReply.DropAfterChunks"/> aborted the connection.</summary>
+    Dropped,
+    /// <summary>The reply's <see cref="FakeReply.ResetBeforeAnyByte"/> aborted the connection.</summary>
+    Reset,
+    /// <summary>A non-200 status with an error body was sent.</summary>
+    ErrorStatus,
+    /// <summary>The stream ended with an in-band error (<see cref="FakeReply.ErrorAfterChunks"/>).</summary>
+    InBandError,
+    /// <summary>Unknown path or method: 404.</summary>
+    NotFound,
+}
+
+/// <summary>The end of an exchange and the number of content chunks (text deltas, tool-argument fragments) flushed before it.</summary>
+public sealed record FakeOutcome(FakeEnd End, int ContentChunksSent);
 
 /// <summary>One tool call to answer with. <see cref="ArgumentsJson"/> must be a JSON object text.</summary>
 public sealed record FakeToolCall(string Id, string Name, string ArgumentsJson);
@@ -94,6 +117,22 @@ public sealed record FakeReply
     /// the headers and the first half of the body, then abort.
     /// </summary>
     public int? DropAfterChunks { get; init; }
+
+    /// <summary>
+    /// Streaming: after this many content chunks, send an in-band error (HTTP 200 is already out) and end the response
+    /// normally, without the usual ending. OpenAI: <c>data: {"error":{...}}</c> (no <c>[DONE]</c>); Anthropic:
+    /// <c>event: error</c> with <c>{"type":"error","error":{"type":"overloaded_error",...}}</c> (no message_delta/stop).
+    /// </summary>
+    public int? ErrorAfterChunks { get; init; }
+
+    /// <summary>The JSON of the in-band error for <see cref="ErrorAfterChunks"/>; default is the wire's usual shape.</summary>
+    public string? MidStreamErrorJson { get; init; }
+
+    /// <summary>
+    /// Anthropic streaming: <c>message_delta.usage</c> carries only <c>output_tokens</c>, as older API versions sent it
+    /// (default: the cumulative input side too, as the current API does).
+    /// </summary>
+    public bool LegacyAnthropicDeltaUsage { get; init; }
 
     /// <summary>Abort the connection before sending any byte.</summary>
     public bool ResetBeforeAnyByte { get; init; }

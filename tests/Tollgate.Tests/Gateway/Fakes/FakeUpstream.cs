@@ -32,6 +32,8 @@ namespace Tollgate.Tests.Gateway.Fakes;
 /// </list>
 /// max_tokens / max_completion_tokens cap the text chunks (finish_reason <c>length</c>, stop_reason <c>max_tokens</c>)
 /// unless <see cref="FakeReply.OutputTokens"/> forces an overrun. <see cref="Script"/> changes any of this per request.
+/// Failure modes (see <see cref="FakeReply"/>): error status + body, delay before headers, slow chunks, an in-band
+/// error mid-stream, a dropped connection after N chunks, a reset before any byte.
 /// Unknown paths get 404 with an OpenAI error body. Every request (any path) is recorded in <see cref="Requests"/>.
 /// </summary>
 public sealed class FakeUpstream : IAsyncDisposable
@@ -45,6 +47,7 @@ public sealed class FakeUpstream : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly object _gate = new();
     private readonly List<FakeRequest> _requests = [];
+    private readonly Dictionary<int, TaskCompletionSource<FakeOutcome>> _outcomes = [];
     private Func<FakeRequest, FakeReply>? _script;
     private long _sequence;
 
@@ -76,6 +79,28 @@ public sealed class FakeUpstream : IAsyncDisposable
     public void ClearRequests()
     {
         lock (_gate) _requests.Clear();
+    }
+
+    /// <summary>
+    /// How the fake's side of the exchange ended (completes when its handler returns): e.g. whether the gateway
+    /// disconnected from a stream early, and how many content chunks had been flushed by then.
+    /// </summary>
+    public Task<FakeOutcome> OutcomeAsync(FakeRequest request)
+    {
+        lock (_gate) return _outcomes[request.Sequence].Task;
+    }
+
+    /// <summary>Waits until at least <paramref name="count"/> requests arrived (a gateway forwards asynchronously).</summary>
+    public async Task<IReadOnlyList<FakeRequest>> WaitForRequestsAsync(int count, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(10));
+        while (true)
+        {
+            var requests = Requests;
+            if (requests.Count >= count) return requests;
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"Expected {count} upstream requests, got {requests.Count}.");
+            await Task.Delay(10);
+        }
     }
 
     public static async Task<FakeUpstream> StartAsync(Func<FakeRequest, FakeReply>? script = null)
@@ -110,30 +135,49 @@ public sealed class FakeUpstream : IAsyncDisposable
 
     private async Task HandleAsync(HttpContext context)
     {
-        var request = await ReadRequestAsync(context);
-        lock (_gate) _requests.Add(request);
+        var sequence = (int)Interlocked.Increment(ref _sequence);
+        var outcome = new TaskCompletionSource<FakeOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate) _outcomes[sequence] = outcome;
+        var sent = new SentCounter();
+        var end = FakeEnd.ClientDisconnected;
+        try
+        {
+            var request = await ReadRequestAsync(context, sequence);
+            lock (_gate) _requests.Add(request);
+            end = await AnswerAsync(context, request, sent);
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException || context.RequestAborted.IsCancellationRequested)
+        {
+            end = FakeEnd.ClientDisconnected;
+        }
+        finally
+        {
+            outcome.TrySetResult(new FakeOutcome(end, sent.ContentChunks));
+        }
+    }
 
+    private async Task<FakeEnd> AnswerAsync(HttpContext context, FakeRequest request, SentCounter sent)
+    {
         if (!request.IsOpenAi && !request.IsAnthropic || !HttpMethods.IsPost(request.Method))
         {
             context.Response.StatusCode = StatusCodes.Status404NotFound;
             context.Response.ContentType = "application/json";
             await context.Response.WriteAsync(
                 FakeReply.OpenAiError(404, "invalid_request_error", $"Unknown path {request.Method} {request.Path}").ErrorBody!);
-            return;
+            return FakeEnd.NotFound;
         }
 
         var reply = Script?.Invoke(request) ?? new FakeReply();
         var aborted = context.RequestAborted;
-        if (reply.DelayBeforeHeaders > TimeSpan.Zero && !await DelayAsync(reply.DelayBeforeHeaders, aborted)) return;
+        if (reply.DelayBeforeHeaders > TimeSpan.Zero && !await DelayAsync(reply.DelayBeforeHeaders, aborted)) return FakeEnd.ClientDisconnected;
         if (reply.ResetBeforeAnyByte)
         {
             context.Abort();
-            return;
+            return FakeEnd.Reset;
         }
 
-        var id = Interlocked.Increment(ref _sequence);
         var response = context.Response;
-        response.Headers[request.IsOpenAi ? "x-request-id" : "request-id"] = $"req_fake_{id}";
+        response.Headers[request.IsOpenAi ? "x-request-id" : "request-id"] = $"req_fake_{request.Sequence}";
         foreach (var (name, value) in reply.Headers ?? new Dictionary<string, string>()) response.Headers[name] = value;
 
         if (reply.StatusCode != StatusCodes.Status200OK)
@@ -144,10 +188,10 @@ public sealed class FakeUpstream : IAsyncDisposable
                 ? FakeReply.OpenAiError(reply.StatusCode, reply.StatusCode >= 500 ? "server_error" : "invalid_request_error", $"fake upstream error {reply.StatusCode}").ErrorBody!
                 : FakeReply.AnthropicError(reply.StatusCode, reply.StatusCode >= 500 ? "api_error" : "invalid_request_error", $"fake upstream error {reply.StatusCode}").ErrorBody!);
             await response.WriteAsync(body, aborted);
-            return;
+            return FakeEnd.ErrorStatus;
         }
 
-        var plan = Plan.From(request, reply, id);
+        var plan = Plan.From(request, reply, request.Sequence);
         if (!request.Stream)
         {
             var json = request.IsOpenAi ? OpenAiCompletion(plan) : AnthropicMessage(plan);
@@ -160,28 +204,40 @@ public sealed class FakeUpstream : IAsyncDisposable
                 await response.Body.FlushAsync(aborted);
                 await LetTheClientReadAsync(aborted);
                 context.Abort();
-                return;
+                return FakeEnd.Dropped;
             }
             await response.Body.WriteAsync(bytes, aborted);
-            return;
+            return FakeEnd.Completed;
         }
 
         response.ContentType = "text/event-stream";
         response.Headers.CacheControl = "no-cache";
         await response.StartAsync(aborted);
-        var sse = new SseWriter(context, reply);
+        var sse = new SseWriter(context, reply, request.IsOpenAi, sent);
         try
         {
             if (request.IsOpenAi) await StreamOpenAiAsync(sse, plan);
             else await StreamAnthropicAsync(sse, plan);
+            return FakeEnd.Completed;
         }
-        catch (OperationCanceledException) { }
-        catch (ConnectionDropped) { }
+        catch (ConnectionDropped)
+        {
+            return FakeEnd.Dropped;
+        }
+        catch (StreamErrored)
+        {
+            return FakeEnd.InBandError;
+        }
+    }
+
+    private sealed class SentCounter
+    {
+        public int ContentChunks;
     }
 
     // ---------------------------------------------------------------- request parsing
 
-    private static async Task<FakeRequest> ReadRequestAsync(HttpContext context)
+    private static async Task<FakeRequest> ReadRequestAsync(HttpContext context, int sequence)
     {
         using var reader = new StreamReader(context.Request.Body, Encoding.UTF8);
         var raw = await reader.ReadToEndAsync(context.RequestAborted);
@@ -219,7 +275,7 @@ public sealed class FakeUpstream : IAsyncDisposable
             }
         }
 
-        return new FakeRequest(context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "",
+        return new FakeRequest(sequence, context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "",
             headers, raw, json, model, stream, includeUsage, maxTokens, lastUser, words);
     }
 
@@ -478,13 +534,15 @@ public sealed class FakeUpstream : IAsyncDisposable
             ["type"] = "message_delta",
             ["delta"] = new JsonObject { ["stop_reason"] = plan.AnthropicStopReason, ["stop_sequence"] = null },
             // Cumulative counts, as the current API sends them (input side repeated, final output count).
-            ["usage"] = new JsonObject
-            {
-                ["input_tokens"] = usage.Input,
-                ["cache_creation_input_tokens"] = usage.CacheWrite,
-                ["cache_read_input_tokens"] = usage.CacheRead,
-                ["output_tokens"] = usage.Output,
-            },
+            ["usage"] = sse.Reply.LegacyAnthropicDeltaUsage
+                ? new JsonObject { ["output_tokens"] = usage.Output }
+                : new JsonObject
+                {
+                    ["input_tokens"] = usage.Input,
+                    ["cache_creation_input_tokens"] = usage.CacheWrite,
+                    ["cache_read_input_tokens"] = usage.CacheRead,
+                    ["output_tokens"] = usage.Output,
+                },
         }, content: false);
         await sse.WriteAsync("message_stop", new JsonObject { ["type"] = "message_stop" }, content: false);
     }
@@ -493,10 +551,14 @@ public sealed class FakeUpstream : IAsyncDisposable
 
     private sealed class ConnectionDropped : Exception;
 
-    /// <summary>Writes and flushes one SSE event at a time; applies the reply's chunk delay and connection drop.</summary>
-    private sealed class SseWriter(HttpContext context, FakeReply reply)
+    private sealed class StreamErrored : Exception;
+
+    /// <summary>Writes and flushes one SSE event at a time; applies the reply's chunk delay, in-band error and connection drop.</summary>
+    private sealed class SseWriter(HttpContext context, FakeReply reply, bool openAi, SentCounter sent)
     {
         private int _contentChunks;
+
+        public FakeReply Reply => reply;
 
         public Task WriteAsync(string? eventName, JsonObject data, bool content) => WriteRawAsync(eventName, data.ToJsonString(), content);
 
@@ -511,6 +573,15 @@ public sealed class FakeUpstream : IAsyncDisposable
                     context.Abort();
                     throw new ConnectionDropped();
                 }
+                if (reply.ErrorAfterChunks is { } failAt && _contentChunks >= failAt)
+                {
+                    var error = reply.MidStreamErrorJson ?? (openAi
+                        ? """{"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}"""
+                        : """{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}""");
+                    await context.Response.WriteAsync(openAi ? $"data: {error}\n\n" : $"event: error\ndata: {error}\n\n", aborted);
+                    await context.Response.Body.FlushAsync(aborted);
+                    throw new StreamErrored();
+                }
                 if (_contentChunks > 0 && reply.DelayBetweenChunks > TimeSpan.Zero)
                     await Task.Delay(reply.DelayBetweenChunks, aborted);
                 _contentChunks++;
@@ -518,6 +589,7 @@ public sealed class FakeUpstream : IAsyncDisposable
             var frame = eventName is null ? $"data: {data}\n\n" : $"event: {eventName}\ndata: {data}\n\n";
             await context.Response.WriteAsync(frame, aborted);
             await context.Response.Body.FlushAsync(aborted);
+            if (content) sent.ContentChunks = _contentChunks;
         }
     }
 

@@ -159,6 +159,7 @@ public sealed class FakeUpstreamTests
         Assert.Equal("echo: a", truncated.Content[0].Text);
         Assert.Equal(2, truncated.Usage.OutputTokenCount);
         Assert.Equal(2, fake.Requests[0].MaxTokens);
+        Assert.Equal(2, fake.Requests[0].Json.GetProperty("max_completion_tokens").GetInt32());   // the SDK's field name
 
         fake.Script = _ => new FakeReply { OutputTokens = 50 };
         ChatCompletion overrun = await chat.CompleteChatAsync([new UserChatMessage("a b c d e")], capped);
@@ -216,6 +217,7 @@ public sealed class FakeUpstreamTests
         Assert.NotNull(error);   // the body ended abnormally (HttpIOException / IOException), not with [DONE]
         Assert.Equal(1 + 3, received.Count);   // the role chunk, then exactly 3 content chunks
         Assert.DoesNotContain("[DONE]", received);
+        Assert.Equal(new FakeOutcome(FakeEnd.Dropped, 3), await fake.OutcomeAsync(fake.Requests[0]));
     }
 
     [Fact]
@@ -398,6 +400,96 @@ public sealed class FakeUpstreamTests
         fake.Script = _ => FakeReply.AnthropicError(429, "rate_limit_error", "slow down");
         await Assert.ThrowsAsync<AnthropicRateLimitException>(() => client.Messages.Create(parameters));
         Assert.Equal(2, fake.Requests.Count);   // no retries
+    }
+
+    [Fact]
+    public async Task Mid_stream_errors_arrive_in_band_after_the_scripted_chunks()
+    {
+        await using var fake = await FakeUpstream.StartAsync(_ => new FakeReply { Chunks = 5, ErrorAfterChunks = 2 });
+        using var http = new HttpClient { BaseAddress = fake.BaseUrl };
+
+        var openAi = await RawSseAsync(http, FakeUpstream.OpenAiPath,
+            """{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"a b"}]}""");
+        Assert.Equal(1 + 2 + 1, openAi.Count);   // role, 2 content chunks, the error; no finish, usage or [DONE]
+        Assert.Equal("server_error", JsonDocument.Parse(openAi[^1]).RootElement.GetProperty("error").GetProperty("type").GetString());
+
+        var chat = Sdks.OpenAi(fake.OpenAiBaseUrl, "sk").GetChatClient(Model);
+        // OpenAI .NET 2.15 IGNORES an in-band error frame: the caller just sees a stream that stops early, with no
+        // finish reason and no usage (checked here so a gateway test knows what an SDK client can observe).
+        var sdkText = new StringBuilder();
+        ChatFinishReason? sdkFinish = null;
+        ChatTokenUsage? sdkUsage = null;
+        await foreach (var update in chat.CompleteChatStreamingAsync([new UserChatMessage("a b")]))
+        {
+            foreach (var part in update.ContentUpdate) sdkText.Append(part.Text);
+            sdkFinish ??= update.FinishReason;
+            sdkUsage ??= update.Usage;
+        }
+        Assert.Equal("echo: a ", sdkText.ToString());
+        Assert.Null(sdkFinish);
+        Assert.Null(sdkUsage);
+
+        var client = Sdks.Anthropic(fake.BaseUrl, "k");
+        var text = new StringBuilder();
+        var anthropicError = await Record.ExceptionAsync(async () =>
+        {
+            await foreach (var e in client.Messages.CreateStreaming(new MessageCreateParams
+            {
+                Model = Claude, MaxTokens = 100, Messages = [new UserMessageParam("a b")],
+            }))
+                if (e.TryPickContentBlockDelta(out var d) && d.Delta.TryPickText(out var t)) text.Append(t.Text);
+        });
+        Assert.NotNull(anthropicError);
+        Assert.IsAssignableFrom<AnthropicException>(anthropicError);
+        Assert.Contains("Overloaded", anthropicError.Message);
+        Assert.Equal("echo: a ", text.ToString());
+    }
+
+    [Fact]
+    public async Task Legacy_anthropic_message_delta_carries_only_output_tokens()
+    {
+        await using var fake = await FakeUpstream.StartAsync(_ => new FakeReply { LegacyAnthropicDeltaUsage = true });
+        var client = Sdks.Anthropic(fake.BaseUrl, "k");
+
+        MessageDeltaUsage? usage = null;
+        await foreach (var e in client.Messages.CreateStreaming(new MessageCreateParams
+        {
+            Model = Claude, MaxTokens = 100, Messages = [new UserMessageParam("one two")],
+        }))
+            if (e.TryPickDelta(out var d)) usage = d.Usage;
+
+        Assert.NotNull(usage);
+        Assert.Equal(3, usage.OutputTokens);
+        Assert.Null(usage.InputTokens);
+        Assert.Null(usage.CacheReadInputTokens);
+    }
+
+    [Fact]
+    public async Task Outcomes_tell_a_completed_stream_from_one_the_client_left()
+    {
+        await using var fake = await FakeUpstream.StartAsync(_ => new FakeReply { Chunks = 200, DelayBetweenChunks = TimeSpan.FromMilliseconds(20) });
+        var chat = Sdks.OpenAi(fake.OpenAiBaseUrl, "sk").GetChatClient(Model);
+
+        var seen = 0;
+        await foreach (var update in chat.CompleteChatStreamingAsync([new UserChatMessage("go")]))
+            if (update.ContentUpdate.Count > 0 && ++seen == 3) break;   // leaving the loop disposes the response
+
+        var left = await fake.OutcomeAsync(fake.Requests[0]).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(FakeEnd.ClientDisconnected, left.End);
+        Assert.InRange(left.ContentChunksSent, 3, 199);
+
+        fake.Script = _ => new FakeReply { Chunks = 4 };
+        await foreach (var _ in chat.CompleteChatStreamingAsync([new UserChatMessage("go")])) { }
+        Assert.Equal(new FakeOutcome(FakeEnd.Completed, 4), await fake.OutcomeAsync(fake.Requests[1]).WaitAsync(TimeSpan.FromSeconds(10)));
+
+        fake.Script = _ => new FakeReply { Chunks = 4, ErrorAfterChunks = 1 };
+        await foreach (var _ in chat.CompleteChatStreamingAsync([new UserChatMessage("go")])) { }
+        Assert.Equal(new FakeOutcome(FakeEnd.InBandError, 1), await fake.OutcomeAsync(fake.Requests[2]).WaitAsync(TimeSpan.FromSeconds(10)));
+
+        fake.Script = _ => FakeReply.OpenAiError(429, "rate_limit_exceeded", "slow");
+        await Assert.ThrowsAsync<ClientResultException>(() => chat.CompleteChatAsync([new UserChatMessage("go")]));
+        Assert.Equal(FakeEnd.ErrorStatus, (await fake.OutcomeAsync(fake.Requests[3])).End);
+        Assert.Equal(4, (await fake.WaitForRequestsAsync(4)).Count);
     }
 
     // ------------------------------------------------------------------ helpers

@@ -26,7 +26,9 @@ namespace Tollgate.Tests.Gateway.Fakes;
 /// (there is no public option to turn it off) — a test of "client did not ask for usage" must send raw HTTP.</item>
 /// <item>Max tokens: <c>ChatCompletionOptions.MaxOutputTokenCount</c> is sent as <c>max_completion_tokens</c>.</item>
 /// <item>Errors: a non-2xx status throws <c>System.ClientModel.ClientResultException</c> (<c>.Status</c>,
-/// <c>.GetRawResponse()</c>); the message includes the error body's message.</item>
+/// <c>.GetRawResponse()</c>); the message includes the error body's message. An in-band stream error
+/// (<c>data: {"error":{...}}</c> after the 200) is SILENTLY IGNORED: the enumeration just ends, with no finish reason
+/// and no usage — an SDK caller can only notice the missing finish reason.</item>
 /// </list>
 ///
 /// <para><b>Anthropic C# SDK, NuGet <c>Anthropic</c> 13.12.0</b> (the official SDK since 10.x; Stainless generated):</para>
@@ -46,7 +48,8 @@ namespace Tollgate.Tests.Gateway.Fakes;
 /// (<c>d.Delta.TryPickText(out var t)</c> → <c>t.Text</c>; <c>TryPickInputJson(out var j)</c> → <c>j.PartialJson</c>),
 /// <c>TryPickDelta(out var md)</c> (<c>md.Usage.OutputTokens</c>, cumulative), <c>TryPickStop</c>. <c>ping</c> events are skipped by the SDK.</item>
 /// <item>Errors: <c>Anthropic.Exceptions.Anthropic5xxException</c> for 5xx, <c>AnthropicRateLimitException</c> for 429,
-/// <c>AnthropicBadRequestException</c> for 400 — all derive from <c>AnthropicApiException</c>.</item>
+/// <c>AnthropicBadRequestException</c> for 400 — all derive from <c>AnthropicApiException</c>. An in-band
+/// <c>event: error</c> mid-stream makes the enumeration throw an <c>AnthropicException</c> (the message contains the error's message).</item>
 /// </list>
 /// </summary>
 public static class Sdks
