@@ -90,6 +90,7 @@ public static class TollgateApp
         app.MapMetering();
         app.MapUsage();
         app.MapPricing();
+        app.MapAdminPricing();
         return app;
     }
 
@@ -99,6 +100,8 @@ public static class TollgateApp
         // Load the price catalog now, so a bad catalog file or pricing configuration stops start-up with its message.
         app.Services.GetRequiredService<PricingCatalog>();
         await app.Services.GetRequiredService<Migrator>().MigrateAsync(ct);
+        // Admin-API price overrides (database) are in force before the first request.
+        await app.Services.GetRequiredService<PriceOverrideService>().ReloadAsync(force: true, ct);
         return await app.Services.GetRequiredService<AdminKeys>().InitialiseAsync(ct);
     }
 }
