@@ -70,6 +70,7 @@ public static class TollgateApp
                 "Tollgate:Metering:UnknownModelPolicy must be 'reject' or 'allow_and_review'.")
             .ValidateOnStart();
         services.AddSingleton<UsageEventService>();
+        services.AddSingleton<RerateService>();
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -89,6 +90,7 @@ public static class TollgateApp
         app.MapAccountApi();
         app.MapMetering();
         app.MapUsage();
+        app.MapAdminUsage();
         app.MapPricing();
         app.MapAdminPricing();
         return app;

@@ -46,9 +46,28 @@ public sealed record UsageRecord(
 /// <summary>Position in a newest-first usage listing: strictly older than (occurred_at, id).</summary>
 public sealed record UsageCursor(DateTimeOffset OccurredAt, string Id);
 
+/// <summary>Position in the needs-review queue (oldest first): strictly after (occurred_at, account_id, id).</summary>
+public sealed record ReviewCursor(DateTimeOffset OccurredAt, string AccountId, string Id);
+
+/// <summary>A record waiting for review, with what re-rating needs: its key's type and its account's ledger account.</summary>
+public sealed record ReviewItem(UsageRecord Record, string? KeyType, long LedgerAccountId);
+
 /// <summary>Usage records of accounts.</summary>
 internal interface IUsageStore
 {
+    /// <summary>
+    /// <c>needs_review</c> records across accounts, oldest <c>occurred_at</c> first (ties by account, then id), after
+    /// <paramref name="after"/> when given; only those with exactly this stored <paramref name="model"/> name and of
+    /// <paramref name="accountId"/> when given.
+    /// </summary>
+    Task<IReadOnlyList<ReviewItem>> ListNeedsReviewAsync(string? model, string? accountId, ReviewCursor? after, int limit, CancellationToken ct);
+
+    /// <summary>
+    /// Writes the rating of a record that is still <c>needs_review</c>: model, provider, costs, billing status and
+    /// transfer id. False (nothing changed) if it is no longer waiting (rated meanwhile) or does not exist.
+    /// </summary>
+    Task<bool> MarkRatedAsync(UsageRecord rated, CancellationToken ct);
+
     /// <summary>Stores the record; false (and nothing changed) if the account already has a record with this id.</summary>
     Task<bool> InsertAsync(UsageRecord record, CancellationToken ct);
 
@@ -204,6 +223,58 @@ internal sealed class UsageStore(Database db) : IUsageStore
             accountId, limit, beforeAt = before is null ? 0 : ToMicros(before.OccurredAt), beforeId = before?.Id ?? "",
         }, cancellationToken: ct));
         return rows.Select(r => r.ToRecord()).ToList();
+    }
+
+    private sealed record ReviewRow(
+        string id, string account_id, string? key_id, string model, string? provider, long input_tokens, long output_tokens,
+        long cache_read_tokens, long cache_write_tokens, long reasoning_tokens, long? provider_cost_micros, string? provider_cost_usd,
+        long? user_price_micros, string billing_status, string? request_id, string? metadata, string? transfer_id,
+        long created_at, long occurred_at, string? key_type, long ledger_account_id)
+    {
+        public ReviewItem ToItem() => new(new Row(id, account_id, key_id, model, provider, input_tokens, output_tokens, cache_read_tokens,
+            cache_write_tokens, reasoning_tokens, provider_cost_micros, provider_cost_usd, user_price_micros, billing_status, request_id,
+            metadata, transfer_id, created_at, occurred_at).ToRecord(), key_type, ledger_account_id);
+    }
+
+    public async Task<IReadOnlyList<ReviewItem>> ListNeedsReviewAsync(string? model, string? accountId, ReviewCursor? after, int limit, CancellationToken ct)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        var columns = string.Join(", ", Columns.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(c => "r." + c));
+        // Conditions are added only when set: an untyped null parameter is an error on PostgreSQL.
+        var where = new List<string> { "r.billing_status = 'needs_review'" };
+        if (model is not null) where.Add("r.model = @model");
+        if (accountId is not null) where.Add("r.account_id = @accountId");
+        if (after is not null)
+            where.Add("(r.occurred_at > @afterAt OR (r.occurred_at = @afterAt AND (r.account_id > @afterAccount OR (r.account_id = @afterAccount AND r.id > @afterId))))");
+        var sql = $"""
+            SELECT {columns}, k.type AS key_type, a.ledger_account_id
+            FROM usage_records r
+            JOIN accounts a ON a.id = r.account_id
+            LEFT JOIN api_keys k ON k.id = r.key_id
+            WHERE {string.Join(" AND ", where)}
+            ORDER BY r.occurred_at, r.account_id, r.id
+            LIMIT @limit
+            """;
+        await using var c = await db.OpenAsync(ct);
+        var rows = await c.QueryAsync<ReviewRow>(new CommandDefinition(sql, new
+        {
+            model, accountId, limit,
+            afterAt = after is null ? 0 : ToMicros(after.OccurredAt), afterAccount = after?.AccountId ?? "", afterId = after?.Id ?? "",
+        }, cancellationToken: ct));
+        return rows.Select(r => r.ToItem()).ToList();
+    }
+
+    public async Task<bool> MarkRatedAsync(UsageRecord rated, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        // The status condition makes concurrent re-rates of one record settle it once.
+        var updated = await c.ExecuteAsync(new CommandDefinition("""
+            UPDATE usage_records
+            SET model = @model, provider = @provider, provider_cost_micros = @provider_cost_micros, provider_cost_usd = @provider_cost_usd,
+                user_price_micros = @user_price_micros, billing_status = @billing_status, transfer_id = @transfer_id
+            WHERE account_id = @account_id AND id = @id AND billing_status = 'needs_review'
+            """, Row.From(rated), cancellationToken: ct));
+        return updated == 1;
     }
 
     internal static string StatusText(UsageBillingStatus s) => s switch
