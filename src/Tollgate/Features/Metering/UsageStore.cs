@@ -1,4 +1,5 @@
 using Dapper;
+using Microsoft.Data.Sqlite;
 using Npgsql;
 using Tollgate.Infrastructure;
 using Tollgate.Infrastructure.Data;
@@ -130,12 +131,22 @@ internal sealed class UsageStore(Database db) : IUsageStore
         await using var c = await db.OpenAsync(ct);
         if (c is NpgsqlConnection pg && records.DistinctBy(r => (r.AccountId, r.Id)).Count() == records.Count)
             return await InsertManyPostgresAsync(pg, records, ct);
-        // One transaction: one fsync for a whole batch of events instead of one each.
-        await using var tx = await c.BeginTransactionAsync(ct);
-        for (var i = 0; i < records.Count; i++)
-            inserted[i] = await c.ExecuteAsync(new CommandDefinition(InsertSql, Row.From(records[i]), tx, cancellationToken: ct)) == 1;
-        await tx.CommitAsync(ct);
-        return inserted;
+        // SQLite: queue behind the ledger's writer in-process rather than in SQLite's sleeping busy handler.
+        var gate = c is SqliteConnection ? db.SqliteWriteGate : null;
+        if (gate is not null) await gate.WaitAsync(ct);
+        try
+        {
+            // One transaction: one fsync for a whole batch of events instead of one each.
+            await using var tx = await c.BeginTransactionAsync(ct);
+            for (var i = 0; i < records.Count; i++)
+                inserted[i] = await c.ExecuteAsync(new CommandDefinition(InsertSql, Row.From(records[i]), tx, cancellationToken: ct)) == 1;
+            await tx.CommitAsync(ct);
+            return inserted;
+        }
+        finally
+        {
+            gate?.Release();
+        }
     }
 
     // One statement for the whole batch: a row per event, one round trip and one plan instead of one of each per event
