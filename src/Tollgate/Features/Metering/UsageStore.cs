@@ -1,5 +1,6 @@
 using Dapper;
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
+using System.Threading.Channels;
 using Npgsql;
 using Tollgate.Infrastructure;
 using Tollgate.Infrastructure.Data;
@@ -85,8 +86,19 @@ internal interface IUsageStore
 }
 
 /// <summary>Portable SQL for both engines (like the account and key stores): the only engine-specific part is the schema.</summary>
-internal sealed class UsageStore(Database db) : IUsageStore
+internal sealed class UsageStore : IUsageStore, IAsyncDisposable
 {
+    private readonly Database db;
+
+    public UsageStore(Database db)
+    {
+        this.db = db;
+        if (db.Engine != DatabaseEngine.Sqlite) return;
+        var queue = Channel.CreateUnbounded<PendingInsert>(new UnboundedChannelOptions { SingleReader = true });
+        _sqliteQueue = queue;
+        _sqliteWriter = Task.Run(() => SqliteWriterLoopAsync(queue.Reader));
+    }
+
     private const string Columns = """
         id, account_id, key_id, model, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
         reasoning_tokens, provider_cost_micros, provider_cost_usd, user_price_micros, billing_status, request_id, metadata,
@@ -126,27 +138,101 @@ internal sealed class UsageStore(Database db) : IUsageStore
 
     public async Task<bool[]> InsertManyAsync(IReadOnlyList<UsageRecord> records, CancellationToken ct)
     {
-        var inserted = new bool[records.Count];
-        if (records.Count == 0) return inserted;
+        if (records.Count == 0) return [];
+        if (_sqliteQueue is { } queue)
+        {
+            // Once queued the insert happens whatever the caller does next; ct only stops it from being queued.
+            ct.ThrowIfCancellationRequested();
+            var pending = new PendingInsert(records, new TaskCompletionSource<bool[]>(TaskCreationOptions.RunContinuationsAsynchronously));
+            if (!queue.Writer.TryWrite(pending)) throw new ObjectDisposedException(nameof(UsageStore));
+            return await pending.Done.Task;
+        }
         await using var c = await db.OpenAsync(ct);
         if (c is NpgsqlConnection pg && records.DistinctBy(r => (r.AccountId, r.Id)).Count() == records.Count)
             return await InsertManyPostgresAsync(pg, records, ct);
-        // SQLite: queue behind the ledger's writer in-process rather than in SQLite's sleeping busy handler.
-        var gate = c is SqliteConnection ? db.SqliteWriteGate : null;
-        if (gate is not null) await gate.WaitAsync(ct);
+        return await InsertRowsAsync(c, records, ct);
+    }
+
+    /// <summary>One transaction of per-row inserts: one fsync for the lot instead of one each.</summary>
+    private static async Task<bool[]> InsertRowsAsync(DbConnection c, IReadOnlyList<UsageRecord> records, CancellationToken ct)
+    {
+        var inserted = new bool[records.Count];
+        await using var tx = await c.BeginTransactionAsync(ct);
+        for (var i = 0; i < records.Count; i++)
+            inserted[i] = await c.ExecuteAsync(new CommandDefinition(InsertSql, Row.From(records[i]), tx, cancellationToken: ct)) == 1;
+        await tx.CommitAsync(ct);
+        return inserted;
+    }
+
+    /// <summary>Most records the SQLite writer commits in one transaction.</summary>
+    private const int MaxSqliteGroupRecords = 10_000;
+
+    private sealed record PendingInsert(IReadOnlyList<UsageRecord> Records, TaskCompletionSource<bool[]> Done);
+
+    private readonly Channel<PendingInsert>? _sqliteQueue;
+    private readonly Task? _sqliteWriter;
+
+    /// <summary>
+    /// SQLite's group commit for usage records, like the ledger's for transfers: concurrent requests queue their
+    /// records, one loop writes everything queued in one transaction under the process's write gate
+    /// (<see cref="Database.SqliteWriteGate"/>, shared with the ledger writer), so a busy moment costs one fsync per
+    /// group instead of one per request, and no request waits in SQLite's sleeping busy handler. If a group fails, each
+    /// request's records are retried alone, so one bad request cannot fail its neighbours.
+    /// </summary>
+    private async Task SqliteWriterLoopAsync(ChannelReader<PendingInsert> reader)
+    {
+        var group = new List<PendingInsert>();
+        while (await reader.WaitToReadAsync())
+        {
+            group.Clear();
+            var count = 0;
+            while (count < MaxSqliteGroupRecords && reader.TryRead(out var next))
+            {
+                group.Add(next);
+                count += next.Records.Count;
+            }
+            try
+            {
+                var all = group.Count == 1 ? group[0].Records : group.SelectMany(g => g.Records).ToList();
+                var inserted = await WriteSqliteAsync(all);
+                var at = 0;
+                foreach (var g in group)
+                {
+                    g.Done.TrySetResult(inserted.AsSpan(at, g.Records.Count).ToArray());
+                    at += g.Records.Count;
+                }
+            }
+            catch (Exception groupError)
+            {
+                if (group.Count == 1) { group[0].Done.TrySetException(groupError); continue; }
+                foreach (var g in group)
+                {
+                    try { g.Done.TrySetResult(await WriteSqliteAsync(g.Records)); }
+                    catch (Exception e) { g.Done.TrySetException(e); }
+                }
+            }
+        }
+    }
+
+    private async Task<bool[]> WriteSqliteAsync(IReadOnlyList<UsageRecord> records)
+    {
+        await using var c = await db.OpenAsync(CancellationToken.None);
+        await db.SqliteWriteGate.WaitAsync();
         try
         {
-            // One transaction: one fsync for a whole batch of events instead of one each.
-            await using var tx = await c.BeginTransactionAsync(ct);
-            for (var i = 0; i < records.Count; i++)
-                inserted[i] = await c.ExecuteAsync(new CommandDefinition(InsertSql, Row.From(records[i]), tx, cancellationToken: ct)) == 1;
-            await tx.CommitAsync(ct);
-            return inserted;
+            return await InsertRowsAsync(c, records, CancellationToken.None);
         }
         finally
         {
-            gate?.Release();
+            db.SqliteWriteGate.Release();
         }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_sqliteQueue is null) return;
+        _sqliteQueue.Writer.TryComplete();
+        if (_sqliteWriter is { } writer) await writer;
     }
 
     // One statement for the whole batch: a row per event, one round trip and one plan instead of one of each per event
