@@ -72,6 +72,7 @@ public static class TollgateApp
             .ValidateOnStart();
         services.AddSingleton<UsageEventService>();
         services.AddGateway();
+        services.AddSingleton<RerateService>();
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -91,8 +92,10 @@ public static class TollgateApp
         app.MapAccountApi();
         app.MapMetering();
         app.MapUsage();
+        app.MapAdminUsage();
         app.MapPricing();
         app.MapGateway();
+        app.MapAdminPricing();
         return app;
     }
 
@@ -102,6 +105,8 @@ public static class TollgateApp
         // Load the price catalog now, so a bad catalog file or pricing configuration stops start-up with its message.
         app.Services.GetRequiredService<PricingCatalog>();
         await app.Services.GetRequiredService<Migrator>().MigrateAsync(ct);
+        // Admin-API price overrides (database) are in force before the first request.
+        await app.Services.GetRequiredService<PriceOverrideService>().ReloadAsync(force: true, ct);
         return await app.Services.GetRequiredService<AdminKeys>().InitialiseAsync(ct);
     }
 }

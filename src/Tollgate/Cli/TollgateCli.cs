@@ -112,12 +112,18 @@ public static class TollgateCli
     {
         var account = new Option<string>("--account") { Description = "Account id (acct_…).", Required = true };
         var name = new Option<string?>("--name") { Description = "A label for the key." };
-        var create = new Command("create", "Create an API key; the key is printed once.") { account, name };
+        var type = new Option<string>("--type")
+        {
+            Description = "standard (usage is charged) or internal (usage is priced and recorded, never charged).",
+            DefaultValueFactory = _ => "standard",
+        };
+        type.AcceptOnlyFromAmong("standard", "internal");
+        var create = new Command("create", "Create an API key; the key is printed once.") { account, name, type };
         create.SetAction((p, ct) => WithAppAsync(p.GetValue(database), async (app, _) =>
         {
-            var created = await app.Services.GetRequiredService<AccountService>().CreateKeyAsync(p.GetRequiredValue(account), p.GetValue(name), ct);
+            var created = await app.Services.GetRequiredService<AccountService>().CreateKeyAsync(p.GetRequiredValue(account), p.GetValue(name), p.GetRequiredValue(type), ct);
             if (created is null) { Console.Error.WriteLine($"No account '{p.GetValue(account)}'."); return 1; }
-            Print(new { id = created.Record.Id, key = created.Key, prefix = created.Record.Prefix, account_id = created.Record.AccountId });
+            Print(new { id = created.Record.Id, key = created.Key, prefix = created.Record.Prefix, account_id = created.Record.AccountId, type = created.Record.Type });
             return 0;
         }, ct));
         return new Command("keys", "Manage API keys.") { create };

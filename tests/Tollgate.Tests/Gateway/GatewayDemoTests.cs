@@ -248,6 +248,28 @@ public sealed class GatewayDemoTests(MeteringFixture fixture) : IClassFixture<Me
         Assert.Equal(("error", "invalid_request_error"), (error.Str("type"), error.GetProperty("error").Str("type")));
     }
 
+    [Theory, MemberData(nameof(Engines))]
+    public async Task An_internal_key_is_priced_and_recorded_but_never_debited(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var accountId = await app.CreateAccountAsync("internal");
+        var key = await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{accountId}/keys", AdminApi.JsonBody("""{"type":"internal"}""")), HttpStatusCode.Created);
+        using var client = new HttpClient { BaseAddress = app.BaseAddress };
+        client.DefaultRequestHeaders.Authorization = new("Bearer", key.Str("key"));
+
+        // No credits at all, yet the call goes through: nothing is held or charged.
+        var response = await client.PostAsync("/v1/chat/completions", Chat("testing internally"));
+        var body = await MeteringApi.BodyAsync(response, HttpStatusCode.OK);
+        Assert.Equal("0", response.Headers.GetValues("x-tollgate-charge-micros").Single());
+        var record = await app.Get<IUsageStore>().GetAsync(accountId, response.Headers.GetValues("x-tollgate-request-id").Single(), CancellationToken.None);
+        Assert.Equal(UsageBillingStatus.Internal, record!.BillingStatus);
+        var usage = body.GetProperty("usage");
+        Assert.Equal(DemoPrice(usage.Long("prompt_tokens"), usage.Long("completion_tokens")), record.UserPriceMicros);
+        Assert.Null(record.TransferId);
+        var account = await MeteringApi.BodyAsync(await app.Admin.GetAsync($"/admin/v1/accounts/{accountId}"), HttpStatusCode.OK);
+        Assert.Equal(0, account.Long("balance_micros"));
+    }
+
     [Fact]
     public async Task ClampMaxTokens_lowers_the_output_bound_to_what_the_balance_affords()
     {

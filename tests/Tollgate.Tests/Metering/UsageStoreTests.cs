@@ -40,6 +40,54 @@ public sealed class UsageStoreTests(MeteringFixture fixture) : IClassFixture<Met
 
     [Theory]
     [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task InsertMany_ConcurrentBatchesWithSharedKeys_EachKeyStoredOnceAndOneBatchWinsIt(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var store = app.Get<IUsageStore>();
+        var account = await app.CreateAccountAsync();
+        // 24 batches of 50: batch b holds keys b*25 … b*25+49, so each key but the first and last 25 is in two batches.
+        // On SQLite concurrent batches are grouped into shared transactions; the answers must not change.
+        var batches = Enumerable.Range(0, 24).Select(b => Enumerable.Range(b * 25, 50).Select(k => Record(account, $"k{k}", T0, input: b)).ToArray()).ToArray();
+
+        var results = await Task.WhenAll(batches.Select(b => Task.Run(() => store.InsertManyAsync(b, CancellationToken.None))));
+
+        var winners = new Dictionary<string, int>();
+        for (var b = 0; b < batches.Length; b++)
+        {
+            Assert.Equal(batches[b].Length, results[b].Length);
+            for (var i = 0; i < batches[b].Length; i++)
+                if (results[b][i]) { Assert.False(winners.ContainsKey(batches[b][i].Id), batches[b][i].Id); winners[batches[b][i].Id] = b; }
+        }
+        Assert.Equal(24 * 25 + 25, winners.Count);
+        foreach (var (id, b) in winners) Assert.Equal(b, (await store.GetAsync(account, id, CancellationToken.None))!.InputTokens);
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task InsertMany_OneBatchViolatesConstraint_OnlyThatBatchFails(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var store = app.Get<IUsageStore>();
+        var account = await app.CreateAccountAsync();
+        var good = Enumerable.Range(0, 8).Select(b => new[] { Record(account, $"g{b}-1", T0), Record(account, $"g{b}-2", T0) }).ToArray();
+        // No such account: the foreign key refuses it, on either engine.
+        var bad = new[] { Record(account, "bad-1", T0), Record("acct_missing", "bad-2", T0) };
+
+        var goodTasks = good.Select(g => Task.Run(() => store.InsertManyAsync(g, CancellationToken.None))).ToArray();
+        var badTask = Task.Run(() => store.InsertManyAsync(bad, CancellationToken.None));
+
+        await Assert.ThrowsAnyAsync<System.Data.Common.DbException>(() => badTask);
+        foreach (var t in goodTasks)
+        {
+            var inserted = await t;
+            Assert.Equal(new[] { true, true }, inserted);
+        }
+        Assert.Null(await store.GetAsync(account, "bad-1", CancellationToken.None));
+        Assert.NotNull(await store.GetAsync(account, "g7-2", CancellationToken.None));
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
     public async Task Insert_SameIdTwice_KeepsFirstAndReturnsFalse(string engine)
     {
         var app = await fixture.AppAsync(engine);

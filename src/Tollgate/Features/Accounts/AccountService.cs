@@ -73,13 +73,17 @@ internal sealed class AccountService(LedgerService ledger, SystemAccounts system
         return new(outcome, t, balanceAfter, current?.AvailableMicros ?? 0);
     }
 
-    /// <summary>Creates a standard API key; the full key exists only in the return value.</summary>
-    public async Task<CreatedKey?> CreateKeyAsync(string accountId, string? name, CancellationToken ct)
+    /// <summary>Creates an API key of <paramref name="type"/> (<see cref="ApiKeyTypes"/>); the full key exists only in the return value.</summary>
+    public Task<CreatedKey?> CreateKeyAsync(string accountId, string? name, CancellationToken ct) => CreateKeyAsync(accountId, name, ApiKeyTypes.Standard, ct);
+
+    /// <inheritdoc cref="CreateKeyAsync(string, string?, CancellationToken)"/>
+    public async Task<CreatedKey?> CreateKeyAsync(string accountId, string? name, string type, CancellationToken ct)
     {
+        if (!ApiKeyTypes.IsValid(type)) throw new ArgumentException($"Unknown API key type '{type}'.", nameof(type));
         var account = await accounts.GetAsync(accountId, ct);
         if (account is null) return null;
         var generated = ApiKeyFormat.Generate(keyEnvironment.Name);
-        var record = await keys.CreateAsync(account.Id, name, generated.Prefix, generated.Hash, "standard", ct);
+        var record = await keys.CreateAsync(account.Id, name, generated.Prefix, generated.Hash, type, ct);
         return new(record, generated.Key);
     }
 }

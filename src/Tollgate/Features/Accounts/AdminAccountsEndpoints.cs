@@ -22,7 +22,8 @@ public sealed record GrantInput(long? AmountMicros, string? IdempotencyKey, stri
 
 public sealed record GrantResponse(TransferResponse Transfer, long BalanceMicros, long AvailableMicros, bool Replayed);
 
-public sealed record NewKeyInput(string? Name);
+/// <param name="Type"><c>standard</c> (default: usage is charged) or <c>internal</c> (usage is priced and recorded, never charged).</param>
+public sealed record NewKeyInput(string? Name, string? Type = null);
 
 public sealed record NewKeyResponse(string Id, string Key, string Prefix, string AccountId, string? Name, string Type, DateTimeOffset CreatedAt);
 
@@ -113,7 +114,10 @@ internal static class AdminAccountsEndpoints
     {
         if (input?.Name?.Length > AccountService.MaxNameLength)
             return Problems.BadRequest("invalid_request", $"'name' is longer than {AccountService.MaxNameLength} characters.", "name");
-        var created = await accounts.CreateKeyAsync(id, input?.Name, ct);
+        var type = input?.Type ?? ApiKeyTypes.Standard;
+        if (!ApiKeyTypes.IsValid(type))
+            return Problems.BadRequest("invalid_request", $"'type' must be '{ApiKeyTypes.Standard}' or '{ApiKeyTypes.Internal}'.", "type");
+        var created = await accounts.CreateKeyAsync(id, input?.Name, type, ct);
         if (created is null) return Problems.NotFound("account", id);
         var r = created.Record;
         return TypedResults.Created($"/admin/v1/accounts/{id}/keys/{r.Id}",

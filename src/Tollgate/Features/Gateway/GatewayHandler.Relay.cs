@@ -343,8 +343,8 @@ internal sealed partial class GatewayHandler
         var record = new UsageRecord(call.RequestId, call.Caller.AccountId, call.Caller.KeyId, target.ModelId, target.Provider.Name,
             usage.InputTokens, usage.OutputTokens, usage.CacheReadTokens, usage.CacheWriteTokens, usage.ReasoningTokens,
             rating?.ProviderCostMicros, rating is { } r ? PricingEndpoints.Dec(r.ProviderCostUsd) : null,
-            rating is null ? null : settlement.ChargedMicros,
-            rating is null ? UsageBillingStatus.NeedsReview : UsageBillingStatus.Billed,
+            rating is null ? null : call.Caller.IsInternal ? rating.Value.UserPriceMicros : settlement.ChargedMicros,
+            rating is null ? UsageBillingStatus.NeedsReview : call.Caller.IsInternal ? UsageBillingStatus.Internal : UsageBillingStatus.Billed,
             call.RequestId, metadata, settlement.TransferId, now, call.StartedAt);
         call.RecordWritten = records.WriteAsync(record);
         return settlement;

@@ -100,7 +100,8 @@ internal sealed partial class GatewayHandler(
         };
         try
         {
-            if (primary.Priced is not null)
+            // Internal keys are priced and recorded but never debited, so they hold nothing either.
+            if (primary.Priced is not null && !caller.IsInternal)
             {
                 var amount = HoldAmount(targets, promptTokens, maxOutput * request.N, now);
                 var timeout = (int)targets.Max(t => t.Provider.Timeout.TotalSeconds) + HoldMarginSeconds;

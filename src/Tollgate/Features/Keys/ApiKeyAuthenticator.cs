@@ -7,8 +7,26 @@ using Tollgate.Infrastructure.Http;
 
 namespace Tollgate.Features.Keys;
 
-/// <summary>The authenticated caller of an <c>/api/v1</c> route: one live API key and the account it belongs to.</summary>
-public sealed record Caller(string KeyId, string AccountId, long LedgerAccountId);
+/// <summary>
+/// The authenticated caller of an <c>/api/v1</c> route: one live API key and the account it belongs to.
+/// <see cref="KeyType"/> is <see cref="ApiKeyTypes.Standard"/> or <see cref="ApiKeyTypes.Internal"/>.
+/// </summary>
+public sealed record Caller(string KeyId, string AccountId, long LedgerAccountId, string KeyType = ApiKeyTypes.Standard)
+{
+    /// <summary>The operator's own traffic: usage is priced and recorded as <c>internal</c>, never debited.</summary>
+    public bool IsInternal => KeyType == ApiKeyTypes.Internal;
+}
+
+/// <summary>The values of <c>api_keys.type</c>.</summary>
+public static class ApiKeyTypes
+{
+    /// <summary>A customer's key: usage is charged to the account's credits.</summary>
+    public const string Standard = "standard";
+    /// <summary>The operator's own key: usage is priced and recorded, never debited.</summary>
+    public const string Internal = "internal";
+
+    public static bool IsValid(string? type) => type is Standard or Internal;
+}
 
 /// <summary>
 /// Resolves <c>Authorization: Bearer tg_…</c> to a <see cref="Caller"/>: SHA-256 of the key, then the live key with that
@@ -44,7 +62,7 @@ internal sealed class ApiKeyAuthenticator(IApiKeyStore keys, IAccountStore accou
         Caller? caller = null;
         if (await keys.FindByHashAsync(hash, ct) is { } key && await accounts.GetAsync(key.AccountId, ct) is { } account)
         {
-            caller = new Caller(key.Id, account.Id, account.LedgerAccountId);
+            caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type);
             await TouchAsync(key, now, ct);
         }
         if (_cache.Count >= MaxCacheEntries) _cache.Clear();

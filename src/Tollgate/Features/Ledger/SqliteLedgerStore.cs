@@ -11,7 +11,6 @@ namespace Tollgate.Features.Ledger;
 /// </summary>
 internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedgerStore, IAsyncDisposable
 {
-    private readonly SemaphoreSlim _writerLock = new(1, 1);
     private Writer? _writer;
 
     public async Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount a, CancellationToken ct)
@@ -119,7 +118,8 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
 
     public async Task ApplyAsync(IReadOnlyList<LedgerCommand> batch, long nowMicros, CancellationToken ct)
     {
-        await _writerLock.WaitAsync(ct);
+        // The process-wide write gate (not a lock of our own): usage-record inserts take it too, see Database.
+        await db.SqliteWriteGate.WaitAsync(ct);
         try
         {
             _writer ??= await Writer.OpenAsync(db, ct);
@@ -137,7 +137,7 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
         }
         finally
         {
-            _writerLock.Release();
+            db.SqliteWriteGate.Release();
         }
     }
 

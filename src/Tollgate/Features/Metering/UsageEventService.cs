@@ -62,7 +62,8 @@ public sealed record UsageEventResult(
 /// <item>Already recorded (same account and id)? Same content → <c>duplicate</c> with the stored charge; other content →
 /// <c>idempotency_conflict</c>. Nothing is charged.</item>
 /// <item>Rate at the event's timestamp (default now). Unknown model: rejected, or under <c>allow_and_review</c> a
-/// <c>needs_review</c> record with null costs and no charge.</item>
+/// <c>needs_review</c> record with null costs and no charge (<see cref="RerateService"/> prices it later). Internal
+/// keys: an <c>internal</c> record with both costs, no charge (step 3 is skipped).</item>
 /// <item>Debit the user price from the caller's account to <c>system:revenue</c> as posted ledger transfer
 /// <c>usage:{account}:{event id}</c>, code <c>usage</c>, reference = request id, metadata = a hash of the event's
 /// content. All events of a batch are submitted at once, so the ledger commits them in one group.
@@ -218,7 +219,8 @@ internal sealed partial class UsageEventService(
 
         var model = resolution.Model!;
         var rating = Rater.Rate(model, e.Tokens, at);
-        var transferId = rating.UserPriceMicros > 0 ? TransferId(caller, e.Id) : null;
+        // An internal key's usage is priced and recorded like any other, but never debited.
+        var transferId = rating.UserPriceMicros > 0 && !caller.IsInternal ? TransferId(caller, e.Id) : null;
         record = record with
         {
             Model = model.Key,
@@ -226,7 +228,7 @@ internal sealed partial class UsageEventService(
             ProviderCostMicros = rating.ProviderCostMicros,
             ProviderCostUsd = PricingEndpoints.Dec(rating.ProviderCostUsd),
             UserPriceMicros = rating.UserPriceMicros,
-            BillingStatus = UsageBillingStatus.Billed,
+            BillingStatus = caller.IsInternal ? UsageBillingStatus.Internal : UsageBillingStatus.Billed,
             TransferId = transferId,
         };
         var transfer = transferId is null ? null : new TransferRequest
@@ -247,7 +249,9 @@ internal sealed partial class UsageEventService(
     private static UsageEventResult Replay(Work w, UsageRecord stored)
     {
         var r = w.Record;
-        var same = stored.Model == r.Model && stored.InputTokens == r.InputTokens && stored.OutputTokens == r.OutputTokens
+        // The stored model is the name as sent while the record waits for review, the resolved id once priced
+        // (or re-rated): either matches the same event.
+        var same = (stored.Model == r.Model || stored.Model == w.Event.Model) && stored.InputTokens == r.InputTokens && stored.OutputTokens == r.OutputTokens
                    && stored.CacheReadTokens == r.CacheReadTokens && stored.CacheWriteTokens == r.CacheWriteTokens
                    && stored.ReasoningTokens == r.ReasoningTokens && stored.RequestId == r.RequestId && stored.Metadata == r.Metadata
                    // Without a timestamp the event means "when first received"; with one it must match.

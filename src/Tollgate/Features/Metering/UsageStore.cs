@@ -1,4 +1,6 @@
 using Dapper;
+using System.Data.Common;
+using System.Threading.Channels;
 using Npgsql;
 using Tollgate.Infrastructure;
 using Tollgate.Infrastructure.Data;
@@ -46,9 +48,28 @@ public sealed record UsageRecord(
 /// <summary>Position in a newest-first usage listing: strictly older than (occurred_at, id).</summary>
 public sealed record UsageCursor(DateTimeOffset OccurredAt, string Id);
 
+/// <summary>Position in the needs-review queue (oldest first): strictly after (occurred_at, account_id, id).</summary>
+public sealed record ReviewCursor(DateTimeOffset OccurredAt, string AccountId, string Id);
+
+/// <summary>A record waiting for review, with what re-rating needs: its key's type and its account's ledger account.</summary>
+public sealed record ReviewItem(UsageRecord Record, string? KeyType, long LedgerAccountId);
+
 /// <summary>Usage records of accounts.</summary>
 internal interface IUsageStore
 {
+    /// <summary>
+    /// <c>needs_review</c> records across accounts, oldest <c>occurred_at</c> first (ties by account, then id), after
+    /// <paramref name="after"/> when given; only those with exactly this stored <paramref name="model"/> name and of
+    /// <paramref name="accountId"/> when given.
+    /// </summary>
+    Task<IReadOnlyList<ReviewItem>> ListNeedsReviewAsync(string? model, string? accountId, ReviewCursor? after, int limit, CancellationToken ct);
+
+    /// <summary>
+    /// Writes the rating of a record that is still <c>needs_review</c>: model, provider, costs, billing status and
+    /// transfer id. False (nothing changed) if it is no longer waiting (rated meanwhile) or does not exist.
+    /// </summary>
+    Task<bool> MarkRatedAsync(UsageRecord rated, CancellationToken ct);
+
     /// <summary>Stores the record; false (and nothing changed) if the account already has a record with this id.</summary>
     Task<bool> InsertAsync(UsageRecord record, CancellationToken ct);
 
@@ -65,8 +86,19 @@ internal interface IUsageStore
 }
 
 /// <summary>Portable SQL for both engines (like the account and key stores): the only engine-specific part is the schema.</summary>
-internal sealed class UsageStore(Database db) : IUsageStore
+internal sealed class UsageStore : IUsageStore, IAsyncDisposable
 {
+    private readonly Database db;
+
+    public UsageStore(Database db)
+    {
+        this.db = db;
+        if (db.Engine != DatabaseEngine.Sqlite) return;
+        var queue = Channel.CreateUnbounded<PendingInsert>(new UnboundedChannelOptions { SingleReader = true });
+        _sqliteQueue = queue;
+        _sqliteWriter = Task.Run(() => SqliteWriterLoopAsync(queue.Reader));
+    }
+
     private const string Columns = """
         id, account_id, key_id, model, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
         reasoning_tokens, provider_cost_micros, provider_cost_usd, user_price_micros, billing_status, request_id, metadata,
@@ -106,17 +138,101 @@ internal sealed class UsageStore(Database db) : IUsageStore
 
     public async Task<bool[]> InsertManyAsync(IReadOnlyList<UsageRecord> records, CancellationToken ct)
     {
-        var inserted = new bool[records.Count];
-        if (records.Count == 0) return inserted;
+        if (records.Count == 0) return [];
+        if (_sqliteQueue is { } queue)
+        {
+            // Once queued the insert happens whatever the caller does next; ct only stops it from being queued.
+            ct.ThrowIfCancellationRequested();
+            var pending = new PendingInsert(records, new TaskCompletionSource<bool[]>(TaskCreationOptions.RunContinuationsAsynchronously));
+            if (!queue.Writer.TryWrite(pending)) throw new ObjectDisposedException(nameof(UsageStore));
+            return await pending.Done.Task;
+        }
         await using var c = await db.OpenAsync(ct);
         if (c is NpgsqlConnection pg && records.DistinctBy(r => (r.AccountId, r.Id)).Count() == records.Count)
             return await InsertManyPostgresAsync(pg, records, ct);
-        // One transaction: one fsync for a whole batch of events instead of one each.
+        return await InsertRowsAsync(c, records, ct);
+    }
+
+    /// <summary>One transaction of per-row inserts: one fsync for the lot instead of one each.</summary>
+    private static async Task<bool[]> InsertRowsAsync(DbConnection c, IReadOnlyList<UsageRecord> records, CancellationToken ct)
+    {
+        var inserted = new bool[records.Count];
         await using var tx = await c.BeginTransactionAsync(ct);
         for (var i = 0; i < records.Count; i++)
             inserted[i] = await c.ExecuteAsync(new CommandDefinition(InsertSql, Row.From(records[i]), tx, cancellationToken: ct)) == 1;
         await tx.CommitAsync(ct);
         return inserted;
+    }
+
+    /// <summary>Most records the SQLite writer commits in one transaction.</summary>
+    private const int MaxSqliteGroupRecords = 10_000;
+
+    private sealed record PendingInsert(IReadOnlyList<UsageRecord> Records, TaskCompletionSource<bool[]> Done);
+
+    private readonly Channel<PendingInsert>? _sqliteQueue;
+    private readonly Task? _sqliteWriter;
+
+    /// <summary>
+    /// SQLite's group commit for usage records, like the ledger's for transfers: concurrent requests queue their
+    /// records, one loop writes everything queued in one transaction under the process's write gate
+    /// (<see cref="Database.SqliteWriteGate"/>, shared with the ledger writer), so a busy moment costs one fsync per
+    /// group instead of one per request, and no request waits in SQLite's sleeping busy handler. If a group fails, each
+    /// request's records are retried alone, so one bad request cannot fail its neighbours.
+    /// </summary>
+    private async Task SqliteWriterLoopAsync(ChannelReader<PendingInsert> reader)
+    {
+        var group = new List<PendingInsert>();
+        while (await reader.WaitToReadAsync())
+        {
+            group.Clear();
+            var count = 0;
+            while (count < MaxSqliteGroupRecords && reader.TryRead(out var next))
+            {
+                group.Add(next);
+                count += next.Records.Count;
+            }
+            try
+            {
+                var all = group.Count == 1 ? group[0].Records : group.SelectMany(g => g.Records).ToList();
+                var inserted = await WriteSqliteAsync(all);
+                var at = 0;
+                foreach (var g in group)
+                {
+                    g.Done.TrySetResult(inserted.AsSpan(at, g.Records.Count).ToArray());
+                    at += g.Records.Count;
+                }
+            }
+            catch (Exception groupError)
+            {
+                if (group.Count == 1) { group[0].Done.TrySetException(groupError); continue; }
+                foreach (var g in group)
+                {
+                    try { g.Done.TrySetResult(await WriteSqliteAsync(g.Records)); }
+                    catch (Exception e) { g.Done.TrySetException(e); }
+                }
+            }
+        }
+    }
+
+    private async Task<bool[]> WriteSqliteAsync(IReadOnlyList<UsageRecord> records)
+    {
+        await using var c = await db.OpenAsync(CancellationToken.None);
+        await db.SqliteWriteGate.WaitAsync();
+        try
+        {
+            return await InsertRowsAsync(c, records, CancellationToken.None);
+        }
+        finally
+        {
+            db.SqliteWriteGate.Release();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_sqliteQueue is null) return;
+        _sqliteQueue.Writer.TryComplete();
+        if (_sqliteWriter is { } writer) await writer;
     }
 
     // One statement for the whole batch: a row per event, one round trip and one plan instead of one of each per event
@@ -204,6 +320,58 @@ internal sealed class UsageStore(Database db) : IUsageStore
             accountId, limit, beforeAt = before is null ? 0 : ToMicros(before.OccurredAt), beforeId = before?.Id ?? "",
         }, cancellationToken: ct));
         return rows.Select(r => r.ToRecord()).ToList();
+    }
+
+    private sealed record ReviewRow(
+        string id, string account_id, string? key_id, string model, string? provider, long input_tokens, long output_tokens,
+        long cache_read_tokens, long cache_write_tokens, long reasoning_tokens, long? provider_cost_micros, string? provider_cost_usd,
+        long? user_price_micros, string billing_status, string? request_id, string? metadata, string? transfer_id,
+        long created_at, long occurred_at, string? key_type, long ledger_account_id)
+    {
+        public ReviewItem ToItem() => new(new Row(id, account_id, key_id, model, provider, input_tokens, output_tokens, cache_read_tokens,
+            cache_write_tokens, reasoning_tokens, provider_cost_micros, provider_cost_usd, user_price_micros, billing_status, request_id,
+            metadata, transfer_id, created_at, occurred_at).ToRecord(), key_type, ledger_account_id);
+    }
+
+    public async Task<IReadOnlyList<ReviewItem>> ListNeedsReviewAsync(string? model, string? accountId, ReviewCursor? after, int limit, CancellationToken ct)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        var columns = string.Join(", ", Columns.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(c => "r." + c));
+        // Conditions are added only when set: an untyped null parameter is an error on PostgreSQL.
+        var where = new List<string> { "r.billing_status = 'needs_review'" };
+        if (model is not null) where.Add("r.model = @model");
+        if (accountId is not null) where.Add("r.account_id = @accountId");
+        if (after is not null)
+            where.Add("(r.occurred_at > @afterAt OR (r.occurred_at = @afterAt AND (r.account_id > @afterAccount OR (r.account_id = @afterAccount AND r.id > @afterId))))");
+        var sql = $"""
+            SELECT {columns}, k.type AS key_type, a.ledger_account_id
+            FROM usage_records r
+            JOIN accounts a ON a.id = r.account_id
+            LEFT JOIN api_keys k ON k.id = r.key_id
+            WHERE {string.Join(" AND ", where)}
+            ORDER BY r.occurred_at, r.account_id, r.id
+            LIMIT @limit
+            """;
+        await using var c = await db.OpenAsync(ct);
+        var rows = await c.QueryAsync<ReviewRow>(new CommandDefinition(sql, new
+        {
+            model, accountId, limit,
+            afterAt = after is null ? 0 : ToMicros(after.OccurredAt), afterAccount = after?.AccountId ?? "", afterId = after?.Id ?? "",
+        }, cancellationToken: ct));
+        return rows.Select(r => r.ToItem()).ToList();
+    }
+
+    public async Task<bool> MarkRatedAsync(UsageRecord rated, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        // The status condition makes concurrent re-rates of one record settle it once.
+        var updated = await c.ExecuteAsync(new CommandDefinition("""
+            UPDATE usage_records
+            SET model = @model, provider = @provider, provider_cost_micros = @provider_cost_micros, provider_cost_usd = @provider_cost_usd,
+                user_price_micros = @user_price_micros, billing_status = @billing_status, transfer_id = @transfer_id
+            WHERE account_id = @account_id AND id = @id AND billing_status = 'needs_review'
+            """, Row.From(rated), cancellationToken: ct));
+        return updated == 1;
     }
 
     internal static string StatusText(UsageBillingStatus s) => s switch

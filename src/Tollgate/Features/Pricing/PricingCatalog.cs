@@ -11,15 +11,63 @@ internal sealed record ModelResolution(ResolveOutcome Outcome, PricedModel? Mode
     public static readonly ModelResolution None = new(ResolveOutcome.NotFound, null, []);
 }
 
+/// <summary>Where a model's prices come from, by precedence: admin API (database) over configuration over catalog.</summary>
+public enum PriceSource { Catalog, Config, Admin }
+
 /// <summary>
-/// The priced models in force: the catalog (the imported file when present, else the embedded genai-prices copy)
-/// with the configured additions, overrides and markups applied. Built once at start-up; immutable afterwards.
+/// The priced models in force, as seen by every caller: an immutable <see cref="PricingSnapshot"/> swapped atomically
+/// when admin price overrides change (<see cref="PriceOverrideService"/>). Readers take one volatile read per call,
+/// so a request sees one consistent snapshot per <see cref="Resolve"/>, and the rater never sees a half-built one.
+/// </summary>
+internal sealed class PricingCatalog
+{
+    private volatile PricingSnapshot _current;
+
+    public PricingCatalog(PriceCatalog catalog, PricingOptions options)
+    {
+        Base = catalog;
+        Options = options;
+        // Configuration errors (without any admin override) stop start-up here.
+        _current = new PricingSnapshot(catalog, options);
+    }
+
+    /// <summary>The catalog without configuration or overrides (the imported file, else the embedded copy).</summary>
+    public PriceCatalog Base { get; }
+    public PricingOptions Options { get; }
+
+    /// <summary>The snapshot in force; take it once when several reads must agree.</summary>
+    public PricingSnapshot Current => _current;
+
+    public string Source => _current.Source;
+    public IReadOnlyList<PricedModel> Models => _current.Models;
+    public ModelResolution Resolve(string name) => _current.Resolve(name);
+
+    /// <summary>A snapshot with these admin overrides; throws <see cref="OptionsValidationException"/> listing every error.</summary>
+    public PricingSnapshot Build(IReadOnlyDictionary<string, ModelPricingOptions> adminOverrides) => new(Base, Options, adminOverrides);
+
+    /// <summary>Makes <paramref name="snapshot"/> the one in force (atomic reference swap).</summary>
+    public void Swap(PricingSnapshot snapshot) => _current = snapshot;
+
+    /// <summary>Loads the catalog in force: <see cref="PricingOptions.CatalogFile"/> if it exists, else the embedded one.</summary>
+    public static PriceCatalog LoadBase(PricingOptions options)
+    {
+        if (!File.Exists(options.CatalogFile)) return GenAiPricesParser.LoadEmbedded();
+        using var stream = File.OpenRead(options.CatalogFile);
+        return GenAiPricesParser.Parse(stream, Path.GetFullPath(options.CatalogFile));
+    }
+
+    public static PricingCatalog Create(IOptions<PricingOptions> options) => new(LoadBase(options.Value), options.Value);
+}
+
+/// <summary>
+/// The priced models of one moment: the catalog (the imported file when present, else the embedded genai-prices copy)
+/// with the configured and admin additions, overrides and markups applied. Immutable.
 /// <para>Model names resolve as follows. <c>provider/model</c>: the provider by id, then its model by exact id, then
 /// the first of its models whose match rule accepts <c>model</c>, then the same in its fallback providers (Azure →
 /// OpenAI). A bare name: every provider's first matching model; found when exactly one provider matches, ambiguous
 /// when several do.</para>
 /// </summary>
-internal sealed class PricingCatalog
+internal sealed class PricingSnapshot
 {
     private const int MaxCachedNames = 10_000;
     private readonly Dictionary<string, PricedModel> _byKey = new(StringComparer.Ordinal);
@@ -27,11 +75,18 @@ internal sealed class PricingCatalog
     private readonly List<(CatalogProvider Provider, PricedModel[] Models)> _providerOrder = [];
     private readonly ConcurrentDictionary<string, ModelResolution> _resolved = new(StringComparer.Ordinal);
 
-    public PricingCatalog(PriceCatalog catalog, PricingOptions options)
+    public PricingSnapshot(PriceCatalog catalog, PricingOptions options, IReadOnlyDictionary<string, ModelPricingOptions>? adminOverrides = null)
     {
         Source = catalog.Source;
+        adminOverrides ??= new Dictionary<string, ModelPricingOptions>();
+        AdminOverrides = adminOverrides;
+        // DB over configuration over catalog: an admin override replaces the configured entry of its model as a whole.
+        var models = new Dictionary<string, ModelPricingOptions>(options.Models, StringComparer.Ordinal);
+        foreach (var (key, o) in adminOverrides) models[key] = o;
+        string Label(string key) => adminOverrides.ContainsKey(key) ? $"Price override {key}" : $"{PricingOptions.Section}:Models:{key}";
+        PriceSource Origin(string key) => adminOverrides.ContainsKey(key) ? PriceSource.Admin : options.Models.ContainsKey(key) ? PriceSource.Config : PriceSource.Catalog;
         var providers = catalog.Providers.Select(p => p with { Models = [.. p.Models] }).ToList();
-        ApplyConfiguredModels(providers, options);
+        ApplyConfiguredModels(providers, models, Label);
         var errors = new List<string>();
         foreach (var p in providers)
         {
@@ -39,11 +94,11 @@ internal sealed class PricingCatalog
             for (var i = 0; i < priced.Length; i++)
             {
                 var m = p.Models[i];
-                options.Models.TryGetValue(m.Key, out var cfg);
+                models.TryGetValue(m.Key, out var cfg);
                 var markup = cfg?.Markup ?? (options.Providers.TryGetValue(p.Id, out var po) ? po.Markup : null) ?? options.DefaultMarkup;
                 var list = cfg?.ListPrice?.ToPriceSet();
-                if (list is not null) CheckListPrice(m, list, errors);
-                priced[i] = new PricedModel(m, markup, list);
+                if (list is not null) CheckListPrice(m, list, Label(m.Key), errors);
+                priced[i] = new PricedModel(m, markup, list, Origin(m.Key));
                 _byKey.TryAdd(m.Key, priced[i]);
             }
             _providers[p.Id] = (p, priced);
@@ -58,18 +113,11 @@ internal sealed class PricingCatalog
     /// <summary>Where the catalog came from (embedded or a file path).</summary>
     public string Source { get; }
 
+    /// <summary>The admin-API overrides (database) this snapshot was built with, by model id.</summary>
+    public IReadOnlyDictionary<string, ModelPricingOptions> AdminOverrides { get; }
+
     /// <summary>Every priced model, in catalog order with configured additions last per provider.</summary>
     public IReadOnlyList<PricedModel> Models { get; }
-
-    /// <summary>Loads the catalog in force: <see cref="PricingOptions.CatalogFile"/> if it exists, else the embedded one.</summary>
-    public static PriceCatalog LoadBase(PricingOptions options)
-    {
-        if (!File.Exists(options.CatalogFile)) return GenAiPricesParser.LoadEmbedded();
-        using var stream = File.OpenRead(options.CatalogFile);
-        return GenAiPricesParser.Parse(stream, Path.GetFullPath(options.CatalogFile));
-    }
-
-    public static PricingCatalog Create(IOptions<PricingOptions> options) => new(LoadBase(options.Value), options.Value);
 
     public ModelResolution Resolve(string name)
     {
@@ -115,10 +163,10 @@ internal sealed class PricingCatalog
 
     /// <summary>Configured models: new ones are appended to their provider (created if needed); known ones get the
     /// configured rates, from <see cref="ModelPricingOptions.EffectiveFrom"/> or always.</summary>
-    private static void ApplyConfiguredModels(List<CatalogProvider> providers, PricingOptions options)
+    private static void ApplyConfiguredModels(List<CatalogProvider> providers, Dictionary<string, ModelPricingOptions> models, Func<string, string> label)
     {
         var errors = new List<string>();
-        foreach (var (key, cfg) in options.Models)
+        foreach (var (key, cfg) in models)
         {
             var slash = key.IndexOf('/');
             var providerId = key[..slash];
@@ -136,7 +184,7 @@ internal sealed class PricingCatalog
             {
                 if (rates.InputMtok is null || rates.OutputMtok is null)
                 {
-                    errors.Add($"Tollgate:Pricing:Models:{key}: '{key}' is not in the catalog, so InputMtok and OutputMtok are required.");
+                    errors.Add($"{label(key)}: '{key}' is not in the catalog, so InputMtok and OutputMtok are required.");
                     continue;
                 }
                 PricePeriod[] periods = cfg.EffectiveFrom is { } from
@@ -180,7 +228,7 @@ internal sealed class PricingCatalog
     }
 
     /// <summary>A list price must not undercut the provider in any period or tier (the user price is clamped anyway).</summary>
-    private static void CheckListPrice(CatalogModel m, PriceSet list, List<string> errors)
+    private static void CheckListPrice(CatalogModel m, PriceSet list, string label, List<string> errors)
     {
         foreach (var period in m.Periods)
         {
@@ -191,7 +239,7 @@ internal sealed class PricingCatalog
             Check("CacheWriteMtok", list.CacheWriteMtok ?? list.InputMtok, p.CacheWriteMtok ?? p.InputMtok);
             Check("ReasoningMtok", list.ReasoningMtok ?? list.OutputMtok, p.ReasoningMtok ?? p.OutputMtok);
             if ((list.RequestsKcount ?? 0) < (p.RequestsKcount ?? 0))
-                errors.Add($"Tollgate:Pricing:Models:{m.Key}:ListPrice:RequestsKcount is below the provider's {p.RequestsKcount}.");
+                errors.Add($"{label}:ListPrice:RequestsKcount is below the provider's {p.RequestsKcount}.");
         }
 
         void Check(string name, TieredRate? user, TieredRate? provider)
@@ -200,7 +248,7 @@ internal sealed class PricingCatalog
             var highest = provider.Base;
             foreach (var t in provider.TierPerMtok) if (t > highest) highest = t;
             if (user is null || user.Min < highest)
-                errors.Add($"Tollgate:Pricing:Models:{m.Key}:ListPrice:{name} must be at least the provider's {TieredRate.Fmt(highest)} USD/Mtok.");
+                errors.Add($"{label}:ListPrice:{name} must be at least the provider's {TieredRate.Fmt(highest)} USD/Mtok.");
         }
     }
 }

@@ -26,7 +26,7 @@ public sealed record QuoteResponse(
     string Model, string Provider, string? ModelName, DateTimeOffset Timestamp, string Plan,
     string Pricing, string? Markup, string? PriceEffectiveFrom, string? PriceConstraint, long? TierAboveInputTokens,
     IReadOnlyList<QuoteLine> Lines, string ProviderCostUsd, long ProviderCostMicros, string Rounding,
-    string UserPriceUsd, long UserPriceMicros, string UserPriceCredits);
+    string UserPriceUsd, long UserPriceMicros, string UserPriceCredits, PriceSource PriceSource);
 
 /// <summary>A rate of the pricing list: provider and user price per million tokens (per request for fees).</summary>
 public sealed record ListedRate(
@@ -43,7 +43,7 @@ public sealed record ScheduledPrice(string EffectiveFrom, string ProviderPrices)
 
 public sealed record ListedModel(
     string Id, string Provider, string? Name, long? ContextWindow, bool Deprecated, string? PriceEffectiveFrom, string? PriceConstraint,
-    IReadOnlyList<ListedPlan> Plans, IReadOnlyList<ScheduledPrice> ScheduledChanges);
+    IReadOnlyList<ListedPlan> Plans, IReadOnlyList<ScheduledPrice> ScheduledChanges, PriceSource PriceSource);
 
 public sealed record PricingListResponse(
     DateTimeOffset AsOf, string Currency, long MicrosPerCredit, string CatalogSource, string CatalogLicense,
@@ -67,7 +67,9 @@ internal static class PricingEndpoints
     {
         var now = time.GetUtcNow();
         var models = new List<ListedModel>();
-        foreach (var m in catalog.Models)
+        // One snapshot for the whole list, even if an override changes meanwhile.
+        var snapshot = catalog.Current;
+        foreach (var m in snapshot.Models)
         {
             if (provider is not null && m.Model.ProviderId != provider) continue;
             var period = m.Model.PeriodAt(now, out _);
@@ -94,9 +96,9 @@ internal static class PricingEndpoints
                 (period.Constraint as PriceConstraint.StartDate)?.From.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
                 period.Constraint?.ToString(),
                 [new ListedPlan(DefaultPlan, user is null ? "markup" : "list_price", user is null ? Dec(m.Markup) : null, rates)],
-                scheduled));
+                scheduled, m.Origin));
         }
-        return TypedResults.Ok(new PricingListResponse(now, "USD", credits.MicrosPerCredit, catalog.Source,
+        return TypedResults.Ok(new PricingListResponse(now, "USD", credits.MicrosPerCredit, snapshot.Source,
             "Prices derived from genai-prices (https://github.com/pydantic/genai-prices), © Pydantic Services Inc., MIT licence.", models));
     }
 
@@ -162,7 +164,7 @@ internal static class PricingEndpoints
             (period.Constraint as PriceConstraint.StartDate)?.From.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
             period.Constraint?.ToString(), tierStart, lines,
             Dec(rating.ProviderCostUsd), rating.ProviderCostMicros, "up",
-            Dec(rating.UserPriceUsd), rating.UserPriceMicros, credits.Format(rating.UserPriceMicros)));
+            Dec(rating.UserPriceUsd), rating.UserPriceMicros, credits.Format(rating.UserPriceMicros), model.Origin));
     }
 
     private static string Kind(LineKind k) => k switch
@@ -190,6 +192,9 @@ public static class PricingRegistration
         services.AddOptions<PricingOptions>().BindConfiguration(PricingOptions.Section).ValidateOnStart();
         services.AddSingleton<IValidateOptions<PricingOptions>, PricingOptionsValidator>();
         services.AddSingleton(sp => PricingCatalog.Create(sp.GetRequiredService<IOptions<PricingOptions>>()));
+        services.AddSingleton<IPriceOverrideStore, PriceOverrideStore>();
+        services.AddSingleton<PriceOverrideService>();
+        services.AddHostedService<PriceOverrideReloader>();
         return services;
     }
 }

@@ -16,6 +16,12 @@ public sealed record PricingOptions
     /// </summary>
     public string CatalogFile { get; init; } = "./data/genai-prices.json";
 
+    /// <summary>
+    /// How often (seconds) each process checks the database for price overrides changed through the admin API by
+    /// another process; 1–3600, default 5. The process that makes a change applies it at once.
+    /// </summary>
+    public int OverridesReloadSeconds { get; init; } = 5;
+
     /// <summary>Per-provider settings by provider id, e.g. <c>Providers:openai:Markup</c>.</summary>
     public Dictionary<string, ProviderPricingOptions> Providers { get; init; } = new(StringComparer.Ordinal);
 
@@ -94,26 +100,30 @@ internal sealed class PricingOptionsValidator : IValidateOptions<PricingOptions>
         var errors = new List<string>();
         CheckMarkup(errors, "Tollgate:Pricing:DefaultMarkup", o.DefaultMarkup);
         if (string.IsNullOrWhiteSpace(o.CatalogFile)) errors.Add("Tollgate:Pricing:CatalogFile must not be empty.");
+        if (o.OverridesReloadSeconds is < 1 or > 3600) errors.Add("Tollgate:Pricing:OverridesReloadSeconds must be 1–3600.");
         foreach (var (id, p) in o.Providers)
             if (p.Markup is { } m) CheckMarkup(errors, $"Tollgate:Pricing:Providers:{id}:Markup", m);
-        foreach (var (id, m) in o.Models)
-        {
-            var at = $"Tollgate:Pricing:Models:{id}";
-            var slash = id.IndexOf('/');
-            if (slash <= 0 || slash == id.Length - 1 || id.Any(char.IsWhiteSpace))
-                errors.Add($"{at}: model ids are 'provider/model' without spaces.");
-            if (m.Markup is { } mk) CheckMarkup(errors, at + ":Markup", mk);
-            if (m.Markup is not null && m.ListPrice is not null)
-                errors.Add($"{at}: set either Markup or ListPrice, not both.");
-            foreach (var (rate, value) in m.Rates.All()) CheckRate(errors, $"{at}:{rate}", value);
-            if (m.ListPrice is { } lp)
-            {
-                if (!lp.HasAny) errors.Add($"{at}:ListPrice has no rates.");
-                foreach (var (rate, value) in lp.All()) CheckRate(errors, $"{at}:ListPrice:{rate}", value);
-            }
-            if (m.ContextWindow is < 1) errors.Add($"{at}:ContextWindow must be positive.");
-        }
+        foreach (var (id, m) in o.Models) ValidateModel(errors, $"Tollgate:Pricing:Models:{id}", id, m);
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    /// <summary>The checks of one model entry; the admin API's price overrides go through the same ones.</summary>
+    /// <param name="at">How messages name the entry, e.g. <c>Tollgate:Pricing:Models:openai/gpt-4o</c>.</param>
+    internal static void ValidateModel(List<string> errors, string at, string id, ModelPricingOptions m)
+    {
+        var slash = id.IndexOf('/');
+        if (slash <= 0 || slash == id.Length - 1 || id.Any(char.IsWhiteSpace))
+            errors.Add($"{at}: model ids are 'provider/model' without spaces.");
+        if (m.Markup is { } mk) CheckMarkup(errors, at + ":Markup", mk);
+        if (m.Markup is not null && m.ListPrice is not null)
+            errors.Add($"{at}: set either Markup or ListPrice, not both.");
+        foreach (var (rate, value) in m.Rates.All()) CheckRate(errors, $"{at}:{rate}", value);
+        if (m.ListPrice is { } lp)
+        {
+            if (!lp.HasAny) errors.Add($"{at}:ListPrice has no rates.");
+            foreach (var (rate, value) in lp.All()) CheckRate(errors, $"{at}:ListPrice:{rate}", value);
+        }
+        if (m.ContextWindow is < 1) errors.Add($"{at}:ContextWindow must be positive.");
     }
 
     private static void CheckMarkup(List<string> errors, string key, decimal markup)

@@ -63,8 +63,10 @@ public readonly record struct Rating(
 }
 
 /// <summary>A catalog model compiled for rating: its prices plus the user pricing (markup or fixed list price).</summary>
-internal sealed class PricedModel(CatalogModel model, decimal markup, PriceSet? listPrice)
+internal sealed class PricedModel(CatalogModel model, decimal markup, PriceSet? listPrice, PriceSource origin = PriceSource.Catalog)
 {
+    /// <summary>Whose prices these are: the catalog's, or overridden by configuration or the admin API.</summary>
+    public PriceSource Origin { get; } = origin;
     public CatalogModel Model { get; } = model;
     public string Key { get; } = model.Key;
     /// <summary>User price = provider cost × Markup, unless <see cref="ListPrice"/> is set.</summary>

@@ -35,6 +35,15 @@ public sealed class Database : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// SQLite only: taken around this process's write transactions on the hot path (the ledger's group commit and the
+    /// usage-record inserts). SQLite has one write lock per file; two writers of one process that collide otherwise
+    /// meet in SQLite's busy handler, which <b>sleeps</b> (1, 2, 5 … 100 ms) instead of waking when the lock is free,
+    /// so requests queue behind sleeps. Waiting here wakes the next writer the moment the previous one commits.
+    /// Other processes on the same file still meet in the busy handler (busy_timeout), as before.
+    /// </summary>
+    public SemaphoreSlim SqliteWriteGate { get; } = new(1, 1);
+
     public DatabaseTarget Target { get; }
     public DatabaseEngine Engine => Target.Engine;
 
