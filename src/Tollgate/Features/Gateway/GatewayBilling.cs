@@ -45,7 +45,7 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
             Code = HoldCode,
             Reference = requestId,
             Metadata = metadata,
-        }, ct);
+        }, LedgerCommit.RelaxedCommit, ct);
         if (result.Succeeded) return (result.Transfer, 0);
         if (result.Code == TransferResultCode.InsufficientFunds) return (null, await AvailableAsync(caller));
         throw new InvalidOperationException($"The ledger refused a gateway hold: {result.Code}.");
@@ -58,11 +58,13 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
 
     /// <summary>Charges <paramref name="priceMicros"/> against the hold (see the class summary for a price above it).</summary>
     /// <param name="metadata">The usage behind the charge (JSON), kept on the ledger transfer so the ledger alone can explain it.</param>
-    public async Task<Settlement> SettleAsync(Transfer hold, long priceMicros, string metadata)
+    /// <param name="record">Builds the usage record from what was charged and the settling transfer's id; it is written in
+    /// the same database transaction as the charge.</param>
+    public async Task<Settlement> SettleAsync(Transfer hold, long priceMicros, string metadata, Func<long, string?, UsageRecord> record)
     {
         if (priceMicros <= 0)
         {
-            await VoidAsync(hold);
+            await VoidAsync(hold, record(0, null));
             return new Settlement(0, 0, hold.DebitBalanceAfter, null);
         }
         var settleId = hold.Id + ":settle";
@@ -82,28 +84,54 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
                     Code = ExcessCode, Reference = hold.Reference, Metadata = metadata,
                 }]
                 : [capture];
-            var results = group.Length == 1 ? [await ledger.TransferAsync(capture, CancellationToken.None)] : await ledger.TransferAtomicAsync(group, CancellationToken.None);
+            var commit = new LedgerCommit { Records = [record(capture.Amount!.Value + charge, settleId)] };
+            var results = group.Length == 1
+                ? [await ledger.TransferAsync(capture, commit, CancellationToken.None)]
+                : await ledger.TransferAtomicAsync(group, commit, CancellationToken.None);
             if (results.All(r => r.Succeeded))
             {
                 var charged = results.Sum(r => r.Transfer!.Amount);
                 return new Settlement(charged, priceMicros - charged, results[^1].Transfer!.DebitBalanceAfter, settleId);
             }
             if (results.Any(r => r.Code == TransferResultCode.InsufficientFunds) && attempt < MaxExcessAttempts) continue;
+            if (results[0].Code == TransferResultCode.PendingTransferNotFound)
+                return await ChargeWithoutHoldAsync(hold, priceMicros, metadata, record, settleId);
             if (results[0].Code == TransferResultCode.PendingTransferExpired)
                 throw new InvalidOperationException($"The hold {hold.Id} expired before the call finished; raise the provider timeout margin.");
             throw new InvalidOperationException($"The ledger refused the settlement of {hold.Id}: {string.Join(", ", results.Select(r => r.Code))}.");
         }
     }
 
-    /// <summary>Releases the whole hold (nothing was delivered).</summary>
-    public async Task VoidAsync(Transfer hold)
+    /// <summary>
+    /// The hold is gone: it was committed relaxed and the database lost it in a crash. Charge what the call cost as a
+    /// plain transfer, limited to what is available now, so even then nothing overdraws.
+    /// </summary>
+    private async Task<Settlement> ChargeWithoutHoldAsync(Transfer hold, long priceMicros, string metadata, Func<long, string?, UsageRecord> record, string settleId)
+    {
+        for (var attempt = 1; attempt <= MaxExcessAttempts; attempt++)
+        {
+            var charge = Math.Min(priceMicros, Math.Max(0, await AvailableAsync(hold.DebitAccountId)));
+            if (charge == 0) break;
+            var result = await ledger.TransferAsync(new TransferRequest
+            {
+                Id = settleId, DebitAccountId = hold.DebitAccountId, CreditAccountId = hold.CreditAccountId, Amount = charge,
+                Code = SettleCode, Reference = hold.Reference, Metadata = metadata,
+            }, new LedgerCommit { Records = [record(charge, settleId)] }, CancellationToken.None);
+            if (result.Succeeded) return new Settlement(result.Transfer!.Amount, priceMicros - result.Transfer.Amount, result.Transfer.DebitBalanceAfter, settleId);
+            if (result.Code != TransferResultCode.InsufficientFunds) break;
+        }
+        throw new InvalidOperationException($"The hold {hold.Id} was lost and the call could not be charged.");
+    }
+
+    /// <summary>Releases the whole hold (nothing was charged), writing <paramref name="record"/> with it if given.</summary>
+    public async Task VoidAsync(Transfer hold, UsageRecord? record = null)
     {
         var result = await ledger.TransferAsync(new TransferRequest
         {
             Id = hold.Id + ":void", Kind = TransferKind.VoidPending, PendingId = hold.Id, Code = VoidCode, Reference = hold.Reference,
-        }, CancellationToken.None);
-        // An expired hold was released by the sweeper already: same outcome.
-        if (!result.Succeeded && result.Code is not (TransferResultCode.PendingTransferExpired or TransferResultCode.PendingTransferAlreadyVoided))
+        }, new LedgerCommit { Relaxed = record is null, Records = record is null ? null : [record] }, CancellationToken.None);
+        // An expired (or lost) hold is released already: same outcome.
+        if (!result.Succeeded && result.Code is not (TransferResultCode.PendingTransferExpired or TransferResultCode.PendingTransferAlreadyVoided or TransferResultCode.PendingTransferNotFound))
             throw new InvalidOperationException($"The ledger refused to release {hold.Id}: {result.Code}.");
     }
 }

@@ -335,18 +335,27 @@ internal sealed partial class GatewayHandler
         if (estimated && call.Hold is not null) price = Math.Min(price, call.Hold.Amount);
         var latencyMs = (long)Stopwatch.GetElapsedTime(call.StartedTimestamp).TotalMilliseconds;
         var metadata = UsageMetadata(call, usage, estimated, outcome, latencyMs);
-        var settlement = call.Hold is not null ? await billing.SettleAsync(call.Hold, price, metadata) : new Settlement(0, 0, 0, null);
+        var now = time.GetUtcNow();
+        UsageRecord Record(long charged, string? transferId) => new(call.RequestId, call.Caller.AccountId, call.Caller.KeyId, target.ModelId,
+            target.Provider.Name, usage.InputTokens, usage.OutputTokens, usage.CacheReadTokens, usage.CacheWriteTokens, usage.ReasoningTokens,
+            rating?.ProviderCostMicros, rating is { } r ? PricingEndpoints.Dec(r.ProviderCostUsd) : null,
+            rating is null ? null : call.Caller.IsInternal ? rating.Value.UserPriceMicros : charged,
+            rating is null ? UsageBillingStatus.NeedsReview : call.Caller.IsInternal ? UsageBillingStatus.Internal : UsageBillingStatus.Billed,
+            call.RequestId, metadata, transferId, now, call.StartedAt);
+
+        Settlement settlement;
+        if (call.Hold is not null)
+        {
+            // The record commits in the same transaction as the charge (see LedgerCommit.Records).
+            settlement = await billing.SettleAsync(call.Hold, price, metadata, Record);
+        }
+        else
+        {
+            settlement = new Settlement(0, 0, 0, null);
+            call.RecordWritten = records.WriteAsync(Record(0, null));
+        }
         call.Settlement = settlement;
         if (settlement.UnchargedMicros > 0) LogUncharged(logger, call.RequestId, settlement.UnchargedMicros);
-
-        var now = time.GetUtcNow();
-        var record = new UsageRecord(call.RequestId, call.Caller.AccountId, call.Caller.KeyId, target.ModelId, target.Provider.Name,
-            usage.InputTokens, usage.OutputTokens, usage.CacheReadTokens, usage.CacheWriteTokens, usage.ReasoningTokens,
-            rating?.ProviderCostMicros, rating is { } r ? PricingEndpoints.Dec(r.ProviderCostUsd) : null,
-            rating is null ? null : call.Caller.IsInternal ? rating.Value.UserPriceMicros : settlement.ChargedMicros,
-            rating is null ? UsageBillingStatus.NeedsReview : call.Caller.IsInternal ? UsageBillingStatus.Internal : UsageBillingStatus.Billed,
-            call.RequestId, metadata, settlement.TransferId, now, call.StartedAt);
-        call.RecordWritten = records.WriteAsync(record);
         return settlement;
     }
 

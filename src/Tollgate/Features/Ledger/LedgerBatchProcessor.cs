@@ -25,11 +25,31 @@ internal sealed class AccountState
 /// <summary>
 /// One unit of work for the ledger: a single transfer, or several applied all-or-nothing.
 /// </summary>
-internal sealed class LedgerCommand(IReadOnlyList<TransferRequest> transfers, bool atomic)
+internal sealed class LedgerCommand(IReadOnlyList<TransferRequest> transfers, bool atomic, LedgerCommit? commit = null)
 {
     public IReadOnlyList<TransferRequest> Transfers { get; } = transfers;
     public bool Atomic { get; } = atomic;
+    public LedgerCommit Commit { get; } = commit ?? LedgerCommit.Durable;
     public TransferResult[] Results { get; } = new TransferResult[transfers.Count];
+
+    /// <summary>Usage records to write with a batch: those of commands whose transfers all succeeded (replays included, the insert ignores known keys).</summary>
+    public static List<Metering.UsageRecord> RecordsToWrite(IReadOnlyList<LedgerCommand> batch)
+    {
+        var records = new List<Metering.UsageRecord>();
+        var seen = new HashSet<(string, string)>();
+        foreach (var c in batch)
+            if (c.Commit.Records is { Count: > 0 } rs && c.Results.All(r => r.Succeeded))
+                foreach (var r in rs)
+                    if (seen.Add((r.AccountId, r.Id))) records.Add(r);
+        return records;
+    }
+
+    /// <summary>True when no command of the batch needs its commit to be durable before it is acknowledged.</summary>
+    public static bool AllRelaxed(IReadOnlyList<LedgerCommand> batch)
+    {
+        foreach (var c in batch) if (!c.Commit.Relaxed) return false;
+        return true;
+    }
 }
 
 /// <summary>What a store must write after a batch was applied in memory.</summary>

@@ -185,3 +185,23 @@ public readonly record struct TransferResult(TransferResultCode Code, Transfer? 
 {
     public bool Succeeded => Code is TransferResultCode.Ok or TransferResultCode.Replayed;
 }
+
+/// <summary>
+/// How a ledger command commits, beyond its transfers.
+/// <list type="bullet">
+/// <item><see cref="Relaxed"/>: acknowledged once committed and visible to every process, before it is durable on disk
+/// (PostgreSQL <c>synchronous_commit = off</c>, SQLite <c>synchronous = NORMAL</c>): a database crash in the next
+/// moments may forget it. Only for transfers whose loss is harmless — a gateway hold (forgotten, the call's settlement
+/// charges what is available instead; it never overdraws). A batch commits relaxed only if every command in it is.</item>
+/// <item><see cref="Records"/>: usage records written in the same database transaction as the transfers, if they all
+/// succeed — a charge and its record exist together or not at all, for the cost of one commit.</item>
+/// </list>
+/// </summary>
+public sealed record LedgerCommit
+{
+    public static readonly LedgerCommit Durable = new();
+    public static readonly LedgerCommit RelaxedCommit = new() { Relaxed = true };
+
+    public bool Relaxed { get; init; }
+    public IReadOnlyList<Metering.UsageRecord>? Records { get; init; }
+}

@@ -69,18 +69,28 @@ public sealed partial class LedgerService : IAsyncDisposable
     /// <summary>Applies one transfer; completes once it is durable (or failed with a result code).</summary>
     public async Task<TransferResult> TransferAsync(TransferRequest request, CancellationToken ct = default)
     {
-        var results = await SubmitAsync([request], atomic: false, ct);
+        var results = await SubmitAsync([request], atomic: false, null, ct);
+        return results[0];
+    }
+
+    /// <summary>Applies one transfer, committed as <paramref name="commit"/> says (relaxed durability, records written with it).</summary>
+    public async Task<TransferResult> TransferAsync(TransferRequest request, LedgerCommit commit, CancellationToken ct = default)
+    {
+        var results = await SubmitAsync([request], atomic: false, commit, ct);
         return results[0];
     }
 
     /// <summary>Applies transfers all-or-nothing: either every one succeeds or none has any effect.</summary>
     public Task<TransferResult[]> TransferAtomicAsync(IReadOnlyList<TransferRequest> requests, CancellationToken ct = default) =>
-        SubmitAsync(requests, atomic: true, ct);
+        SubmitAsync(requests, atomic: true, null, ct);
 
-    private Task<TransferResult[]> SubmitAsync(IReadOnlyList<TransferRequest> requests, bool atomic, CancellationToken ct)
+    public Task<TransferResult[]> TransferAtomicAsync(IReadOnlyList<TransferRequest> requests, LedgerCommit commit, CancellationToken ct = default) =>
+        SubmitAsync(requests, atomic: true, commit, ct);
+
+    private Task<TransferResult[]> SubmitAsync(IReadOnlyList<TransferRequest> requests, bool atomic, LedgerCommit? commit, CancellationToken ct)
     {
         if (requests.Count == 0) return Task.FromResult(Array.Empty<TransferResult>());
-        var command = new LedgerCommand(requests, atomic);
+        var command = new LedgerCommand(requests, atomic, commit);
         var (invalid, code) = Validate(requests);
         if (invalid >= 0)
         {

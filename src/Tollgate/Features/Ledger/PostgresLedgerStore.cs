@@ -132,6 +132,9 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     /// </summary>
     private const string KeyLookupsOnly = "SET LOCAL enable_seqscan = off";
 
+    /// <summary>See <see cref="LedgerCommit.Relaxed"/>: visible at once, durable a moment later (the WAL writer flushes within its delay).</summary>
+    private const string RelaxedCommit = "SET LOCAL synchronous_commit = off";
+
     private const string LoadTransfersSql = $"SELECT {LedgerSql.TransferColumns} FROM ledger_transfers WHERE id = ANY(@ids)";
 
     private const string InsertTransfersSql = """
@@ -178,6 +181,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             {
                 load.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
                 load.BatchCommands.Add(new NpgsqlBatchCommand(KeyLookupsOnly));
+                if (LedgerCommand.AllRelaxed(batch)) load.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
                 var lockCmd = new NpgsqlBatchCommand(LockAndLoadAccountsSql);
                 lockCmd.Parameters.Add(new NpgsqlParameter<long[]>("accounts", accountIds));
                 lockCmd.Parameters.Add(new NpgsqlParameter<string[]>("pending", pendingIds));
@@ -208,6 +212,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
                 if (writes.Entries.Count > 0) write.BatchCommands.Add(InsertEntries(writes.Entries));
                 if (writes.DirtyAccounts.Count > 0) write.BatchCommands.Add(UpdateAccounts(writes.DirtyAccounts));
                 if (writes.PendingStatusChanges.Count > 0) write.BatchCommands.Add(UpdatePending(writes.PendingStatusChanges));
+                if (LedgerCommand.RecordsToWrite(batch) is { Count: > 0 } records) write.BatchCommands.Add(Metering.UsageStore.PostgresInsertCommand(records));
                 write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
                 await write.ExecuteNonQueryAsync(ct);
             }

@@ -162,7 +162,9 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
     private sealed class Writer : IAsyncDisposable
     {
         private readonly SqliteConnection _c;
-        private readonly SqliteCommand _begin, _commit, _rollback, _loadAccounts, _loadTransfers, _insertTransfer, _insertEntry, _updateAccount, _updatePending;
+        private readonly SqliteCommand _begin, _commit, _rollback, _loadAccounts, _loadTransfers, _insertTransfer, _insertEntry, _updateAccount, _updatePending,
+            _insertUsage, _synchronousFull, _synchronousNormal;
+        private bool _relaxed;
 
         private Writer(SqliteConnection c)
         {
@@ -192,6 +194,9 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
                 WHERE id = @id
                 """, "@dp", "@dpo", "@cp", "@cpo", "@v", "@id");
             _updatePending = Prepare("UPDATE ledger_transfers SET status = @s WHERE id = @id", "@s", "@id");
+            _insertUsage = Metering.UsageStore.PrepareSqliteInsert(c);
+            _synchronousFull = Prepare("PRAGMA synchronous = FULL");
+            _synchronousNormal = Prepare("PRAGMA synchronous = NORMAL");
         }
 
         /// <summary>
@@ -228,6 +233,13 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
             var pendingIds = batch.SelectMany(c => c.Transfers).Where(t => t.PendingId is not null).Select(t => t.PendingId!).Distinct();
             var accountIds = LedgerBatchProcessor.AccountIdsToLoad(batch);
 
+            // WAL with synchronous = NORMAL commits without an fsync (durable at the next checkpoint): see LedgerCommit.Relaxed.
+            var relaxed = LedgerCommand.AllRelaxed(batch);
+            if (relaxed != _relaxed)
+            {
+                (relaxed ? _synchronousNormal : _synchronousFull).ExecuteNonQuery();
+                _relaxed = relaxed;
+            }
             _begin.ExecuteNonQuery();
             var committed = false;
             try
@@ -284,6 +296,7 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
                     pp[0].Value = (int)status; pp[1].Value = id;
                     _updatePending.ExecuteNonQuery();
                 }
+                foreach (var record in LedgerCommand.RecordsToWrite(batch)) Metering.UsageStore.InsertSqlite(_insertUsage, record);
                 _commit.ExecuteNonQuery();
                 committed = true;
             }
@@ -299,7 +312,8 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
 
         public async ValueTask DisposeAsync()
         {
-            foreach (var cmd in new[] { _begin, _commit, _rollback, _loadAccounts, _loadTransfers, _insertTransfer, _insertEntry, _updateAccount, _updatePending })
+            foreach (var cmd in new[] { _begin, _commit, _rollback, _loadAccounts, _loadTransfers, _insertTransfer, _insertEntry, _updateAccount, _updatePending,
+                         _insertUsage, _synchronousFull, _synchronousNormal })
                 await cmd.DisposeAsync();
             await _c.DisposeAsync();
         }

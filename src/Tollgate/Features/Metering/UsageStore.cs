@@ -250,9 +250,29 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
 
     private static async Task<bool[]> InsertManyPostgresAsync(NpgsqlConnection c, IReadOnlyList<UsageRecord> records, CancellationToken ct)
     {
-        var rows = records.Select(Row.From).ToArray();
         await using var cmd = new NpgsqlCommand(InsertManyPostgresSql, c);
-        void Add<T>(string name, Func<Row, T> column) => cmd.Parameters.Add(new NpgsqlParameter<T[]>(name, rows.Select(column).ToArray()));
+        AddArrayParameters(cmd.Parameters, records);
+        var went = new HashSet<(string, string)>();
+        await using (var reader = await cmd.ExecuteReaderAsync(ct))
+            while (await reader.ReadAsync(ct)) went.Add((reader.GetString(0), reader.GetString(1)));
+        return records.Select(r => went.Contains((r.AccountId, r.Id))).ToArray();
+    }
+
+    /// <summary>
+    /// The insert of usage records that commit in the same transaction as their ledger charge (see
+    /// <c>LedgerCommit.Records</c>): one statement for every record of a ledger batch. Keys must be distinct.
+    /// </summary>
+    internal static NpgsqlBatchCommand PostgresInsertCommand(IReadOnlyList<UsageRecord> records)
+    {
+        var cmd = new NpgsqlBatchCommand(InsertManyPostgresSql);
+        AddArrayParameters(cmd.Parameters, records);
+        return cmd;
+    }
+
+    private static void AddArrayParameters(NpgsqlParameterCollection parameters, IReadOnlyList<UsageRecord> records)
+    {
+        var rows = records.Select(Row.From).ToArray();
+        void Add<T>(string name, Func<Row, T> column) => parameters.Add(new NpgsqlParameter<T[]>(name, rows.Select(column).ToArray()));
         Add("id", r => r.id);
         Add("account_id", r => r.account_id);
         Add("key_id", r => r.key_id);
@@ -272,10 +292,35 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
         Add("transfer_id", r => r.transfer_id);
         Add("created_at", r => r.created_at);
         Add("occurred_at", r => r.occurred_at);
-        var went = new HashSet<(string, string)>();
-        await using (var reader = await cmd.ExecuteReaderAsync(ct))
-            while (await reader.ReadAsync(ct)) went.Add((reader.GetString(0), reader.GetString(1)));
-        return records.Select(r => went.Contains((r.AccountId, r.Id))).ToArray();
+    }
+
+    /// <summary>A prepared single-row insert on the SQLite ledger writer's connection, for records committed with their charge.</summary>
+    internal static Microsoft.Data.Sqlite.SqliteCommand PrepareSqliteInsert(Microsoft.Data.Sqlite.SqliteConnection c)
+    {
+        var cmd = c.CreateCommand();
+        cmd.CommandText = InsertSql;
+        foreach (var name in SqliteParameterNames) cmd.Parameters.Add(new Microsoft.Data.Sqlite.SqliteParameter(name, null));
+        cmd.Prepare();
+        return cmd;
+    }
+
+    private static readonly string[] SqliteParameterNames =
+    [
+        "@id", "@account_id", "@key_id", "@model", "@provider", "@input_tokens", "@output_tokens", "@cache_read_tokens",
+        "@cache_write_tokens", "@reasoning_tokens", "@provider_cost_micros", "@provider_cost_usd", "@user_price_micros",
+        "@billing_status", "@request_id", "@metadata", "@transfer_id", "@created_at", "@occurred_at",
+    ];
+
+    internal static void InsertSqlite(Microsoft.Data.Sqlite.SqliteCommand prepared, UsageRecord r)
+    {
+        var p = prepared.Parameters;
+        object N(object? v) => v ?? DBNull.Value;
+        p[0].Value = r.Id; p[1].Value = r.AccountId; p[2].Value = N(r.KeyId); p[3].Value = r.Model; p[4].Value = N(r.Provider);
+        p[5].Value = r.InputTokens; p[6].Value = r.OutputTokens; p[7].Value = r.CacheReadTokens; p[8].Value = r.CacheWriteTokens;
+        p[9].Value = r.ReasoningTokens; p[10].Value = N(r.ProviderCostMicros); p[11].Value = N(r.ProviderCostUsd);
+        p[12].Value = N(r.UserPriceMicros); p[13].Value = StatusText(r.BillingStatus); p[14].Value = N(r.RequestId);
+        p[15].Value = N(r.Metadata); p[16].Value = N(r.TransferId); p[17].Value = ToMicros(r.CreatedAt); p[18].Value = ToMicros(r.OccurredAt);
+        prepared.ExecuteNonQuery();
     }
 
     public async Task<IReadOnlyDictionary<string, UsageRecord>> GetManyAsync(string accountId, IReadOnlyCollection<string> ids, CancellationToken ct)
