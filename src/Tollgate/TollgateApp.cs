@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Options;
 using Tollgate.Features.Accounts;
 using Tollgate.Features.Admin;
+using Tollgate.Features.Byok;
 using Tollgate.Features.Gateway;
 using Tollgate.Features.Health;
 using Tollgate.Features.Keys;
@@ -72,6 +73,7 @@ public static class TollgateApp
             .ValidateOnStart();
         services.AddSingleton<UsageEventService>();
         services.AddGateway();
+        DatabaseXmlRepository.Register(services);
         services.AddSingleton<RerateService>();
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
@@ -95,6 +97,7 @@ public static class TollgateApp
         app.MapAdminUsage();
         app.MapPricing();
         app.MapGateway();
+        app.MapProviderKeys();
         app.MapAdminPricing();
         return app;
     }

@@ -48,6 +48,11 @@ public sealed class GatewayUpstreamFixture : IAsyncLifetime
         ["Tollgate:Providers:slow:FirstByteTimeoutSeconds"] = "1",
         ["Tollgate:Pricing:Models:slow/model:InputMtok"] = "0.15",
         ["Tollgate:Pricing:Models:slow/model:OutputMtok"] = "0.60",
+        // No operator key: callable only with a customer's own key.
+        ["Tollgate:Providers:byokonly:Kind"] = "openai",
+        ["Tollgate:Providers:byokonly:BaseUrl"] = fake.OpenAiBaseUrl.ToString(),
+        ["Tollgate:Pricing:Models:byokonly/model:InputMtok"] = "0.15",
+        ["Tollgate:Pricing:Models:byokonly/model:OutputMtok"] = "0.60",
     };
 
     public async Task InitializeAsync() => Fake = await FakeUpstream.StartAsync();
@@ -391,5 +396,73 @@ public sealed class GatewayUpstreamTests(GatewayUpstreamFixture fixture) : IClas
         Assert.Equal("tool_result", followUp[2].GetProperty("content")[0].Str("type"));
 
         await AssertBalanceAsync(c, 1_000_000 - 2 * ClaudeUsagePrice);
+    }
+}
+
+/// <summary>Bring your own key: the customer's provider key is stored encrypted, used for their calls, and only the platform fee is charged.</summary>
+public sealed class GatewayByokTests(GatewayUpstreamFixture fixture) : IClassFixture<GatewayUpstreamFixture>, IDisposable
+{
+    public static TheoryData<string> Engines => TestDatabases.Engines;
+    private FakeUpstream Fake => fixture.Fake;
+
+    public void Dispose()
+    {
+        Fake.Script = null;
+        Fake.ClearRequests();
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_customer_key_is_stored_encrypted_used_for_their_calls_and_billed_only_the_platform_fee(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(1_000_000);
+        const string ownKey = "sk-customer-own-key-7890";
+        Fake.Script = _ => new FakeReply { Usage = new FakeUsage(Input: 1200, Output: 300, CacheRead: 1024, Reasoning: 128) };
+
+        var stored = await MeteringApi.BodyAsync(await c.Client.PutAsync("/api/v1/provider-keys/openai", AdminApi.JsonBody($$"""{"api_key":"{{ownKey}}"}""")), HttpStatusCode.OK);
+        Assert.Equal(("openai", "7890"), (stored.Str("provider"), stored.Str("last4")));
+        var listed = await c.Client.GetStringAsync("/api/v1/provider-keys");
+        Assert.DoesNotContain(ownKey, listed);
+        Assert.Contains("7890", listed);
+        // Only ciphertext reaches the database.
+        var database = app.Get<Tollgate.Infrastructure.Data.Database>();
+        await using (var connection = await database.OpenAsync(CancellationToken.None))
+        {
+            var ciphertext = await Dapper.SqlMapper.QuerySingleAsync<string>(connection, "SELECT ciphertext FROM provider_credentials WHERE account_id = @a", new { a = c.AccountId });
+            Assert.DoesNotContain(ownKey, ciphertext);
+        }
+
+        var response = await c.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody("""{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"my own key"}]}"""));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(ownKey, Assert.Single(Fake.Requests).BearerToken);
+        // Provider cost 283.2 µ$; 5 % platform fee = 14.16 → 15.
+        Assert.Equal("15", response.Headers.GetValues("x-tollgate-charge-micros").Single());
+        var record = await app.Get<IUsageStore>().GetAsync(c.AccountId, response.Headers.GetValues("x-tollgate-request-id").Single(), CancellationToken.None);
+        Assert.Equal((UsageBillingStatus.Byok, 15L, 284L), (record!.BillingStatus, record.UserPriceMicros!.Value, record.ProviderCostMicros!.Value));
+
+        // Removed: the operator's key and the full price again.
+        Assert.Equal(HttpStatusCode.NoContent, (await c.Client.DeleteAsync("/api/v1/provider-keys/openai")).StatusCode);
+        Fake.ClearRequests();
+        var again = await c.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody("""{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"operator key"}]}"""));
+        Assert.Equal(GatewayUpstreamFixture.OpenAiKey, Assert.Single(Fake.Requests).BearerToken);
+        Assert.Equal("567", again.Headers.GetValues("x-tollgate-charge-micros").Single());
+        Assert.Equal(1_000_000 - 15 - 567, (await c.AccountAsync()).Long("balance_micros"));
+    }
+
+    [Fact]
+    public async Task A_provider_without_an_operator_key_is_callable_with_the_customers_own()
+    {
+        var app = await fixture.AppAsync("sqlite");
+        using var c = await app.CustomerAsync(1_000_000);
+        var request = AdminApi.JsonBody("""{"model":"byokonly/model","messages":[{"role":"user","content":"hi"}]}""");
+        Assert.Equal("provider_unavailable", (await MeteringApi.BodyAsync(await c.Client.PostAsync("/v1/chat/completions", request), HttpStatusCode.ServiceUnavailable)).GetProperty("error").Str("code"));
+
+        await c.Client.PutAsync("/api/v1/provider-keys/byokonly", AdminApi.JsonBody("""{"api_key":"sk-mine-1234"}"""));
+        var response = await c.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody("""{"model":"byokonly/model","messages":[{"role":"user","content":"hi"}]}"""));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("sk-mine-1234", Assert.Single(Fake.Requests).BearerToken);
+
+        Assert.Equal("provider_not_found", (await MeteringApi.BodyAsync(await c.Client.PutAsync("/api/v1/provider-keys/nope", AdminApi.JsonBody("""{"api_key":"x"}""")), HttpStatusCode.NotFound)).Str("code"));
+        Assert.Equal(HttpStatusCode.BadRequest, (await c.Client.PutAsync("/api/v1/provider-keys/openai", AdminApi.JsonBody("""{"api_key":""}"""))).StatusCode);
     }
 }

@@ -102,11 +102,11 @@ internal sealed partial class GatewayHandler
         message.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
         if (anthropic)
         {
-            if (provider.ApiKey is { } key) message.Headers.TryAddWithoutValidation("x-api-key", key);
+            if (target.ApiKey is { } key) message.Headers.TryAddWithoutValidation("x-api-key", key);
             message.Headers.TryAddWithoutValidation("anthropic-version", call.AnthropicVersion ?? AnthropicVersion);
             if (call.AnthropicBeta is { } beta) message.Headers.TryAddWithoutValidation("anthropic-beta", beta);
         }
-        else if (provider.ApiKey is { } key) message.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        else if (target.ApiKey is { } key) message.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
         foreach (var (name, value) in provider.Headers)
         {
             message.Headers.Remove(name);
@@ -331,7 +331,7 @@ internal sealed partial class GatewayHandler
         call.UsedTokens = usage.InputTokens + usage.OutputTokens;
         var target = call.Target;
         Rating? rating = target.Priced is { } priced ? Rater.Rate(priced, usage, call.StartedAt) : null;
-        var price = rating?.UserPriceMicros ?? 0;
+        var price = rating is { } rated ? UserPrice(target, rated) : 0;
         if (estimated && call.Hold is not null) price = Math.Min(price, call.Hold.Amount);
         var latencyMs = (long)Stopwatch.GetElapsedTime(call.StartedTimestamp).TotalMilliseconds;
         var metadata = UsageMetadata(call, usage, estimated, outcome, latencyMs);
@@ -339,8 +339,10 @@ internal sealed partial class GatewayHandler
         UsageRecord Record(long charged, string? transferId) => new(call.RequestId, call.Caller.AccountId, call.Caller.KeyId, target.ModelId,
             target.Provider.Name, usage.InputTokens, usage.OutputTokens, usage.CacheReadTokens, usage.CacheWriteTokens, usage.ReasoningTokens,
             rating?.ProviderCostMicros, rating is { } r ? PricingEndpoints.Dec(r.ProviderCostUsd) : null,
-            rating is null ? null : call.Caller.IsInternal ? rating.Value.UserPriceMicros : charged,
-            rating is null ? UsageBillingStatus.NeedsReview : call.Caller.IsInternal ? UsageBillingStatus.Internal : UsageBillingStatus.Billed,
+            rating is null ? null : call.Caller.IsInternal ? price : charged,
+            rating is null ? UsageBillingStatus.NeedsReview
+                : call.Caller.IsInternal ? UsageBillingStatus.Internal
+                : target.IsByok ? UsageBillingStatus.Byok : UsageBillingStatus.Billed,
             call.RequestId, metadata, transferId, now, call.StartedAt);
 
         Settlement settlement;
@@ -376,6 +378,7 @@ internal sealed partial class GatewayHandler
             w.WriteString("upstream_model", call.Target.UpstreamModel);
             w.WriteBoolean("stream", call.Request.Stream);
             w.WriteBoolean("estimated", estimated);
+            if (call.Target.IsByok) w.WriteBoolean("byok", true);
             w.WriteString("outcome", outcome switch
             {
                 CallOutcome.Completed => "completed", CallOutcome.CutOff => "cut_off", CallOutcome.ClientAborted => "client_aborted", _ => "upstream_failed",

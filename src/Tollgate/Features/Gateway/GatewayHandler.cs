@@ -28,6 +28,8 @@ internal sealed partial class GatewayHandler(
     GatewayBilling billing,
     UsageRecordWriter records,
     GatewayRateLimiter limiter,
+    Byok.ProviderCredentialService credentials,
+    IOptions<Byok.ByokOptions> byokOptions,
     IOptions<GatewayOptions> options,
     TimeProvider time,
     ILogger<GatewayHandler> logger)
@@ -59,8 +61,18 @@ internal sealed partial class GatewayHandler(
         using var request = GatewayRequest.Parse(body.Bytes, dialect, out var parseError);
         if (request is null) { await parseError!.ExecuteAsync(http); return; }
 
-        var (targets, routeError) = router.Resolve(request.Model, dialect);
+        var ownKeys = await credentials.ProvidersAsync(caller.AccountId, ct);
+        var (targets, routeError) = router.Resolve(request.Model, dialect, ownKeys);
         if (targets is null) { await routeError!.ExecuteAsync(http); return; }
+        if (ownKeys.Count > 0)
+        {
+            var withKeys = new List<RouteTarget>(targets.Count);
+            foreach (var t in targets)
+                withKeys.Add(ownKeys.Contains(t.Provider.Name) && t.Provider.Kind != ProviderKind.Demo
+                    ? t with { CustomerKey = await credentials.FindAsync(caller.AccountId, t.Provider.Name, ct) }
+                    : t);
+            targets = withKeys;
+        }
 
         var primary = targets[0];
         var encoding = TokenEstimator.ForModel(primary.Provider.Kind == ProviderKind.Demo ? "demo" : primary.Priced?.Model.ProviderId ?? primary.Provider.Name, primary.UpstreamModel);
@@ -169,19 +181,26 @@ internal sealed partial class GatewayHandler(
         GatewayError TooLarge() => new(413, "payload_too_large", $"The request body exceeds {_options.MaxRequestBodyBytes} bytes.") { Dialect = dialect };
     }
 
+    /// <summary>
+    /// What the caller pays for a rated call on this target: the user price, or with the customer's own key only the
+    /// platform fee (a percentage of the provider cost, rounded up).
+    /// </summary>
+    private long UserPrice(RouteTarget target, in Rating rating) =>
+        target.IsByok ? Money.FromUsd(rating.ProviderCostUsd * byokOptions.Value.FeePercent / 100m, Rounding.Up).Micros : rating.UserPriceMicros;
+
     /// <summary>The most any target could charge for this call: its prompt plus the full output bound.</summary>
-    private static long HoldAmount(IReadOnlyList<RouteTarget> targets, long promptTokens, long outputTokens, DateTimeOffset at)
+    private long HoldAmount(IReadOnlyList<RouteTarget> targets, long promptTokens, long outputTokens, DateTimeOffset at)
     {
         long max = 0;
         var usage = new TokenUsage(Math.Min(promptTokens, TokenUsage.MaxTokens), Math.Min(outputTokens, TokenUsage.MaxTokens));
         foreach (var t in targets)
-            if (t.Priced is not null) max = Math.Max(max, Rater.Rate(t.Priced, usage, at).UserPriceMicros);
+            if (t.Priced is not null) max = Math.Max(max, UserPrice(t, Rater.Rate(t.Priced, usage, at)));
         // A hold of zero is not a hold; one micro-dollar keeps "free" models on the same path.
         return Math.Max(1, max);
     }
 
     /// <summary>The largest output bound (tokens per choice) the available balance covers, or null if not even the prompt.</summary>
-    private static long? Affordable(IReadOnlyList<RouteTarget> targets, long promptTokens, int n, long available, long requested)
+    private long? Affordable(IReadOnlyList<RouteTarget> targets, long promptTokens, int n, long available, long requested)
     {
         if (available <= 0) return null;
         var now = DateTimeOffset.UtcNow;
