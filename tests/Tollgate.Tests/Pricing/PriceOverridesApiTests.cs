@@ -170,7 +170,7 @@ public sealed class PriceOverridesApiTests(PriceOverridesFixture fixture) : ICla
         var unknownField = await Put(app, "acme/ft-typo", """{"input_mtok":1,"output_mtok":1,"markupp":2}""");
         var anonymous = await app.Anonymous.PutAsync("/admin/v1/pricing/models/acme/ft-anon", AdminApi.JsonBody("""{"input_mtok":1,"output_mtok":1}"""));
 
-        Assert.Equal(HttpStatusCode.BadRequest, unknownField.StatusCode);
+        await AdminApi.AssertProblemAsync(unknownField, HttpStatusCode.BadRequest, "invalid_json");
         Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
         await QuoteAsync(app, "acme/ft-typo", 1, 1, HttpStatusCode.NotFound);
         await QuoteAsync(app, "acme/ft-anon", 1, 1, HttpStatusCode.NotFound);
