@@ -130,6 +130,24 @@ public sealed class CliTests
     }
 
     [Fact]
+    public async Task KeysCreate_TypeInternalOrUnknown_StoresTypeOrRefuses()
+    {
+        var database = await TestDatabases.CreateAsync(TestDatabases.Sqlite);
+        var accountId = (await TollgateExecutable.RunAsync(["accounts", "create", "--name", "Ops", "--database", database])).Json().GetProperty("id").GetString()!;
+
+        var @internal = await TollgateExecutable.RunAsync(["keys", "create", "--account", accountId, "--type", "internal", "--database", database]);
+        var unknown = await TollgateExecutable.RunAsync(["keys", "create", "--account", accountId, "--type", "root", "--database", database]);
+
+        Assert.True(@internal.ExitCode == 0, @internal.ToString());
+        Assert.Equal("internal", @internal.Json().GetProperty("type").GetString());
+        Assert.True(unknown.ExitCode != 0, unknown.ToString());
+        await using var db = new Database(DatabaseTarget.Parse(database));
+        await using var connection = await db.OpenAsync(CancellationToken.None);
+        Assert.Equal(1, await AdminApi.ScalarAsync(connection, "SELECT COUNT(*) FROM api_keys"));
+        Assert.Equal(1, await AdminApi.ScalarAsync(connection, "SELECT COUNT(*) FROM api_keys WHERE type = 'internal'"));
+    }
+
+    [Fact]
     public async Task Serve_NoAdminKeyConfigured_PrintsGeneratedKeyOnceAndItAuthenticates()
     {
         var database = await TestDatabases.CreateAsync(TestDatabases.Sqlite);

@@ -104,6 +104,26 @@ public sealed class PriceOverridesApiTests(PriceOverridesFixture fixture) : ICla
     }
 
     [Theory, MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task Put_EffectiveFrom_EarlierCallsKeepCatalogPriceAndChangeIsScheduled(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var catalog = await QuoteAsync(app, "openai/gpt-4.1", 1_000_000, 0);
+
+        (await Put(app, "openai/gpt-4.1", """{"input_mtok":0.5,"effective_from":"2999-01-01"}""")).EnsureSuccessStatusCode();
+
+        var now = await QuoteAsync(app, "openai/gpt-4.1", 1_000_000, 0);
+        var response = await app.Anonymous.PostAsJsonAsync("/api/v1/pricing/quote",
+            new { model = "openai/gpt-4.1", input_tokens = 1_000_000, timestamp = "2999-01-01T00:00:00Z" });
+        var later = await MeteringApiBody(response, HttpStatusCode.OK);
+        Assert.Equal(catalog.GetProperty("provider_cost_usd").GetString(), now.GetProperty("provider_cost_usd").GetString());
+        Assert.Equal("0.5", later.GetProperty("provider_cost_usd").GetString());
+        Assert.Equal("2999-01-01", later.GetProperty("price_effective_from").GetString());
+        var listed = await ListedAsync(app, "openai", "openai/gpt-4.1");
+        Assert.Contains(listed!.Value.GetProperty("scheduled_changes").EnumerateArray(), c => c.GetProperty("effective_from").GetString() == "2999-01-01");
+        (await app.Admin.DeleteAsync("/admin/v1/pricing/models/openai/gpt-4.1")).EnsureSuccessStatusCode();
+    }
+
+    [Theory, MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
     public async Task Put_MarkupBelowOne_400AndNothingStored(string engine)
     {
         var app = await fixture.AppAsync(engine);
@@ -150,7 +170,7 @@ public sealed class PriceOverridesApiTests(PriceOverridesFixture fixture) : ICla
         var unknownField = await Put(app, "acme/ft-typo", """{"input_mtok":1,"output_mtok":1,"markupp":2}""");
         var anonymous = await app.Anonymous.PutAsync("/admin/v1/pricing/models/acme/ft-anon", AdminApi.JsonBody("""{"input_mtok":1,"output_mtok":1}"""));
 
-        Assert.Equal(HttpStatusCode.BadRequest, unknownField.StatusCode);
+        await AdminApi.AssertProblemAsync(unknownField, HttpStatusCode.BadRequest, "invalid_json");
         Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
         await QuoteAsync(app, "acme/ft-typo", 1, 1, HttpStatusCode.NotFound);
         await QuoteAsync(app, "acme/ft-anon", 1, 1, HttpStatusCode.NotFound);

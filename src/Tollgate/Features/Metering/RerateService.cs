@@ -131,7 +131,7 @@ internal sealed partial class RerateService(
                 case TransferResultCode.IdempotencyConflict:
                     // Posted by an earlier run at another price, which then stopped before the record: record what was charged.
                     if (await ledger.GetTransferAsync(transfer.Id, CancellationToken.None) is { Metadata: { } m } posted
-                        && JsonSerializer.Deserialize<RatedMetadata>(m, MetadataJson) is { } earlier)
+                        && posted.DebitAccountId == transfer.DebitAccountId && ReadMetadata(m) is { } earlier)
                     {
                         LogEarlierCharge(logger, rated.AccountId, rated.Id, posted.Amount);
                         toMark.Add((index, rated with
@@ -159,7 +159,7 @@ internal sealed partial class RerateService(
         {
             var marked = await store.MarkRatedAsync(rated, CancellationToken.None);
             results[index] = !marked
-                ? Waiting(items[index].Record, RerateOutcomeKind.AlreadyRated, "Another re-rate settled this record meanwhile.") with { Model = items[index].Record.Model }
+                ? Waiting(items[index].Record, RerateOutcomeKind.AlreadyRated, "Another re-rate settled this record meanwhile.")
                 : new RerateResult(rated.AccountId, rated.Id, items[index].Record.Model,
                     rated.BillingStatus == UsageBillingStatus.Internal ? RerateOutcomeKind.Internal : RerateOutcomeKind.Billed,
                     rated.Model, rated.UserPriceMicros, rated.ProviderCostMicros, rated.ProviderCostUsd, rated.TransferId, null);
@@ -170,6 +170,19 @@ internal sealed partial class RerateService(
         return new RerateReport(results.Length, Count(RerateOutcomeKind.Billed), Count(RerateOutcomeKind.Internal), Count(RerateOutcomeKind.StillUnknown),
             Count(RerateOutcomeKind.ModelAmbiguous), Count(RerateOutcomeKind.InsufficientCredits), Count(RerateOutcomeKind.AlreadyRated),
             Count(RerateOutcomeKind.LedgerRejected), billedMicros, results);
+    }
+
+    /// <summary>The rating a re-rate transfer recorded, or null if the metadata is not ours.</summary>
+    private static RatedMetadata? ReadMetadata(string metadata)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<RatedMetadata>(metadata, MetadataJson) is { Model: not null, Provider: not null, ProviderCostUsd: not null } m ? m : null;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
     }
 
     private static RerateResult Waiting(UsageRecord r, RerateOutcomeKind kind, string message) =>

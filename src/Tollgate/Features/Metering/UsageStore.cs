@@ -131,6 +131,8 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
 
     public async Task<bool> InsertAsync(UsageRecord record, CancellationToken ct)
     {
+        // SQLite: through the record writer's group commit, like batches (see SqliteWriterLoopAsync).
+        if (_sqliteQueue is not null) return (await InsertManyAsync([record], ct))[0];
         await using var c = await db.OpenAsync(ct);
         var inserted = await c.ExecuteAsync(new CommandDefinition(InsertSql, Row.From(record), cancellationToken: ct));
         return inserted == 1;
