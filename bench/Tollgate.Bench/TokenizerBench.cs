@@ -88,6 +88,19 @@ internal static class TokenizerBench
         Case("chat request 2 KB", "none", "CountChatPrompt, byte bound", chatBytes, () => TokenEstimator.CountChatPrompt(chat.RootElement, null));
         Case("document 100 KB", "none", "CountText, byte bound", documentBytes, () => TokenEstimator.CountText(document, null));
 
+        // The document mixes kinds of text whose speeds differ a lot; each kind alone, o200k only.
+        if (only is null || only.Contains("kind", StringComparison.OrdinalIgnoreCase))
+        {
+            for (var k = 0; k < BenchTexts.Kinds.Length; k++)
+            {
+                var sb = new StringBuilder();
+                while (sb.Length < 20_000) sb.Append(BenchTexts.Snippet(k));
+                var text = sb.ToString();
+                rows.Add(Measure($"kind: {BenchTexts.Kinds[k]}", "o200k_base", "BpeEncoding.CountTokens", Encoding.UTF8.GetByteCount(text),
+                    () => BpeEncoding.O200kBase.CountTokens(text), Math.Min(warmup, 0.5), Math.Min(seconds, 1)));
+            }
+        }
+
         Console.WriteLine();
         Console.WriteLine("Rates per second of the benchmark thread's CPU time; tokens/call is what the method returned.");
         Console.WriteLine();
@@ -258,6 +271,15 @@ internal static class BenchTexts
         "2026-11-21T11:37:10Z INFO  Tollgate.Gateway[7] hold 0b7f3c2e placed: 18,400 micro-USD for key tg_live_4f9a (gpt-4o-mini, est. 3,120 tokens)\n" +
         "2026-11-21T11:37:11Z INFO  Tollgate.Gateway[8] hold 0b7f3c2e settled: 6,912 micro-USD (1,288 in / 402 out)\n\n",
     ];
+
+    /// <summary>What each snippet is, for the per-kind rows.</summary>
+    public static readonly string[] Kinds =
+    [
+        "English prose", "English + numbers", "C# code", "JSON", "Markdown table", "Python code", "English, contractions",
+        "French + German", "Chinese, Japanese, Russian, emoji", "log lines",
+    ];
+
+    public static string Snippet(int k) => Snippets[k];
 
     public static string Document(int utf8Bytes)
     {
