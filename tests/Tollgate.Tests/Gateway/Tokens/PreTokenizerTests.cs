@@ -50,6 +50,15 @@ public sealed class PreTokenizerTests
     }
 
     [Fact]
+    public void Split_NextLineAndByteOrderMark_FollowTiktokensWhiteSpaceNotJavaScripts()
+    {
+        // tiktoken's \s is Unicode White_Space (Rust regex): U+0085 is a space, U+FEFF is not. JavaScript's \s (and so
+        // js-tiktoken, the test oracle) has it the other way round, which is why the vectors leave both out.
+        Assert.Equal(["a", "\u0085", "\u0085b"], Split(SplitPattern.Cl100k, "a\u0085\u0085b"));
+        Assert.Equal(["a", " \uFEFF", "b"], Split(SplitPattern.Cl100k, "a \uFEFFb"));
+    }
+
+    [Fact]
     public void Split_SupplementaryPlaneText_DiffersFromDotNetRegexWhichSeesSurrogates()
     {
         // Why PreTokenizer is not a Regex: "😀abc" is one piece for tiktoken (the emoji is the optional prefix of a
