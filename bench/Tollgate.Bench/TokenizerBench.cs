@@ -19,13 +19,18 @@ internal static class TokenizerBench
         Tollgate tokenizer micro-benchmark: tokens/s, MB/s and bytes allocated per call of the BPE counter on one
         thread, for a 2 KB chat request and a 100 KB document, against the UTF-8 byte bound and a naive port.
 
-          dotnet run -c Release --project bench/Tollgate.Bench -- --suite tokenizer [--seconds N] [--warmup N]
+          dotnet run -c Release --project bench/Tollgate.Bench -- --suite tokenizer [--seconds N] [--warmup N] [--only TEXT]
+
+          --seconds N    measured seconds per case (default 3)
+          --warmup N     unmeasured seconds before each case (default 2)
+          --only TEXT    run only the cases whose "input encoding method" contains TEXT, e.g. "document 100 KB o200k"
         """;
 
     public static int Run(string[] args)
     {
         var seconds = 3.0;
         var warmup = 2.0;
+        string? only = null;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -33,6 +38,7 @@ internal static class TokenizerBench
                 case "--suite": i++; break;
                 case "--seconds": seconds = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--warmup": warmup = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--only": only = args[++i]; break;
                 default: Console.Error.WriteLine($"Unknown option '{args[i]}'.\n{Usage}"); return 2;
             }
         }
@@ -59,8 +65,11 @@ internal static class TokenizerBench
         Console.WriteLine();
 
         var rows = new List<Result>();
-        void Case(string input, string encoding, string method, long inputBytes, Func<long> call) =>
-            rows.Add(Measure(input, encoding, method, inputBytes, call, warmup, seconds));
+        void Case(string input, string encoding, string method, long inputBytes, Func<long> call)
+        {
+            if (only is null || $"{input} {encoding} {method}".Contains(only, StringComparison.OrdinalIgnoreCase))
+                rows.Add(Measure(input, encoding, method, inputBytes, call, warmup, seconds));
+        }
 
         var chatBytes = Encoding.UTF8.GetByteCount(chatJson);
         var chatTextBytes = Encoding.UTF8.GetByteCount(chatText);
@@ -75,9 +84,23 @@ internal static class TokenizerBench
             Case("document 100 KB", encoding.Name, "naive port", documentBytes, () => naive.Count(document));
             var documentUtf8 = Encoding.UTF8.GetBytes(document);
             Case("document 100 KB", encoding.Name, "split only (PreTokenizer)", documentBytes, () => Pieces(encoding.Pattern, documentUtf8));
+            Case("document 100 KB", encoding.Name, "split only (compiled Regex)", documentBytes, () => naive.Pieces(document));
         }
         Case("chat request 2 KB", "none", "CountChatPrompt, byte bound", chatBytes, () => TokenEstimator.CountChatPrompt(chat.RootElement, null));
         Case("document 100 KB", "none", "CountText, byte bound", documentBytes, () => TokenEstimator.CountText(document, null));
+
+        // The document mixes kinds of text whose speeds differ a lot; each kind alone, o200k only.
+        if (only is null || only.Contains("kind", StringComparison.OrdinalIgnoreCase))
+        {
+            for (var k = 0; k < BenchTexts.Kinds.Length; k++)
+            {
+                var sb = new StringBuilder();
+                while (sb.Length < 20_000) sb.Append(BenchTexts.Snippet(k));
+                var text = sb.ToString();
+                rows.Add(Measure($"kind: {BenchTexts.Kinds[k]}", "o200k_base", "BpeEncoding.CountTokens", Encoding.UTF8.GetByteCount(text),
+                    () => BpeEncoding.O200kBase.CountTokens(text), Math.Min(warmup, 0.5), Math.Min(seconds, 1)));
+            }
+        }
 
         Console.WriteLine();
         Console.WriteLine("Rates per second of the benchmark thread's CPU time; tokens/call is what the method returned.");
@@ -88,7 +111,7 @@ internal static class TokenizerBench
             Console.WriteLine($"| {r.Input} | {r.Encoding} | {r.Method} | {r.CallsPerSecond:N0} | {1e6 / r.CallsPerSecond:F1} | {r.Tokens:N0} | " +
                               $"{r.Tokens * r.CallsPerSecond / 1e6:F1} M | {r.InputBytes * r.CallsPerSecond / 1e6:F1} | {r.AllocatedPerCall:N0} |");
         var mismatches = rows.Where(r => r.Method == "naive port")
-            .Where(n => rows.Single(r => r.Input == n.Input && r.Encoding == n.Encoding && r.Method == "BpeEncoding.CountTokens").Tokens != n.Tokens).ToList();
+            .Where(n => rows.SingleOrDefault(r => r.Input == n.Input && r.Encoding == n.Encoding && r.Method == "BpeEncoding.CountTokens") is { } ours && ours.Tokens != n.Tokens).ToList();
         Console.WriteLine();
         Console.WriteLine(mismatches.Count == 0
             ? "naive port and BpeEncoding agree on every token count."
@@ -173,6 +196,14 @@ internal sealed class NaiveBpe
         _split = new Regex(encoding.Pattern == SplitPattern.O200k ? PreTokenizer.O200kPattern : PreTokenizer.Cl100kPattern, RegexOptions.Compiled);
     }
 
+    /// <summary>Matches of the split regex alone (EnumerateMatches: no Match objects).</summary>
+    public long Pieces(string text)
+    {
+        long pieces = 0;
+        foreach (var _ in _split.EnumerateMatches(text)) pieces++;
+        return pieces;
+    }
+
     public int Count(string text)
     {
         var count = 0;
@@ -249,6 +280,15 @@ internal static class BenchTexts
         "2026-11-21T11:37:10Z INFO  Tollgate.Gateway[7] hold 0b7f3c2e placed: 18,400 micro-USD for key tg_live_4f9a (gpt-4o-mini, est. 3,120 tokens)\n" +
         "2026-11-21T11:37:11Z INFO  Tollgate.Gateway[8] hold 0b7f3c2e settled: 6,912 micro-USD (1,288 in / 402 out)\n\n",
     ];
+
+    /// <summary>What each snippet is, for the per-kind rows.</summary>
+    public static readonly string[] Kinds =
+    [
+        "English prose", "English + numbers", "C# code", "JSON", "Markdown table", "Python code", "English, contractions",
+        "French + German", "Chinese, Japanese, Russian, emoji", "log lines",
+    ];
+
+    public static string Snippet(int k) => Snippets[k];
 
     public static string Document(int utf8Bytes)
     {

@@ -35,8 +35,14 @@ public sealed class BpeEncoding
     private static readonly Lazy<BpeEncoding> O200k = new(() => Load("o200k_base", SplitPattern.O200k, PreTokenizer.O200kPattern));
     private static readonly Lazy<BpeEncoding> Cl100k = new(() => Load("cl100k_base", SplitPattern.Cl100k, PreTokenizer.Cl100kPattern));
 
-    /// <summary>Pieces longer than this (in bytes) merge with a heap, O(n log n), instead of tiktoken's O(n²) scan.</summary>
-    internal const int HeapMergeThreshold = 128;
+    /// <summary>
+    /// Pieces longer than this (in bytes) merge with a heap, O(n log n), instead of tiktoken's O(n²) scan. 32: the scan
+    /// wins on the short pieces of most text, the heap from about there on (runs of CJK characters, see BENCHMARKS.md).
+    /// </summary>
+    internal const int HeapMergeThreshold = 32;
+
+    /// <summary>Heap merges of pieces up to this many bytes keep their scratch arrays on the stack.</summary>
+    private const int StackScratchLimit = 256;
 
     private readonly RankTable _ranks;
     private readonly SplitPattern _pattern;
@@ -167,7 +173,8 @@ public sealed class BpeEncoding
     /// tiktoken's <c>_byte_pair_merge</c>: parts[k] starts at starts[k]; ranks[k] is the rank of parts k and k+1
     /// merged (int.MaxValue if that is no token). Each step finds the lowest rank by a linear scan (the leftmost on a
     /// tie), merges, and re-ranks the two neighbouring pairs. O(n²) but cache-friendly for the short pieces of real
-    /// text. <paramref name="piece"/> has at least two bytes (a single byte is always a token).
+    /// text. <paramref name="piece"/> has at least two bytes (a single byte is always a token) and is short enough to
+    /// keep its two arrays on the stack (<see cref="HeapMergeThreshold"/>; tests call it with up to 200).
     /// </summary>
     private void MergeByScan<TSink>(ReadOnlySpan<byte> piece, ref TSink sink) where TSink : struct, ITokenSink
     {
@@ -218,16 +225,21 @@ public sealed class BpeEncoding
     private void MergeByHeap<TSink>(ReadOnlySpan<byte> piece, ref TSink sink) where TSink : struct, ITokenSink
     {
         var n = piece.Length;
-        var pool = ArrayPool<int>.Shared;
-        var next = pool.Rent(n);
-        var prev = pool.Rent(n);
-        var pairRank = pool.Rent(n);              // rank of (part at k, its next part); int.MaxValue = none; -1 = k is dead
-        var heap = new MinHeap(n);
+        // Scratch on the stack up to StackScratchLimit bytes (≈ 9 KB at most), else pooled: a pool shared with other
+        // threads may hand out fresh arrays, and counting should not allocate in steady state.
+        int[]? rentedInts = null;
+        long[]? rentedHeap = null;
+        var ints = n <= StackScratchLimit ? stackalloc int[3 * n] : (rentedInts = ArrayPool<int>.Shared.Rent(3 * n));
+        var heapItems = n <= StackScratchLimit ? stackalloc long[3 * n] : (rentedHeap = ArrayPool<long>.Shared.Rent(3 * n));
         try
         {
+            var next = ints[..n];
+            var prev = ints.Slice(n, n);
+            var pairRank = ints.Slice(2 * n, n);          // rank of (part at k, its next part); int.MaxValue = none; -1 = k is dead
+            var heap = new MinHeap(heapItems);           // ≤ n - 1 initial pairs + 2 per merge ≤ 3n entries: never full
             for (var k = 0; k < n; k++)
             {
-                next[k] = k + 1;                  // n = end of the piece
+                next[k] = k + 1;                         // n = end of the piece
                 prev[k] = k - 1;
                 pairRank[k] = k + 1 < n ? RankOf(piece[k..(k + 2)]) : int.MaxValue;
                 if (pairRank[k] != int.MaxValue) heap.Push(pairRank[k], k);
@@ -235,7 +247,7 @@ public sealed class BpeEncoding
             var parts = n;
             while (heap.TryPop(out var rank, out var at))
             {
-                if (pairRank[at] != rank) continue;   // stale: at died or its pair changed
+                if (pairRank[at] != rank) continue;      // stale: at died or its pair changed
                 var right = next[at];
                 next[at] = next[right];
                 if (next[right] < n) prev[next[right]] = at;
@@ -262,10 +274,8 @@ public sealed class BpeEncoding
         }
         finally
         {
-            pool.Return(next);
-            pool.Return(prev);
-            pool.Return(pairRank);
-            heap.Dispose();
+            if (rentedInts is not null) ArrayPool<int>.Shared.Return(rentedInts);
+            if (rentedHeap is not null) ArrayPool<long>.Shared.Return(rentedHeap);
         }
     }
 
@@ -371,21 +381,15 @@ public sealed class BpeEncoding
         public void AddCount(int tokens) => throw new UnreachableException();
     }
 
-    /// <summary>Binary min-heap of (rank, start) packed into longs, on a pooled array.</summary>
-    private struct MinHeap(int capacity) : IDisposable
+    /// <summary>Binary min-heap of (rank, start) packed into longs, over caller-provided storage.</summary>
+    private ref struct MinHeap(Span<long> items)
     {
-        private long[] _items = ArrayPool<long>.Shared.Rent(Math.Max(capacity * 3, 4));
+        private readonly Span<long> _items = items;
         private int _count;
 
         public void Push(int rank, int start)
         {
-            if (_count == _items.Length)
-            {
-                var bigger = ArrayPool<long>.Shared.Rent(_items.Length * 2);
-                _items.AsSpan(0, _count).CopyTo(bigger);
-                ArrayPool<long>.Shared.Return(_items);
-                _items = bigger;
-            }
+            if (_count == _items.Length) throw new UnreachableException("Merge heap capacity exceeded.");
             var item = ((long)rank << 32) | (uint)start;
             var i = _count++;
             while (i > 0)
@@ -422,7 +426,5 @@ public sealed class BpeEncoding
             start = (int)(uint)top;
             return true;
         }
-
-        public readonly void Dispose() => ArrayPool<long>.Shared.Return(_items);
     }
 }

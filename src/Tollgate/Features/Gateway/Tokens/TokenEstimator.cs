@@ -146,7 +146,8 @@ public static class TokenEstimator
     /// role and content blocks (text; tool_use name + input JSON; tool_result content; thinking text; documents and
     /// unknown blocks as their JSON text), each image <see cref="ImageTokenAllowance"/>, the tools' JSON text plus
     /// <see cref="AnthropicToolSystemPromptTokens"/> when there are tools, and OpenAI-style framing overheads
-    /// (<see cref="TokensPerMessage"/> per message, <see cref="ReplyPrimingTokens"/>).
+    /// (<see cref="TokensPerMessage"/> for the system prompt and for each message, <see cref="ReplyPrimingTokens"/>).
+    /// Anthropic publishes no per-message overhead; these are small next to the byte bound's slack on any real text.
     /// </summary>
     public static long CountAnthropicPrompt(JsonElement anthropicMessagesRequest)
     {
@@ -304,8 +305,11 @@ public static class TokenEstimator
             }
         }
 
-        /// <summary>A value's JSON text as written in the request.</summary>
-        public void Json(JsonElement value) => Utf8(JsonMarshal.GetRawUtf8Value(value));
+        /// <summary>A value's JSON text as written in the request (nothing for null).</summary>
+        public void Json(JsonElement value)
+        {
+            if (value.ValueKind != JsonValueKind.Null) Utf8(JsonMarshal.GetRawUtf8Value(value));
+        }
 
         private void Utf8(ReadOnlySpan<byte> utf8) => Total += encoding?.CountTokensUtf8(utf8) ?? utf8.Length;
     }
