@@ -1,5 +1,3 @@
-using System.Threading.Channels;
-using Microsoft.Extensions.Logging;
 using Tollgate.Features.Keys;
 using Tollgate.Features.Ledger;
 using Tollgate.Features.Metering;
@@ -134,73 +132,4 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
         if (!result.Succeeded && result.Code is not (TransferResultCode.PendingTransferExpired or TransferResultCode.PendingTransferAlreadyVoided or TransferResultCode.PendingTransferNotFound))
             throw new InvalidOperationException($"The ledger refused to release {hold.Id}: {result.Code}.");
     }
-}
-
-/// <summary>
-/// Writes gateway usage records in batches: every record queued while the previous batch was being written goes in
-/// the next one (one transaction), so a busy gateway writes records at the cost of a few statements per second, not
-/// one per request. Callers await their record's durability before finishing the request; the ledger transfer
-/// (written first) carries the same usage in its metadata, so the money side never depends on this table.
-/// </summary>
-internal sealed partial class UsageRecordWriter : IAsyncDisposable
-{
-    private const int MaxBatch = 1_000;
-    private readonly Channel<(UsageRecord Record, TaskCompletionSource Done)> _queue =
-        Channel.CreateUnbounded<(UsageRecord, TaskCompletionSource)>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly IUsageStore _store;
-    private readonly ILogger<UsageRecordWriter> _logger;
-    private readonly Task _loop;
-
-    public UsageRecordWriter(IUsageStore store, ILogger<UsageRecordWriter> logger)
-    {
-        _store = store;
-        _logger = logger;
-        _loop = Task.Run(RunAsync);
-    }
-
-    public Task WriteAsync(UsageRecord record)
-    {
-        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!_queue.Writer.TryWrite((record, done))) done.SetException(new ObjectDisposedException(nameof(UsageRecordWriter)));
-        return done.Task;
-    }
-
-    private async Task RunAsync()
-    {
-        var batch = new List<(UsageRecord Record, TaskCompletionSource Done)>(MaxBatch);
-        while (await _queue.Reader.WaitToReadAsync())
-        {
-            while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var item)) batch.Add(item);
-            for (var attempt = 1; ; attempt++)
-            {
-                try
-                {
-                    // Distinct keys per call (request ids are unique): the engine's one-statement path applies.
-                    await _store.InsertManyAsync(batch.Select(b => b.Record).ToArray(), CancellationToken.None);
-                    foreach (var b in batch) b.Done.TrySetResult();
-                    break;
-                }
-                catch (Exception e) when (attempt < 5)
-                {
-                    LogRetry(_logger, e, batch.Count, attempt);
-                    await Task.Delay(TimeSpan.FromMilliseconds(50 * attempt * attempt));
-                }
-                catch (Exception e)
-                {
-                    foreach (var b in batch) b.Done.TrySetException(e);
-                    break;
-                }
-            }
-            batch.Clear();
-        }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        _queue.Writer.TryComplete();
-        await _loop;
-    }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Writing {Count} usage records failed (attempt {Attempt}); retrying")]
-    private static partial void LogRetry(ILogger logger, Exception e, int count, int attempt);
 }

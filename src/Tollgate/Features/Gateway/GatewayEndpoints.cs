@@ -17,7 +17,6 @@ internal static class GatewayEndpoints
         ProviderRegistry.Register(services);
         services.AddSingleton<ModelRouter>();
         services.AddSingleton<GatewayBilling>();
-        services.AddSingleton<UsageRecordWriter>();
         services.AddSingleton<GatewayHandler>();
         return services;
     }

@@ -354,7 +354,8 @@ internal sealed partial class GatewayHandler
         else
         {
             settlement = new Settlement(0, 0, 0, null);
-            call.RecordWritten = records.WriteAsync(Record(0, null));
+            // Nothing held (an internal key, an unpriced model): no ledger transaction to ride on; the store groups inserts itself.
+            call.RecordWritten = records.InsertManyAsync([Record(0, null)], CancellationToken.None);
         }
         call.Settlement = settlement;
         if (settlement.UnchargedMicros > 0) LogUncharged(logger, call.RequestId, settlement.UnchargedMicros);

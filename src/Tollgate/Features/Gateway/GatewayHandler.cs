@@ -26,7 +26,7 @@ internal sealed partial class GatewayHandler(
     ApiKeyAuthenticator authenticator,
     ModelRouter router,
     GatewayBilling billing,
-    UsageRecordWriter records,
+    IUsageStore records,
     GatewayRateLimiter limiter,
     Byok.ProviderCredentialService credentials,
     IOptions<Byok.ByokOptions> byokOptions,
