@@ -24,7 +24,6 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
     public const string SettleCode = "usage";
     public const string ExcessCode = "usage_excess";
     public const string VoidCode = "gateway_void";
-    private const int MaxExcessAttempts = 4;
 
     public static string HoldId(Caller c, string requestId) => $"gw:{c.AccountId}:{requestId}";
 
@@ -66,38 +65,24 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
             return new Settlement(0, 0, hold.DebitBalanceAfter, null);
         }
         var settleId = hold.Id + ":settle";
-        for (var attempt = 1; ; attempt++)
+        var results = await HoldCapture.CaptureAsync(ledger, hold, priceMicros,
+            new TransferRequest { Id = settleId, Code = SettleCode, Reference = hold.Reference, Metadata = metadata },
+            charge => new TransferRequest
+            {
+                Id = hold.Id + ":excess", DebitAccountId = hold.DebitAccountId, CreditAccountId = hold.CreditAccountId, Amount = charge,
+                Code = ExcessCode, Reference = hold.Reference, Metadata = metadata,
+            },
+            charged => new LedgerCommit { Records = [record(charged, settleId)] }, CancellationToken.None);
+        if (results.All(r => r.Succeeded))
         {
-            var capture = new TransferRequest
-            {
-                Id = settleId, Kind = TransferKind.PostPending, PendingId = hold.Id, Amount = Math.Min(priceMicros, hold.Amount),
-                Code = SettleCode, Reference = hold.Reference, Metadata = metadata,
-            };
-            var excess = priceMicros - hold.Amount;
-            var charge = excess > 0 && attempt < MaxExcessAttempts ? Math.Min(excess, Math.Max(0, await AvailableAsync(hold.DebitAccountId))) : 0;
-            TransferRequest[] group = charge > 0
-                ? [capture, new TransferRequest
-                {
-                    Id = hold.Id + ":excess", DebitAccountId = hold.DebitAccountId, CreditAccountId = hold.CreditAccountId, Amount = charge,
-                    Code = ExcessCode, Reference = hold.Reference, Metadata = metadata,
-                }]
-                : [capture];
-            var commit = new LedgerCommit { Records = [record(capture.Amount!.Value + charge, settleId)] };
-            var results = group.Length == 1
-                ? [await ledger.TransferAsync(capture, commit, CancellationToken.None)]
-                : await ledger.TransferAtomicAsync(group, commit, CancellationToken.None);
-            if (results.All(r => r.Succeeded))
-            {
-                var charged = results.Sum(r => r.Transfer!.Amount);
-                return new Settlement(charged, priceMicros - charged, results[^1].Transfer!.DebitBalanceAfter, settleId);
-            }
-            if (results.Any(r => r.Code == TransferResultCode.InsufficientFunds) && attempt < MaxExcessAttempts) continue;
-            if (results[0].Code == TransferResultCode.PendingTransferNotFound)
-                return await ChargeWithoutHoldAsync(hold, priceMicros, metadata, record, settleId);
-            if (results[0].Code == TransferResultCode.PendingTransferExpired)
-                throw new InvalidOperationException($"The hold {hold.Id} expired before the call finished; raise the provider timeout margin.");
-            throw new InvalidOperationException($"The ledger refused the settlement of {hold.Id}: {string.Join(", ", results.Select(r => r.Code))}.");
+            var charged = results.Sum(r => r.Transfer!.Amount);
+            return new Settlement(charged, priceMicros - charged, results[^1].Transfer!.DebitBalanceAfter, settleId);
         }
+        if (results[0].Code == TransferResultCode.PendingTransferNotFound)
+            return await ChargeWithoutHoldAsync(hold, priceMicros, metadata, record, settleId);
+        if (results[0].Code == TransferResultCode.PendingTransferExpired)
+            throw new InvalidOperationException($"The hold {hold.Id} expired before the call finished; raise the provider timeout margin.");
+        throw new InvalidOperationException($"The ledger refused the settlement of {hold.Id}: {string.Join(", ", results.Select(r => r.Code))}.");
     }
 
     /// <summary>
@@ -106,7 +91,7 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
     /// </summary>
     private async Task<Settlement> ChargeWithoutHoldAsync(Transfer hold, long priceMicros, string metadata, Func<long, string?, UsageRecord> record, string settleId)
     {
-        for (var attempt = 1; attempt <= MaxExcessAttempts; attempt++)
+        for (var attempt = 1; attempt <= HoldCapture.MaxAttempts; attempt++)
         {
             var charge = Math.Min(priceMicros, Math.Max(0, await AvailableAsync(hold.DebitAccountId)));
             if (charge == 0) break;

@@ -66,9 +66,6 @@ internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts 
     public const string ExcessCode = "authorization_excess";
     public const string VoidCode = "authorization_void";
 
-    /// <summary>Attempts to charge an excess when the balance moves between reading it and applying the capture.</summary>
-    private const int MaxExcessAttempts = 5;
-
     public static bool IsValidClientId(string? id) => id is { Length: > 0 and <= MaxIdLength } && LedgerService.IsValidId(id);
 
     private static string HoldId(Caller c, string id) => $"auth:{c.AccountId}:{id}";
@@ -117,52 +114,26 @@ internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts 
         var metadata = JsonSerializer.Serialize(new Dictionary<string, long> { ["requested_micros"] = amountMicros });
         if (await ReplayedCaptureAsync(caller, id, hold, metadata, ct) is { } replay) return replay;
 
-        for (var attempt = 1; ; attempt++)
+        var results = await HoldCapture.CaptureAsync(ledger, hold, amountMicros,
+            new TransferRequest { Id = CaptureId(caller, id), Code = CaptureCode, Metadata = metadata },
+            charge => new TransferRequest
+            {
+                Id = ExcessId(caller, id), DebitAccountId = caller.LedgerAccountId, CreditAccountId = hold.CreditAccountId, Amount = charge,
+                Code = ExcessCode, Metadata = metadata,
+            }, null, ct);
+        var codes = results.Select(r => r.Code).ToArray();
+        if (results.All(r => r.Succeeded))
         {
-            var capture = new TransferRequest
-            {
-                Id = CaptureId(caller, id),
-                Kind = TransferKind.PostPending,
-                PendingId = hold.Id,
-                Amount = Math.Min(amountMicros, hold.Amount),
-                Code = CaptureCode,
-                Metadata = metadata,
-            };
-            var excess = amountMicros - hold.Amount;
-            long charge = 0;
-            if (excess > 0)
-            {
-                // Posting the hold leaves "available" unchanged (held → posted), so what is available now can pay the excess.
-                // The last attempt charges nothing extra: the hold itself is never lost to a balance that keeps moving.
-                charge = attempt < MaxExcessAttempts ? Math.Min(excess, Math.Max(0, await AvailableAsync(caller, ct))) : 0;
-            }
-            TransferRequest[] group = charge > 0
-                ? [capture, new TransferRequest
-                {
-                    Id = ExcessId(caller, id),
-                    DebitAccountId = caller.LedgerAccountId,
-                    CreditAccountId = hold.CreditAccountId,
-                    Amount = charge,
-                    Code = ExcessCode,
-                    Metadata = metadata,
-                }]
-                : [capture];
-            var results = await ledger.TransferAtomicAsync(group, ct);
-            var codes = results.Select(r => r.Code).ToArray();
-            if (results.All(r => r.Succeeded))
-            {
-                var replayed = results.All(r => r.Code == TransferResultCode.Replayed);
-                return new(replayed ? AuthorizationOutcome.Replayed : AuthorizationOutcome.Done,
-                    await ViewAsync(caller, id, hold with { Status = TransferStatus.Posted }, ct), await AvailableAsync(caller, ct));
-            }
-            if (codes.Contains(TransferResultCode.IdempotencyConflict))
-            {
-                // A concurrent identical capture won the race with another excess amount: report what it stored.
-                return await ReplayedCaptureAsync(caller, id, hold, metadata, ct) ?? new(AuthorizationOutcome.IdempotencyConflict);
-            }
-            if (codes.Contains(TransferResultCode.InsufficientFunds) && attempt < MaxExcessAttempts) continue;
-            return SettleFailure(codes[0], await AvailableAsync(caller, ct));
+            var replayed = results.All(r => r.Code == TransferResultCode.Replayed);
+            return new(replayed ? AuthorizationOutcome.Replayed : AuthorizationOutcome.Done,
+                await ViewAsync(caller, id, hold with { Status = TransferStatus.Posted }, ct), await AvailableAsync(caller, ct));
         }
+        if (codes.Contains(TransferResultCode.IdempotencyConflict))
+        {
+            // A concurrent identical capture won the race with another excess amount: report what it stored.
+            return await ReplayedCaptureAsync(caller, id, hold, metadata, ct) ?? new(AuthorizationOutcome.IdempotencyConflict);
+        }
+        return SettleFailure(codes[0], await AvailableAsync(caller, ct));
     }
 
     public async Task<AuthorizationResult> VoidAsync(Caller caller, string id, CancellationToken ct)
