@@ -98,6 +98,7 @@ public static class TollgateApp
         app.MapPricing();
         app.MapGateway();
         app.MapProviderKeys();
+        app.MapKeys();
         app.MapAdminPricing();
         return app;
     }

@@ -77,14 +77,38 @@ internal sealed class AccountService(LedgerService ledger, SystemAccounts system
     public Task<CreatedKey?> CreateKeyAsync(string accountId, string? name, CancellationToken ct) => CreateKeyAsync(accountId, name, ApiKeyTypes.Standard, ct);
 
     /// <inheritdoc cref="CreateKeyAsync(string, string?, CancellationToken)"/>
-    public async Task<CreatedKey?> CreateKeyAsync(string accountId, string? name, string type, CancellationToken ct)
+    public Task<CreatedKey?> CreateKeyAsync(string accountId, string? name, string type, CancellationToken ct) =>
+        CreateKeyAsync(accountId, name, type, KeySettings.None, ct);
+
+    /// <inheritdoc cref="CreateKeyAsync(string, string?, CancellationToken)"/>
+    public async Task<CreatedKey?> CreateKeyAsync(string accountId, string? name, string type, KeySettings settings, CancellationToken ct)
     {
         if (!ApiKeyTypes.IsValid(type)) throw new ArgumentException($"Unknown API key type '{type}'.", nameof(type));
         var account = await accounts.GetAsync(accountId, ct);
         if (account is null) return null;
         var generated = ApiKeyFormat.Generate(keyEnvironment.Name);
-        var record = await keys.CreateAsync(account.Id, name, generated.Prefix, generated.Hash, type, ct);
+        var record = await keys.CreateAsync(account.Id, name, generated.Prefix, generated.Hash, type, settings, null, ct);
         return new(record, generated.Key);
+    }
+
+    /// <summary>
+    /// Replaces a live key by a new one with the same name, type and settings, revoking the old one in the same
+    /// transaction; null if the account has no such live key.
+    /// </summary>
+    public async Task<CreatedKey?> RotateKeyAsync(string accountId, string keyId, CancellationToken ct)
+    {
+        if (await keys.GetAsync(accountId, keyId, ct) is not { RevokedAt: null } old) return null;
+        var generated = ApiKeyFormat.Generate(keyEnvironment.Name);
+        try
+        {
+            var record = await keys.CreateAsync(accountId, old.Name, generated.Prefix, generated.Hash, old.Type, old.Settings, old.Id, ct);
+            return new(record, generated.Key);
+        }
+        catch (InvalidOperationException)
+        {
+            // Revoked (or rotated) concurrently.
+            return null;
+        }
     }
 }
 

@@ -23,10 +23,6 @@ public sealed record GrantInput(long? AmountMicros, string? IdempotencyKey, stri
 public sealed record GrantResponse(TransferResponse Transfer, long BalanceMicros, long AvailableMicros, bool Replayed);
 
 /// <param name="Type"><c>standard</c> (default: usage is charged) or <c>internal</c> (usage is priced and recorded, never charged).</param>
-public sealed record NewKeyInput(string? Name, string? Type = null);
-
-public sealed record NewKeyResponse(string Id, string Key, string Prefix, string AccountId, string? Name, string Type, DateTimeOffset CreatedAt);
-
 internal static class AdminAccountsEndpoints
 {
     public const int MaxPageSize = 500;
@@ -38,8 +34,7 @@ internal static class AdminAccountsEndpoints
         group.MapGet("/{id}", Get);
         group.MapPost("/{id}/credits", Grant);
         group.MapGet("/{id}/ledger", Ledger);
-        group.MapPost("/{id}/keys", CreateKey);
-        group.MapDelete("/{id}/keys/{keyId}", RevokeKey);
+        KeyEndpoints.MapAdminKeyRoutes(group);
         return group;
     }
 
@@ -102,25 +97,5 @@ internal static class AdminAccountsEndpoints
         var hasMore = lines.Count > size;
         var page = lines.Take(size).Select(StatementLineResponse.From).ToList();
         return TypedResults.Ok(new Page<StatementLineResponse>(page, hasMore, hasMore ? page[^1].Sequence.ToString() : null));
-    }
-
-    /// <summary>Revokes a key; the gateway and the API stop accepting it within the authenticator's cache time (1 s).</summary>
-    private static async Task<Results<NoContent, ProblemHttpResult>> RevokeKey(
-        string id, string keyId, IApiKeyStore keys, TimeProvider time, CancellationToken ct) =>
-        await keys.RevokeAsync(id, keyId, time.GetUtcNow(), ct) ? TypedResults.NoContent() : Problems.NotFound("live key", keyId);
-
-    private static async Task<Results<Created<NewKeyResponse>, ProblemHttpResult>> CreateKey(
-        string id, NewKeyInput? input, AccountService accounts, CancellationToken ct)
-    {
-        if (input?.Name?.Length > AccountService.MaxNameLength)
-            return Problems.BadRequest("invalid_request", $"'name' is longer than {AccountService.MaxNameLength} characters.", "name");
-        var type = input?.Type ?? ApiKeyTypes.Standard;
-        if (!ApiKeyTypes.IsValid(type))
-            return Problems.BadRequest("invalid_request", $"'type' must be '{ApiKeyTypes.Standard}' or '{ApiKeyTypes.Internal}'.", "type");
-        var created = await accounts.CreateKeyAsync(id, input?.Name, type, ct);
-        if (created is null) return Problems.NotFound("account", id);
-        var r = created.Record;
-        return TypedResults.Created($"/admin/v1/accounts/{id}/keys/{r.Id}",
-            new NewKeyResponse(r.Id, created.Key, r.Prefix, r.AccountId, r.Name, r.Type, r.CreatedAt));
     }
 }

@@ -34,15 +34,16 @@ internal static class GatewayEndpoints
 
     private static async Task<IResult> ListModels(HttpContext http, ApiKeyAuthenticator authenticator, ModelRouter router)
     {
-        if (await AuthenticateAsync(http, authenticator) is { } error) return error;
-        var data = router.Callable().Select(x => ModelObject(x.Model.Key, x.Provider.Name, x.Model.Model.ContextWindow)).ToList();
+        if (await AuthenticateAsync(http, authenticator) is not { } caller) return GatewayError.InvalidApiKey();
+        var data = router.Callable().Where(x => caller.Settings.AllowsModel(x.Model.Key))
+            .Select(x => ModelObject(x.Model.Key, x.Provider.Name, x.Model.Model.ContextWindow)).ToList();
         return TypedResults.Json(new Dictionary<string, object> { ["object"] = "list", ["data"] = data });
     }
 
     private static async Task<IResult> GetModel(string id, HttpContext http, ApiKeyAuthenticator authenticator, ModelRouter router)
     {
-        if (await AuthenticateAsync(http, authenticator) is { } error) return error;
-        var found = router.Callable().FirstOrDefault(x => x.Model.Key == id);
+        if (await AuthenticateAsync(http, authenticator) is not { } caller) return GatewayError.InvalidApiKey();
+        var found = router.Callable().FirstOrDefault(x => x.Model.Key == id && caller.Settings.AllowsModel(id));
         return found.Model is null
             ? new GatewayError(404, "model_not_found", $"The model '{id}' does not exist or is not served here.", "model")
             : TypedResults.Json(ModelObject(found.Model.Key, found.Provider.Name, found.Model.Model.ContextWindow));
@@ -57,11 +58,11 @@ internal static class GatewayEndpoints
         ["context_window"] = contextWindow,
     };
 
-    private static async Task<IResult?> AuthenticateAsync(HttpContext http, ApiKeyAuthenticator authenticator)
+    private static async Task<Caller?> AuthenticateAsync(HttpContext http, ApiKeyAuthenticator authenticator)
     {
         var auth = http.Request.Headers.Authorization.ToString();
         var key = auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? auth[7..].Trim()
             : http.Request.Headers["x-api-key"] is [{ Length: > 0 } k] ? k : null;
-        return await authenticator.AuthenticateAsync(key, http.RequestAborted) is null ? GatewayError.InvalidApiKey() : null;
+        return await authenticator.AuthenticateAsync(key, http.RequestAborted);
     }
 }

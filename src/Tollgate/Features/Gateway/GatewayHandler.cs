@@ -64,6 +64,15 @@ internal sealed partial class GatewayHandler(
         var ownKeys = await credentials.ProvidersAsync(caller.AccountId, ct);
         var (targets, routeError) = router.Resolve(request.Model, dialect, ownKeys);
         if (targets is null) { await routeError!.ExecuteAsync(http); return; }
+        if (caller.Settings.AllowedModels is not null)
+        {
+            if (!caller.Settings.AllowsModel(targets[0].ModelId))
+            {
+                await new GatewayError(403, "model_not_allowed", $"This API key may not call '{targets[0].ModelId}'.", "model") { Dialect = dialect }.ExecuteAsync(http);
+                return;
+            }
+            targets = targets.Where(t => caller.Settings.AllowsModel(t.ModelId)).ToList();
+        }
         if (ownKeys.Count > 0)
         {
             var withKeys = new List<RouteTarget>(targets.Count);
@@ -97,7 +106,7 @@ internal sealed partial class GatewayHandler(
             }
         }
 
-        if (limiter.TryAcquire(caller.KeyId, caller.AccountId, promptTokens) is { } limited)
+        if (limiter.TryAcquire(caller.KeyId, caller.AccountId, promptTokens, caller.Settings) is { } limited)
         {
             http.Response.Headers.RetryAfter = ((long)limited.RetryAfter.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
             await new GatewayError(429, "rate_limited",

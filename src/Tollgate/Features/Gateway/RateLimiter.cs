@@ -39,14 +39,23 @@ internal sealed class GatewayRateLimiter(IOptions<GatewayRateLimitOptions> optio
 
     public bool Enabled => _options.PerKey.Any || _options.PerAccount.Any;
 
-    /// <summary>Admits a call for the key and the account, or says which limit refused it. Admitted calls must be released.</summary>
-    public RateLimitRejection? TryAcquire(string keyId, string accountId, long promptTokens)
+    /// <summary>The key's limits: its own where it sets them, the configured per-key defaults otherwise.</summary>
+    private RateLimitOptions KeyLimits(Keys.KeySettings settings) => !settings.HasRateLimits ? _options.PerKey : new RateLimitOptions
     {
-        if (!Enabled) return null;
+        RequestsPerMinute = settings.RequestsPerMinute ?? _options.PerKey.RequestsPerMinute,
+        TokensPerMinute = settings.TokensPerMinute ?? _options.PerKey.TokensPerMinute,
+        ConcurrentRequests = settings.ConcurrentRequests ?? _options.PerKey.ConcurrentRequests,
+    };
+
+    /// <summary>Admits a call for the key and the account, or says which limit refused it. Admitted calls must be released.</summary>
+    public RateLimitRejection? TryAcquire(string keyId, string accountId, long promptTokens, Keys.KeySettings settings)
+    {
+        var keyLimits = KeyLimits(settings);
+        if (!keyLimits.Any && !_options.PerAccount.Any) return null;
         var now = time.GetTimestamp();
-        var key = _options.PerKey.Any ? ScopeFor("k:" + keyId) : null;
+        var key = keyLimits.Any ? ScopeFor("k:" + keyId) : null;
         var account = _options.PerAccount.Any ? ScopeFor("a:" + accountId) : null;
-        if (key?.Check(_options.PerKey, promptTokens, now, time) is { } k) return new RateLimitRejection("key", k.Limit, k.RetryAfter);
+        if (key?.Check(keyLimits, promptTokens, now, time) is { } k) return new RateLimitRejection("key", k.Limit, k.RetryAfter);
         if (account?.Check(_options.PerAccount, promptTokens, now, time) is { } a) return new RateLimitRejection("account", a.Limit, a.RetryAfter);
         // Both passed: take the slots. A race between check and take can let a scope go over by the racing calls, never more.
         key?.Take(now, time);
@@ -57,9 +66,8 @@ internal sealed class GatewayRateLimiter(IOptions<GatewayRateLimitOptions> optio
     /// <summary>Ends an admitted call, adding the tokens it actually used to both minute windows.</summary>
     public void Release(string keyId, string accountId, long tokens)
     {
-        if (!Enabled) return;
         var now = time.GetTimestamp();
-        if (_options.PerKey.Any && _scopes.TryGetValue("k:" + keyId, out var key)) key.Finish(tokens, now, time);
+        if (_scopes.TryGetValue("k:" + keyId, out var key)) key.Finish(tokens, now, time);
         if (_options.PerAccount.Any && _scopes.TryGetValue("a:" + accountId, out var account)) account.Finish(tokens, now, time);
     }
 

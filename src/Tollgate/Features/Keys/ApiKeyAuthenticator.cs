@@ -15,6 +15,9 @@ public sealed record Caller(string KeyId, string AccountId, long LedgerAccountId
 {
     /// <summary>The operator's own traffic: usage is priced and recorded as <c>internal</c>, never debited.</summary>
     public bool IsInternal => KeyType == ApiKeyTypes.Internal;
+
+    /// <summary>The key's own restrictions (allowed models, expiry, rate limits).</summary>
+    public KeySettings Settings { get; init; } = KeySettings.None;
 }
 
 /// <summary>The values of <c>api_keys.type</c>.</summary>
@@ -57,18 +60,21 @@ internal sealed class ApiKeyAuthenticator(IApiKeyStore keys, IAccountStore accou
         var hash = Secrets.Hash(presented);
         var cacheKey = Convert.ToHexString(hash);
         var now = time.GetUtcNow();
-        if (_cache.TryGetValue(cacheKey, out var cached) && cached.ExpiresAt > now) return cached.Caller;
+        if (_cache.TryGetValue(cacheKey, out var cached) && cached.ExpiresAt > now) return Live(cached.Caller, now);
 
         Caller? caller = null;
         if (await keys.FindByHashAsync(hash, ct) is { } key && await accounts.GetAsync(key.AccountId, ct) is { } account)
         {
-            caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type);
-            await TouchAsync(key, now, ct);
+            caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type) { Settings = key.Settings };
+            if (Live(caller, now) is not null) await TouchAsync(key, now, ct);
         }
         if (_cache.Count >= MaxCacheEntries) _cache.Clear();
         _cache[cacheKey] = new Entry(caller, now + CacheTtl);
-        return caller;
+        return Live(caller, now);
     }
+
+    /// <summary>An expired key is refused like a revoked one (the check is made on every use, cached or not).</summary>
+    private static Caller? Live(Caller? caller, DateTimeOffset now) => caller?.Settings.ExpiresAt is { } e && e <= now ? null : caller;
 
     private async Task TouchAsync(ApiKeyRecord key, DateTimeOffset now, CancellationToken ct)
     {

@@ -13,32 +13,84 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
 {
     private long NowMicros => time.GetUtcNowMicros();
 
-    private sealed record Row(string id, string account_id, string? name, string prefix, string type, long created_at, long? last_used_at, long? revoked_at)
+    private const string Columns = """
+        id, account_id, name, prefix, type, created_at, last_used_at, revoked_at, allowed_models, expires_at,
+        requests_per_minute, tokens_per_minute, concurrent_requests, metadata, rotated_from
+        """;
+
+    private sealed record Row(string id, string account_id, string? name, string prefix, string type, long created_at, long? last_used_at, long? revoked_at,
+        string? allowed_models, long? expires_at, long? requests_per_minute, long? tokens_per_minute, long? concurrent_requests, string? metadata,
+        string? rotated_from)
     {
-        public ApiKeyRecord ToRecord() => new(id, account_id, name, prefix, type, FromMicros(created_at),
-            last_used_at is { } l ? FromMicros(l) : null, revoked_at is { } r ? FromMicros(r) : null);
+        public ApiKeyRecord ToRecord()
+        {
+            var settings = allowed_models is null && expires_at is null && requests_per_minute is null && tokens_per_minute is null
+                           && concurrent_requests is null && metadata is null
+                ? KeySettings.None
+                : new KeySettings
+                {
+                    AllowedModels = KeySettings.ParseModels(allowed_models), ExpiresAt = expires_at is { } e ? FromMicros(e) : null,
+                    RequestsPerMinute = (int?)requests_per_minute, TokensPerMinute = tokens_per_minute, ConcurrentRequests = (int?)concurrent_requests,
+                    Metadata = metadata,
+                };
+            return new(id, account_id, name, prefix, type, FromMicros(created_at), last_used_at is { } l ? FromMicros(l) : null,
+                revoked_at is { } r ? FromMicros(r) : null) { Settings = settings, RotatedFrom = rotated_from };
+        }
     }
 
     internal static DateTimeOffset FromMicros(long micros) => UnixMicros.ToDateTimeOffset(micros);
 
-    public async Task<ApiKeyRecord> CreateAsync(string accountId, string? name, string prefix, byte[] hash, string type, CancellationToken ct)
+    public async Task<ApiKeyRecord> CreateAsync(string accountId, string? name, string prefix, byte[] hash, string type, KeySettings settings,
+        string? replaces, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
-        var row = new Row(Secrets.RandomId("key_"), accountId, name, prefix, type, NowMicros, null, null);
+        await using var tx = await c.BeginTransactionAsync(ct);
+        var now = NowMicros;
+        var row = new Row(Secrets.RandomId("key_"), accountId, name, prefix, type, now, null, null, KeySettings.ModelsJson(settings.AllowedModels),
+            settings.ExpiresAt is { } e ? UnixMicros.From(e) : null, settings.RequestsPerMinute, settings.TokensPerMinute, settings.ConcurrentRequests,
+            settings.Metadata, replaces);
+        if (replaces is not null)
+        {
+            var revoked = await c.ExecuteAsync(new CommandDefinition(
+                "UPDATE api_keys SET revoked_at = @now WHERE id = @replaces AND account_id = @accountId AND revoked_at IS NULL",
+                new { now, replaces, accountId }, tx, cancellationToken: ct));
+            if (revoked != 1) throw new InvalidOperationException($"No live key {replaces} of {accountId} to rotate.");
+        }
         await c.ExecuteAsync(new CommandDefinition("""
-            INSERT INTO api_keys (id, account_id, name, prefix, key_hash, type, created_at)
-            VALUES (@id, @account_id, @name, @prefix, @hash, @type, @created_at)
-            """, new { row.id, row.account_id, row.name, row.prefix, hash, row.type, row.created_at }, cancellationToken: ct));
+            INSERT INTO api_keys (id, account_id, name, prefix, key_hash, type, created_at, allowed_models, expires_at, requests_per_minute,
+                tokens_per_minute, concurrent_requests, metadata, rotated_from)
+            VALUES (@id, @account_id, @name, @prefix, @hash, @type, @created_at, @allowed_models, @expires_at, @requests_per_minute,
+                @tokens_per_minute, @concurrent_requests, @metadata, @rotated_from)
+            """, new
+        {
+            row.id, row.account_id, row.name, row.prefix, hash, row.type, row.created_at, row.allowed_models, row.expires_at, row.requests_per_minute,
+            row.tokens_per_minute, row.concurrent_requests, row.metadata, row.rotated_from,
+        }, tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
         return row.ToRecord();
     }
 
     public async Task<ApiKeyRecord?> FindByHashAsync(byte[] hash, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
-        var row = await c.QuerySingleOrDefaultAsync<Row>(new CommandDefinition("""
-            SELECT id, account_id, name, prefix, type, created_at, last_used_at, revoked_at
-            FROM api_keys WHERE key_hash = @hash AND revoked_at IS NULL
-            """, new { hash }, cancellationToken: ct));
+        var row = await c.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(
+            $"SELECT {Columns} FROM api_keys WHERE key_hash = @hash AND revoked_at IS NULL", new { hash }, cancellationToken: ct));
+        return row?.ToRecord();
+    }
+
+    public async Task<IReadOnlyList<ApiKeyRecord>> ListAsync(string accountId, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        var rows = await c.QueryAsync<Row>(new CommandDefinition(
+            $"SELECT {Columns} FROM api_keys WHERE account_id = @accountId ORDER BY created_at DESC, id DESC", new { accountId }, cancellationToken: ct));
+        return rows.Select(r => r.ToRecord()).ToList();
+    }
+
+    public async Task<ApiKeyRecord?> GetAsync(string accountId, string keyId, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        var row = await c.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(
+            $"SELECT {Columns} FROM api_keys WHERE account_id = @accountId AND id = @keyId", new { accountId, keyId }, cancellationToken: ct));
         return row?.ToRecord();
     }
 

@@ -1,11 +1,26 @@
 namespace Tollgate.Features.Keys;
 
-public sealed record ApiKeyRecord(string Id, string AccountId, string? Name, string Prefix, string Type, DateTimeOffset CreatedAt, DateTimeOffset? LastUsedAt, DateTimeOffset? RevokedAt);
+public sealed record ApiKeyRecord(string Id, string AccountId, string? Name, string Prefix, string Type, DateTimeOffset CreatedAt, DateTimeOffset? LastUsedAt, DateTimeOffset? RevokedAt)
+{
+    public KeySettings Settings { get; init; } = KeySettings.None;
+    /// <summary>The key this one replaced by rotation, if any.</summary>
+    public string? RotatedFrom { get; init; }
+}
 
 /// <summary>API keys (hashes only) and the operator's admin keys.</summary>
 internal interface IApiKeyStore
 {
-    Task<ApiKeyRecord> CreateAsync(string accountId, string? name, string prefix, byte[] hash, string type, CancellationToken ct);
+    Task<ApiKeyRecord> CreateAsync(string accountId, string? name, string prefix, byte[] hash, string type, CancellationToken ct) =>
+        CreateAsync(accountId, name, prefix, hash, type, KeySettings.None, null, ct);
+
+    /// <summary>Stores a new key; with <paramref name="replaces"/>, revokes that key of the account in the same transaction (rotation).</summary>
+    Task<ApiKeyRecord> CreateAsync(string accountId, string? name, string prefix, byte[] hash, string type, KeySettings settings, string? replaces, CancellationToken ct);
+
+    /// <summary>The account's keys, newest first, revoked ones included.</summary>
+    Task<IReadOnlyList<ApiKeyRecord>> ListAsync(string accountId, CancellationToken ct);
+
+    /// <summary>The account's key with this id (revoked or not), or null.</summary>
+    Task<ApiKeyRecord?> GetAsync(string accountId, string keyId, CancellationToken ct);
 
     /// <summary>The live (not revoked) key with this hash, or null.</summary>
     Task<ApiKeyRecord?> FindByHashAsync(byte[] hash, CancellationToken ct);

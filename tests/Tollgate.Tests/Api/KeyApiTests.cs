@@ -1,0 +1,136 @@
+using System.Net;
+using System.Net.Http.Headers;
+using Tollgate.Tests.Metering;
+
+namespace Tollgate.Tests.Api;
+
+/// <summary>Self-service and admin key management, and what a key's own restrictions do on the gateway.</summary>
+public sealed class KeyApiTests : IAsyncLifetime
+{
+    private readonly Dictionary<string, TestApp> _apps = new();
+
+    public async Task InitializeAsync()
+    {
+        foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres })
+            _apps[engine] = await TestApp.StartAsync(engine, new Dictionary<string, string?>
+            {
+                // A second demo model, so a key can be allowed one and refused the other.
+                ["Tollgate:Pricing:Models:demo/other:InputMtok"] = "1",
+                ["Tollgate:Pricing:Models:demo/other:OutputMtok"] = "2",
+            });
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var app in _apps.Values) await app.DisposeAsync();
+    }
+
+    public static TheoryData<string> Engines => TestDatabases.Engines;
+
+    private static HttpClient Client(TestApp app, string key)
+    {
+        var client = new HttpClient { BaseAddress = app.BaseAddress };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        return client;
+    }
+
+    private static HttpContent Chat(string model) => AdminApi.JsonBody($$"""{"model":"{{model}}","messages":[{"role":"user","content":"hi"}]}""");
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_key_is_created_shown_once_listed_rotated_and_revoked_by_its_own_account(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(1_000_000);
+
+        var created = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/keys",
+            AdminApi.JsonBody("""{"name":"ci","metadata":{"team":"search"}}""")), HttpStatusCode.Created);
+        var key = created.Str("key")!;
+        Assert.StartsWith("tg_", key);
+        Assert.Equal(("ci", "standard", "search"), (created.Str("name"), created.Str("type"), created.GetProperty("metadata").Str("team")));
+        var listed = await c.Client.GetStringAsync("/api/v1/keys");
+        Assert.DoesNotContain(key, listed);
+        Assert.Contains(created.Str("prefix")!, listed);
+        Assert.Equal(2, JsonDocument.Parse(listed).RootElement.GetProperty("data").GetArrayLength());
+
+        using var newKey = Client(app, key);
+        Assert.Equal(HttpStatusCode.OK, (await newKey.PostAsync("/v1/chat/completions", Chat("demo/echo"))).StatusCode);
+
+        var rotated = await MeteringApi.BodyAsync(await c.Client.PostAsync($"/api/v1/keys/{created.Str("id")}/rotate", null), HttpStatusCode.Created);
+        Assert.Equal((created.Str("id"), "ci"), (rotated.Str("rotated_from"), rotated.Str("name")));
+        await Task.Delay(TimeSpan.FromMilliseconds(1_100));
+        Assert.Equal(HttpStatusCode.Unauthorized, (await newKey.PostAsync("/v1/chat/completions", Chat("demo/echo"))).StatusCode);
+        using var rotatedKey = Client(app, rotated.Str("key")!);
+        Assert.Equal(HttpStatusCode.OK, (await rotatedKey.PostAsync("/v1/chat/completions", Chat("demo/echo"))).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await c.Client.PostAsync($"/api/v1/keys/{created.Str("id")}/rotate", null)).StatusCode);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await c.Client.DeleteAsync($"/api/v1/keys/{rotated.Str("id")}")).StatusCode);
+        await Task.Delay(TimeSpan.FromMilliseconds(1_100));
+        Assert.Equal(HttpStatusCode.Unauthorized, (await rotatedKey.GetAsync("/api/v1/account")).StatusCode);
+        var keys = (await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/keys")).GetProperty("data");
+        Assert.Equal(3, keys.GetArrayLength());
+        Assert.Equal(2, keys.EnumerateArray().Count(k => k.GetProperty("revoked_at").ValueKind != JsonValueKind.Null));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_key_of_one_account_can_never_see_or_change_another_accounts_keys(string engine)
+    {
+        var app = _apps[engine];
+        using var a = await app.CustomerAsync(0);
+        using var b = await app.CustomerAsync(0);
+
+        Assert.DoesNotContain(b.KeyId, await a.Client.GetStringAsync("/api/v1/keys"));
+        Assert.Equal(HttpStatusCode.NotFound, (await a.Client.PostAsync($"/api/v1/keys/{b.KeyId}/rotate", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await a.Client.DeleteAsync($"/api/v1/keys/{b.KeyId}")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await b.Client.GetAsync("/api/v1/keys")).StatusCode);
+        // Internal keys are the operator's to hand out.
+        Assert.Equal(HttpStatusCode.Forbidden, (await a.Client.PostAsync("/api/v1/keys", AdminApi.JsonBody("""{"type":"internal"}"""))).StatusCode);
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Bad_key_settings_are_refused_and_nothing_is_created(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(0);
+        foreach (var (body, param) in new[]
+                 {
+                     ("""{"expires_at":"2001-01-01T00:00:00Z"}""", "expires_at"),
+                     ("""{"requests_per_minute":0}""", "requests_per_minute"),
+                     ("""{"allowed_models":["open ai/*"]}""", "allowed_models"),
+                     ("""{"metadata":[1,2]}""", "metadata"),
+                 })
+        {
+            var problem = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/keys", AdminApi.JsonBody(body)), HttpStatusCode.BadRequest);
+            Assert.Equal(param, problem.Str("param"));
+        }
+        Assert.Equal(1, (await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/keys")).GetProperty("data").GetArrayLength());
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_keys_allowed_models_expiry_and_rate_limit_apply_on_the_gateway(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(1_000_000);
+        var expires = DateTimeOffset.UtcNow.AddSeconds(3).ToString("O");
+        var created = await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{c.AccountId}/keys", AdminApi.JsonBody(
+            $$"""{"allowed_models":["demo/echo"],"requests_per_minute":2,"expires_at":"{{expires}}"}""")), HttpStatusCode.Created);
+        using var key = Client(app, created.Str("key")!);
+
+        var refused = await MeteringApi.BodyAsync(await key.PostAsync("/v1/chat/completions", Chat("demo/other")), HttpStatusCode.Forbidden);
+        Assert.Equal("model_not_allowed", refused.GetProperty("error").Str("code"));
+        var models = await key.GetFromJsonAsync<JsonElement>("/v1/models");
+        Assert.Equal(["demo/echo"], models.GetProperty("data").EnumerateArray().Select(m => m.Str("id")!).ToArray());
+
+        Assert.Equal(HttpStatusCode.OK, (await key.PostAsync("/v1/chat/completions", Chat("demo/echo"))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await key.PostAsync("/v1/chat/completions", Chat("demo/echo"))).StatusCode);
+        var limited = await key.PostAsync("/v1/chat/completions", Chat("demo/echo"));
+        Assert.Equal("rate_limited", (await MeteringApi.BodyAsync(limited, HttpStatusCode.TooManyRequests)).GetProperty("error").Str("code"));
+        Assert.True(limited.Headers.RetryAfter!.Delta > TimeSpan.Zero);
+        // The account's other key is not limited by this key's limit.
+        Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions", Chat("demo/other"))).StatusCode);
+
+        await Task.Delay(DateTimeOffset.Parse(expires) - DateTimeOffset.UtcNow + TimeSpan.FromMilliseconds(200));
+        Assert.Equal(HttpStatusCode.Unauthorized, (await key.GetAsync("/v1/models")).StatusCode);
+        var admin = await app.Admin.GetFromJsonAsync<JsonElement>($"/admin/v1/accounts/{c.AccountId}/keys");
+        Assert.Contains(admin.GetProperty("data").EnumerateArray(), k => k.Str("id") == created.Str("id") && k.Long("requests_per_minute") == 2);
+    }
+}
