@@ -72,6 +72,7 @@ public static class TollgateApp
                 "Tollgate:Metering:UnknownModelPolicy must be 'reject' or 'allow_and_review'.")
             .ValidateOnStart();
         services.AddSingleton<UsageEventService>();
+        Features.Plans.PlanCatalog.Register(services);
         services.AddGateway();
         DatabaseXmlRepository.Register(services);
         services.AddSingleton<RerateService>();

@@ -49,6 +49,7 @@ public sealed class ApiKeyAuthenticatorTests
 
         public Task<Account> CreateAsync(string name, long ledgerAccountId, CancellationToken ct) => throw new NotSupportedException();
         public Task<long> CountAsync(CancellationToken ct) => throw new NotSupportedException();
+        public Task<bool> SetPlanAsync(string id, string planId, CancellationToken ct) => throw new NotSupportedException();
     }
 
     [Fact]

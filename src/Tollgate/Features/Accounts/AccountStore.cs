@@ -5,27 +5,34 @@ using Tollgate.Infrastructure.Data;
 namespace Tollgate.Features.Accounts;
 
 /// <summary>A billing account: the unit that holds credits, backed by one customer ledger account.</summary>
-public sealed record Account(string Id, string Name, long LedgerAccountId, DateTimeOffset CreatedAt);
+public sealed record Account(string Id, string Name, long LedgerAccountId, DateTimeOffset CreatedAt)
+{
+    /// <summary>The plan the account is on (a <c>Tollgate:Plans</c> id).</summary>
+    public string PlanId { get; init; } = Plans.PlanCatalog.DefaultPlanId;
+}
 
 internal interface IAccountStore
 {
     Task<Account> CreateAsync(string name, long ledgerAccountId, CancellationToken ct);
     Task<Account?> GetAsync(string id, CancellationToken ct);
     Task<long> CountAsync(CancellationToken ct);
+
+    /// <summary>Puts the account on a plan; false if there is no such account.</summary>
+    Task<bool> SetPlanAsync(string id, string planId, CancellationToken ct);
 }
 
 /// <summary>Portable SQL for both engines.</summary>
 internal sealed class AccountStore(Database db, TimeProvider time) : IAccountStore
 {
-    private sealed record Row(string id, string name, long ledger_account_id, long created_at)
+    private sealed record Row(string id, string name, long ledger_account_id, long created_at, string plan_id)
     {
-        public Account ToAccount() => new(id, name, ledger_account_id, UnixMicros.ToDateTimeOffset(created_at));
+        public Account ToAccount() => new(id, name, ledger_account_id, UnixMicros.ToDateTimeOffset(created_at)) { PlanId = plan_id };
     }
 
     public async Task<Account> CreateAsync(string name, long ledgerAccountId, CancellationToken ct)
     {
         var row = new Row(Secrets.RandomId("acct_"), name, ledgerAccountId,
-            time.GetUtcNowMicros());
+            time.GetUtcNowMicros(), Plans.PlanCatalog.DefaultPlanId);
         await using var c = await db.OpenAsync(ct);
         await c.ExecuteAsync(new CommandDefinition(
             "INSERT INTO accounts (id, name, ledger_account_id, created_at) VALUES (@id, @name, @ledger_account_id, @created_at)",
@@ -37,7 +44,7 @@ internal sealed class AccountStore(Database db, TimeProvider time) : IAccountSto
     {
         await using var c = await db.OpenAsync(ct);
         var row = await c.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(
-            "SELECT id, name, ledger_account_id, created_at FROM accounts WHERE id = @id", new { id }, cancellationToken: ct));
+            "SELECT id, name, ledger_account_id, created_at, plan_id FROM accounts WHERE id = @id", new { id }, cancellationToken: ct));
         return row?.ToAccount();
     }
 
@@ -45,5 +52,11 @@ internal sealed class AccountStore(Database db, TimeProvider time) : IAccountSto
     {
         await using var c = await db.OpenAsync(ct);
         return await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT count(*) FROM accounts", cancellationToken: ct));
+    }
+
+    public async Task<bool> SetPlanAsync(string id, string planId, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition("UPDATE accounts SET plan_id = @planId WHERE id = @id", new { id, planId }, cancellationToken: ct)) == 1;
     }
 }

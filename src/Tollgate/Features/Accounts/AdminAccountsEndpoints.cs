@@ -11,12 +11,14 @@ public sealed record NewAccountInput(string? Name, long? CreditLimitMicros);
 
 public sealed record AccountResponse(
     string Id, string Name, long LedgerAccountId, long BalanceMicros, long AvailableMicros, long HeldMicros,
-    long CreditLimitMicros, string Balance, string BalanceCredits, DateTimeOffset CreatedAt)
+    long CreditLimitMicros, string Balance, string BalanceCredits, DateTimeOffset CreatedAt, string Plan)
 {
     public static AccountResponse From(AccountWithBalance a, CreditUnit credits) => new(a.Account.Id, a.Account.Name, a.Ledger.Id,
         a.Ledger.BalanceMicros, a.Ledger.AvailableMicros, a.Ledger.HeldMicros, a.Ledger.CreditLimitMicros,
-        Money.FormatMicros(a.Ledger.BalanceMicros), credits.Format(a.Ledger.BalanceMicros), a.Account.CreatedAt);
+        Money.FormatMicros(a.Ledger.BalanceMicros), credits.Format(a.Ledger.BalanceMicros), a.Account.CreatedAt, a.Account.PlanId);
 }
+
+public sealed record PlanInput(string? Plan);
 
 public sealed record GrantInput(long? AmountMicros, string? IdempotencyKey, string? Reason);
 
@@ -35,6 +37,7 @@ internal static class AdminAccountsEndpoints
         group.MapPost("/{id}/credits", Grant);
         group.MapGet("/{id}/ledger", Ledger);
         KeyEndpoints.MapAdminKeyRoutes(group);
+        group.MapPut("/{id}/plan", SetPlan);
         return group;
     }
 
@@ -47,6 +50,16 @@ internal static class AdminAccountsEndpoints
             return Problems.BadRequest("invalid_request", $"'credit_limit_micros' must be 0–{LedgerService.MaxAmountMicros} (0 = prepaid).", "credit_limit_micros");
         var account = await accounts.CreateAsync(input.Name.Trim(), input.CreditLimitMicros ?? 0, ct);
         return TypedResults.Created($"/admin/v1/accounts/{account.Account.Id}", AccountResponse.From(account, credits));
+    }
+
+    /// <summary>Puts an account on a configured plan (effective on the gateway within the key cache time, 1 s).</summary>
+    private static async Task<Results<Ok<AccountResponse>, ProblemHttpResult>> SetPlan(
+        string id, PlanInput input, AccountService accounts, IAccountStore store, Plans.PlanCatalog plans, CreditUnit credits, CancellationToken ct)
+    {
+        if (string.IsNullOrEmpty(input.Plan) || !plans.Exists(input.Plan))
+            return Problems.BadRequest("invalid_request", $"'plan' must be one of: {string.Join(", ", plans.All.Select(p => p.Id))}.", "plan");
+        if (!await store.SetPlanAsync(id, input.Plan, ct)) return Problems.NotFound("account", id);
+        return TypedResults.Ok(AccountResponse.From((await accounts.GetAsync(id, ct))!, credits));
     }
 
     private static async Task<Results<Ok<AccountResponse>, ProblemHttpResult>> Get(string id, AccountService accounts, CreditUnit credits, CancellationToken ct) =>

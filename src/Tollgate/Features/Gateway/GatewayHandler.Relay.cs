@@ -330,8 +330,8 @@ internal sealed partial class GatewayHandler
         var usage = reported ?? partial ?? new TokenUsage(Math.Min(ApproximatePrompt(call), TokenUsage.MaxTokens), Math.Min(countedOutput, TokenUsage.MaxTokens));
         call.UsedTokens = usage.InputTokens + usage.OutputTokens;
         var target = call.Target;
-        Rating? rating = target.Priced is { } priced ? Rater.Rate(priced, usage, call.StartedAt) : null;
-        var price = rating is { } rated ? UserPrice(target, rated) : 0;
+        Rating? rating = target.Priced is { } priced ? Rater.Rate(priced, usage, call.StartedAt, call.PlanMarkup) : null;
+        var price = rating is { } rated ? UserPrice(target, rated, byokOptions.Value.FeePercent) : 0;
         if (estimated && call.Hold is not null) price = Math.Min(price, call.Hold.Amount);
         var latencyMs = (long)Stopwatch.GetElapsedTime(call.StartedTimestamp).TotalMilliseconds;
         var metadata = UsageMetadata(call, usage, estimated, outcome, latencyMs);

@@ -29,6 +29,7 @@ internal sealed partial class GatewayHandler(
     IUsageStore records,
     GatewayRateLimiter limiter,
     Byok.ProviderCredentialService credentials,
+    Plans.PlanCatalog plans,
     IOptions<Byok.ByokOptions> byokOptions,
     IOptions<GatewayOptions> options,
     TimeProvider time,
@@ -40,6 +41,8 @@ internal sealed partial class GatewayHandler(
     private readonly GatewayOptions _options = options.Value;
 
     public static string NewRequestId() => "req_" + Guid.CreateVersion7().ToString("N");
+
+    private static readonly IReadOnlySet<string> NoOwnKeys = new HashSet<string>();
 
     public async Task HandleAsync(HttpContext http, ApiDialect dialect)
     {
@@ -61,9 +64,22 @@ internal sealed partial class GatewayHandler(
         using var request = GatewayRequest.Parse(body.Bytes, dialect, out var parseError);
         if (request is null) { await parseError!.ExecuteAsync(http); return; }
 
-        var ownKeys = await credentials.ProvidersAsync(caller.AccountId, ct);
+        var plan = plans.Get(caller.PlanId);
+        if (request.HasTools && !plan.Has(Plans.PlanFeatures.Tools))
+        {
+            await new GatewayError(403, "feature_not_in_plan", $"Tool calling is not part of the plan '{plan.Id}'.", "tools") { Dialect = dialect }.ExecuteAsync(http);
+            return;
+        }
+        // Without the plan's BYOK feature, stored customer keys are not used (the operator's keys are).
+        var ownKeys = plan.Has(Plans.PlanFeatures.Byok) ? await credentials.ProvidersAsync(caller.AccountId, ct) : NoOwnKeys;
         var (targets, routeError) = router.Resolve(request.Model, dialect, ownKeys);
         if (targets is null) { await routeError!.ExecuteAsync(http); return; }
+        if (!plan.AllowsModel(targets[0].ModelId))
+        {
+            await new GatewayError(403, "model_not_allowed", $"The model '{targets[0].ModelId}' is not part of the plan '{plan.Id}'.", "model") { Dialect = dialect }.ExecuteAsync(http);
+            return;
+        }
+        if (plan.Models is not null) targets = targets.Where(t => plan.AllowsModel(t.ModelId)).ToList();
         if (caller.Settings.AllowedModels is not null)
         {
             if (!caller.Settings.AllowsModel(targets[0].ModelId))
@@ -118,21 +134,23 @@ internal sealed partial class GatewayHandler(
         {
             AnthropicVersion = http.Request.Headers["anthropic-version"] is [{ Length: > 0 } version] ? version : null,
             AnthropicBeta = http.Request.Headers["anthropic-beta"] is [{ Length: > 0 } beta] ? beta : null,
+            PlanMarkup = plan.Markup,
         };
         try
         {
             // Internal keys are priced and recorded but never debited, so they hold nothing either.
             if (primary.Priced is not null && !caller.IsInternal)
             {
-                var amount = HoldAmount(targets, promptTokens, maxOutput * request.N, now);
+                var fee = byokOptions.Value.FeePercent;
+                var amount = HoldAmount(targets, promptTokens, maxOutput * request.N, now, plan.Markup, fee);
                 var timeout = (int)targets.Max(t => t.Provider.Timeout.TotalSeconds) + HoldMarginSeconds;
                 var (hold, available) = await billing.HoldAsync(caller, requestId, amount, timeout, HoldMetadata(primary), ct);
-                if (hold is null && _options.ClampMaxTokens && Affordable(targets, promptTokens, request.N, available, maxOutput) is { } affordable
+                if (hold is null && _options.ClampMaxTokens && Affordable(targets, promptTokens, request.N, available, maxOutput, plan.Markup, fee) is { } affordable
                     && affordable >= _options.MinClampedOutputTokens)
                 {
                     clampedOutput = affordable;
                     maxOutput = affordable;
-                    (hold, available) = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now), timeout, HoldMetadata(primary), ct);
+                    (hold, available) = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now, plan.Markup, fee), timeout, HoldMetadata(primary), ct);
                 }
                 if (hold is null)
                 {
@@ -194,22 +212,22 @@ internal sealed partial class GatewayHandler(
     /// What the caller pays for a rated call on this target: the user price, or with the customer's own key only the
     /// platform fee (a percentage of the provider cost, rounded up).
     /// </summary>
-    private long UserPrice(RouteTarget target, in Rating rating) =>
-        target.IsByok ? Money.FromUsd(rating.ProviderCostUsd * byokOptions.Value.FeePercent / 100m, Rounding.Up).Micros : rating.UserPriceMicros;
+    private static long UserPrice(RouteTarget target, in Rating rating, decimal byokFeePercent) =>
+        target.IsByok ? Money.FromUsd(rating.ProviderCostUsd * byokFeePercent / 100m, Rounding.Up).Micros : rating.UserPriceMicros;
 
     /// <summary>The most any target could charge for this call: its prompt plus the full output bound.</summary>
-    private long HoldAmount(IReadOnlyList<RouteTarget> targets, long promptTokens, long outputTokens, DateTimeOffset at)
+    private static long HoldAmount(IReadOnlyList<RouteTarget> targets, long promptTokens, long outputTokens, DateTimeOffset at, decimal? planMarkup, decimal byokFeePercent)
     {
         long max = 0;
         var usage = new TokenUsage(Math.Min(promptTokens, TokenUsage.MaxTokens), Math.Min(outputTokens, TokenUsage.MaxTokens));
         foreach (var t in targets)
-            if (t.Priced is not null) max = Math.Max(max, UserPrice(t, Rater.Rate(t.Priced, usage, at)));
+            if (t.Priced is not null) max = Math.Max(max, UserPrice(t, Rater.Rate(t.Priced, usage, at, planMarkup), byokFeePercent));
         // A hold of zero is not a hold; one micro-dollar keeps "free" models on the same path.
         return Math.Max(1, max);
     }
 
     /// <summary>The largest output bound (tokens per choice) the available balance covers, or null if not even the prompt.</summary>
-    private long? Affordable(IReadOnlyList<RouteTarget> targets, long promptTokens, int n, long available, long requested)
+    private static long? Affordable(IReadOnlyList<RouteTarget> targets, long promptTokens, int n, long available, long requested, decimal? planMarkup, decimal byokFeePercent)
     {
         if (available <= 0) return null;
         var now = DateTimeOffset.UtcNow;
@@ -217,7 +235,7 @@ internal sealed partial class GatewayHandler(
         while (lo < hi)
         {
             var mid = lo + (hi - lo + 1) / 2;
-            if (HoldAmount(targets, promptTokens, mid * n, now) <= available) lo = mid; else hi = mid - 1;
+            if (HoldAmount(targets, promptTokens, mid * n, now, planMarkup, byokFeePercent) <= available) lo = mid; else hi = mid - 1;
         }
         return lo > 0 ? lo : null;
     }
@@ -249,6 +267,7 @@ internal sealed partial class GatewayHandler(
         /// <summary>Completes when the usage record is durable (at once if there is none).</summary>
         public Task RecordWritten { get; set; } = Task.CompletedTask;
         public string? AnthropicVersion { get; init; }
+        public decimal? PlanMarkup { get; init; }
         public string? AnthropicBeta { get; init; }
     }
 }

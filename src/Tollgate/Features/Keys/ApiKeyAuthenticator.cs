@@ -18,6 +18,9 @@ public sealed record Caller(string KeyId, string AccountId, long LedgerAccountId
 
     /// <summary>The key's own restrictions (allowed models, expiry, rate limits).</summary>
     public KeySettings Settings { get; init; } = KeySettings.None;
+
+    /// <summary>The account's plan (a <c>Tollgate:Plans</c> id).</summary>
+    public string PlanId { get; init; } = Plans.PlanCatalog.DefaultPlanId;
 }
 
 /// <summary>The values of <c>api_keys.type</c>.</summary>
@@ -65,7 +68,7 @@ internal sealed class ApiKeyAuthenticator(IApiKeyStore keys, IAccountStore accou
         Caller? caller = null;
         if (await keys.FindByHashAsync(hash, ct) is { } key && await accounts.GetAsync(key.AccountId, ct) is { } account)
         {
-            caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type) { Settings = key.Settings };
+            caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type) { Settings = key.Settings, PlanId = account.PlanId };
             if (Live(caller, now) is not null) await TouchAsync(key, now, ct);
         }
         if (_cache.Count >= MaxCacheEntries) _cache.Clear();

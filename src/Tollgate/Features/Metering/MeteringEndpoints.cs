@@ -66,13 +66,13 @@ internal static class MeteringEndpoints
     }
 
     private static async Task<Results<Created<AuthorizationResponse>, Ok<AuthorizationResponse>, ProblemHttpResult>> Create(
-        AuthorizationInput input, HttpContext http, AuthorizationService authorizations, PricingCatalog catalog, TimeProvider time,
-        CancellationToken ct)
+        AuthorizationInput input, HttpContext http, AuthorizationService authorizations, PricingCatalog catalog, Plans.PlanCatalog plans,
+        TimeProvider time, CancellationToken ct)
     {
         if (!AuthorizationService.IsValidClientId(input.Id)) return InvalidId("id");
         if (input.Model is not null)
         {
-            var estimate = Estimate(input, catalog, time.GetUtcNow());
+            var estimate = Estimate(input, catalog, plans.Get(http.GetCaller().PlanId).Markup, time.GetUtcNow());
             if (estimate.Problem is { } problem) return problem;
             input = input with { AmountMicros = estimate.Amount };
         }
@@ -154,7 +154,7 @@ internal static class MeteringEndpoints
     /// The amount of a hold by estimate: the user price of the given input and maximum output, rated now. Either a
     /// problem or the amount. Unknown models are refused whatever the usage-event policy: a hold needs a price.
     /// </summary>
-    private static (ProblemHttpResult? Problem, long Amount) Estimate(AuthorizationInput input, PricingCatalog catalog, DateTimeOffset now)
+    private static (ProblemHttpResult? Problem, long Amount) Estimate(AuthorizationInput input, PricingCatalog catalog, decimal? planMarkup, DateTimeOffset now)
     {
         if (input.AmountMicros is not null)
             return (Problems.BadRequest("invalid_request", "Give either 'amount_micros' or 'model' with token counts, not both.", "amount_micros"), 0);
@@ -178,7 +178,7 @@ internal static class MeteringEndpoints
                     $"'{input.Model}' matches models of several providers; name one as 'provider/model'.",
                     new Dictionary<string, object?> { ["param"] = "model", ["candidates"] = resolution.Candidates }), 0);
         }
-        var price = Rater.Rate(resolution.Model!, usage, now).UserPriceMicros;
+        var price = Rater.Rate(resolution.Model!, usage, now, planMarkup).UserPriceMicros;
         if (price <= 0)
             return (Problems.BadRequest("invalid_request", "The estimate prices at 0 micro-USD: there is nothing to hold.", "max_output_tokens"), 0);
         return (null, price);

@@ -54,7 +54,8 @@ public sealed record RerateReport(
 /// charge past the account's limit and it does not silently write the charge off.
 /// </summary>
 internal sealed partial class RerateService(
-    LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, ILogger<RerateService> logger)
+    LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, Accounts.IAccountStore accounts, Plans.PlanCatalog plans,
+    ILogger<RerateService> logger)
 {
     public const string RerateCode = "usage_rerate";
     public const int DefaultLimit = 100;
@@ -74,6 +75,10 @@ internal sealed partial class RerateService(
         var revenue = await system.RevenueAsync(ct);
         var results = new RerateResult[items.Count];
         var pending = new List<(int Index, UsageRecord Rated, TransferRequest Transfer)>();
+        // Each account is priced under its plan (as it is now: the plan at the time of the call is not kept).
+        var planMarkups = new Dictionary<string, decimal?>(StringComparer.Ordinal);
+        foreach (var accountId2 in items.Select(x => x.Record.AccountId).Distinct())
+            planMarkups[accountId2] = plans.Get((await accounts.GetAsync(accountId2, ct))?.PlanId).Markup;
         var toMark = new List<(int Index, UsageRecord Rated)>();
 
         for (var i = 0; i < items.Count; i++)
@@ -90,7 +95,7 @@ internal sealed partial class RerateService(
             }
             var priced = resolution.Model!;
             var tokens = new TokenUsage(record.InputTokens, record.OutputTokens, record.CacheReadTokens, record.CacheWriteTokens, record.ReasoningTokens);
-            var rating = Rater.Rate(priced, tokens, record.OccurredAt);
+            var rating = Rater.Rate(priced, tokens, record.OccurredAt, planMarkups[record.AccountId]);
             var isInternal = keyType == ApiKeyTypes.Internal;
             var transferId = rating.UserPriceMicros > 0 && !isInternal ? TransferId(record.AccountId, record.Id) : null;
             var rated = record with

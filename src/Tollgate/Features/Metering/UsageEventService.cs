@@ -76,7 +76,7 @@ public sealed record UsageEventResult(
 /// written then, so every retry heals. A retry with other content is refused by the ledger as a conflict.
 /// </summary>
 internal sealed partial class UsageEventService(
-    LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, IOptions<MeteringOptions> options, TimeProvider time,
+    LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, Plans.PlanCatalog plans, IOptions<MeteringOptions> options, TimeProvider time,
     ILogger<UsageEventService> logger)
 {
     public const int MaxBatchEvents = 1_000;
@@ -218,7 +218,7 @@ internal sealed partial class UsageEventService(
         }
 
         var model = resolution.Model!;
-        var rating = Rater.Rate(model, e.Tokens, at);
+        var rating = Rater.Rate(model, e.Tokens, at, plans.Get(caller.PlanId).Markup);
         // An internal key's usage is priced and recorded like any other, but never debited.
         var transferId = rating.UserPriceMicros > 0 && !caller.IsInternal ? TransferId(caller, e.Id) : null;
         record = record with

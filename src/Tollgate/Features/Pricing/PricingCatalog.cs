@@ -95,10 +95,10 @@ internal sealed class PricingSnapshot
             {
                 var m = p.Models[i];
                 models.TryGetValue(m.Key, out var cfg);
-                var markup = cfg?.Markup ?? (options.Providers.TryGetValue(p.Id, out var po) ? po.Markup : null) ?? options.DefaultMarkup;
+                var own = cfg?.Markup ?? (options.Providers.TryGetValue(p.Id, out var po) ? po.Markup : null);
                 var list = cfg?.ListPrice?.ToPriceSet();
                 if (list is not null) CheckListPrice(m, list, Label(m.Key), errors);
-                priced[i] = new PricedModel(m, markup, list, Origin(m.Key));
+                priced[i] = new PricedModel(m, own ?? options.DefaultMarkup, list, Origin(m.Key), markupIsDefault: own is null && list is null);
                 _byKey.TryAdd(m.Key, priced[i]);
             }
             _providers[p.Id] = (p, priced);

@@ -51,9 +51,6 @@ public sealed record PricingListResponse(
 
 internal static class PricingEndpoints
 {
-    /// <summary>Until plans exist, every user is on this one, priced at the configured markups.</summary>
-    public const string DefaultPlan = "default";
-
     public static RouteGroupBuilder MapPricing(this IEndpointRouteBuilder routes)
     {
         // Public: prices are not secrets, and callers estimate costs before they have a key.
@@ -63,7 +60,7 @@ internal static class PricingEndpoints
         return group;
     }
 
-    private static Ok<PricingListResponse> List(PricingCatalog catalog, CreditUnit credits, TimeProvider time, string? provider)
+    private static Ok<PricingListResponse> List(PricingCatalog catalog, CreditUnit credits, TimeProvider time, Plans.PlanCatalog plans, string? provider)
     {
         var now = time.GetUtcNow();
         var models = new List<ListedModel>();
@@ -73,19 +70,26 @@ internal static class PricingEndpoints
         {
             if (provider is not null && m.Model.ProviderId != provider) continue;
             var period = m.Model.PeriodAt(now, out _);
-            var rates = new List<ListedRate>();
             var user = m.ListPrice;
-            AddRate(rates, "input", period.Prices.InputMtok, user?.InputMtok, m.Markup, credits);
-            AddRate(rates, "cache_read", period.Prices.CacheReadMtok, user?.CacheReadMtok, m.Markup, credits);
-            AddRate(rates, "cache_write", period.Prices.CacheWriteMtok, user?.CacheWriteMtok, m.Markup, credits);
-            AddRate(rates, "output", period.Prices.OutputMtok, user?.OutputMtok, m.Markup, credits);
-            AddRate(rates, "reasoning", period.Prices.ReasoningMtok, user?.ReasoningMtok, m.Markup, credits);
-            if (period.Prices.RequestsKcount is { } perK)
+            var listed = new List<ListedPlan>();
+            foreach (var plan in plans.All.OrderBy(p => p.Id == Plans.PlanCatalog.DefaultPlanId ? "" : p.Id, StringComparer.Ordinal))
             {
-                // USD per thousand requests × 1,000 = micro-USD per request.
-                var userPerK = user is null ? perK * m.Markup : Math.Max(user.RequestsKcount ?? 0, perK);
-                rates.Add(new ListedRate("request", "request", Dec(perK / 1000m), Norm(perK * 1000m), Norm(userPerK * 1000m),
-                    Dec(userPerK * 1000m / credits.MicrosPerCredit), []));
+                if (!plan.AllowsModel(m.Key)) continue;
+                var markup = plan.Markup is { } pm && m.MarkupIsDefault ? pm : m.Markup;
+                var rates = new List<ListedRate>();
+                AddRate(rates, "input", period.Prices.InputMtok, user?.InputMtok, markup, credits);
+                AddRate(rates, "cache_read", period.Prices.CacheReadMtok, user?.CacheReadMtok, markup, credits);
+                AddRate(rates, "cache_write", period.Prices.CacheWriteMtok, user?.CacheWriteMtok, markup, credits);
+                AddRate(rates, "output", period.Prices.OutputMtok, user?.OutputMtok, markup, credits);
+                AddRate(rates, "reasoning", period.Prices.ReasoningMtok, user?.ReasoningMtok, markup, credits);
+                if (period.Prices.RequestsKcount is { } perK)
+                {
+                    // USD per thousand requests × 1,000 = micro-USD per request.
+                    var userPerK = user is null ? perK * markup : Math.Max(user.RequestsKcount ?? 0, perK);
+                    rates.Add(new ListedRate("request", "request", Dec(perK / 1000m), Norm(perK * 1000m), Norm(userPerK * 1000m),
+                        Dec(userPerK * 1000m / credits.MicrosPerCredit), []));
+                }
+                listed.Add(new ListedPlan(plan.Id, user is null ? "markup" : "list_price", user is null ? Dec(markup) : null, rates));
             }
             var today = DateOnly.FromDateTime(now.UtcDateTime);
             var scheduled = new List<ScheduledPrice>();
@@ -95,7 +99,7 @@ internal static class PricingEndpoints
             models.Add(new ListedModel(m.Key, m.Model.ProviderId, m.Model.Name, m.Model.ContextWindow, m.Model.Deprecated,
                 (period.Constraint as PriceConstraint.StartDate)?.From.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
                 period.Constraint?.ToString(),
-                [new ListedPlan(DefaultPlan, user is null ? "markup" : "list_price", user is null ? Dec(m.Markup) : null, rates)],
+                listed,
                 scheduled, m.Origin));
         }
         return TypedResults.Ok(new PricingListResponse(now, "USD", credits.MicrosPerCredit, snapshot.Source,
@@ -122,9 +126,13 @@ internal static class PricingEndpoints
         rates.Add(new ListedRate(kind, "million_tokens", Dec(p.Base), Norm(p.Base * 1_000_000m), baseUser, Dec(baseUser / credits.MicrosPerCredit), tiers));
     }
 
-    private static Results<Ok<QuoteResponse>, ProblemHttpResult> Quote(
-        QuoteInput input, PricingCatalog catalog, CreditUnit credits, TimeProvider time)
+    private static async Task<Results<Ok<QuoteResponse>, ProblemHttpResult>> Quote(
+        QuoteInput input, PricingCatalog catalog, CreditUnit credits, TimeProvider time, Plans.PlanCatalog plans,
+        Keys.ApiKeyAuthenticator authenticator, HttpContext http)
     {
+        // Public, or keyed: with a valid API key the price is the one under the caller's plan.
+        var caller = await authenticator.AuthenticateAsync(Admin.AdminAuthFilter.BearerToken(http.Request), http.RequestAborted);
+        var plan = plans.Get(caller?.PlanId);
         if (string.IsNullOrWhiteSpace(input.Model))
             return Problems.BadRequest("invalid_request", "'model' is required, e.g. \"openai/gpt-4o\" or a bare name such as \"gpt-4o\".", "model");
         var usage = new TokenUsage(input.InputTokens ?? 0, input.OutputTokens ?? 0, input.CacheReadTokens ?? 0,
@@ -147,7 +155,7 @@ internal static class PricingEndpoints
 
         var model = resolution.Model!;
         var at = input.Timestamp ?? time.GetUtcNow();
-        var rating = Rater.Rate(model, usage, at);
+        var rating = Rater.Rate(model, usage, at, plan.Markup);
         var period = model.Model.Periods[rating.PeriodIndex];
         long? tierStart = null;
         if (rating.Tier >= 0)
@@ -159,8 +167,8 @@ internal static class PricingEndpoints
         var lines = rating.Lines.Select(l => new QuoteLine(
             Kind(l.Kind), l.Units, l.Kind == LineKind.Request ? "thousand_requests" : "million_tokens", Dec(l.Rate), Dec(l.CostUsd))).ToList();
         return TypedResults.Ok(new QuoteResponse(
-            model.Key, model.Model.ProviderId, model.Model.Name, at, DefaultPlan,
-            model.ListPrice is null ? "markup" : "list_price", model.ListPrice is null ? Dec(model.Markup) : null,
+            model.Key, model.Model.ProviderId, model.Model.Name, at, plan.Id,
+            model.ListPrice is null ? "markup" : "list_price", model.ListPrice is null ? Dec(plan.Markup is { } pm && model.MarkupIsDefault ? pm : model.Markup) : null,
             (period.Constraint as PriceConstraint.StartDate)?.From.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
             period.Constraint?.ToString(), tierStart, lines,
             Dec(rating.ProviderCostUsd), rating.ProviderCostMicros, "up",

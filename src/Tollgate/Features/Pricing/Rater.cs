@@ -63,8 +63,11 @@ public readonly record struct Rating(
 }
 
 /// <summary>A catalog model compiled for rating: its prices plus the user pricing (markup or fixed list price).</summary>
-internal sealed class PricedModel(CatalogModel model, decimal markup, PriceSet? listPrice, PriceSource origin = PriceSource.Catalog)
+internal sealed class PricedModel(CatalogModel model, decimal markup, PriceSet? listPrice, PriceSource origin = PriceSource.Catalog, bool markupIsDefault = false)
 {
+    /// <summary>The markup is the configured default (no model or provider markup): a plan's markup replaces it.</summary>
+    public bool MarkupIsDefault { get; } = markupIsDefault;
+
     /// <summary>Whose prices these are: the catalog's, or overridden by configuration or the admin API.</summary>
     public PriceSource Origin { get; } = origin;
     public CatalogModel Model { get; } = model;
@@ -92,7 +95,9 @@ internal static class Rater
 {
     private const decimal Million = 1_000_000m;
 
-    public static Rating Rate(PricedModel model, in TokenUsage usage, DateTimeOffset at)
+    /// <param name="planMarkup">The caller's plan's markup, if the plan sets one: it applies where the model and its
+    /// provider have no markup of their own (model markup → provider markup → plan markup → default markup).</param>
+    public static Rating Rate(PricedModel model, in TokenUsage usage, DateTimeOffset at, decimal? planMarkup = null)
     {
         var period = model.Model.PeriodAt(at, out var periodIndex);
         var cost = Cost(period.Prices, usage, out var input, out var cacheRead, out var cacheWrite, out var output, out var reasoning, out var request, out var tier);
@@ -104,7 +109,7 @@ internal static class Rater
         }
         else
         {
-            user = cost * model.Markup;
+            user = cost * (planMarkup is { } pm && model.MarkupIsDefault ? pm : model.Markup);
         }
         return new Rating(input, cacheRead, cacheWrite, output, reasoning, request,
             cost, Money.FromUsd(cost, Rounding.Up).Micros, user, Money.FromUsd(user, Rounding.Up).Micros, periodIndex, tier);

@@ -1,0 +1,127 @@
+using System.Net;
+using Microsoft.Extensions.Options;
+using Tollgate.Tests.Api;
+using Tollgate.Tests.Metering;
+
+namespace Tollgate.Tests.Plans;
+
+/// <summary>
+/// Plans from configuration: the account's plan sets the markup (where the model has none of its own) and gates models
+/// and features on the gateway. demo/echo costs p + 2o micro-USD for p prompt and o output tokens.
+/// </summary>
+public sealed class PlanTests : IAsyncLifetime
+{
+    private readonly Dictionary<string, TestApp> _apps = new();
+
+    private static readonly Dictionary<string, string?> Settings = new()
+    {
+        ["Tollgate:Plans:free:Markup"] = "3",
+        ["Tollgate:Plans:free:Models:0"] = "demo/echo",
+        ["Tollgate:Plans:free:Features:0"] = "none",
+        ["Tollgate:Plans:pro:Markup"] = "1.5",
+        ["Tollgate:Plans:pro:Features:0"] = "tools",
+        ["Tollgate:Plans:pro:Features:1"] = "byok",
+        ["Tollgate:Pricing:Models:demo/other:InputMtok"] = "1",
+        ["Tollgate:Pricing:Models:demo/other:OutputMtok"] = "2",
+    };
+
+    public async Task InitializeAsync()
+    {
+        foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres }) _apps[engine] = await TestApp.StartAsync(engine, Settings);
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var app in _apps.Values) await app.DisposeAsync();
+    }
+
+    public static TheoryData<string> Engines => TestDatabases.Engines;
+
+    private static HttpContent Chat(string model, bool tools = false) => AdminApi.JsonBody(tools
+        ? $$$$"""{"model":"{{{{model}}}}","messages":[{"role":"user","content":"weather?"}],"tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object"}}}]}"""
+        : $$"""{"model":"{{model}}","messages":[{"role":"user","content":"how much with my plan"}]}""");
+
+    private static async Task<(long Charge, long Prompt, long Output)> CallAsync(Customer c, string model = "demo/echo")
+    {
+        var response = await c.Client.PostAsync("/v1/chat/completions", Chat(model));
+        var body = await MeteringApi.BodyAsync(response, HttpStatusCode.OK);
+        var usage = body.GetProperty("usage");
+        return (long.Parse(response.Headers.GetValues("x-tollgate-charge-micros").Single()), usage.Long("prompt_tokens"), usage.Long("completion_tokens"));
+    }
+
+    private static long Ceil(decimal d) => (long)Math.Ceiling(d);
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task The_accounts_plan_sets_the_markup_of_its_calls_quotes_and_usage_events(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(1_000_000);
+
+        var (charge, p, o) = await CallAsync(c);
+        Assert.Equal(2 * (p + 2 * o), charge);
+
+        var account = await MeteringApi.BodyAsync(await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", AdminApi.JsonBody("""{"plan":"pro"}""")), HttpStatusCode.OK);
+        Assert.Equal("pro", account.Str("plan"));
+        await Task.Delay(TimeSpan.FromMilliseconds(1_100));
+        (charge, p, o) = await CallAsync(c);
+        Assert.Equal(Ceil(1.5m * (p + 2 * o)), charge);
+
+        var quote = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/pricing/quote",
+            AdminApi.JsonBody("""{"model":"demo/echo","input_tokens":1000,"output_tokens":1000}""")), HttpStatusCode.OK);
+        Assert.Equal(("pro", "1.5", 4_500L), (quote.Str("plan"), quote.Str("markup"), quote.Long("user_price_micros")));
+        var anonymous = await MeteringApi.BodyAsync(await app.Anonymous.PostAsync("/api/v1/pricing/quote",
+            AdminApi.JsonBody("""{"model":"demo/echo","input_tokens":1000,"output_tokens":1000}""")), HttpStatusCode.OK);
+        Assert.Equal(("default", 6_000L), (anonymous.Str("plan"), anonymous.Long("user_price_micros")));
+
+        var events = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/usage/events",
+            AdminApi.JsonBody("""{"id":"plan-evt-1","model":"demo/echo","input_tokens":1000,"output_tokens":1000}""")), HttpStatusCode.OK);
+        Assert.Equal(4_500, events.GetProperty("data")[0].Long("user_price_micros"));
+
+        var list = await app.Anonymous.GetFromJsonAsync<JsonElement>("/api/v1/pricing?provider=demo");
+        var echo = list.GetProperty("models").EnumerateArray().Single(m => m.Str("id") == "demo/echo");
+        var plans = echo.GetProperty("plans").EnumerateArray().ToDictionary(x => x.Str("plan")!, x => x.Str("markup"));
+        Assert.Equal(new Dictionary<string, string?> { ["default"] = "2", ["free"] = "3", ["pro"] = "1.5" }, plans);
+        var other = list.GetProperty("models").EnumerateArray().Single(m => m.Str("id") == "demo/other");
+        Assert.DoesNotContain(other.GetProperty("plans").EnumerateArray(), x => x.Str("plan") == "free");
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_plan_gates_models_and_tools_on_the_gateway(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(1_000_000);
+        await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", AdminApi.JsonBody("""{"plan":"free"}"""));
+        await Task.Delay(TimeSpan.FromMilliseconds(1_100));
+
+        var (charge, p, o) = await CallAsync(c);
+        Assert.Equal(3 * (p + 2 * o), charge);
+        var model = (await MeteringApi.BodyAsync(await c.Client.PostAsync("/v1/chat/completions", Chat("demo/other")), HttpStatusCode.Forbidden)).GetProperty("error");
+        Assert.Equal(("model_not_allowed", "model"), (model.Str("code"), model.Str("param")));
+        var tools = (await MeteringApi.BodyAsync(await c.Client.PostAsync("/v1/chat/completions", Chat("demo/echo", tools: true)), HttpStatusCode.Forbidden)).GetProperty("error");
+        Assert.Equal(("feature_not_in_plan", "tools"), (tools.Str("code"), tools.Str("param")));
+        var models = await c.Client.GetFromJsonAsync<JsonElement>("/v1/models");
+        Assert.Equal(["demo/echo"], models.GetProperty("data").EnumerateArray().Select(m => m.Str("id")!).ToArray());
+
+        await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", AdminApi.JsonBody("""{"plan":"pro"}"""));
+        await Task.Delay(TimeSpan.FromMilliseconds(1_100));
+        Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions", Chat("demo/echo", tools: true))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions", Chat("demo/other"))).StatusCode);
+    }
+
+    [Fact]
+    public async Task An_unknown_plan_is_refused_and_a_contradictory_plan_stops_start_up()
+    {
+        var app = _apps[TestDatabases.Sqlite];
+        var accountId = await app.CreateAccountAsync("plans");
+        var problem = await MeteringApi.BodyAsync(await app.Admin.PutAsync($"/admin/v1/accounts/{accountId}/plan", AdminApi.JsonBody("""{"plan":"gold"}""")), HttpStatusCode.BadRequest);
+        Assert.Contains("default", problem.Str("detail"));
+
+        var error = await Assert.ThrowsAsync<OptionsValidationException>(() => TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?>
+        {
+            ["Tollgate:Plans:cheap:Markup"] = "0.5",
+            ["Tollgate:Plans:cheap:MonthlyPriceCents"] = "-1",
+        }));
+        Assert.Contains(error.Failures, f => f.Contains("cheap:Markup", StringComparison.Ordinal));
+        Assert.Contains(error.Failures, f => f.Contains("MonthlyPriceCents", StringComparison.Ordinal));
+    }
+}
