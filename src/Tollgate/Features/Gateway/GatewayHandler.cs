@@ -101,8 +101,9 @@ internal sealed partial class GatewayHandler(
 
         var primary = targets[0];
         var encoding = TokenEstimator.ForModel(primary.Provider.Kind == ProviderKind.Demo ? "demo" : primary.Priced?.Model.ProviderId ?? primary.Provider.Name, primary.UpstreamModel);
-        var promptTokens = dialect == ApiDialect.Anthropic || primary.Provider.Kind == ProviderKind.Anthropic && encoding is null
-            ? dialect == ApiDialect.Anthropic ? TokenEstimator.CountAnthropicPrompt(request.Root) : TokenEstimator.CountChatPrompt(request.Root, null)
+        // Exact with the model's tokenizer; without one (Anthropic and most others) an upper bound, so the hold covers the prompt.
+        var promptTokens = dialect == ApiDialect.Anthropic
+            ? TokenEstimator.CountAnthropicPrompt(request.Root)
             : TokenEstimator.CountChatPrompt(request.Root, encoding);
         var now = time.GetUtcNow();
         var maxOutput = request.MaxOutputTokens ?? _options.DefaultMaxOutputTokens;
@@ -144,13 +145,15 @@ internal sealed partial class GatewayHandler(
                 var fee = byokOptions.Value.FeePercent;
                 var amount = HoldAmount(targets, promptTokens, maxOutput * request.N, now, plan.Markup, fee);
                 var timeout = (int)targets.Max(t => t.Provider.Timeout.TotalSeconds) + HoldMarginSeconds;
-                var (hold, available) = await billing.HoldAsync(caller, requestId, amount, timeout, HoldMetadata(primary), ct);
+                // Not cancelled by the client: a hold queued just before a hang-up would otherwise commit unseen and sit until it expires.
+                var (hold, available) = await billing.HoldAsync(caller, requestId, amount, timeout, HoldMetadata(primary), CancellationToken.None);
                 if (hold is null && _options.ClampMaxTokens && Affordable(targets, promptTokens, request.N, available, maxOutput, plan.Markup, fee) is { } affordable
                     && affordable >= _options.MinClampedOutputTokens)
                 {
                     clampedOutput = affordable;
                     maxOutput = affordable;
-                    (hold, available) = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now, plan.Markup, fee), timeout, HoldMetadata(primary), ct);
+                    (hold, available) = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now, plan.Markup, fee),
+                        timeout, HoldMetadata(primary), CancellationToken.None);
                 }
                 if (hold is null)
                 {
@@ -175,7 +178,6 @@ internal sealed partial class GatewayHandler(
                 await FinishAsync(call, CallOutcome.UpstreamFailed, null, call.Output?.Count ?? 0);
                 if (!http.Response.HasStarted) await new GatewayError(502, "upstream_error", "The upstream call failed.") { Dialect = dialect }.ExecuteAsync(http);
             }
-    
         }
         finally
         {
