@@ -1,0 +1,62 @@
+using System.Net;
+using System.Net.Http.Headers;
+using static Tollgate.Tests.Processes.ServerApi;
+
+namespace Tollgate.Tests.Processes;
+
+/// <summary>
+/// Two <c>tollgate serve</c> processes on one PostgreSQL database, 120 gateway calls (demo provider, streaming and not)
+/// spread across both against one prepaid account that affords only part of them: the holds of the two processes
+/// meet in the ledger, so the account never overdraws, the refused calls get 402, and every answered call is charged
+/// and recorded exactly once.
+/// </summary>
+[Collection(ChildProcessCollection.Name)]
+public sealed class TwoGatewayProcessTests
+{
+    [Fact]
+    public async Task Two_gateway_processes_share_one_balance_without_overdraft()
+    {
+        var database = await TestDatabases.CreateAsync(TestDatabases.Postgres);
+        var started = await Task.WhenAll(TollgateServer.StartAsync(database), TollgateServer.StartAsync(database));
+        await using var a = started[0];
+        await using var b = started[1];
+        // Each call holds ≈ 2 × (prompt + 2 × 200) µ$ ≈ 900 µ$ and costs ≈ 130 µ$: 20,000 µ$ holds about 22 at once.
+        var (accountId, _, _) = await CreateFundedAccountAsync(a.Admin, 20_000);
+        var key = (await ReadOkAsync(await a.Admin.PostAsync($"/admin/v1/accounts/{accountId}/keys", Json("{}")), HttpStatusCode.Created)).GetProperty("key").GetString()!;
+        HttpClient Client(TollgateServer s)
+        {
+            var c = new HttpClient { BaseAddress = s.BaseAddress };
+            c.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            return c;
+        }
+        using var ca = Client(a);
+        using var cb = Client(b);
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 120).Select(async i =>
+        {
+            var client = i % 2 == 0 ? ca : cb;
+            var stream = i % 3 == 0 ? "true" : "false";
+            var response = await client.PostAsync("/v1/chat/completions", Json(
+                $$"""{"model":"demo/echo","stream":{{stream}},"max_tokens":200,"messages":[{"role":"user","content":"call number {{i}} across two processes"}]}"""));
+            await response.Content.LoadIntoBufferAsync();
+            return response;
+        }));
+
+        Assert.All(responses, r => Assert.True(r.StatusCode is HttpStatusCode.OK or HttpStatusCode.PaymentRequired, r.StatusCode.ToString()));
+        var ok = responses.Count(r => r.StatusCode == HttpStatusCode.OK);
+        Assert.True(ok >= 20, $"only {ok} calls were answered");
+        Assert.Contains(responses, r => r.StatusCode == HttpStatusCode.PaymentRequired);
+
+        var account = await ReadOkAsync(await b.Admin.GetAsync($"/admin/v1/accounts/{accountId}"));
+        var balance = account.GetProperty("balance_micros").GetInt64();
+        Assert.InRange(balance, 0, 20_000);
+        Assert.Equal(0, account.GetProperty("held_micros").GetInt64());
+        // Every answered call left exactly one settlement: the statement's usage debits add up to what was spent.
+        var statement = await StatementAsync(a.Admin, accountId);
+        var settlements = statement.Where(l => l.GetProperty("code").GetString() == "usage").ToList();
+        Assert.Equal(ok, settlements.Count);
+        Assert.Equal(20_000 - balance, -settlements.Sum(l => l.GetProperty("amount_micros").GetInt64()));
+        var audit = await AuditAsync(a.Admin);
+        Assert.Equal(0, audit.GetProperty("violations").GetArrayLength());
+    }
+}
