@@ -252,6 +252,24 @@ public sealed class GatewayUpstreamTests(GatewayUpstreamFixture fixture) : IClas
     }
 
     [Fact]
+    public async Task An_upstream_rate_limit_passes_through_with_retry_after_and_charges_nothing()
+    {
+        var app = await fixture.AppAsync("sqlite");
+        using var c = await app.CustomerAsync(1_000_000);
+        Fake.Script = _ => FakeReply.OpenAiError(429, "requests", "Rate limit reached for requests", "rate_limit_exceeded") with
+        {
+            Headers = new Dictionary<string, string> { ["retry-after"] = "7" },
+        };
+
+        var response = await c.Client.PostAsync("/v1/chat/completions",
+            AdminApi.JsonBody("""{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"slow down"}]}"""));
+
+        Assert.Equal("rate_limit_exceeded", (await MeteringApi.BodyAsync(response, HttpStatusCode.TooManyRequests)).GetProperty("error").Str("code"));
+        Assert.Equal(TimeSpan.FromSeconds(7), response.Headers.RetryAfter!.Delta);
+        await AssertBalanceAsync(c, 1_000_000);
+    }
+
+    [Fact]
     public async Task A_stream_the_provider_drops_is_charged_for_what_was_delivered()
     {
         var app = await fixture.AppAsync("sqlite");

@@ -77,6 +77,8 @@ internal sealed partial class GatewayHandler
                     if (status >= 500 && !last) continue;
                     var errorBody = await ReadBoundedAsync(response.Content, MaxErrorBodyBytes, total.Token);
                     await FinishAsync(call, CallOutcome.UpstreamFailed, null, 0);
+                    // An upstream rate limit passes through with its advice on when to retry.
+                    if (response.Headers.RetryAfter is { } retryAfter) http.Response.Headers.RetryAfter = retryAfter.ToString();
                     await WriteUpstreamErrorAsync(http, dialect, target, status, errorBody, response.Content.Headers.ContentType);
                     return;
                 }
