@@ -100,6 +100,7 @@ public static class TollgateApp
         app.MapGateway();
         app.MapProviderKeys();
         app.MapKeys();
+        Features.Plans.PlanEndpoints.MapPlan(app);
         app.MapAdminPricing();
         return app;
     }

@@ -9,6 +9,9 @@ public sealed record Account(string Id, string Name, long LedgerAccountId, DateT
 {
     /// <summary>The plan the account is on (a <c>Tollgate:Plans</c> id).</summary>
     public string PlanId { get; init; } = Plans.PlanCatalog.DefaultPlanId;
+
+    /// <summary>When the account's plan began (its periods count from here); the account's creation until a plan is set.</summary>
+    public DateTimeOffset PlanAnchor { get; init; }
 }
 
 internal interface IAccountStore
@@ -24,15 +27,18 @@ internal interface IAccountStore
 /// <summary>Portable SQL for both engines.</summary>
 internal sealed class AccountStore(Database db, TimeProvider time) : IAccountStore
 {
-    private sealed record Row(string id, string name, long ledger_account_id, long created_at, string plan_id)
+    private sealed record Row(string id, string name, long ledger_account_id, long created_at, string plan_id, long? plan_anchor)
     {
-        public Account ToAccount() => new(id, name, ledger_account_id, UnixMicros.ToDateTimeOffset(created_at)) { PlanId = plan_id };
+        public Account ToAccount() => new(id, name, ledger_account_id, UnixMicros.ToDateTimeOffset(created_at))
+        {
+            PlanId = plan_id, PlanAnchor = UnixMicros.ToDateTimeOffset(plan_anchor ?? created_at),
+        };
     }
 
     public async Task<Account> CreateAsync(string name, long ledgerAccountId, CancellationToken ct)
     {
         var row = new Row(Secrets.RandomId("acct_"), name, ledgerAccountId,
-            time.GetUtcNowMicros(), Plans.PlanCatalog.DefaultPlanId);
+            time.GetUtcNowMicros(), Plans.PlanCatalog.DefaultPlanId, null);
         await using var c = await db.OpenAsync(ct);
         await c.ExecuteAsync(new CommandDefinition(
             "INSERT INTO accounts (id, name, ledger_account_id, created_at) VALUES (@id, @name, @ledger_account_id, @created_at)",
@@ -44,7 +50,7 @@ internal sealed class AccountStore(Database db, TimeProvider time) : IAccountSto
     {
         await using var c = await db.OpenAsync(ct);
         var row = await c.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(
-            "SELECT id, name, ledger_account_id, created_at, plan_id FROM accounts WHERE id = @id", new { id }, cancellationToken: ct));
+            "SELECT id, name, ledger_account_id, created_at, plan_id, plan_anchor FROM accounts WHERE id = @id", new { id }, cancellationToken: ct));
         return row?.ToAccount();
     }
 
@@ -57,6 +63,8 @@ internal sealed class AccountStore(Database db, TimeProvider time) : IAccountSto
     public async Task<bool> SetPlanAsync(string id, string planId, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
-        return await c.ExecuteAsync(new CommandDefinition("UPDATE accounts SET plan_id = @planId WHERE id = @id", new { id, planId }, cancellationToken: ct)) == 1;
+        // A new plan starts a new period now (anniversary billing from the change).
+        return await c.ExecuteAsync(new CommandDefinition("UPDATE accounts SET plan_id = @planId, plan_anchor = @now WHERE id = @id",
+            new { id, planId, now = time.GetUtcNowMicros() }, cancellationToken: ct)) == 1;
     }
 }

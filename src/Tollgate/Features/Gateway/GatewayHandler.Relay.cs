@@ -328,6 +328,7 @@ internal sealed partial class GatewayHandler
             return call.Settlement;
         }
 
+        call.Delivered = true;
         var estimated = reported is null;
         var usage = reported ?? partial ?? new TokenUsage(Math.Min(ApproximatePrompt(call), TokenUsage.MaxTokens), Math.Min(countedOutput, TokenUsage.MaxTokens));
         call.UsedTokens = usage.InputTokens + usage.OutputTokens;

@@ -30,6 +30,7 @@ internal sealed partial class GatewayHandler(
     GatewayRateLimiter limiter,
     Byok.ProviderCredentialService credentials,
     Plans.PlanCatalog plans,
+    Plans.QuotaStore quotas,
     IOptions<Byok.ByokOptions> byokOptions,
     IOptions<GatewayOptions> options,
     TimeProvider time,
@@ -131,6 +132,24 @@ internal sealed partial class GatewayHandler(
                 Extra: new Dictionary<string, object?> { ["limit"] = limited.Limit, ["scope"] = limited.Scope }) { Dialect = dialect }.ExecuteAsync(http);
             return;
         }
+        // The plan's included requests: taken now (a call straddling the period end counts in the period it started),
+        // given back below if the call delivers nothing.
+        Plans.PlanPeriod? quotaPeriod = null;
+        if (plan.IncludedRequests is { } included)
+        {
+            var period = Plans.PlanPeriod.Monthly(caller.PlanAnchor, now);
+            if (!await quotas.TryConsumeAsync(caller.AccountId, Plans.QuotaStore.Requests, period.Start, included, CancellationToken.None))
+            {
+                limiter.Release(caller.KeyId, caller.AccountId, 0);
+                var wait = period.End - now;
+                http.Response.Headers.RetryAfter = ((long)Math.Ceiling(wait.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+                await new GatewayError(429, "quota_exceeded",
+                    $"The plan '{plan.Id}' includes {included} requests per period and they are used up; the quota resets at {period.End:O}.",
+                    Extra: new Dictionary<string, object?> { ["limit"] = included, ["resets_at"] = period.End }) { Dialect = dialect }.ExecuteAsync(http);
+                return;
+            }
+            quotaPeriod = period;
+        }
         var call = new Call(caller, requestId, request, targets, promptTokens, encoding, now, started)
         {
             AnthropicVersion = http.Request.Headers["anthropic-version"] is [{ Length: > 0 } version] ? version : null,
@@ -182,6 +201,7 @@ internal sealed partial class GatewayHandler(
         finally
         {
             limiter.Release(caller.KeyId, caller.AccountId, call.UsedTokens);
+            if (quotaPeriod is { } taken && !call.Delivered) await quotas.ReleaseAsync(caller.AccountId, Plans.QuotaStore.Requests, taken.Start);
         }
     }
 
@@ -266,6 +286,8 @@ internal sealed partial class GatewayHandler(
         public Settlement Settlement { get; set; }
         /// <summary>Prompt plus output tokens of the settled call, for the tokens-per-minute limits.</summary>
         public long UsedTokens { get; set; }
+        /// <summary>Something was delivered and charged or recorded (so the request counts against quotas).</summary>
+        public bool Delivered { get; set; }
         /// <summary>Completes when the usage record is durable (at once if there is none).</summary>
         public Task RecordWritten { get; set; } = Task.CompletedTask;
         public string? AnthropicVersion { get; init; }

@@ -21,6 +21,9 @@ public sealed record Caller(string KeyId, string AccountId, long LedgerAccountId
 
     /// <summary>The account's plan (a <c>Tollgate:Plans</c> id).</summary>
     public string PlanId { get; init; } = Plans.PlanCatalog.DefaultPlanId;
+
+    /// <summary>When the account's plan began (its periods count from here).</summary>
+    public DateTimeOffset PlanAnchor { get; init; }
 }
 
 /// <summary>The values of <c>api_keys.type</c>.</summary>
@@ -68,7 +71,7 @@ internal sealed class ApiKeyAuthenticator(IApiKeyStore keys, IAccountStore accou
         Caller? caller = null;
         if (await keys.FindByHashAsync(hash, ct) is { } key && await accounts.GetAsync(key.AccountId, ct) is { } account)
         {
-            caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type) { Settings = key.Settings, PlanId = account.PlanId };
+            caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type) { Settings = key.Settings, PlanId = account.PlanId, PlanAnchor = account.PlanAnchor };
             if (Live(caller, now) is not null) await TouchAsync(key, now, ct);
         }
         if (_cache.Count >= MaxCacheEntries) _cache.Clear();

@@ -16,6 +16,8 @@ public sealed record PlanOptions
     public string[]? Features { get; init; }
     public long? MonthlyPriceCents { get; init; }
     public long? YearlyPriceCents { get; init; }
+    /// <summary>Gateway requests included per monthly period; past it calls get 429 <c>quota_exceeded</c> until the period ends. Absent = unlimited.</summary>
+    public long? IncludedRequests { get; init; }
 }
 
 /// <summary>Feature flags the gateway checks.</summary>
@@ -30,6 +32,8 @@ public static class PlanFeatures
 /// <summary>A plan ready to check against: what it allows and its markup.</summary>
 public sealed record Plan(string Id, string Name, decimal? Markup, IReadOnlyList<string>? Models, IReadOnlySet<string>? Features, long? MonthlyPriceCents, long? YearlyPriceCents)
 {
+    public long? IncludedRequests { get; init; }
+
     public bool AllowsModel(string modelId) => Models is null || Models.Any(pattern => KeySettings.Glob(pattern, modelId));
     public bool Has(string feature) => Features is null || Features.Contains(feature);
 }
@@ -48,7 +52,10 @@ internal sealed class PlanCatalog
     {
         _plans = new Dictionary<string, Plan>(StringComparer.Ordinal);
         foreach (var (id, o) in options.Value)
-            _plans[id] = new Plan(id, o.Name ?? id, o.Markup, o.Models, o.Features?.ToHashSet(StringComparer.Ordinal), o.MonthlyPriceCents, o.YearlyPriceCents);
+            _plans[id] = new Plan(id, o.Name ?? id, o.Markup, o.Models, o.Features?.ToHashSet(StringComparer.Ordinal), o.MonthlyPriceCents, o.YearlyPriceCents)
+            {
+                IncludedRequests = o.IncludedRequests,
+            };
         _plans.TryAdd(DefaultPlanId, new Plan(DefaultPlanId, "Default", null, null, null, null, null));
     }
 
@@ -70,6 +77,7 @@ internal sealed class PlanCatalog
             })
             .Validate(Validate).ValidateOnStart();
         services.AddSingleton<PlanCatalog>();
+        services.AddSingleton<QuotaStore>();
     }
 
     private static bool Validate(Dictionary<string, PlanOptions> plans)
@@ -84,6 +92,7 @@ internal sealed class PlanCatalog
             if (p.Markup is > Pricing.PricingOptionsValidator.MaxMarkup) errors.Add($"{at}:Markup is {p.Markup}: at most {Pricing.PricingOptionsValidator.MaxMarkup}.");
             if (p.MonthlyPriceCents is < 0) errors.Add($"{at}:MonthlyPriceCents must not be negative.");
             if (p.YearlyPriceCents is < 0) errors.Add($"{at}:YearlyPriceCents must not be negative.");
+            if (p.IncludedRequests is < 0) errors.Add($"{at}:IncludedRequests must not be negative.");
             foreach (var m in p.Models ?? []) if (string.IsNullOrWhiteSpace(m) || m.Any(char.IsWhiteSpace)) errors.Add($"{at}:Models: '{m}' is not a model id or glob.");
             foreach (var f in p.Features ?? []) if (string.IsNullOrWhiteSpace(f)) errors.Add($"{at}:Features: empty feature name.");
         }

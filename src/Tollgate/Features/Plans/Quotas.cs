@@ -1,0 +1,65 @@
+using Dapper;
+using Tollgate.Infrastructure;
+using Tollgate.Infrastructure.Data;
+
+namespace Tollgate.Features.Plans;
+
+/// <summary>A plan period: [Start, End), monthly from the plan's anchor (anniversary billing).</summary>
+public readonly record struct PlanPeriod(DateTimeOffset Start, DateTimeOffset End)
+{
+    /// <summary>
+    /// The monthly period containing <paramref name="now"/>, counted from <paramref name="anchor"/>: a plan that began
+    /// on the 31st renews on the last day of shorter months and on the 31st again after (months are added to the
+    /// anchor, never chained, so a short month does not shift later periods).
+    /// </summary>
+    public static PlanPeriod Monthly(DateTimeOffset anchor, DateTimeOffset now)
+    {
+        anchor = anchor.ToUniversalTime();
+        if (now < anchor) return new PlanPeriod(anchor, anchor.AddMonths(1));
+        var months = (now.Year - anchor.Year) * 12 + now.Month - anchor.Month;
+        var start = anchor.AddMonths(months);
+        if (start > now) start = anchor.AddMonths(--months);
+        var end = anchor.AddMonths(months + 1);
+        if (end <= now) (start, end) = (end, anchor.AddMonths(months + 2));
+        return new PlanPeriod(start, end);
+    }
+}
+
+/// <summary>
+/// Counted quotas (e.g. a plan's included requests per period). Consuming is one conditional upsert — the row is
+/// created at 1 or incremented only while below the limit — so two processes can never both take the last unit.
+/// A unit is given back when the call it was taken for delivered nothing.
+/// </summary>
+internal sealed class QuotaStore(Database db)
+{
+    public const string Requests = "requests";
+
+    /// <summary>Takes one unit; false when the period's <paramref name="limit"/> is used up.</summary>
+    public async Task<bool> TryConsumeAsync(string accountId, string kind, DateTimeOffset periodStart, long limit, CancellationToken ct)
+    {
+        if (limit <= 0) return false;
+        await using var c = await db.OpenAsync(ct);
+        var changed = await c.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO quota_usage (account_id, kind, period_start, used) VALUES (@accountId, @kind, @start, 1)
+            ON CONFLICT (account_id, kind, period_start) DO UPDATE SET used = quota_usage.used + 1 WHERE quota_usage.used < @limit
+            """, new { accountId, kind, start = UnixMicros.From(periodStart), limit }, cancellationToken: ct));
+        return changed == 1;
+    }
+
+    /// <summary>Gives one unit back (the call delivered nothing).</summary>
+    public async Task ReleaseAsync(string accountId, string kind, DateTimeOffset periodStart)
+    {
+        await using var c = await db.OpenAsync(CancellationToken.None);
+        await c.ExecuteAsync(new CommandDefinition(
+            "UPDATE quota_usage SET used = used - 1 WHERE account_id = @accountId AND kind = @kind AND period_start = @start AND used > 0",
+            new { accountId, kind, start = UnixMicros.From(periodStart) }));
+    }
+
+    public async Task<long> UsedAsync(string accountId, string kind, DateTimeOffset periodStart, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return await c.ExecuteScalarAsync<long?>(new CommandDefinition(
+            "SELECT used FROM quota_usage WHERE account_id = @accountId AND kind = @kind AND period_start = @start",
+            new { accountId, kind, start = UnixMicros.From(periodStart) }, cancellationToken: ct)) ?? 0;
+    }
+}
