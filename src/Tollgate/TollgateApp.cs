@@ -101,6 +101,7 @@ public static class TollgateApp
         app.MapProviderKeys();
         app.MapKeys();
         Features.Plans.PlanEndpoints.MapPlan(app);
+        Features.Plans.EntitlementEndpoints.MapEntitlements(app);
         app.MapAdminPricing();
         return app;
     }

@@ -18,6 +18,8 @@ public sealed record PlanOptions
     public long? YearlyPriceCents { get; init; }
     /// <summary>Gateway requests included per monthly period; past it calls get 429 <c>quota_exceeded</c> until the period ends. Absent = unlimited.</summary>
     public long? IncludedRequests { get; init; }
+    /// <summary>Counted entitlements for the application's own features, e.g. <c>projects: 5</c>, <c>deploy_slots: 1</c>.</summary>
+    public Dictionary<string, long> Entitlements { get; init; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>Feature flags the gateway checks.</summary>
@@ -33,6 +35,7 @@ public static class PlanFeatures
 public sealed record Plan(string Id, string Name, decimal? Markup, IReadOnlyList<string>? Models, IReadOnlySet<string>? Features, long? MonthlyPriceCents, long? YearlyPriceCents)
 {
     public long? IncludedRequests { get; init; }
+    public IReadOnlyDictionary<string, long> Entitlements { get; init; } = new Dictionary<string, long>();
 
     public bool AllowsModel(string modelId) => Models is null || Models.Any(pattern => KeySettings.Glob(pattern, modelId));
     public bool Has(string feature) => Features is null || Features.Contains(feature);
@@ -55,6 +58,7 @@ internal sealed class PlanCatalog
             _plans[id] = new Plan(id, o.Name ?? id, o.Markup, o.Models, o.Features?.ToHashSet(StringComparer.Ordinal), o.MonthlyPriceCents, o.YearlyPriceCents)
             {
                 IncludedRequests = o.IncludedRequests,
+                Entitlements = new Dictionary<string, long>(o.Entitlements, StringComparer.Ordinal),
             };
         _plans.TryAdd(DefaultPlanId, new Plan(DefaultPlanId, "Default", null, null, null, null, null));
     }
@@ -78,6 +82,7 @@ internal sealed class PlanCatalog
             .Validate(Validate).ValidateOnStart();
         services.AddSingleton<PlanCatalog>();
         services.AddSingleton<QuotaStore>();
+        services.AddSingleton<EntitlementStore>();
     }
 
     private static bool Validate(Dictionary<string, PlanOptions> plans)
@@ -93,6 +98,8 @@ internal sealed class PlanCatalog
             if (p.MonthlyPriceCents is < 0) errors.Add($"{at}:MonthlyPriceCents must not be negative.");
             if (p.YearlyPriceCents is < 0) errors.Add($"{at}:YearlyPriceCents must not be negative.");
             if (p.IncludedRequests is < 0) errors.Add($"{at}:IncludedRequests must not be negative.");
+            foreach (var (name, limit) in p.Entitlements)
+                if (limit < 0) errors.Add($"{at}:Entitlements:{name} must not be negative.");
             foreach (var m in p.Models ?? []) if (string.IsNullOrWhiteSpace(m) || m.Any(char.IsWhiteSpace)) errors.Add($"{at}:Models: '{m}' is not a model id or glob.");
             foreach (var f in p.Features ?? []) if (string.IsNullOrWhiteSpace(f)) errors.Add($"{at}:Features: empty feature name.");
         }

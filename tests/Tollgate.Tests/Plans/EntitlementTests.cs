@@ -1,0 +1,84 @@
+using System.Net;
+using Tollgate.Tests.Api;
+using Tollgate.Tests.Metering;
+
+namespace Tollgate.Tests.Plans;
+
+/// <summary>The entitlements API: feature flags and counted entitlements of the caller's plan, exact and idempotent.</summary>
+public sealed class EntitlementTests : IAsyncLifetime
+{
+    private readonly Dictionary<string, TestApp> _apps = new();
+
+    public async Task InitializeAsync()
+    {
+        foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres })
+            _apps[engine] = await TestApp.StartAsync(engine, new Dictionary<string, string?>
+            {
+                ["Tollgate:Plans:builder:Entitlements:projects"] = "2",
+                ["Tollgate:Plans:builder:Features:0"] = "api",
+            });
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var app in _apps.Values) await app.DisposeAsync();
+    }
+
+    public static TheoryData<string> Engines => TestDatabases.Engines;
+
+    private static async Task<Customer> BuilderAsync(TestApp app)
+    {
+        var c = await app.CustomerAsync(0);
+        await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", AdminApi.JsonBody("""{"plan":"builder"}"""));
+        await Task.Delay(TimeSpan.FromMilliseconds(1_100));
+        return c;
+    }
+
+    private static Task<HttpResponseMessage> UseAsync(Customer c, string id, long quantity = 1) =>
+        c.Client.PostAsync("/api/v1/entitlements/projects/usage", AdminApi.JsonBody($$"""{"id":"{{id}}","quantity":{{quantity}}}"""));
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Counted_entitlements_are_enforced_idempotent_and_can_be_given_back(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await BuilderAsync(app);
+
+        var check = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/entitlements/check", AdminApi.JsonBody("""{"feature":"projects"}""")), HttpStatusCode.OK);
+        Assert.Equal((true, 2L, 0L), (check.GetProperty("allowed").GetBoolean(), check.Long("limit"), check.Long("used")));
+
+        Assert.Equal(1, (await MeteringApi.BodyAsync(await UseAsync(c, "p1"), HttpStatusCode.OK)).Long("used"));
+        Assert.Equal(2, (await MeteringApi.BodyAsync(await UseAsync(c, "p2"), HttpStatusCode.OK)).Long("used"));
+        var exceeded = await MeteringApi.BodyAsync(await UseAsync(c, "p3"), HttpStatusCode.Forbidden);
+        Assert.Equal(("entitlement_exceeded", 2L), (exceeded.Str("code"), exceeded.Long("used")));
+        var replay = await MeteringApi.BodyAsync(await UseAsync(c, "p1"), HttpStatusCode.OK);
+        Assert.True(replay.GetProperty("replayed").GetBoolean());
+        Assert.Equal(1, replay.Long("used"));
+        Assert.Equal("idempotency_conflict", (await MeteringApi.BodyAsync(await UseAsync(c, "p1", 2), HttpStatusCode.Conflict)).Str("code"));
+
+        Assert.Equal(1, (await MeteringApi.BodyAsync(await UseAsync(c, "delete-p1", -1), HttpStatusCode.OK)).Long("used"));
+        Assert.Equal(2, (await MeteringApi.BodyAsync(await UseAsync(c, "p3"), HttpStatusCode.OK)).Long("used"));
+
+        var list = await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/entitlements");
+        var projects = list.GetProperty("entitlements")[0];
+        Assert.Equal(("builder", "projects", 2L, 2L, 0L), (list.Str("plan"), projects.Str("feature"), projects.Long("limit"), projects.Long("used"), projects.Long("remaining")));
+        var api = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/entitlements/check", AdminApi.JsonBody("""{"feature":"api"}""")), HttpStatusCode.OK);
+        var tools = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/entitlements/check", AdminApi.JsonBody("""{"feature":"tools"}""")), HttpStatusCode.OK);
+        Assert.Equal((true, false), (api.GetProperty("allowed").GetBoolean(), tools.GetProperty("allowed").GetBoolean()));
+        Assert.Equal("feature_not_in_plan", (await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/entitlements/seats/usage",
+            AdminApi.JsonBody("""{"id":"s1"}""")), HttpStatusCode.Forbidden)).Str("code"));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Concurrent_uses_never_exceed_the_limit(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await BuilderAsync(app);
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 12).Select(i => UseAsync(c, $"race-{i}")));
+
+        Assert.Equal(2, responses.Count(r => r.StatusCode == HttpStatusCode.OK));
+        Assert.Equal(10, responses.Count(r => r.StatusCode == HttpStatusCode.Forbidden));
+        var list = await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/entitlements");
+        Assert.Equal(2, list.GetProperty("entitlements")[0].Long("used"));
+    }
+}
