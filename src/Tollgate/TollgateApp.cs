@@ -46,6 +46,7 @@ public static class TollgateApp
         // appsettings.json ships next to the binary, so read it from there whatever the working directory is.
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder);
+        AddPlanSet(builder.Configuration);
         var target = DatabaseTarget.Parse(database ?? builder.Configuration["TOLLGATE_DATABASE"] ?? builder.Configuration["Tollgate:Database"]);
         var services = builder.Services;
 
@@ -104,6 +105,25 @@ public static class TollgateApp
         Features.Plans.EntitlementEndpoints.MapEntitlements(app);
         app.MapAdminPricing();
         return app;
+    }
+
+    /// <summary>
+    /// <c>Tollgate:PlanSet=&lt;name&gt;</c> loads one of the shipped example plan sets (<c>Plans/&lt;name&gt;.json</c> next to
+    /// the binary: chat, saas, builder) beneath the other sources, so explicit settings still override it.
+    /// </summary>
+    private static void AddPlanSet(ConfigurationManager configuration)
+    {
+        if (configuration["Tollgate:PlanSet"] is not { Length: > 0 } set) return;
+        var file = Path.Combine(AppContext.BaseDirectory, "Plans", set + ".json");
+        if (set.Any(c => !char.IsAsciiLetterOrDigit(c) && c != '-') || !File.Exists(file))
+            throw new Microsoft.Extensions.Options.OptionsValidationException("Tollgate:PlanSet", typeof(string),
+                [$"Tollgate:PlanSet '{set}' is not a shipped plan set; use one of: {string.Join(", ", Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Plans"), "*.json").Select(Path.GetFileNameWithoutExtension))}."]);
+        var sources = (IList<Microsoft.Extensions.Configuration.IConfigurationSource>)((Microsoft.Extensions.Configuration.IConfigurationBuilder)configuration).Sources;
+        // Right after appsettings.json: above the defaults, below appsettings.{Environment}.json, environment and command line.
+        var at = sources.Select((s, i) => (s, i)).FirstOrDefault(x => x.s is Microsoft.Extensions.Configuration.Json.JsonConfigurationSource j && j.Path == "appsettings.json").i + 1;
+        var json = new Microsoft.Extensions.Configuration.Json.JsonConfigurationSource { Path = file, Optional = false, ReloadOnChange = false };
+        json.ResolveFileProvider();
+        sources.Insert(at, json);
     }
 
     /// <summary>Applies migrations and loads admin credentials; returns a newly generated admin key (print it once), or null.</summary>

@@ -125,3 +125,30 @@ public sealed class PlanTests : IAsyncLifetime
         Assert.Contains(error.Failures, f => f.Contains("MonthlyPriceCents", StringComparison.Ordinal));
     }
 }
+
+/// <summary>The shipped example plan sets load with one setting and pass the start-up validation.</summary>
+public sealed class PlanSetTests
+{
+    [Theory]
+    [InlineData("chat", "Free", 50L)]
+    [InlineData("saas", "Free", 1000L)]
+    [InlineData("builder", "Free", null)]
+    public async Task A_shipped_plan_set_loads_with_one_setting(string set, string defaultName, long? includedRequests)
+    {
+        await using var app = await TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?> { ["Tollgate:PlanSet"] = set });
+        using var c = await app.CustomerAsync(1_000_000);
+        var plan = await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/plan");
+        Assert.Equal(("default", defaultName), (plan.Str("id"), plan.Str("name")));
+        Assert.Equal(includedRequests, plan.GetProperty("quotas").EnumerateArray().Select(q => (long?)q.Long("limit")).FirstOrDefault());
+        Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions",
+            AdminApi.JsonBody("""{"model":"demo/echo","messages":[{"role":"user","content":"hi"}]}"""))).StatusCode);
+    }
+
+    [Fact]
+    public async Task An_unknown_plan_set_stops_start_up_with_the_choices()
+    {
+        var error = await Assert.ThrowsAsync<OptionsValidationException>(() =>
+            TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?> { ["Tollgate:PlanSet"] = "gold" }));
+        Assert.Contains("chat", error.Message);
+    }
+}
