@@ -74,6 +74,7 @@ public static class TollgateApp
             .ValidateOnStart();
         services.AddSingleton<UsageEventService>();
         Features.Plans.PlanCatalog.Register(services);
+        services.AddSingleton<Features.Members.MemberService>();
         services.AddGateway();
         DatabaseXmlRepository.Register(services);
         services.AddSingleton<RerateService>();
@@ -103,6 +104,7 @@ public static class TollgateApp
         app.MapKeys();
         Features.Plans.PlanEndpoints.MapPlan(app);
         Features.Plans.EntitlementEndpoints.MapEntitlements(app);
+        Features.Members.MemberEndpoints.MapMembers(app);
         app.MapAdminPricing();
         return app;
     }

@@ -37,6 +37,7 @@ internal static class AdminAccountsEndpoints
         group.MapPost("/{id}/credits", Grant);
         group.MapGet("/{id}/ledger", Ledger);
         KeyEndpoints.MapAdminKeyRoutes(group);
+        Members.MemberEndpoints.MapAdminMemberRoutes(group);
         group.MapPut("/{id}/plan", SetPlan);
         return group;
     }

@@ -12,7 +12,7 @@ internal static class ProviderCredentialEndpoints
 {
     public static RouteGroupBuilder MapProviderKeys(this IEndpointRouteBuilder routes)
     {
-        var group = routes.MapGroup("/api/v1/provider-keys").RequireApiKey().WithTags("BYOK");
+        var group = routes.MapGroup("/api/v1/provider-keys").RequireApiKey().ManagersOnly().WithTags("BYOK");
         group.MapGet("/", List);
         group.MapPut("/{provider}", Set);
         group.MapDelete("/{provider}", Delete);

@@ -24,6 +24,13 @@ public sealed record Caller(string KeyId, string AccountId, long LedgerAccountId
 
     /// <summary>When the account's plan began (its periods count from here).</summary>
     public DateTimeOffset PlanAnchor { get; init; }
+
+    /// <summary>For a dashboard session, the member's role in the account; null for an API key (which acts as the account).</summary>
+    public string? Role { get; init; }
+    public string? UserId { get; init; }
+
+    /// <summary>True when the caller may change the account's keys, provider keys and members: an API key, or an owner or admin.</summary>
+    public bool CanManage => Role is null or Members.Roles.Owner or Members.Roles.Admin;
 }
 
 /// <summary>The values of <c>api_keys.type</c>.</summary>
@@ -101,21 +108,33 @@ internal static class ApiKeyAuthFilter
         group.AddEndpointFilter(async (context, next) =>
         {
             var http = context.HttpContext;
-            var authenticator = http.RequestServices.GetRequiredService<ApiKeyAuthenticator>();
-            var caller = await authenticator.AuthenticateAsync(AdminAuthFilter.BearerToken(http.Request), http.RequestAborted);
+            var token = AdminAuthFilter.BearerToken(http.Request);
+            // A dashboard session authenticates the self-service API too (with its member's role); API keys act as the account.
+            var caller = Members.MemberService.IsSessionToken(token)
+                ? await http.RequestServices.GetRequiredService<Members.MemberService>().AuthenticateAsync(token!, http.RequestAborted)
+                : await http.RequestServices.GetRequiredService<ApiKeyAuthenticator>().AuthenticateAsync(token, http.RequestAborted);
             if (caller is null)
             {
                 http.Response.Headers.WWWAuthenticate = "Bearer";
                 return Problems.Create(StatusCodes.Status401Unauthorized, "invalid_api_key",
-                    "A valid API key is required: send 'Authorization: Bearer tg_…'. The key may be missing, unknown or revoked.");
+                    "A valid API key or session is required: send 'Authorization: Bearer tg_…'. It may be missing, unknown, expired or revoked.");
             }
+            // Viewers and members read; changes to keys, provider keys and members need an owner or admin.
+            if (!HttpMethods.IsGet(http.Request.Method) && !caller.CanManage && context.HttpContext.GetEndpoint()?.Metadata.GetMetadata<ManagerOnly>() is not null)
+                return Problems.Create(StatusCodes.Status403Forbidden, "forbidden", $"Your role '{caller.Role}' cannot change this; an owner or admin can.");
             http.Items[CallerItem] = caller;
             return await next(context);
         });
         return group;
     }
 
+    /// <summary>Marks a route group whose changes (non-GET) need an API key or an owner's or admin's session.</summary>
+    public static RouteGroupBuilder ManagersOnly(this RouteGroupBuilder group) => group.WithMetadata(new ManagerOnly());
+
     /// <summary>The caller set by <see cref="RequireApiKey"/>; only valid inside such a group.</summary>
     public static Caller GetCaller(this HttpContext http) =>
         http.Items[CallerItem] as Caller ?? throw new InvalidOperationException("No API key caller: the route is not behind RequireApiKey().");
 }
+
+/// <summary>Endpoint metadata: see <see cref="ApiKeyAuthFilter.ManagersOnly"/>.</summary>
+internal sealed record ManagerOnly;

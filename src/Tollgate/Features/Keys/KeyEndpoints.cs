@@ -44,7 +44,7 @@ internal static class KeyEndpoints
 {
     public static RouteGroupBuilder MapKeys(this IEndpointRouteBuilder routes)
     {
-        var group = routes.MapGroup("/api/v1/keys").RequireApiKey().WithTags("Keys");
+        var group = routes.MapGroup("/api/v1/keys").RequireApiKey().ManagersOnly().WithTags("Keys");
         group.MapGet("/", (HttpContext http, IApiKeyStore keys, CancellationToken ct) => List(http.GetCaller().AccountId, keys, ct));
         group.MapPost("/", (NewKeyInput? input, HttpContext http, AccountService accounts, TimeProvider time, CancellationToken ct) =>
             input?.Type is { } t && t != ApiKeyTypes.Standard
