@@ -7,7 +7,7 @@ namespace Tollgate.Features.Ledger;
 
 /// <summary>
 /// PostgreSQL ledger storage. A batch costs two round trips and one commit:
-/// 1. BEGIN (index lookups only, see <see cref="KeyLookupsOnly"/>); lock every involved account (ids sorted,
+/// 1. BEGIN (on a connection planning index lookups only, see <see cref="Database.OpenPostgresLedgerWriterAsync"/>); lock every involved account (ids sorted,
 ///    FOR UPDATE, so concurrent batches and processes never deadlock);
 ///    read the named transfers (after the locks, so their status is current).
 /// 2. Insert transfers and entries and update accounts and pending statuses from arrays (unnest); COMMIT.
@@ -112,7 +112,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     }
 
     // = ANY(ARRAY(…)) rather than IN (…): the ids become an index condition, so the rows are fetched by key
-    // instead of by scanning the table and filtering (see KeyLookupsOnly).
+    // instead of by scanning the table and filtering (see Database.OpenPostgresLedgerWriterAsync).
     private const string LockAndLoadAccountsSql = $"""
         SELECT {LedgerSql.AccountColumns} FROM ledger_accounts
         WHERE id = ANY(ARRAY(SELECT unnest(@accounts::bigint[])
@@ -121,16 +121,6 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         ORDER BY id
         FOR UPDATE
         """;
-
-    /// <summary>
-    /// Every statement of a batch reads or updates a bounded set of rows by primary key, so an index lookup is the
-    /// right plan at any table size. But Npgsql prepares these statements, and PostgreSQL caches a generic plan
-    /// after five executions: made while a table is nearly empty (a new database), that plan is a sequential scan,
-    /// and it is kept while the table grows, until autovacuum's first ANALYZE up to a minute later. Measured on a
-    /// new database: the transfer lookup alone grew to tens of milliseconds per batch and throughput fell about
-    /// tenfold. With sequential scans off for this transaction only, the planner always picks the key lookups.
-    /// </summary>
-    private const string KeyLookupsOnly = "SET LOCAL enable_seqscan = off";
 
     /// <summary>See <see cref="LedgerCommit.Relaxed"/>: visible at once, durable a moment later (the WAL writer flushes within its delay).</summary>
     private const string RelaxedCommit = "SET LOCAL synchronous_commit = off";
@@ -171,7 +161,8 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         var pendingIds = batch.SelectMany(c => c.Transfers).Where(t => t.PendingId is not null).Select(t => t.PendingId!).Distinct().ToArray();
         var accountIds = LedgerBatchProcessor.AccountIdsToLoad(batch).ToArray();
 
-        await using var connection = await db.OpenPostgresAsync(ct);
+        // Key lookups only and generic plans: see Database.OpenPostgresLedgerWriterAsync.
+        await using var connection = await db.OpenPostgresLedgerWriterAsync(ct);
         var committed = false;
         try
         {
@@ -180,7 +171,6 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             await using (var load = new NpgsqlBatch(connection))
             {
                 load.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
-                load.BatchCommands.Add(new NpgsqlBatchCommand(KeyLookupsOnly));
                 if (LedgerCommand.AllRelaxed(batch)) load.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
                 var lockCmd = new NpgsqlBatchCommand(LockAndLoadAccountsSql);
                 lockCmd.Parameters.Add(new NpgsqlParameter<long[]>("accounts", accountIds));
