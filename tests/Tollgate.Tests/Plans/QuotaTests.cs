@@ -80,3 +80,26 @@ public sealed class QuotaTests : IAsyncLifetime
         Assert.Equal((0L, 5L), (quota.Long("used"), quota.Long("remaining")));
     }
 }
+
+/// <summary>A plan's included credits are granted once per period, however often the grant runs.</summary>
+public sealed class PlanCreditsTests
+{
+    [Theory, MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task Included_credits_are_granted_when_the_plan_starts_and_once_per_period(string engine)
+    {
+        await using var app = await TestApp.StartAsync(engine, new Dictionary<string, string?>
+        {
+            ["Tollgate:Plans:pro:IncludedCreditsMicros"] = "5000000",
+        });
+        using var c = await app.CustomerAsync(1_000);
+
+        var account = await MeteringApi.BodyAsync(await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", AdminApi.JsonBody("""{"plan":"pro"}""")), HttpStatusCode.OK);
+        Assert.Equal(5_001_000, account.Long("balance_micros"));
+        var service = app.Get<Tollgate.Features.Plans.PlanCreditsService>();
+        Assert.Equal(0, await service.GrantDueAsync(CancellationToken.None));
+        Assert.Equal(0, await service.GrantDueAsync(CancellationToken.None, c.AccountId));
+        Assert.Equal(5_001_000, (await c.AccountAsync()).Long("balance_micros"));
+        var statement = await app.Admin.GetFromJsonAsync<JsonElement>($"/admin/v1/accounts/{c.AccountId}/ledger");
+        Assert.Single(statement.GetProperty("data").EnumerateArray(), l => l.Str("code") == "plan_credits");
+    }
+}

@@ -55,11 +55,14 @@ internal static class AdminAccountsEndpoints
 
     /// <summary>Puts an account on a configured plan (effective on the gateway within the key cache time, 1 s).</summary>
     private static async Task<Results<Ok<AccountResponse>, ProblemHttpResult>> SetPlan(
-        string id, PlanInput input, AccountService accounts, IAccountStore store, Plans.PlanCatalog plans, CreditUnit credits, CancellationToken ct)
+        string id, PlanInput input, AccountService accounts, IAccountStore store, Plans.PlanCatalog plans, Plans.PlanCreditsService planCredits, CreditUnit credits,
+        CancellationToken ct)
     {
         if (string.IsNullOrEmpty(input.Plan) || !plans.Exists(input.Plan))
             return Problems.BadRequest("invalid_request", $"'plan' must be one of: {string.Join(", ", plans.All.Select(p => p.Id))}.", "plan");
         if (!await store.SetPlanAsync(id, input.Plan, ct)) return Problems.NotFound("account", id);
+        // A new plan's first period starts now: its included credits too.
+        await planCredits.GrantDueAsync(ct, id);
         return TypedResults.Ok(AccountResponse.From((await accounts.GetAsync(id, ct))!, credits));
     }
 

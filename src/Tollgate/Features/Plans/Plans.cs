@@ -20,6 +20,8 @@ public sealed record PlanOptions
     public long? IncludedRequests { get; init; }
     /// <summary>Counted entitlements for the application's own features, e.g. <c>projects: 5</c>, <c>deploy_slots: 1</c>.</summary>
     public Dictionary<string, long> Entitlements { get; init; } = new(StringComparer.Ordinal);
+    /// <summary>Credits (micro-USD) granted at the start of every period of an account on the plan.</summary>
+    public long? IncludedCreditsMicros { get; init; }
 }
 
 /// <summary>Feature flags the gateway checks.</summary>
@@ -36,6 +38,7 @@ public sealed record Plan(string Id, string Name, decimal? Markup, IReadOnlyList
 {
     public long? IncludedRequests { get; init; }
     public IReadOnlyDictionary<string, long> Entitlements { get; init; } = new Dictionary<string, long>();
+    public long? IncludedCreditsMicros { get; init; }
 
     public bool AllowsModel(string modelId) => Models is null || Models.Any(pattern => KeySettings.Glob(pattern, modelId));
     public bool Has(string feature) => Features is null || Features.Contains(feature);
@@ -59,6 +62,7 @@ internal sealed class PlanCatalog
             {
                 IncludedRequests = o.IncludedRequests,
                 Entitlements = new Dictionary<string, long>(o.Entitlements, StringComparer.Ordinal),
+                IncludedCreditsMicros = o.IncludedCreditsMicros,
             };
         _plans.TryAdd(DefaultPlanId, new Plan(DefaultPlanId, "Default", null, null, null, null, null));
     }
@@ -83,6 +87,8 @@ internal sealed class PlanCatalog
         services.AddSingleton<PlanCatalog>();
         services.AddSingleton<QuotaStore>();
         services.AddSingleton<EntitlementStore>();
+        services.AddSingleton<PlanCreditsService>();
+        services.AddHostedService<PlanCreditsSweeper>();
     }
 
     private static bool Validate(Dictionary<string, PlanOptions> plans)
@@ -98,6 +104,7 @@ internal sealed class PlanCatalog
             if (p.MonthlyPriceCents is < 0) errors.Add($"{at}:MonthlyPriceCents must not be negative.");
             if (p.YearlyPriceCents is < 0) errors.Add($"{at}:YearlyPriceCents must not be negative.");
             if (p.IncludedRequests is < 0) errors.Add($"{at}:IncludedRequests must not be negative.");
+            if (p.IncludedCreditsMicros is < 0 or > Ledger.LedgerService.MaxAmountMicros) errors.Add($"{at}:IncludedCreditsMicros must be 0–{Ledger.LedgerService.MaxAmountMicros}.");
             foreach (var (name, limit) in p.Entitlements)
                 if (limit < 0) errors.Add($"{at}:Entitlements:{name} must not be negative.");
             foreach (var m in p.Models ?? []) if (string.IsNullOrWhiteSpace(m) || m.Any(char.IsWhiteSpace)) errors.Add($"{at}:Models: '{m}' is not a model id or glob.");
