@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace Tollgate.Features.Gateway;
@@ -21,7 +22,9 @@ internal sealed class SseReader(Stream body) : IAsyncDisposable
     /// <summary>Bound on one event, so a misbehaving upstream cannot make us buffer without limit.</summary>
     public const int MaxEventBytes = 8 << 20;
 
-    private readonly PipeReader _pipe = PipeReader.Create(body, new StreamPipeReaderOptions(bufferSize: 16 * 1024, leaveOpen: true));
+    // A thousand open streams mostly wait: zero-byte reads wait for data without holding a buffer, so a buffer is
+    // rented only while an event is being read (and 4 KB holds the usual chunk; a larger event spans segments).
+    private readonly PipeReader _pipe = PipeReader.Create(body, new StreamPipeReaderOptions(bufferSize: 4096, leaveOpen: true, useZeroByteReads: true));
     private readonly ArrayBufferWriter<byte> _data = new(4096);
     private string? _name;
     private bool _hasData;
@@ -31,6 +34,8 @@ internal sealed class SseReader(Stream body) : IAsyncDisposable
     public long BytesRead { get; private set; }
 
     /// <summary>The next event, or null at the end of the body (a trailing event without its blank line is still returned).</summary>
+    /// <remarks>Called once per event and usually waits, so its state machine is pooled rather than allocated per call.</remarks>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<SseEvent?> ReadAsync(CancellationToken ct)
     {
         _data.ResetWrittenCount();
