@@ -103,7 +103,18 @@ internal sealed class SseReader(Stream body) : IAsyncDisposable
             _data.Write(value);
             _hasData = true;
         }
-        else if (field.SequenceEqual("event"u8)) _name = Encoding.UTF8.GetString(value);
+        else if (field.SequenceEqual("event"u8)) _name = EventName(value);
+    }
+
+    /// <summary>Anthropic names every event; the common names are shared strings rather than one allocation per event.</summary>
+    private static readonly string[] KnownNames =
+        ["content_block_delta", "content_block_start", "content_block_stop", "message_start", "message_delta", "message_stop", "ping", "error"];
+
+    private static string EventName(ReadOnlySpan<byte> value)
+    {
+        foreach (var known in KnownNames)
+            if (value.Length == known.Length && Ascii.Equals(value, known)) return known;
+        return Encoding.UTF8.GetString(value);
     }
 
     public ValueTask DisposeAsync() => _pipe.CompleteAsync();
