@@ -99,12 +99,12 @@ internal sealed class AnthropicNativeRelay(BpeEncoding encoding) : IStreamRelay
         var type = e.Name;
         try
         {
-            using var doc = JsonDocument.Parse(e.Data);
-            var root = doc.RootElement;
-            if (type is null && root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String) type = t.GetString();
-            _usage.Observe(type, root);
-            if (type == "content_block_delta" && root.TryGetProperty("delta", out var delta)) Output.Append(AnthropicWire.DeltaText(delta));
-            if (type == "message_stop") Completed = true;
+            if (type == "content_block_delta")
+            {
+                // The bulk of a stream: scanned without a document (the same reading as ObserveParsed's).
+                StreamChunkScanner.ScanAnthropicContentDelta(e.Data.Span, Output);
+            }
+            else ObserveParsed(type, e.Data);
         }
         catch (JsonException)
         {
@@ -112,10 +112,20 @@ internal sealed class AnthropicNativeRelay(BpeEncoding encoding) : IStreamRelay
         if (e.Name is not null)
         {
             output.Write("event: "u8);
-            output.Write(System.Text.Encoding.UTF8.GetBytes(e.Name));
+            output.Advance(System.Text.Encoding.UTF8.GetBytes(e.Name, output.GetSpan(System.Text.Encoding.UTF8.GetMaxByteCount(e.Name.Length))));
             output.Write("\n"u8);
         }
         OpenAiStreamRelay.Frame(output, e.Data.Span);
+    }
+
+    private void ObserveParsed(string? type, ReadOnlyMemory<byte> data)
+    {
+        using var doc = JsonDocument.Parse(data);
+        var root = doc.RootElement;
+        if (type is null && root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String) type = t.GetString();
+        _usage.Observe(type, root);
+        if (type == "content_block_delta" && root.TryGetProperty("delta", out var delta)) Output.Append(AnthropicWire.DeltaText(delta));
+        if (type == "message_stop") Completed = true;
     }
 }
 
@@ -138,8 +148,7 @@ internal sealed class AnthropicTranslatedRelay(Anthropic.MessagesStreamTranslato
         {
             try
             {
-                using var doc = JsonDocument.Parse(e.Data);
-                if (doc.RootElement.TryGetProperty("delta", out var delta)) Output.Append(AnthropicWire.DeltaText(delta));
+                StreamChunkScanner.ScanAnthropicContentDelta(e.Data.Span, Output);
             }
             catch (JsonException)
             {

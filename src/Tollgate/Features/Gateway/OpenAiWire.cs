@@ -133,22 +133,16 @@ internal sealed class OpenAiStreamRelay(bool clientWantsUsage, BpeEncoding encod
         var forward = true;
         try
         {
-            using var doc = JsonDocument.Parse(e.Data);
-            var root = doc.RootElement;
-            if (root.ValueKind == JsonValueKind.Object)
+            var chunk = StreamChunkScanner.ScanOpenAiChunk(e.Data.Span, Output);
+            if (chunk.Finished) Completed = true;
+            // The usage object comes once per stream: parsed whole, as the non-streaming path reads it.
+            if (chunk.UsageAt >= 0 && e.Data.Span[chunk.UsageAt] == (byte)'{')
             {
-                var choicesEmpty = true;
-                if (root.TryGetProperty("choices", out var choices) && choices.ValueKind == JsonValueKind.Array)
-                    foreach (var choice in choices.EnumerateArray())
-                    {
-                        choicesEmpty = false;
-                        if (choice.TryGetProperty("delta", out var delta)) OpenAiWire.ForEachText(delta, Output.Append);
-                        if (choice.TryGetProperty("finish_reason", out var fr) && fr.ValueKind == JsonValueKind.String) Completed = true;
-                    }
-                if (root.TryGetProperty("usage", out var usage) && OpenAiWire.ReadUsage(usage) is { } u)
+                using var usageDoc = JsonDocument.Parse(e.Data.Slice(chunk.UsageAt, chunk.UsageLength));
+                if (OpenAiWire.ReadUsage(usageDoc.RootElement) is { } u)
                 {
                     Usage = u;
-                    if (choicesEmpty && !clientWantsUsage) forward = false;
+                    if (chunk.ChoicesEmpty && !clientWantsUsage) forward = false;
                 }
             }
         }

@@ -20,9 +20,11 @@ internal sealed class OutputCounter(BpeEncoding encoding)
     private long _overflowTokens;
     private bool _overflowed;
 
-    public void Append(string? text)
+    public void Append(string? text) => Append(text.AsSpan());
+
+    public void Append(ReadOnlySpan<char> text)
     {
-        if (string.IsNullOrEmpty(text)) return;
+        if (text.IsEmpty) return;
         var tokens = encoding.CountTokens(text);
         _bound += tokens;
         if (_overflowed || _text.Length + text.Length > MaxKeptChars)
@@ -32,6 +34,9 @@ internal sealed class OutputCounter(BpeEncoding encoding)
         }
         else _text.Append(text);
     }
+
+    /// <summary>The text kept so far (what <see cref="Count"/> counts, without the overflow).</summary>
+    internal string KeptText => _text.ToString();
 
     /// <summary>The exact count of the kept text (plus the per-delta count of any overflow).</summary>
     public long Count => (_text.Length == 0 ? 0 : encoding.CountTokens(_text.ToString())) + _overflowTokens;

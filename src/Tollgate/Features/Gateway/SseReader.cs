@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace Tollgate.Features.Gateway;
@@ -21,7 +22,9 @@ internal sealed class SseReader(Stream body) : IAsyncDisposable
     /// <summary>Bound on one event, so a misbehaving upstream cannot make us buffer without limit.</summary>
     public const int MaxEventBytes = 8 << 20;
 
-    private readonly PipeReader _pipe = PipeReader.Create(body, new StreamPipeReaderOptions(bufferSize: 16 * 1024, leaveOpen: true));
+    // A thousand open streams mostly wait: zero-byte reads wait for data without holding a buffer, so a buffer is
+    // rented only while an event is being read (and 4 KB holds the usual chunk; a larger event spans segments).
+    private readonly PipeReader _pipe = PipeReader.Create(body, new StreamPipeReaderOptions(bufferSize: 4096, leaveOpen: true, useZeroByteReads: true));
     private readonly ArrayBufferWriter<byte> _data = new(4096);
     private string? _name;
     private bool _hasData;
@@ -31,6 +34,8 @@ internal sealed class SseReader(Stream body) : IAsyncDisposable
     public long BytesRead { get; private set; }
 
     /// <summary>The next event, or null at the end of the body (a trailing event without its blank line is still returned).</summary>
+    /// <remarks>Called once per event and usually waits, so its state machine is pooled rather than allocated per call.</remarks>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<SseEvent?> ReadAsync(CancellationToken ct)
     {
         _data.ResetWrittenCount();
@@ -98,7 +103,18 @@ internal sealed class SseReader(Stream body) : IAsyncDisposable
             _data.Write(value);
             _hasData = true;
         }
-        else if (field.SequenceEqual("event"u8)) _name = Encoding.UTF8.GetString(value);
+        else if (field.SequenceEqual("event"u8)) _name = EventName(value);
+    }
+
+    /// <summary>Anthropic names every event; the common names are shared strings rather than one allocation per event.</summary>
+    private static readonly string[] KnownNames =
+        ["content_block_delta", "content_block_start", "content_block_stop", "message_start", "message_delta", "message_stop", "ping", "error"];
+
+    private static string EventName(ReadOnlySpan<byte> value)
+    {
+        foreach (var known in KnownNames)
+            if (value.Length == known.Length && Ascii.Equals(value, known)) return known;
+        return Encoding.UTF8.GetString(value);
     }
 
     public ValueTask DisposeAsync() => _pipe.CompleteAsync();
