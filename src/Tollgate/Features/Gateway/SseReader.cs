@@ -29,6 +29,7 @@ internal sealed class SseReader(Stream body) : IAsyncDisposable
     private string? _name;
     private bool _hasData;
     private bool _skipLeadingLf;
+    private bool _ended;
 
     /// <summary>Bytes read from the upstream so far (to tell "nothing arrived" from "something arrived").</summary>
     public long BytesRead { get; private set; }
@@ -41,6 +42,7 @@ internal sealed class SseReader(Stream body) : IAsyncDisposable
         _data.ResetWrittenCount();
         _name = null;
         _hasData = false;
+        if (_ended) return null;
         while (true)
         {
             var read = await _pipe.ReadAsync(ct);
@@ -48,13 +50,22 @@ internal sealed class SseReader(Stream body) : IAsyncDisposable
             var consumedBefore = buffer.Length;
             var dispatched = TryParse(ref buffer);
             BytesRead += consumedBefore - buffer.Length;
-            _pipe.AdvanceTo(buffer.Start, buffer.End);
-            if (dispatched) return new SseEvent(_name, _data.WrittenMemory);
+            if (_data.WrittenCount > MaxEventBytes) throw new InvalidDataException($"An upstream event exceeded {MaxEventBytes} bytes.");
+            if (dispatched)
+            {
+                _pipe.AdvanceTo(buffer.Start, buffer.End);
+                return new SseEvent(_name, _data.WrittenMemory);
+            }
             if (read.IsCompleted)
             {
+                // The body ended: a last line without its line break still counts, and it is consumed, so the next
+                // call ends instead of reading the same bytes (and returning the same event) forever.
                 if (!buffer.IsEmpty) { BytesRead += buffer.Length; ProcessLine(buffer.IsSingleSegment ? buffer.FirstSpan : buffer.ToArray()); }
+                _pipe.AdvanceTo(buffer.End);
+                _ended = true;
                 return _hasData ? new SseEvent(_name, _data.WrittenMemory) : null;
             }
+            _pipe.AdvanceTo(buffer.Start, buffer.End);
             if (buffer.Length > MaxEventBytes || _data.WrittenCount > MaxEventBytes)
                 throw new InvalidDataException($"An upstream event exceeded {MaxEventBytes} bytes.");
         }
