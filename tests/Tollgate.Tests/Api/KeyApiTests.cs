@@ -5,28 +5,13 @@ using Tollgate.Tests.Metering;
 namespace Tollgate.Tests.Api;
 
 /// <summary>Self-service and admin key management, and what a key's own restrictions do on the gateway.</summary>
-public sealed class KeyApiTests : IAsyncLifetime
+public sealed class KeyApiTests() : EngineApps(new Dictionary<string, string?>
 {
-    private readonly Dictionary<string, TestApp> _apps = new();
-
-    public async Task InitializeAsync()
-    {
-        foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres })
-            _apps[engine] = await TestApp.StartAsync(engine, new Dictionary<string, string?>
-            {
-                // A second demo model, so a key can be allowed one and refused the other.
-                ["Tollgate:Pricing:Models:demo/other:InputMtok"] = "1",
-                ["Tollgate:Pricing:Models:demo/other:OutputMtok"] = "2",
-            });
-    }
-
-    public async Task DisposeAsync()
-    {
-        foreach (var app in _apps.Values) await app.DisposeAsync();
-    }
-
-    public static TheoryData<string> Engines => TestDatabases.Engines;
-
+    // A second demo model, so a key can be allowed one and refused the other.
+    ["Tollgate:Pricing:Models:demo/other:InputMtok"] = "1",
+    ["Tollgate:Pricing:Models:demo/other:OutputMtok"] = "2",
+})
+{
     private static HttpClient Client(TestApp app, string key)
     {
         var client = new HttpClient { BaseAddress = app.BaseAddress };
@@ -39,7 +24,7 @@ public sealed class KeyApiTests : IAsyncLifetime
     [Theory, MemberData(nameof(Engines))]
     public async Task A_key_is_created_shown_once_listed_rotated_and_revoked_by_its_own_account(string engine)
     {
-        var app = _apps[engine];
+        var app = App(engine);
         using var c = await app.CustomerAsync(1_000_000);
 
         var created = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/keys",
@@ -74,7 +59,7 @@ public sealed class KeyApiTests : IAsyncLifetime
     [Theory, MemberData(nameof(Engines))]
     public async Task A_key_of_one_account_can_never_see_or_change_another_accounts_keys(string engine)
     {
-        var app = _apps[engine];
+        var app = App(engine);
         using var a = await app.CustomerAsync(0);
         using var b = await app.CustomerAsync(0);
 
@@ -89,7 +74,7 @@ public sealed class KeyApiTests : IAsyncLifetime
     [Theory, MemberData(nameof(Engines))]
     public async Task Bad_key_settings_are_refused_and_nothing_is_created(string engine)
     {
-        var app = _apps[engine];
+        var app = App(engine);
         using var c = await app.CustomerAsync(0);
         foreach (var (body, param) in new[]
                  {
@@ -108,7 +93,7 @@ public sealed class KeyApiTests : IAsyncLifetime
     [Theory, MemberData(nameof(Engines))]
     public async Task A_keys_allowed_models_expiry_and_rate_limit_apply_on_the_gateway(string engine)
     {
-        var app = _apps[engine];
+        var app = App(engine);
         using var c = await app.CustomerAsync(1_000_000);
         var expires = DateTimeOffset.UtcNow.AddSeconds(3).ToString("O");
         var created = await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{c.AccountId}/keys", AdminApi.JsonBody(

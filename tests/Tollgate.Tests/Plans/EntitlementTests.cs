@@ -5,27 +5,12 @@ using Tollgate.Tests.Metering;
 namespace Tollgate.Tests.Plans;
 
 /// <summary>The entitlements API: feature flags and counted entitlements of the caller's plan, exact and idempotent.</summary>
-public sealed class EntitlementTests : IAsyncLifetime
+public sealed class EntitlementTests() : EngineApps(new Dictionary<string, string?>
 {
-    private readonly Dictionary<string, TestApp> _apps = new();
-
-    public async Task InitializeAsync()
-    {
-        foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres })
-            _apps[engine] = await TestApp.StartAsync(engine, new Dictionary<string, string?>
-            {
-                ["Tollgate:Plans:builder:Entitlements:projects"] = "2",
-                ["Tollgate:Plans:builder:Features:0"] = "api",
-            });
-    }
-
-    public async Task DisposeAsync()
-    {
-        foreach (var app in _apps.Values) await app.DisposeAsync();
-    }
-
-    public static TheoryData<string> Engines => TestDatabases.Engines;
-
+    ["Tollgate:Plans:builder:Entitlements:projects"] = "2",
+    ["Tollgate:Plans:builder:Features:0"] = "api",
+})
+{
     private static async Task<Customer> BuilderAsync(TestApp app)
     {
         var c = await app.CustomerAsync(0);
@@ -40,7 +25,7 @@ public sealed class EntitlementTests : IAsyncLifetime
     [Theory, MemberData(nameof(Engines))]
     public async Task Counted_entitlements_are_enforced_idempotent_and_can_be_given_back(string engine)
     {
-        var app = _apps[engine];
+        var app = App(engine);
         using var c = await BuilderAsync(app);
 
         var check = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/entitlements/check", AdminApi.JsonBody("""{"feature":"projects"}""")), HttpStatusCode.OK);
@@ -71,7 +56,7 @@ public sealed class EntitlementTests : IAsyncLifetime
     [Theory, MemberData(nameof(Engines))]
     public async Task Concurrent_uses_never_exceed_the_limit(string engine)
     {
-        var app = _apps[engine];
+        var app = App(engine);
         using var c = await BuilderAsync(app);
 
         var responses = await Task.WhenAll(Enumerable.Range(0, 12).Select(i => UseAsync(c, $"race-{i}")));

@@ -9,10 +9,8 @@ namespace Tollgate.Tests.Plans;
 /// Plans from configuration: the account's plan sets the markup (where the model has none of its own) and gates models
 /// and features on the gateway. demo/echo costs p + 2o micro-USD for p prompt and o output tokens.
 /// </summary>
-public sealed class PlanTests : IAsyncLifetime
+public sealed class PlanTests() : EngineApps(Settings)
 {
-    private readonly Dictionary<string, TestApp> _apps = new();
-
     private static readonly Dictionary<string, string?> Settings = new()
     {
         ["Tollgate:Plans:free:Markup"] = "3",
@@ -24,18 +22,6 @@ public sealed class PlanTests : IAsyncLifetime
         ["Tollgate:Pricing:Models:demo/other:InputMtok"] = "1",
         ["Tollgate:Pricing:Models:demo/other:OutputMtok"] = "2",
     };
-
-    public async Task InitializeAsync()
-    {
-        foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres }) _apps[engine] = await TestApp.StartAsync(engine, Settings);
-    }
-
-    public async Task DisposeAsync()
-    {
-        foreach (var app in _apps.Values) await app.DisposeAsync();
-    }
-
-    public static TheoryData<string> Engines => TestDatabases.Engines;
 
     private static HttpContent Chat(string model, bool tools = false) => AdminApi.JsonBody(tools
         ? $$$$"""{"model":"{{{{model}}}}","messages":[{"role":"user","content":"weather?"}],"tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object"}}}]}"""
@@ -54,7 +40,7 @@ public sealed class PlanTests : IAsyncLifetime
     [Theory, MemberData(nameof(Engines))]
     public async Task The_accounts_plan_sets_the_markup_of_its_calls_quotes_and_usage_events(string engine)
     {
-        var app = _apps[engine];
+        var app = App(engine);
         using var c = await app.CustomerAsync(1_000_000);
 
         var (charge, p, o) = await CallAsync(c);
@@ -88,7 +74,7 @@ public sealed class PlanTests : IAsyncLifetime
     [Theory, MemberData(nameof(Engines))]
     public async Task A_plan_gates_models_and_tools_on_the_gateway(string engine)
     {
-        var app = _apps[engine];
+        var app = App(engine);
         using var c = await app.CustomerAsync(1_000_000);
         await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", AdminApi.JsonBody("""{"plan":"free"}"""));
         await Task.Delay(TimeSpan.FromMilliseconds(1_100));
@@ -111,7 +97,7 @@ public sealed class PlanTests : IAsyncLifetime
     [Fact]
     public async Task An_unknown_plan_is_refused_and_a_contradictory_plan_stops_start_up()
     {
-        var app = _apps[TestDatabases.Sqlite];
+        var app = App(TestDatabases.Sqlite);
         var accountId = await app.CreateAccountAsync("plans");
         var problem = await MeteringApi.BodyAsync(await app.Admin.PutAsync($"/admin/v1/accounts/{accountId}/plan", AdminApi.JsonBody("""{"plan":"gold"}""")), HttpStatusCode.BadRequest);
         Assert.Contains("default", problem.Str("detail"));

@@ -23,32 +23,17 @@ public sealed class PlanPeriodTests
 }
 
 /// <summary>A plan's included requests per period: exact under concurrency, refused with 429 quota_exceeded, and not used up by calls that deliver nothing.</summary>
-public sealed class QuotaTests : IAsyncLifetime
+public sealed class QuotaTests() : EngineApps(new Dictionary<string, string?>
 {
-    private readonly Dictionary<string, TestApp> _apps = new();
-
-    public async Task InitializeAsync()
-    {
-        foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres })
-            _apps[engine] = await TestApp.StartAsync(engine, new Dictionary<string, string?>
-            {
-                ["Tollgate:Plans:tiny:IncludedRequests"] = "5",
-            });
-    }
-
-    public async Task DisposeAsync()
-    {
-        foreach (var app in _apps.Values) await app.DisposeAsync();
-    }
-
-    public static TheoryData<string> Engines => TestDatabases.Engines;
-
+    ["Tollgate:Plans:tiny:IncludedRequests"] = "5",
+})
+{
     private static HttpContent Chat() => AdminApi.JsonBody("""{"model":"demo/echo","max_tokens":50,"messages":[{"role":"user","content":"count me"}]}""");
 
     [Theory, MemberData(nameof(Engines))]
     public async Task Concurrent_calls_use_exactly_the_included_requests_and_the_rest_get_quota_exceeded(string engine)
     {
-        var app = _apps[engine];
+        var app = App(engine);
         using var c = await app.CustomerAsync(1_000_000);
         await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", AdminApi.JsonBody("""{"plan":"tiny"}"""));
         await Task.Delay(TimeSpan.FromMilliseconds(1_100));
@@ -69,7 +54,7 @@ public sealed class QuotaTests : IAsyncLifetime
     [Theory, MemberData(nameof(Engines))]
     public async Task A_call_that_delivers_nothing_does_not_use_the_quota(string engine)
     {
-        var app = _apps[engine];
+        var app = App(engine);
         using var c = await app.CustomerAsync(0);
         await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", AdminApi.JsonBody("""{"plan":"tiny"}"""));
         await Task.Delay(TimeSpan.FromMilliseconds(1_100));
