@@ -100,6 +100,29 @@ public sealed class GatewayDemoTests(MeteringFixture fixture) : IClassFixture<Me
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task An_account_lists_its_own_usage_newest_first_page_by_page(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(1_000_000);
+        using var other = await app.CustomerAsync(1_000_000);
+        var ids = new List<string>();
+        for (var i = 0; i < 3; i++)
+            ids.Add((await c.Client.PostAsync("/v1/chat/completions", Chat($"call {i}"))).Headers.GetValues("x-tollgate-request-id").Single());
+        await other.Client.PostAsync("/v1/chat/completions", Chat("someone else"));
+
+        var first = await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/usage?limit=2");
+        var second = await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/usage?limit=2&cursor=" + Uri.EscapeDataString(first.Str("next_cursor")!));
+
+        var rows = first.GetProperty("data").EnumerateArray().Concat(second.GetProperty("data").EnumerateArray()).ToList();
+        Assert.Equal(Enumerable.Reverse(ids), rows.Select(r => r.Str("id")!));
+        Assert.True(first.GetProperty("has_more").GetBoolean());
+        Assert.False(second.GetProperty("has_more").GetBoolean());
+        Assert.All(rows, r => Assert.False(r.TryGetProperty("provider_cost_micros", out _)));
+        Assert.All(rows, r => Assert.Equal(("billed", "demo/echo"), (r.Str("billing_status"), r.Str("model"))));
+        Assert.Equal(HttpStatusCode.BadRequest, (await c.Client.GetAsync("/api/v1/usage?cursor=nonsense")).StatusCode);
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task A_call_the_balance_cannot_cover_gets_402_before_any_upstream_call_and_changes_nothing(string engine)
     {
         var app = await fixture.AppAsync(engine);
