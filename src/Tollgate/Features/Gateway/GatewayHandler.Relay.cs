@@ -207,7 +207,6 @@ internal sealed partial class GatewayHandler
                     break;
                 }
                 relay.OnEvent(e, writer);
-                call.BytesRelayed = reader.BytesRead;
                 call.Output = relay.Output;
                 if (relay.Usage is null && call.Hold is not null && relay.Output.Exceeds(limit))
                 {

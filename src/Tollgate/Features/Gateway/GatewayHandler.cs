@@ -280,7 +280,6 @@ internal sealed partial class GatewayHandler(
         public long MaxOutputTokens { get; set; }
         public long? ClampedOutputTokens { get; set; }
         public RouteTarget Target { get; set; } = targets[0];
-        public long BytesRelayed { get; set; }
         public OutputCounter? Output { get; set; }
         public bool Settled { get; set; }
         public Settlement Settlement { get; set; }
