@@ -41,6 +41,7 @@ internal sealed class TimedLedgerStore(ILedgerStore inner) : ILedgerStore, IAsyn
     public Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount account, CancellationToken ct) => inner.CreateAccountAsync(account, ct);
     public Task<LedgerAccount> EnsureAccountAsync(NewLedgerAccount account, CancellationToken ct) => inner.EnsureAccountAsync(account, ct);
     public Task<LedgerAccount?> GetAccountAsync(long id, CancellationToken ct) => inner.GetAccountAsync(id, ct);
+    public Task SetCreditLimitAsync(long id, long creditLimitMicros, CancellationToken ct) => inner.SetCreditLimitAsync(id, creditLimitMicros, ct);
     public Task<IReadOnlyList<LedgerAccount>> GetAccountsAsync(IReadOnlyCollection<long> ids, CancellationToken ct) => inner.GetAccountsAsync(ids, ct);
     public Task<Transfer?> GetTransferAsync(string id, CancellationToken ct) => inner.GetTransferAsync(id, ct);
     public Task<IReadOnlyList<StatementLine>> GetStatementAsync(long accountId, long? beforeVersion, int limit, CancellationToken ct) =>

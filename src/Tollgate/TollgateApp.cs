@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http.Json;
@@ -50,7 +51,8 @@ public static class TollgateApp
         var target = DatabaseTarget.Parse(database ?? builder.Configuration["TOLLGATE_DATABASE"] ?? builder.Configuration["Tollgate:Database"]);
         var services = builder.Services;
 
-        services.AddSingleton(TimeProvider.System);
+        // Try: a test may have registered its own clock in `configure`.
+        services.TryAddSingleton(TimeProvider.System);
         // A factory registration, so the container owns the data source and disposes it (closing pooled connections).
         services.AddSingleton(_ => new Database(target));
         services.AddSingleton<Migrator>();
@@ -78,6 +80,9 @@ public static class TollgateApp
         services.AddGateway();
         DatabaseXmlRepository.Register(services);
         services.AddSingleton<RerateService>();
+        services.AddSingleton<Features.Budgets.SpendCapStore>();
+        services.AddSingleton<Features.Budgets.EndCustomerStore>();
+        services.AddSingleton<Features.Budgets.BudgetService>();
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -105,6 +110,7 @@ public static class TollgateApp
         Features.Plans.PlanEndpoints.MapPlan(app);
         Features.Plans.EntitlementEndpoints.MapEntitlements(app);
         Features.Members.MemberEndpoints.MapMembers(app);
+        Features.Budgets.BudgetEndpoints.MapBudgets(app);
         app.MapAdminPricing();
         return app;
     }

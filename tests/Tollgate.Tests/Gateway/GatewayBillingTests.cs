@@ -54,12 +54,12 @@ public sealed class GatewayBillingTests(MeteringFixture fixture) : IClassFixture
         var caller = await CallerAsync(app, c);
         var billing = app.Get<GatewayBilling>();
 
-        var (hold, _) = await billing.HoldAsync(caller, "req-relaxed", 700, 60, "{}", CancellationToken.None);
+        var hold = (await billing.HoldAsync(caller, "req-relaxed", 700, 60, "{}", [], CancellationToken.None)).Hold;
         Assert.NotNull(hold);
-        var (second, available) = await billing.HoldAsync(caller, "req-second", 700, 60, "{}", CancellationToken.None);
-        Assert.Null(second);
-        Assert.Equal(300, available);
-        var settlement = await billing.SettleAsync(hold, 250, "{}", (charged, transfer) => Record(c, "req-relaxed", charged, transfer));
+        var second = await billing.HoldAsync(caller, "req-second", 700, 60, "{}", [], CancellationToken.None);
+        Assert.Null(second.Hold);
+        Assert.Equal(300, second.AvailableMicros);
+        var settlement = await billing.SettleAsync(hold, [], 250, "{}", (charged, transfer) => Record(c, "req-relaxed", charged, transfer));
 
         Assert.Equal((250L, 0L, 750L), (settlement.ChargedMicros, settlement.UnchargedMicros, settlement.BalanceAfterMicros));
         var record = await app.Get<IUsageStore>().GetAsync(c.AccountId, "req-relaxed", CancellationToken.None);
@@ -79,7 +79,7 @@ public sealed class GatewayBillingTests(MeteringFixture fixture) : IClassFixture
         var lost = new Transfer(GatewayBilling.HoldId(caller, "req-lost"), TransferKind.Pending, caller.LedgerAccountId, revenue, 400, null, 60,
             null, TransferStatus.Pending, GatewayBilling.HoldCode, "req-lost", null, null, 0, 500, 0);
 
-        var settlement = await app.Get<GatewayBilling>().SettleAsync(lost, 900, "{}", (charged, transfer) => Record(c, "req-lost", charged, transfer));
+        var settlement = await app.Get<GatewayBilling>().SettleAsync(lost, [], 900, "{}", (charged, transfer) => Record(c, "req-lost", charged, transfer));
 
         Assert.Equal((500L, 400L, 0L), (settlement.ChargedMicros, settlement.UnchargedMicros, settlement.BalanceAfterMicros));
         Assert.Equal(500, (await app.Get<IUsageStore>().GetAsync(c.AccountId, "req-lost", CancellationToken.None))!.UserPriceMicros);

@@ -1,3 +1,4 @@
+using Tollgate.Features.Budgets;
 using Tollgate.Features.Keys;
 using Tollgate.Features.Ledger;
 using Tollgate.Features.Metering;
@@ -8,6 +9,12 @@ namespace Tollgate.Features.Gateway;
 internal readonly record struct Settlement(long ChargedMicros, long UnchargedMicros, long BalanceAfterMicros, string? TransferId);
 
 /// <summary>
+/// What placing a hold gave: the hold and its spend-cap holds; or no hold, what is available (the least of the balance
+/// and every cap), and the cap that refused it (null when the balance did).
+/// </summary>
+internal readonly record struct HoldOutcome(Transfer? Hold, IReadOnlyList<Transfer> CapHolds, long AvailableMicros, CapLeg? ExceededCap);
+
+/// <summary>
 /// The gateway's money moves, all through the ledger with ids derived from the request id (each id is its own
 /// idempotency key, so a retried settlement never charges twice):
 ///
@@ -16,9 +23,12 @@ internal readonly record struct Settlement(long ChargedMicros, long UnchargedMic
 ///   excess   posted       gw:{account}:{request}:excess   only if the actual price exceeds the hold: at most what is available
 ///   void     void-pending gw:{account}:{request}:void     nothing delivered: everything released
 ///
+/// Under spend caps each of these has a twin per cap (<c>…:cap{i}</c>, same amount, on the cap's ledger account) in
+/// the same atomic group, so a cap is counted exactly like the balance (see <see cref="BudgetService"/>).
+///
 /// Settlement and void are never cancelled by the client hanging up: once the upstream has worked, the charge must land.
 /// </summary>
-internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system)
+internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system, BudgetService budgets)
 {
     public const string HoldCode = "gateway_hold";
     public const string SettleCode = "usage";
@@ -27,11 +37,12 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
 
     public static string HoldId(Caller c, string requestId) => $"gw:{c.AccountId}:{requestId}";
 
-    /// <summary>Places the hold; the transfer, or null and the available balance when the account cannot cover it.</summary>
-    public async Task<(Transfer? Hold, long AvailableMicros)> HoldAsync(Caller caller, string requestId, long amountMicros, int timeoutSeconds, string metadata, CancellationToken ct)
+    /// <summary>Places the hold (and its cap holds, all or none); see <see cref="HoldOutcome"/>.</summary>
+    public async Task<HoldOutcome> HoldAsync(Caller caller, string requestId, long amountMicros, int timeoutSeconds, string metadata,
+        IReadOnlyList<CapLeg> caps, CancellationToken ct)
     {
         var revenue = await system.RevenueAsync(ct);
-        var result = await ledger.TransferAsync(new TransferRequest
+        var hold = new TransferRequest
         {
             Id = HoldId(caller, requestId),
             Kind = TransferKind.Pending,
@@ -42,11 +53,29 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
             Code = HoldCode,
             Reference = requestId,
             Metadata = metadata,
-        }, LedgerCommit.RelaxedCommit, ct);
-        if (result.Succeeded) return (result.Transfer, 0);
-        if (result.Code == TransferResultCode.InsufficientFunds) return (null, await AvailableAsync(caller));
-        throw new InvalidOperationException($"The ledger refused a gateway hold: {result.Code}.");
+        };
+        if (caps.Count == 0)
+        {
+            var result = await ledger.TransferAsync(hold, LedgerCommit.RelaxedCommit, ct);
+            if (result.Succeeded) return new HoldOutcome(result.Transfer, [], 0, null);
+            if (result.Code == TransferResultCode.InsufficientFunds) return new HoldOutcome(null, [], await AvailableAsync(caller), null);
+            throw new InvalidOperationException($"The ledger refused a gateway hold: {result.Code}.");
+        }
+        var sink = await budgets.SinkAsync(ct);
+        var group = new TransferRequest[caps.Count + 1];
+        group[0] = hold;
+        for (var i = 0; i < caps.Count; i++)
+            group[i + 1] = hold with { Id = CapId(hold.Id, i), DebitAccountId = caps[i].LedgerAccountId, CreditAccountId = sink, Code = BudgetService.CapHoldCode, Metadata = null };
+        var results = await ledger.TransferAtomicAsync(group, LedgerCommit.RelaxedCommit, ct);
+        if (results.All(r => r.Succeeded)) return new HoldOutcome(results[0].Transfer, results[1..].Select(r => r.Transfer!).ToArray(), 0, null);
+        var refused = Array.FindIndex(results, r => r.Code == TransferResultCode.InsufficientFunds);
+        if (refused < 0) throw new InvalidOperationException($"The ledger refused a gateway hold: {string.Join(", ", results.Select(r => r.Code))}.");
+        var accounts = await ledger.GetAccountsAsync(group.Select(t => t.DebitAccountId).ToArray(), CancellationToken.None);
+        var available = accounts.Count == 0 ? 0 : accounts.Min(a => a.AvailableMicros);
+        return new HoldOutcome(null, [], available, refused == 0 ? null : caps[refused - 1]);
     }
+
+    private static string CapId(string transferId, int cap) => $"{transferId}:cap{cap}";
 
     public Task<long> AvailableAsync(Caller caller) => AvailableAsync(caller.LedgerAccountId);
 
@@ -57,64 +86,87 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
     /// <param name="metadata">The usage behind the charge (JSON), kept on the ledger transfer so the ledger alone can explain it.</param>
     /// <param name="record">Builds the usage record from what was charged and the settling transfer's id; it is written in
     /// the same database transaction as the charge.</param>
-    public async Task<Settlement> SettleAsync(Transfer hold, long priceMicros, string metadata, Func<long, string?, UsageRecord> record)
+    public async Task<Settlement> SettleAsync(Transfer hold, IReadOnlyList<Transfer> capHolds, long priceMicros, string metadata, Func<long, string?, UsageRecord> record)
     {
         if (priceMicros <= 0)
         {
-            await VoidAsync(hold, record(0, null));
+            await VoidAsync(hold, capHolds, record(0, null));
             return new Settlement(0, 0, hold.DebitBalanceAfter, null);
         }
         var settleId = hold.Id + ":settle";
-        var results = await HoldCapture.CaptureAsync(ledger, hold, priceMicros,
+        var companions = capHolds.Select((c, i) => new HoldCapture.Companion(c, CapId(settleId, i), charge => new TransferRequest
+        {
+            Id = CapId(hold.Id + ":excess", i), DebitAccountId = c.DebitAccountId, CreditAccountId = c.CreditAccountId, Amount = charge,
+            Code = BudgetService.CapHoldCode, Reference = hold.Reference,
+        })).ToArray();
+        var (results, capResults) = await HoldCapture.CaptureAsync(ledger, hold, priceMicros,
             new TransferRequest { Id = settleId, Code = SettleCode, Reference = hold.Reference, Metadata = metadata },
             charge => new TransferRequest
             {
                 Id = hold.Id + ":excess", DebitAccountId = hold.DebitAccountId, CreditAccountId = hold.CreditAccountId, Amount = charge,
                 Code = ExcessCode, Reference = hold.Reference, Metadata = metadata,
             },
-            charged => new LedgerCommit { Records = [record(charged, settleId)] }, CancellationToken.None);
-        if (results.All(r => r.Succeeded))
+            companions, charged => new LedgerCommit { Records = [record(charged, settleId)] }, CancellationToken.None);
+        if (results.All(r => r.Succeeded) && capResults.All(r => r.Succeeded))
         {
             var charged = results.Sum(r => r.Transfer!.Amount);
             return new Settlement(charged, priceMicros - charged, results[^1].Transfer!.DebitBalanceAfter, settleId);
         }
         if (results[0].Code == TransferResultCode.PendingTransferNotFound)
-            return await ChargeWithoutHoldAsync(hold, priceMicros, metadata, record, settleId);
+            return await ChargeWithoutHoldAsync(hold, capHolds, priceMicros, metadata, record, settleId);
         if (results[0].Code == TransferResultCode.PendingTransferExpired)
             throw new InvalidOperationException($"The hold {hold.Id} expired before the call finished; raise the provider timeout margin.");
-        throw new InvalidOperationException($"The ledger refused the settlement of {hold.Id}: {string.Join(", ", results.Select(r => r.Code))}.");
+        throw new InvalidOperationException($"The ledger refused the settlement of {hold.Id}: {string.Join(", ", results.Concat(capResults).Select(r => r.Code))}.");
     }
 
     /// <summary>
     /// The hold is gone: it was committed relaxed and the database lost it in a crash. Charge what the call cost as a
     /// plain transfer, limited to what is available now, so even then nothing overdraws.
     /// </summary>
-    private async Task<Settlement> ChargeWithoutHoldAsync(Transfer hold, long priceMicros, string metadata, Func<long, string?, UsageRecord> record, string settleId)
+    private async Task<Settlement> ChargeWithoutHoldAsync(Transfer hold, IReadOnlyList<Transfer> capHolds, long priceMicros, string metadata,
+        Func<long, string?, UsageRecord> record, string settleId)
     {
         for (var attempt = 1; attempt <= HoldCapture.MaxAttempts; attempt++)
         {
-            var charge = Math.Min(priceMicros, Math.Max(0, await AvailableAsync(hold.DebitAccountId)));
+            var debtors = capHolds.Select(c => c.DebitAccountId).Prepend(hold.DebitAccountId).ToArray();
+            var accounts = await ledger.GetAccountsAsync(debtors, CancellationToken.None);
+            var charge = Math.Min(priceMicros, Math.Max(0, accounts.Count == 0 ? 0 : accounts.Min(a => a.AvailableMicros)));
             if (charge == 0) break;
-            var result = await ledger.TransferAsync(new TransferRequest
+            var main = new TransferRequest
             {
                 Id = settleId, DebitAccountId = hold.DebitAccountId, CreditAccountId = hold.CreditAccountId, Amount = charge,
                 Code = SettleCode, Reference = hold.Reference, Metadata = metadata,
-            }, new LedgerCommit { Records = [record(charge, settleId)] }, CancellationToken.None);
-            if (result.Succeeded) return new Settlement(result.Transfer!.Amount, priceMicros - result.Transfer.Amount, result.Transfer.DebitBalanceAfter, settleId);
-            if (result.Code != TransferResultCode.InsufficientFunds) break;
+            };
+            var group = capHolds.Select((c, i) => new TransferRequest
+            {
+                Id = CapId(settleId, i), DebitAccountId = c.DebitAccountId, CreditAccountId = c.CreditAccountId, Amount = charge,
+                Code = BudgetService.CapHoldCode, Reference = hold.Reference,
+            }).Prepend(main).ToArray();
+            var commit = new LedgerCommit { Records = [record(charge, settleId)] };
+            var results = group.Length == 1 ? [await ledger.TransferAsync(main, commit, CancellationToken.None)] : await ledger.TransferAtomicAsync(group, commit, CancellationToken.None);
+            var result = results[0];
+            if (results.All(r => r.Succeeded)) return new Settlement(result.Transfer!.Amount, priceMicros - result.Transfer.Amount, result.Transfer.DebitBalanceAfter, settleId);
+            if (!results.Any(r => r.Code == TransferResultCode.InsufficientFunds)) break;
         }
         throw new InvalidOperationException($"The hold {hold.Id} was lost and the call could not be charged.");
     }
 
-    /// <summary>Releases the whole hold (nothing was charged), writing <paramref name="record"/> with it if given.</summary>
-    public async Task VoidAsync(Transfer hold, UsageRecord? record = null)
+    /// <summary>Releases the whole hold and its cap holds (nothing was charged), writing <paramref name="record"/> with it if given.</summary>
+    public async Task VoidAsync(Transfer hold, IReadOnlyList<Transfer> capHolds, UsageRecord? record = null)
     {
-        var result = await ledger.TransferAsync(new TransferRequest
+        var voids = new List<Task>(capHolds.Count + 1) { Void(hold, hold.Id + ":void", record) };
+        for (var i = 0; i < capHolds.Count; i++) voids.Add(Void(capHolds[i], CapId(hold.Id + ":void", i), null));
+        await Task.WhenAll(voids);
+
+        async Task Void(Transfer pending, string id, UsageRecord? withRecord)
         {
-            Id = hold.Id + ":void", Kind = TransferKind.VoidPending, PendingId = hold.Id, Code = VoidCode, Reference = hold.Reference,
-        }, new LedgerCommit { Relaxed = record is null, Records = record is null ? null : [record] }, CancellationToken.None);
-        // An expired (or lost) hold is released already: same outcome.
-        if (!result.Succeeded && result.Code is not (TransferResultCode.PendingTransferExpired or TransferResultCode.PendingTransferAlreadyVoided or TransferResultCode.PendingTransferNotFound))
-            throw new InvalidOperationException($"The ledger refused to release {hold.Id}: {result.Code}.");
+            var result = await ledger.TransferAsync(new TransferRequest
+            {
+                Id = id, Kind = TransferKind.VoidPending, PendingId = pending.Id, Code = VoidCode, Reference = hold.Reference,
+            }, new LedgerCommit { Relaxed = withRecord is null, Records = withRecord is null ? null : [withRecord] }, CancellationToken.None);
+            // An expired (or lost) hold is released already: same outcome.
+            if (!result.Succeeded && result.Code is not (TransferResultCode.PendingTransferExpired or TransferResultCode.PendingTransferAlreadyVoided or TransferResultCode.PendingTransferNotFound))
+                throw new InvalidOperationException($"The ledger refused to release {pending.Id}: {result.Code}.");
+        }
     }
 }

@@ -322,7 +322,7 @@ internal sealed partial class GatewayHandler
         var nothingDelivered = reported is null && partial is null && countedOutput == 0 && outcome != CallOutcome.Completed;
         if (nothingDelivered)
         {
-            if (call.Hold is not null) await billing.VoidAsync(call.Hold);
+            if (call.Hold is not null) await billing.VoidAsync(call.Hold, call.CapHolds);
             call.Settlement = new Settlement(0, 0, call.Hold?.DebitBalanceAfter ?? 0, null);
             return call.Settlement;
         }
@@ -345,13 +345,13 @@ internal sealed partial class GatewayHandler
             rating is null ? UsageBillingStatus.NeedsReview
                 : call.Caller.IsInternal ? UsageBillingStatus.Internal
                 : target.IsByok ? UsageBillingStatus.Byok : UsageBillingStatus.Billed,
-            call.RequestId, metadata, transferId, now, call.StartedAt);
+            call.RequestId, metadata, transferId, now, call.StartedAt) { CustomerId = call.CustomerId };
 
         Settlement settlement;
         if (call.Hold is not null)
         {
             // The record commits in the same transaction as the charge (see LedgerCommit.Records).
-            settlement = await billing.SettleAsync(call.Hold, price, metadata, Record);
+            settlement = await billing.SettleAsync(call.Hold, call.CapHolds, price, metadata, Record);
         }
         else
         {

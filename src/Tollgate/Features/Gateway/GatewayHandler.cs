@@ -31,6 +31,7 @@ internal sealed partial class GatewayHandler(
     Byok.ProviderCredentialService credentials,
     Plans.PlanCatalog plans,
     Plans.QuotaStore quotas,
+    Budgets.BudgetService budgets,
     IOptions<Byok.ByokOptions> byokOptions,
     IOptions<GatewayOptions> options,
     TimeProvider time,
@@ -64,6 +65,9 @@ internal sealed partial class GatewayHandler(
         if (body.Error is not null) { await body.Error.ExecuteAsync(http); return; }
         using var request = GatewayRequest.Parse(body.Bytes, dialect, out var parseError);
         if (request is null) { await parseError!.ExecuteAsync(http); return; }
+
+        var (customerId, customerError) = ResolveCustomer(http.Request, caller, request, dialect);
+        if (customerError is not null) { await customerError.ExecuteAsync(http); return; }
 
         var plan = plans.Get(caller.PlanId);
         if (request.HasTools && !plan.Has(Plans.PlanFeatures.Tools))
@@ -107,6 +111,13 @@ internal sealed partial class GatewayHandler(
             ? TokenEstimator.CountAnthropicPrompt(request.Root)
             : TokenEstimator.CountChatPrompt(request.Root, encoding);
         var now = time.GetUtcNow();
+        // Internal keys are never debited, so caps (which count debits) do not apply to them.
+        var budget = caller.IsInternal ? Budgets.CallBudget.None : await budgets.ForCallAsync(caller, customerId, now, ct);
+        if (budget.CustomerBlocked)
+        {
+            await new GatewayError(403, "customer_blocked", $"The end customer '{customerId}' is blocked by the account.", "user") { Dialect = dialect }.ExecuteAsync(http);
+            return;
+        }
         var maxOutput = request.MaxOutputTokens ?? _options.DefaultMaxOutputTokens;
         long? clampedOutput = null;
 
@@ -152,6 +163,7 @@ internal sealed partial class GatewayHandler(
         }
         var call = new Call(caller, requestId, request, targets, promptTokens, encoding, now, started)
         {
+            CustomerId = customerId,
             AnthropicVersion = http.Request.Headers["anthropic-version"] is [{ Length: > 0 } version] ? version : null,
             AnthropicBeta = http.Request.Headers["anthropic-beta"] is [{ Length: > 0 } beta] ? beta : null,
             PlanMarkup = plan.Markup,
@@ -165,23 +177,39 @@ internal sealed partial class GatewayHandler(
                 var amount = HoldAmount(targets, promptTokens, maxOutput * request.N, now, plan.Markup, fee);
                 var timeout = (int)targets.Max(t => t.Provider.Timeout.TotalSeconds) + HoldMarginSeconds;
                 // Not cancelled by the client: a hold queued just before a hang-up would otherwise commit unseen and sit until it expires.
-                var (hold, available) = await billing.HoldAsync(caller, requestId, amount, timeout, HoldMetadata(primary), CancellationToken.None);
-                if (hold is null && _options.ClampMaxTokens && Affordable(targets, promptTokens, request.N, available, maxOutput, plan.Markup, fee) is { } affordable
+                var held = await billing.HoldAsync(caller, requestId, amount, timeout, HoldMetadata(primary), budget.Legs, CancellationToken.None);
+                if (held.Hold is null && _options.ClampMaxTokens && Affordable(targets, promptTokens, request.N, held.AvailableMicros, maxOutput, plan.Markup, fee) is { } affordable
                     && affordable >= _options.MinClampedOutputTokens)
                 {
                     clampedOutput = affordable;
                     maxOutput = affordable;
-                    (hold, available) = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now, plan.Markup, fee),
-                        timeout, HoldMetadata(primary), CancellationToken.None);
+                    held = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now, plan.Markup, fee),
+                        timeout, HoldMetadata(primary), budget.Legs, CancellationToken.None);
                 }
-                if (hold is null)
+                if (held.Hold is null)
                 {
-                    await new GatewayError(402, "insufficient_credits",
-                        $"Insufficient credits: this call may cost up to {Money.FormatMicros(amount)} USD ({promptTokens} prompt tokens, up to {maxOutput * request.N} output tokens) and the available balance is {Money.FormatMicros(Math.Max(0, available))} USD.",
-                        Extra: new Dictionary<string, object?> { ["available_micros"] = available, ["required_micros"] = amount }) { Dialect = dialect }.ExecuteAsync(http);
+                    var available = Math.Max(0, held.AvailableMicros);
+                    var refusal = held.ExceededCap is { } cap
+                        ? new GatewayError(402, "budget_exceeded",
+                            $"Budget exceeded: this call may cost up to {Money.FormatMicros(amount)} USD and {cap.Describe()} of {Money.FormatMicros(cap.Cap.LimitMicros)} USD has {Money.FormatMicros(available)} USD left"
+                            + (cap.Period.ResetsAt is { } resets ? $"; it resets at {resets:O}." : "; it does not reset."),
+                            Extra: new Dictionary<string, object?>
+                            {
+                                ["cap"] = new Dictionary<string, object?>
+                                {
+                                    ["scope"] = Budgets.CapNames.Of(cap.Cap.Scope), ["window"] = Budgets.CapNames.Of(cap.Cap.Window),
+                                    ["limit_micros"] = cap.Cap.LimitMicros, ["resets_at"] = cap.Period.ResetsAt,
+                                },
+                                ["available_micros"] = available, ["required_micros"] = amount,
+                            })
+                        : new GatewayError(402, "insufficient_credits",
+                            $"Insufficient credits: this call may cost up to {Money.FormatMicros(amount)} USD ({promptTokens} prompt tokens, up to {maxOutput * request.N} output tokens) and the available balance is {Money.FormatMicros(available)} USD.",
+                            Extra: new Dictionary<string, object?> { ["available_micros"] = held.AvailableMicros, ["required_micros"] = amount });
+                    await (refusal with { Dialect = dialect }).ExecuteAsync(http);
                     return;
                 }
-                call.Hold = hold;
+                call.Hold = held.Hold;
+                call.CapHolds = held.CapHolds;
             }
             call.MaxOutputTokens = maxOutput;
             call.ClampedOutputTokens = clampedOutput;
@@ -204,6 +232,31 @@ internal sealed partial class GatewayHandler(
             if (quotaPeriod is { } taken && !call.Delivered) await quotas.ReleaseAsync(caller.AccountId, Plans.QuotaStore.Requests, taken.Start);
         }
     }
+
+    /// <summary>
+    /// The end customer a call is for: the key's own (a key bound to a customer cannot speak for another), else the
+    /// <c>x-tollgate-customer</c> header, else the body's end-user field (OpenAI <c>user</c>, Anthropic
+    /// <c>metadata.user_id</c>) when it is a usable id. Null when none is named.
+    /// </summary>
+    private static (string? Id, GatewayError? Error) ResolveCustomer(HttpRequest http, Caller caller, GatewayRequest request, ApiDialect dialect)
+    {
+        string? named = null;
+        if (http.Headers[CustomerHeader] is [{ } header])
+        {
+            if (!Budgets.EndCustomerIds.IsValid(header))
+                return (null, GatewayError.BadRequest($"The {CustomerHeader} header {Budgets.EndCustomerIds.Rule}.", CustomerHeader) with { Dialect = dialect });
+            named = header;
+        }
+        // The body's field is free text meant for abuse monitoring: only an id-shaped value names a customer.
+        named ??= Budgets.EndCustomerIds.IsValid(request.User) ? request.User : null;
+        if (caller.Settings.CustomerId is { } bound)
+            return named is null || named == bound || http.Headers[CustomerHeader].Count == 0
+                ? (bound, null)
+                : (null, new GatewayError(403, "customer_not_allowed", $"This API key belongs to the end customer '{bound}' and cannot act for '{named}'.", CustomerHeader) { Dialect = dialect });
+        return (named, null);
+    }
+
+    public const string CustomerHeader = "x-tollgate-customer";
 
     private static string? PresentedKey(HttpRequest request, ApiDialect dialect)
     {
@@ -277,6 +330,9 @@ internal sealed partial class GatewayHandler(
         public DateTimeOffset StartedAt { get; } = startedAt;
         public long StartedTimestamp { get; } = startedTimestamp;
         public Ledger.Transfer? Hold { get; set; }
+        /// <summary>The holds on the call's spend caps, settled and released together with <see cref="Hold"/>.</summary>
+        public IReadOnlyList<Ledger.Transfer> CapHolds { get; set; } = [];
+        public string? CustomerId { get; init; }
         public long MaxOutputTokens { get; set; }
         public long? ClampedOutputTokens { get; set; }
         public RouteTarget Target { get; set; } = targets[0];

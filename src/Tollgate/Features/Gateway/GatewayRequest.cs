@@ -29,6 +29,8 @@ internal sealed class GatewayRequest : IDisposable
     public int N { get; init; } = 1;
     public bool HasTools { get; init; }
     public int BodyLength { get; init; }
+    /// <summary>The end user the client named: OpenAI's <c>user</c>, Anthropic's <c>metadata.user_id</c>.</summary>
+    public string? User { get; init; }
 
     /// <summary>Parses an OpenAI chat completions or Anthropic messages body; null with <paramref name="error"/> if unusable.</summary>
     public static GatewayRequest? Parse(ReadOnlyMemory<byte> body, ApiDialect dialect, out GatewayError? error)
@@ -84,8 +86,13 @@ internal sealed class GatewayRequest : IDisposable
             { error = Fail($"'n' must be an integer from 1 to {MaxN}.", "n"); return null; }
         }
         var hasTools = root.TryGetProperty("tools", out var tools) && tools.ValueKind == JsonValueKind.Array && tools.GetArrayLength() > 0;
+        string? user = null;
+        if (dialect == ApiDialect.OpenAi && root.TryGetProperty("user", out var u) && u.ValueKind == JsonValueKind.String) user = u.GetString();
+        if (dialect == ApiDialect.Anthropic && root.TryGetProperty("metadata", out var md) && md.ValueKind == JsonValueKind.Object
+            && md.TryGetProperty("user_id", out var uid) && uid.ValueKind == JsonValueKind.String) user = uid.GetString();
         return new GatewayRequest(document, dialect)
         {
+            User = user,
             Model = modelName, Stream = stream, ClientWantsUsage = wantsUsage, MaxOutputTokens = maxOutput, N = n, HasTools = hasTools, BodyLength = body.Length,
         };
     }

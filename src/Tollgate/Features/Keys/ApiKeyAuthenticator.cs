@@ -29,6 +29,9 @@ public sealed record Caller(string KeyId, string AccountId, long LedgerAccountId
     public string? Role { get; init; }
     public string? UserId { get; init; }
 
+    /// <summary>The first key of this key's rotation chain: its spend caps are counted there. Null for a session.</summary>
+    public string? KeyLineageId { get; init; }
+
     /// <summary>True when the caller may change the account's keys, provider keys and members: an API key, or an owner or admin.</summary>
     public bool CanManage => Role is null or Members.Roles.Owner or Members.Roles.Admin;
 }
@@ -78,7 +81,10 @@ internal sealed class ApiKeyAuthenticator(IApiKeyStore keys, IAccountStore accou
         Caller? caller = null;
         if (await keys.FindByHashAsync(hash, ct) is { } key && await accounts.GetAsync(key.AccountId, ct) is { } account)
         {
-            caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type) { Settings = key.Settings, PlanId = account.PlanId, PlanAnchor = account.PlanAnchor };
+            caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type)
+            {
+                Settings = key.Settings, PlanId = account.PlanId, PlanAnchor = account.PlanAnchor, KeyLineageId = key.LineageId,
+            };
             if (Live(caller, now) is not null) await TouchAsync(key, now, ct);
         }
         if (_cache.Count >= MaxCacheEntries) _cache.Clear();

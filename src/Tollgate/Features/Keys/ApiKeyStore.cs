@@ -15,26 +15,26 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
 
     private const string Columns = """
         id, account_id, name, prefix, type, created_at, last_used_at, revoked_at, allowed_models, expires_at,
-        requests_per_minute, tokens_per_minute, concurrent_requests, metadata, rotated_from
+        requests_per_minute, tokens_per_minute, concurrent_requests, metadata, rotated_from, customer_id, lineage_id
         """;
 
     private sealed record Row(string id, string account_id, string? name, string prefix, string type, long created_at, long? last_used_at, long? revoked_at,
         string? allowed_models, long? expires_at, long? requests_per_minute, long? tokens_per_minute, long? concurrent_requests, string? metadata,
-        string? rotated_from)
+        string? rotated_from, string? customer_id, string? lineage_id)
     {
         public ApiKeyRecord ToRecord()
         {
             var settings = allowed_models is null && expires_at is null && requests_per_minute is null && tokens_per_minute is null
-                           && concurrent_requests is null && metadata is null
+                           && concurrent_requests is null && metadata is null && customer_id is null
                 ? KeySettings.None
                 : new KeySettings
                 {
                     AllowedModels = KeySettings.ParseModels(allowed_models), ExpiresAt = expires_at is { } e ? FromMicros(e) : null,
                     RequestsPerMinute = (int?)requests_per_minute, TokensPerMinute = tokens_per_minute, ConcurrentRequests = (int?)concurrent_requests,
-                    Metadata = metadata,
+                    Metadata = metadata, CustomerId = customer_id,
                 };
             return new(id, account_id, name, prefix, type, FromMicros(created_at), last_used_at is { } l ? FromMicros(l) : null,
-                revoked_at is { } r ? FromMicros(r) : null) { Settings = settings, RotatedFrom = rotated_from };
+                revoked_at is { } r ? FromMicros(r) : null) { Settings = settings, RotatedFrom = rotated_from, LineageId = lineage_id ?? id };
         }
     }
 
@@ -46,9 +46,13 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
         await using var c = await db.OpenAsync(ct);
         await using var tx = await c.BeginTransactionAsync(ct);
         var now = NowMicros;
-        var row = new Row(Secrets.RandomId("key_"), accountId, name, prefix, type, now, null, null, KeySettings.ModelsJson(settings.AllowedModels),
+        var id = Secrets.RandomId("key_");
+        // A rotated key inherits its predecessor's lineage, so caps and what was spent under them carry over.
+        var lineage = replaces is null ? id : await c.ExecuteScalarAsync<string?>(new CommandDefinition(
+            "SELECT COALESCE(lineage_id, id) FROM api_keys WHERE id = @replaces AND account_id = @accountId", new { replaces, accountId }, tx, cancellationToken: ct)) ?? id;
+        var row = new Row(id, accountId, name, prefix, type, now, null, null, KeySettings.ModelsJson(settings.AllowedModels),
             settings.ExpiresAt is { } e ? UnixMicros.From(e) : null, settings.RequestsPerMinute, settings.TokensPerMinute, settings.ConcurrentRequests,
-            settings.Metadata, replaces);
+            settings.Metadata, replaces, settings.CustomerId, lineage);
         if (replaces is not null)
         {
             var revoked = await c.ExecuteAsync(new CommandDefinition(
@@ -58,13 +62,13 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
         }
         await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO api_keys (id, account_id, name, prefix, key_hash, type, created_at, allowed_models, expires_at, requests_per_minute,
-                tokens_per_minute, concurrent_requests, metadata, rotated_from)
+                tokens_per_minute, concurrent_requests, metadata, rotated_from, customer_id, lineage_id)
             VALUES (@id, @account_id, @name, @prefix, @hash, @type, @created_at, @allowed_models, @expires_at, @requests_per_minute,
-                @tokens_per_minute, @concurrent_requests, @metadata, @rotated_from)
+                @tokens_per_minute, @concurrent_requests, @metadata, @rotated_from, @customer_id, @lineage_id)
             """, new
         {
             row.id, row.account_id, row.name, row.prefix, hash, row.type, row.created_at, row.allowed_models, row.expires_at, row.requests_per_minute,
-            row.tokens_per_minute, row.concurrent_requests, row.metadata, row.rotated_from,
+            row.tokens_per_minute, row.concurrent_requests, row.metadata, row.rotated_from, row.customer_id, row.lineage_id,
         }, tx, cancellationToken: ct));
         await tx.CommitAsync(ct);
         return row.ToRecord();

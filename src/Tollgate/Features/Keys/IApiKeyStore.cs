@@ -5,6 +5,8 @@ public sealed record ApiKeyRecord(string Id, string AccountId, string? Name, str
     public KeySettings Settings { get; init; } = KeySettings.None;
     /// <summary>The key this one replaced by rotation, if any.</summary>
     public string? RotatedFrom { get; init; }
+    /// <summary>The first key of this key's rotation chain (its own id if never rotated): key spend caps belong to it.</summary>
+    public string? LineageId { get; init; }
 }
 
 /// <summary>API keys (hashes only) and the operator's admin keys.</summary>

@@ -9,31 +9,32 @@ namespace Tollgate.Features.Keys;
 public sealed record KeyResponse(
     string Id, string AccountId, string? Name, string Prefix, string Type, DateTimeOffset CreatedAt, DateTimeOffset? LastUsedAt,
     DateTimeOffset? RevokedAt, IReadOnlyList<string>? AllowedModels, DateTimeOffset? ExpiresAt, int? RequestsPerMinute, long? TokensPerMinute,
-    int? ConcurrentRequests, JsonElement? Metadata, string? RotatedFrom)
+    int? ConcurrentRequests, JsonElement? Metadata, string? RotatedFrom, string? CustomerId)
 {
     public static KeyResponse From(ApiKeyRecord r) => new(r.Id, r.AccountId, r.Name, r.Prefix, r.Type, r.CreatedAt, r.LastUsedAt, r.RevokedAt,
         r.Settings.AllowedModels, r.Settings.ExpiresAt, r.Settings.RequestsPerMinute, r.Settings.TokensPerMinute, r.Settings.ConcurrentRequests,
-        r.Settings.Metadata is { } m ? JsonDocument.Parse(m).RootElement.Clone() : null, r.RotatedFrom);
+        r.Settings.Metadata is { } m ? JsonDocument.Parse(m).RootElement.Clone() : null, r.RotatedFrom, r.Settings.CustomerId);
 }
 
 /// <summary>The creation (or rotation) response: the only time the full <see cref="Key"/> is shown.</summary>
 public sealed record CreatedKeyResponse(
     string Id, string Key, string AccountId, string? Name, string Prefix, string Type, DateTimeOffset CreatedAt,
     IReadOnlyList<string>? AllowedModels, DateTimeOffset? ExpiresAt, int? RequestsPerMinute, long? TokensPerMinute, int? ConcurrentRequests,
-    JsonElement? Metadata, string? RotatedFrom)
+    JsonElement? Metadata, string? RotatedFrom, string? CustomerId)
 {
     public static CreatedKeyResponse From(CreatedKey k)
     {
         var r = KeyResponse.From(k.Record);
         return new(r.Id, k.Key, r.AccountId, r.Name, r.Prefix, r.Type, r.CreatedAt, r.AllowedModels, r.ExpiresAt, r.RequestsPerMinute,
-            r.TokensPerMinute, r.ConcurrentRequests, r.Metadata, r.RotatedFrom);
+            r.TokensPerMinute, r.ConcurrentRequests, r.Metadata, r.RotatedFrom, r.CustomerId);
     }
 }
 
 /// <summary>A new key's name, type (admin only) and restrictions; every field optional.</summary>
 public sealed record NewKeyInput(
     string? Name = null, string? Type = null, IReadOnlyList<string>? AllowedModels = null, DateTimeOffset? ExpiresAt = null,
-    int? RequestsPerMinute = null, long? TokensPerMinute = null, int? ConcurrentRequests = null, JsonElement? Metadata = null);
+    int? RequestsPerMinute = null, long? TokensPerMinute = null, int? ConcurrentRequests = null, JsonElement? Metadata = null,
+    string? CustomerId = null);
 
 /// <summary>
 /// Key management for the caller's own account (<c>/api/v1/keys</c>, authenticated by any of its keys) and, through
@@ -87,6 +88,7 @@ internal static class KeyEndpoints
         {
             AllowedModels = input.AllowedModels, ExpiresAt = input.ExpiresAt, RequestsPerMinute = input.RequestsPerMinute,
             TokensPerMinute = input.TokensPerMinute, ConcurrentRequests = input.ConcurrentRequests, Metadata = input.Metadata?.GetRawText(),
+            CustomerId = input.CustomerId,
         };
         if (settings.Validate(time.GetUtcNow()) is { } problem)
             return Problems.BadRequest("invalid_request", $"'{problem.Field}' {problem.Message}.", problem.Field);

@@ -20,6 +20,8 @@ public sealed record KeySettings
     public int? ConcurrentRequests { get; init; }
     /// <summary>Compact JSON object text.</summary>
     public string? Metadata { get; init; }
+    /// <summary>The end customer every call with this key is charged to (see <c>Budgets.EndCustomers</c>); null = named per request.</summary>
+    public string? CustomerId { get; init; }
 
     public bool HasRateLimits => RequestsPerMinute is not null || TokensPerMinute is not null || ConcurrentRequests is not null;
 
@@ -62,6 +64,7 @@ public sealed record KeySettings
         if (TokensPerMinute is < 1) return ("tokens_per_minute", "must be positive (omit it for the default)");
         if (ConcurrentRequests is < 1) return ("concurrent_requests", "must be positive (omit it for the default)");
         if (Metadata is { } meta && System.Text.Encoding.UTF8.GetByteCount(meta) > MaxMetadataBytes) return ("metadata", $"at most {MaxMetadataBytes} bytes");
+        if (CustomerId is { } customer && !Budgets.EndCustomerIds.IsValid(customer)) return ("customer_id", Budgets.EndCustomerIds.Rule);
         return null;
     }
 

@@ -12,28 +12,51 @@ internal static class HoldCapture
 {
     public const int MaxAttempts = 4;
 
+    /// <summary>A hold that moves together with the main one (a spend cap's): posted for the same amount, charged the same excess.</summary>
+    public sealed record Companion(Transfer Hold, string CaptureId, Func<long, TransferRequest> Excess);
+
     /// <param name="capture">The post-pending transfer (its amount is set here).</param>
     /// <param name="excess">The excess transfer for a given amount (debit the hold's debtor, credit its creditor).</param>
     /// <param name="commit">How the group commits, given the total it charges (e.g. with a usage record of that amount).</param>
     /// <returns>The results of the last attempt: the post alone, or the post and the excess.</returns>
     public static async Task<TransferResult[]> CaptureAsync(
         LedgerService ledger, Transfer hold, long amount, TransferRequest capture, Func<long, TransferRequest> excess,
-        Func<long, LedgerCommit>? commit, CancellationToken ct)
+        Func<long, LedgerCommit>? commit, CancellationToken ct) =>
+        (await CaptureAsync(ledger, hold, amount, capture, excess, [], commit, ct)).Main;
+
+    /// <summary>
+    /// As above, with <paramref name="companions"/> posted and charged in the same atomic group: the excess is limited
+    /// by what each of their accounts has available too. Returns the main results and the companions' apart.
+    /// </summary>
+    public static async Task<(TransferResult[] Main, TransferResult[] Companions)> CaptureAsync(
+        LedgerService ledger, Transfer hold, long amount, TransferRequest capture, Func<long, TransferRequest> excess,
+        IReadOnlyList<Companion> companions, Func<long, LedgerCommit>? commit, CancellationToken ct)
     {
         for (var attempt = 1; ; attempt++)
         {
-            var post = capture with { Kind = TransferKind.PostPending, PendingId = hold.Id, Amount = Math.Min(amount, hold.Amount) };
+            var posted = Math.Min(amount, hold.Amount);
+            var post = capture with { Kind = TransferKind.PostPending, PendingId = hold.Id, Amount = posted };
             var over = amount - hold.Amount;
-            var charge = over > 0 && attempt < MaxAttempts
-                ? Math.Min(over, Math.Max(0, (await ledger.GetAccountAsync(hold.DebitAccountId, ct))?.AvailableMicros ?? 0))
-                : 0;
-            TransferRequest[] group = charge > 0 ? [post, excess(charge)] : [post];
-            var how = commit?.Invoke(post.Amount!.Value + charge) ?? LedgerCommit.Durable;
-            var results = group.Length == 1
+            var charge = over > 0 && attempt < MaxAttempts ? Math.Min(over, await AvailableAsync(ledger, hold, companions, ct)) : 0;
+            var group = new List<TransferRequest>(2 + 2 * companions.Count) { post };
+            if (charge > 0) group.Add(excess(charge));
+            var mainCount = group.Count;
+            foreach (var c in companions)
+                group.Add(new TransferRequest { Id = c.CaptureId, Kind = TransferKind.PostPending, PendingId = c.Hold.Id, Amount = Math.Min(posted, c.Hold.Amount), Code = capture.Code, Reference = capture.Reference });
+            if (charge > 0) foreach (var c in companions) group.Add(c.Excess(charge));
+            var how = commit?.Invoke(posted + charge) ?? LedgerCommit.Durable;
+            var results = group.Count == 1
                 ? [await ledger.TransferAsync(post, how, ct)]
                 : await ledger.TransferAtomicAsync(group, how, ct);
             if (results.Any(r => r.Code == TransferResultCode.InsufficientFunds) && attempt < MaxAttempts) continue;
-            return results;
+            return (results[..mainCount], results[mainCount..]);
         }
+    }
+
+    private static async Task<long> AvailableAsync(LedgerService ledger, Transfer hold, IReadOnlyList<Companion> companions, CancellationToken ct)
+    {
+        if (companions.Count == 0) return Math.Max(0, (await ledger.GetAccountAsync(hold.DebitAccountId, ct))?.AvailableMicros ?? 0);
+        var accounts = await ledger.GetAccountsAsync([hold.DebitAccountId, .. companions.Select(c => c.Hold.DebitAccountId)], ct);
+        return accounts.Count == 0 ? 0 : Math.Max(0, accounts.Min(a => a.AvailableMicros));
     }
 }

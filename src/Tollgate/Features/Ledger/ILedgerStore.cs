@@ -24,6 +24,12 @@ internal interface ILedgerStore
 
     Task<LedgerAccount?> GetAccountAsync(long id, CancellationToken ct);
 
+    /// <summary>
+    /// Sets an account's credit limit, but never below what it already uses (debits pending and posted beyond its
+    /// credits), so the limit invariant keeps holding: a lowered limit only stops new debits.
+    /// </summary>
+    Task SetCreditLimitAsync(long id, long creditLimitMicros, CancellationToken ct);
+
     Task<IReadOnlyList<LedgerAccount>> GetAccountsAsync(IReadOnlyCollection<long> ids, CancellationToken ct);
 
     Task<Transfer?> GetTransferAsync(string id, CancellationToken ct);

@@ -150,6 +150,11 @@ public sealed partial class LedgerService : IAsyncDisposable
             ? account
             : throw new ArgumentOutOfRangeException(nameof(account), $"Credit limit must be 0–{MaxAmountMicros} micro-USD.");
     public Task<LedgerAccount?> GetAccountAsync(long id, CancellationToken ct = default) => _store.GetAccountAsync(id, ct);
+    public Task<IReadOnlyList<LedgerAccount>> GetAccountsAsync(IReadOnlyCollection<long> ids, CancellationToken ct = default) => _store.GetAccountsAsync(ids, ct);
+
+    /// <summary>Sets an account's credit limit (never below what it already uses, see <see cref="ILedgerStore.SetCreditLimitAsync"/>).</summary>
+    public Task SetCreditLimitAsync(long id, long creditLimitMicros, CancellationToken ct = default) =>
+        _store.SetCreditLimitAsync(id, CheckLimit(new NewLedgerAccount("", CreditLimitMicros: creditLimitMicros)).CreditLimitMicros, ct);
     public Task<Transfer?> GetTransferAsync(string id, CancellationToken ct = default) => _store.GetTransferAsync(id, ct);
     public Task<IReadOnlyList<StatementLine>> GetStatementAsync(long accountId, long? beforeVersion, int limit, CancellationToken ct = default) =>
         _store.GetStatementAsync(accountId, beforeVersion, limit, ct);

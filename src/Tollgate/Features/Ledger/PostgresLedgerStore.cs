@@ -46,6 +46,16 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         return LedgerSql.ReadAccount(r);
     }
 
+    public async Task SetCreditLimitAsync(long id, long creditLimitMicros, CancellationToken ct)
+    {
+        await using var connection = await db.OpenPostgresAsync(ct);
+        await using var cmd = new NpgsqlCommand(
+            "UPDATE ledger_accounts SET credit_limit = GREATEST(@limit, debits_pending + debits_posted - credits_posted) WHERE id = @id", connection);
+        cmd.Parameters.AddWithValue("limit", creditLimitMicros);
+        cmd.Parameters.AddWithValue("id", id);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
     private void AddAccountParameters(NpgsqlCommand cmd, NewLedgerAccount a)
     {
         cmd.Parameters.AddWithValue("kind", a.Kind);

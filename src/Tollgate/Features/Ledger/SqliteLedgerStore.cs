@@ -48,6 +48,16 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
         return LedgerSql.ReadAccount(r);
     }
 
+    public async Task SetCreditLimitAsync(long id, long creditLimitMicros, CancellationToken ct)
+    {
+        await using var connection = await db.OpenSqliteAsync(ct);
+        await using var cmd = connection.CreateCommand();
+        cmd.CommandText = "UPDATE ledger_accounts SET credit_limit = MAX(@limit, debits_pending + debits_posted - credits_posted) WHERE id = @id";
+        cmd.Parameters.AddWithValue("@limit", creditLimitMicros);
+        cmd.Parameters.AddWithValue("@id", id);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
     private void AddAccountParameters(SqliteCommand cmd, NewLedgerAccount a)
     {
         cmd.Parameters.AddWithValue("@kind", a.Kind);

@@ -43,7 +43,11 @@ public sealed record UsageRecord(
     string? Metadata,
     string? TransferId,
     DateTimeOffset CreatedAt,
-    DateTimeOffset OccurredAt);
+    DateTimeOffset OccurredAt)
+{
+    /// <summary>The account's end customer the usage was for, if one was named.</summary>
+    public string? CustomerId { get; init; }
+}
 
 /// <summary>Position in a newest-first usage listing: strictly older than (occurred_at, id).</summary>
 public sealed record UsageCursor(DateTimeOffset OccurredAt, string Id);
@@ -102,22 +106,22 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
     private const string Columns = """
         id, account_id, key_id, model, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
         reasoning_tokens, provider_cost_micros, provider_cost_usd, user_price_micros, billing_status, request_id, metadata,
-        transfer_id, created_at, occurred_at
+        transfer_id, created_at, occurred_at, customer_id
         """;
 
     private sealed record Row(
         string id, string account_id, string? key_id, string model, string? provider, long input_tokens, long output_tokens,
         long cache_read_tokens, long cache_write_tokens, long reasoning_tokens, long? provider_cost_micros, string? provider_cost_usd,
         long? user_price_micros, string billing_status, string? request_id, string? metadata, string? transfer_id,
-        long created_at, long occurred_at)
+        long created_at, long occurred_at, string? customer_id)
     {
         public static Row From(UsageRecord r) => new(r.Id, r.AccountId, r.KeyId, r.Model, r.Provider, r.InputTokens, r.OutputTokens,
             r.CacheReadTokens, r.CacheWriteTokens, r.ReasoningTokens, r.ProviderCostMicros, r.ProviderCostUsd, r.UserPriceMicros,
-            StatusText(r.BillingStatus), r.RequestId, r.Metadata, r.TransferId, ToMicros(r.CreatedAt), ToMicros(r.OccurredAt));
+            StatusText(r.BillingStatus), r.RequestId, r.Metadata, r.TransferId, ToMicros(r.CreatedAt), ToMicros(r.OccurredAt), r.CustomerId);
 
         public UsageRecord ToRecord() => new(id, account_id, key_id, model, provider, input_tokens, output_tokens, cache_read_tokens,
             cache_write_tokens, reasoning_tokens, provider_cost_micros, provider_cost_usd, user_price_micros, ParseStatus(billing_status),
-            request_id, metadata, transfer_id, FromMicros(created_at), FromMicros(occurred_at));
+            request_id, metadata, transfer_id, FromMicros(created_at), FromMicros(occurred_at)) { CustomerId = customer_id };
     }
 
     // The primary key decides, in the same statement: no check-then-insert race between two deliveries of one event.
@@ -125,7 +129,7 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
         INSERT INTO usage_records ({Columns})
         VALUES (@id, @account_id, @key_id, @model, @provider, @input_tokens, @output_tokens, @cache_read_tokens, @cache_write_tokens,
                 @reasoning_tokens, @provider_cost_micros, @provider_cost_usd, @user_price_micros, @billing_status, @request_id, @metadata,
-                @transfer_id, @created_at, @occurred_at)
+                @transfer_id, @created_at, @occurred_at, @customer_id)
         ON CONFLICT (account_id, id) DO NOTHING
         """;
 
@@ -245,7 +249,7 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
         SELECT * FROM unnest(@id::text[], @account_id::text[], @key_id::text[], @model::text[], @provider::text[],
             @input_tokens::bigint[], @output_tokens::bigint[], @cache_read_tokens::bigint[], @cache_write_tokens::bigint[],
             @reasoning_tokens::bigint[], @provider_cost_micros::bigint[], @provider_cost_usd::text[], @user_price_micros::bigint[],
-            @billing_status::text[], @request_id::text[], @metadata::text[], @transfer_id::text[], @created_at::bigint[], @occurred_at::bigint[])
+            @billing_status::text[], @request_id::text[], @metadata::text[], @transfer_id::text[], @created_at::bigint[], @occurred_at::bigint[], @customer_id::text[])
         ON CONFLICT (account_id, id) DO NOTHING
         RETURNING account_id, id
         """;
@@ -294,6 +298,7 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
         Add("transfer_id", r => r.transfer_id);
         Add("created_at", r => r.created_at);
         Add("occurred_at", r => r.occurred_at);
+        Add("customer_id", r => r.customer_id);
     }
 
     /// <summary>A prepared single-row insert on the SQLite ledger writer's connection, for records committed with their charge.</summary>
@@ -310,7 +315,7 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
     [
         "@id", "@account_id", "@key_id", "@model", "@provider", "@input_tokens", "@output_tokens", "@cache_read_tokens",
         "@cache_write_tokens", "@reasoning_tokens", "@provider_cost_micros", "@provider_cost_usd", "@user_price_micros",
-        "@billing_status", "@request_id", "@metadata", "@transfer_id", "@created_at", "@occurred_at",
+        "@billing_status", "@request_id", "@metadata", "@transfer_id", "@created_at", "@occurred_at", "@customer_id",
     ];
 
     internal static void InsertSqlite(Microsoft.Data.Sqlite.SqliteCommand prepared, UsageRecord r)
@@ -322,6 +327,7 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
         p[9].Value = r.ReasoningTokens; p[10].Value = N(r.ProviderCostMicros); p[11].Value = N(r.ProviderCostUsd);
         p[12].Value = N(r.UserPriceMicros); p[13].Value = StatusText(r.BillingStatus); p[14].Value = N(r.RequestId);
         p[15].Value = N(r.Metadata); p[16].Value = N(r.TransferId); p[17].Value = ToMicros(r.CreatedAt); p[18].Value = ToMicros(r.OccurredAt);
+        p[19].Value = N(r.CustomerId);
         prepared.ExecuteNonQuery();
     }
 
@@ -373,11 +379,11 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
         string id, string account_id, string? key_id, string model, string? provider, long input_tokens, long output_tokens,
         long cache_read_tokens, long cache_write_tokens, long reasoning_tokens, long? provider_cost_micros, string? provider_cost_usd,
         long? user_price_micros, string billing_status, string? request_id, string? metadata, string? transfer_id,
-        long created_at, long occurred_at, string? key_type, long ledger_account_id)
+        long created_at, long occurred_at, string? customer_id, string? key_type, long ledger_account_id)
     {
         public ReviewItem ToItem() => new(new Row(id, account_id, key_id, model, provider, input_tokens, output_tokens, cache_read_tokens,
             cache_write_tokens, reasoning_tokens, provider_cost_micros, provider_cost_usd, user_price_micros, billing_status, request_id,
-            metadata, transfer_id, created_at, occurred_at).ToRecord(), key_type, ledger_account_id);
+            metadata, transfer_id, created_at, occurred_at, customer_id).ToRecord(), key_type, ledger_account_id);
     }
 
     public async Task<IReadOnlyList<ReviewItem>> ListNeedsReviewAsync(string? model, string? accountId, ReviewCursor? after, int limit, CancellationToken ct)

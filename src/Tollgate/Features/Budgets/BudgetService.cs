@@ -1,0 +1,134 @@
+using System.Collections.Concurrent;
+using Tollgate.Features.Keys;
+using Tollgate.Features.Ledger;
+
+namespace Tollgate.Features.Budgets;
+
+/// <summary>A cap as it applies to one call: the cap, the ledger account counting its current window, and when that window ends.</summary>
+public sealed record CapLeg(SpendCap Cap, long LedgerAccountId, CapPeriod Period)
+{
+    /// <summary>"the key's daily spend cap" and the like, for error messages.</summary>
+    public string Describe() => $"the {CapNames.Of(Cap.Scope)}'s {(Cap.Window switch { CapWindow.Day => "daily", CapWindow.Month => "monthly", _ => "total" })} spend cap";
+}
+
+/// <summary>What limits a call beyond the balance: the caps in force, and whether its end customer is blocked.</summary>
+public sealed record CallBudget(IReadOnlyList<CapLeg> Legs, bool CustomerBlocked)
+{
+    public static readonly CallBudget None = new([], false);
+}
+
+/// <summary>Spending against a cap in its current window.</summary>
+public sealed record CapStatus(SpendCap Cap, CapPeriod Period, long SpentMicros, long HeldMicros)
+{
+    public long RemainingMicros => Math.Max(0, Cap.LimitMicros - SpentMicros - HeldMicros);
+}
+
+/// <summary>
+/// Spend caps, exact under any concurrency and across processes because the ledger counts them: each cap and window
+/// is a ledger account of kind <c>spend_cap</c> whose credit limit is the cap and which may not go below zero. A
+/// charge under caps is an atomic group — the customer's hold plus one hold of the same amount on each cap account
+/// (against a sink account) — so the ledger refuses it if the balance or any cap cannot cover it, settles them
+/// together and lets them expire together. Caps and end customers are read through a one-second cache, so a change
+/// applies everywhere within a second (at once in the process that made it).
+/// </summary>
+internal sealed class BudgetService(LedgerService ledger, SystemAccounts system, SpendCapStore caps, EndCustomerStore customers)
+{
+    public const string CapAccountKind = "spend_cap";
+    public const string SinkKind = "spend_cap_sink";
+    public const string SinkKey = "system:spend_caps";
+    public const string CapHoldCode = "spend_cap_hold";
+    public static readonly TimeSpan CacheTtl = TimeSpan.FromSeconds(1);
+    private const int MaxCacheEntries = 100_000;
+
+    private sealed record Entry(IReadOnlyList<SpendCap> Caps, bool CustomerBlocked, long ExpiresAtTicks);
+
+    private readonly ConcurrentDictionary<(string Account, string? Key, string? Customer), Entry> _cache = new();
+    /// <summary>Ledger account per cap window, with the cap this process last set as its limit.</summary>
+    private readonly ConcurrentDictionary<string, (long Id, long Limit)> _accounts = new(StringComparer.Ordinal);
+
+    public ValueTask<long> SinkAsync(CancellationToken ct) => system.GetIdAsync(SinkKey, SinkKind, ct);
+
+    /// <summary>The caps that apply to a call by <paramref name="caller"/> for <paramref name="customerId"/> at <paramref name="now"/>.</summary>
+    public async ValueTask<CallBudget> ForCallAsync(Caller caller, string? customerId, DateTimeOffset now, CancellationToken ct)
+    {
+        // A session (no key) has no key caps; a key without a stored lineage is its own.
+        var lineage = caller.Role is null ? caller.KeyLineageId ?? caller.KeyId : null;
+        var cacheKey = (caller.AccountId, lineage, customerId);
+        if (!_cache.TryGetValue(cacheKey, out var entry) || entry.ExpiresAtTicks < Environment.TickCount64)
+        {
+            var found = await caps.ForCallAsync(caller.AccountId, lineage, customerId, ct);
+            var blocked = false;
+            if (customerId is not null)
+            {
+                if (await customers.GetAsync(caller.AccountId, customerId, ct) is { } customer) blocked = customer.Blocked;
+                else await customers.EnsureAsync(caller.AccountId, customerId, ct);
+            }
+            entry = new Entry(found, blocked, Environment.TickCount64 + (long)CacheTtl.TotalMilliseconds);
+            if (_cache.Count >= MaxCacheEntries) _cache.Clear();
+            _cache[cacheKey] = entry;
+        }
+        if (entry.Caps.Count == 0) return entry.CustomerBlocked ? new CallBudget([], true) : CallBudget.None;
+        var legs = new CapLeg[entry.Caps.Count];
+        for (var i = 0; i < legs.Length; i++)
+        {
+            var cap = entry.Caps[i];
+            var period = CapPeriod.Of(cap.Window, now);
+            legs[i] = new CapLeg(cap, await CapAccountAsync(caller.AccountId, cap, period, ct), period);
+        }
+        return new CallBudget(legs, entry.CustomerBlocked);
+    }
+
+    /// <summary>Forgets cached caps of an account, after a change made in this process.</summary>
+    public void Invalidate(string accountId)
+    {
+        foreach (var key in _cache.Keys)
+            if (key.Account == accountId) _cache.TryRemove(key, out _);
+    }
+
+    /// <summary>Spending against each of a subject's caps in its current window.</summary>
+    public async Task<IReadOnlyList<CapStatus>> StatusAsync(string accountId, CapScope scope, string subjectId, DateTimeOffset now, CancellationToken ct)
+    {
+        var list = new List<CapStatus>();
+        foreach (var cap in await caps.ListAsync(accountId, scope, subjectId, ct))
+        {
+            var period = CapPeriod.Of(cap.Window, now);
+            var account = await ledger.GetAccountAsync(await CapAccountAsync(accountId, cap, period, ct), ct);
+            list.Add(new CapStatus(cap, period, account?.DebitsPosted ?? 0, account?.DebitsPending ?? 0));
+        }
+        return list;
+    }
+
+    public async Task SetAsync(string accountId, CapScope scope, string subjectId, IReadOnlyDictionary<CapWindow, long?> limits, CancellationToken ct)
+    {
+        await caps.SetAsync(accountId, scope, subjectId, limits, ct);
+        Invalidate(accountId);
+    }
+
+    private static string LedgerKey(string accountId, SpendCap cap, CapPeriod period) =>
+        $"cap:{CapNames.Of(cap.Scope)}:{accountId}:{cap.SubjectId}:{CapNames.Of(cap.Window)}:{period.Key}";
+
+    /// <summary>The ledger account counting <paramref name="cap"/> in <paramref name="period"/>, created on first use, its limit kept equal to the cap.</summary>
+    private async ValueTask<long> CapAccountAsync(string accountId, SpendCap cap, CapPeriod period, CancellationToken ct)
+    {
+        var key = LedgerKey(accountId, cap, period);
+        if (_accounts.TryGetValue(key, out var known) && known.Limit == cap.LimitMicros) return known.Id;
+        long id;
+        if (known.Id != 0) id = known.Id;
+        else
+        {
+            var account = await ledger.EnsureAccountAsync(new NewLedgerAccount(CapAccountKind, key, CreditLimitMicros: cap.LimitMicros,
+                Flags: LedgerAccountFlags.DebitsMustNotExceedCredits), ct);
+            id = account.Id;
+            if (account.CreditLimitMicros == cap.LimitMicros) { Remember(key, id, cap.LimitMicros); return id; }
+        }
+        await ledger.SetCreditLimitAsync(id, cap.LimitMicros, ct);
+        Remember(key, id, cap.LimitMicros);
+        return id;
+    }
+
+    private void Remember(string key, long id, long limit)
+    {
+        if (_accounts.Count >= MaxCacheEntries) _accounts.Clear();
+        _accounts[key] = (id, limit);
+    }
+}

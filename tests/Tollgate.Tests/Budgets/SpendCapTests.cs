@@ -1,0 +1,207 @@
+using System.Net;
+using System.Net.Http.Headers;
+using Tollgate.Features.Metering;
+using Tollgate.Tests.Api;
+using Tollgate.Tests.Metering;
+
+namespace Tollgate.Tests.Budgets;
+
+/// <summary>
+/// Spend caps on accounts, keys and end customers, through the gateway with the demo provider. The caps are counted
+/// in the ledger, so they must hold exactly under concurrency like the balance does.
+/// </summary>
+public sealed class SpendCapTests(MeteringFixture fixture) : IClassFixture<MeteringFixture>
+{
+    public static TheoryData<string> Engines => TestDatabases.Engines;
+
+    private static HttpContent Chat(string text = "cap me", int maxTokens = 4, string? user = null) =>
+        AdminApi.JsonBody($$"""{"model":"demo/echo","max_tokens":{{maxTokens}}{{(user is null ? "" : $",\"user\":\"{user}\"")}},"messages":[{"role":"user","content":"{{text}}"}]}""");
+
+    private static long Charge(HttpResponseMessage r) => long.Parse(r.Headers.GetValues("x-tollgate-charge-micros").Single());
+
+    private static async Task<JsonElement> PutCapsAsync(HttpClient client, string path, string json, HttpStatusCode expected = HttpStatusCode.OK) =>
+        await MeteringApi.BodyAsync(await client.PutAsync(path, AdminApi.JsonBody(json)), expected);
+
+    private static JsonElement Cap(JsonElement view, string window) =>
+        view.GetProperty("caps").EnumerateArray().Single(c => c.Str("window") == window);
+
+    private static async Task<JsonElement> BudgetErrorAsync(HttpResponseMessage response)
+    {
+        var error = (await MeteringApi.BodyAsync(response, HttpStatusCode.PaymentRequired)).GetProperty("error");
+        Assert.Equal("budget_exceeded", error.Str("code"));
+        return error;
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task An_account_daily_cap_holds_exactly_under_200_concurrent_calls(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(100_000_000);
+        // One call to learn its price; the cap then affords a few dozen of them.
+        var probe = await c.Client.PostAsync("/v1/chat/completions", Chat());
+        Assert.Equal(HttpStatusCode.OK, probe.StatusCode);
+        var price = Charge(probe);
+        var cap = price * 50;
+        var set = await PutCapsAsync(c.Client, "/api/v1/spend-caps", $$"""{"daily_micros":{{cap}}}""");
+        Assert.Equal(cap, Cap(set, "day").Long("limit_micros"));
+        Assert.Equal(0, Cap(set, "day").Long("spent_micros"));
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 200).Select(_ => c.Client.PostAsync("/v1/chat/completions", Chat())));
+
+        var ok = responses.Where(r => r.StatusCode == HttpStatusCode.OK).ToList();
+        var charged = ok.Sum(Charge);
+        Assert.InRange(charged, 1, cap);
+        foreach (var refused in responses.Where(r => r.StatusCode != HttpStatusCode.OK))
+        {
+            var error = await BudgetErrorAsync(refused);
+            var which = error.GetProperty("cap");
+            Assert.Equal(("account", "day", cap), (which.Str("scope"), which.Str("window"), which.Long("limit_micros")));
+            Assert.True(which.GetProperty("resets_at").GetDateTimeOffset() > DateTimeOffset.UtcNow);
+        }
+        var after = Cap(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/spend-caps"), HttpStatusCode.OK), "day");
+        Assert.Equal((charged, 0L, cap - charged), (after.Long("spent_micros"), after.Long("held_micros"), after.Long("remaining_micros")));
+        Assert.Equal(100_000_000 - price - charged, (await c.AccountAsync()).Long("balance_micros"));
+        // What is left cannot cover another call's hold.
+        await BudgetErrorAsync(await c.Client.PostAsync("/v1/chat/completions", Chat()));
+
+        // Raising the cap lets calls through again at once; removing it lifts it.
+        await PutCapsAsync(c.Client, "/api/v1/spend-caps", $$"""{"daily_micros":{{cap + 10 * price}}}""");
+        Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode);
+        var removed = await PutCapsAsync(c.Client, "/api/v1/spend-caps", "{}");
+        Assert.Equal(0, removed.GetProperty("caps").GetArrayLength());
+        await AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_key_cap_limits_that_key_only_and_survives_rotation(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(100_000_000);
+        var probe = await c.Client.PostAsync("/v1/chat/completions", Chat());
+        var price = Charge(probe);
+        var other = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/keys", AdminApi.JsonBody("""{"name":"other"}""")), HttpStatusCode.Created);
+        using var otherClient = new HttpClient { BaseAddress = app.BaseAddress };
+        otherClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", other.Str("key"));
+
+        var view = await PutCapsAsync(c.Client, $"/api/v1/keys/{other.Str("id")}/spend-caps", $$"""{"monthly_micros":{{2 * price}},"total_micros":{{3 * price}}}""");
+        Assert.Equal(("key", 2), (view.Str("scope"), view.GetProperty("caps").GetArrayLength()));
+
+        Assert.Equal(HttpStatusCode.OK, (await otherClient.PostAsync("/v1/chat/completions", Chat())).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await otherClient.PostAsync("/v1/chat/completions", Chat())).StatusCode);
+        var error = await BudgetErrorAsync(await otherClient.PostAsync("/v1/chat/completions", Chat()));
+        Assert.Equal(("key", "month"), (error.GetProperty("cap").Str("scope"), error.GetProperty("cap").Str("window")));
+        // The account's first key has no cap of its own.
+        Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode);
+
+        // A rotated key is the same budget: rotation is no way around a cap.
+        var rotated = await MeteringApi.BodyAsync(await c.Client.PostAsync($"/api/v1/keys/{other.Str("id")}/rotate", null), HttpStatusCode.Created);
+        otherClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", rotated.Str("key"));
+        await BudgetErrorAsync(await otherClient.PostAsync("/v1/chat/completions", Chat()));
+        var status = await MeteringApi.BodyAsync(await c.Client.GetAsync($"/api/v1/keys/{rotated.Str("id")}/spend-caps"), HttpStatusCode.OK);
+        Assert.Equal(2 * price, Cap(status, "month").Long("spent_micros"));
+        Assert.Equal(2 * price, Cap(status, "total").Long("spent_micros"));
+        Assert.Null(Cap(status, "total").GetProperty("resets_at").GetString());
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task End_customers_are_named_per_call_recorded_capped_and_blockable(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(100_000_000);
+        var price = Charge(await c.Client.PostAsync("/v1/chat/completions", Chat()));
+
+        var put = await MeteringApi.BodyAsync(await c.Client.PutAsync("/api/v1/customers/alice",
+            AdminApi.JsonBody($$$"""{"name":"Alice","metadata":{"tier":"gold"},"spend_caps":{"daily_micros":{{{price}}}}}""")), HttpStatusCode.OK);
+        Assert.Equal(("Alice", false), (put.Str("name"), put.GetProperty("blocked").GetBoolean()));
+
+        HttpRequestMessage As(string customer) => new(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = Chat(), Headers = { { "x-tollgate-customer", customer } },
+        };
+        var first = await c.Client.SendAsync(As("alice"));
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        var record = await app.Get<IUsageStore>().GetAsync(c.AccountId, first.Headers.GetValues("x-tollgate-request-id").Single(), CancellationToken.None);
+        Assert.Equal("alice", record!.CustomerId);
+        var error = await BudgetErrorAsync(await c.Client.SendAsync(As("alice")));
+        Assert.Equal("customer", error.GetProperty("cap").Str("scope"));
+
+        // Another customer (named by OpenAI's `user` field, registered on first sight) is not limited by Alice's cap.
+        var bob = await c.Client.PostAsync("/v1/chat/completions", Chat(user: "bob"));
+        Assert.Equal(HttpStatusCode.OK, bob.StatusCode);
+        Assert.Equal("bob", (await app.Get<IUsageStore>().GetAsync(c.AccountId, bob.Headers.GetValues("x-tollgate-request-id").Single(), CancellationToken.None))!.CustomerId);
+        var list = await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/customers"), HttpStatusCode.OK);
+        Assert.Equal("alice,bob", string.Join(",", list.GetProperty("data").EnumerateArray().Select(x => x.Str("id"))));
+        var alice = await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/customers/alice"), HttpStatusCode.OK);
+        Assert.Equal(Charge(first), Cap(Wrap(alice), "day").Long("spent_micros"));
+        Assert.Equal("gold", alice.GetProperty("metadata").Str("tier"));
+
+        // Blocking takes effect at once in this process.
+        await MeteringApi.BodyAsync(await c.Client.PutAsync("/api/v1/customers/bob", AdminApi.JsonBody("""{"blocked":true}""")), HttpStatusCode.OK);
+        var blocked = (await MeteringApi.BodyAsync(await c.Client.PostAsync("/v1/chat/completions", Chat(user: "bob")), HttpStatusCode.Forbidden)).GetProperty("error");
+        Assert.Equal("customer_blocked", blocked.Str("code"));
+
+        var badHeader = (await MeteringApi.BodyAsync(await c.Client.SendAsync(As("no spaces allowed")), HttpStatusCode.BadRequest)).GetProperty("error");
+        Assert.Equal("x-tollgate-customer", badHeader.Str("param"));
+        await AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+
+    private static JsonElement Wrap(JsonElement customer) =>
+        JsonDocument.Parse($$"""{"caps":{{customer.GetProperty("spend_caps").GetRawText()}}}""").RootElement;
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_key_bound_to_a_customer_charges_it_and_cannot_act_for_another(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(100_000_000);
+        var bound = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/keys", AdminApi.JsonBody("""{"customer_id":"carol"}""")), HttpStatusCode.Created);
+        Assert.Equal("carol", bound.Str("customer_id"));
+        using var carol = new HttpClient { BaseAddress = app.BaseAddress };
+        carol.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", bound.Str("key"));
+
+        var ok = await carol.PostAsync("/v1/chat/completions", Chat(user: "someone-else"));
+        Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        Assert.Equal("carol", (await app.Get<IUsageStore>().GetAsync(c.AccountId, ok.Headers.GetValues("x-tollgate-request-id").Single(), CancellationToken.None))!.CustomerId);
+        var other = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = Chat(), Headers = { { "x-tollgate-customer", "dave" } } };
+        var refused = (await MeteringApi.BodyAsync(await carol.SendAsync(other), HttpStatusCode.Forbidden)).GetProperty("error");
+        Assert.Equal("customer_not_allowed", refused.Str("code"));
+        var badId = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/keys", AdminApi.JsonBody("""{"customer_id":"bad id"}""")), HttpStatusCode.BadRequest);
+        Assert.Equal("customer_id", badId.Str("param"));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Caps_and_customers_of_one_account_are_invisible_to_another(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var a = await app.CustomerAsync(1_000_000);
+        using var b = await app.CustomerAsync(1_000_000);
+        await MeteringApi.BodyAsync(await b.Client.PutAsync("/api/v1/customers/zed", AdminApi.JsonBody("{}")), HttpStatusCode.OK);
+        await PutCapsAsync(b.Client, "/api/v1/spend-caps", """{"daily_micros":5}""");
+
+        Assert.Equal(HttpStatusCode.NotFound, (await a.Client.GetAsync($"/api/v1/keys/{b.KeyId}/spend-caps")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await a.Client.PutAsync($"/api/v1/keys/{b.KeyId}/spend-caps", AdminApi.JsonBody("""{"daily_micros":0}"""))).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await a.Client.GetAsync("/api/v1/customers/zed")).StatusCode);
+        Assert.Equal(0, (await MeteringApi.BodyAsync(await a.Client.GetAsync("/api/v1/customers"), HttpStatusCode.OK)).GetProperty("data").GetArrayLength());
+        Assert.Equal(0, (await MeteringApi.BodyAsync(await a.Client.GetAsync("/api/v1/spend-caps"), HttpStatusCode.OK)).GetProperty("caps").GetArrayLength());
+        // A's own customer "zed" is a different customer from B's.
+        await MeteringApi.BodyAsync(await a.Client.PutAsync("/api/v1/customers/zed", AdminApi.JsonBody("""{"name":"A's zed"}""")), HttpStatusCode.OK);
+        Assert.Null((await MeteringApi.BodyAsync(await b.Client.GetAsync("/api/v1/customers/zed"), HttpStatusCode.OK)).GetProperty("name").GetString());
+        // B's 5 µ$ daily cap did not limit A.
+        Assert.Equal(HttpStatusCode.OK, (await a.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode);
+        await BudgetErrorAsync(await b.Client.PostAsync("/v1/chat/completions", Chat()));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Bad_cap_input_is_refused_and_changes_nothing(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(1_000_000);
+        await PutCapsAsync(c.Client, "/api/v1/spend-caps", """{"daily_micros":1000}""");
+        foreach (var body in new[] { """{"daily_micros":-1}""", """{"monthly_micros":1.5}""", """{"weekly_micros":5}""", """{"daily_micros":"10"}""" })
+            Assert.Equal(HttpStatusCode.BadRequest, (await c.Client.PutAsync("/api/v1/spend-caps", AdminApi.JsonBody(body))).StatusCode);
+        var view = await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/spend-caps"), HttpStatusCode.OK);
+        Assert.Equal(1000, Cap(view, "day").Long("limit_micros"));
+        Assert.Equal(HttpStatusCode.NotFound, (await app.Admin.PutAsync("/admin/v1/accounts/acct_nope/spend-caps", AdminApi.JsonBody("{}"))).StatusCode);
+        var admin = await PutCapsAsync(app.Admin, $"/admin/v1/accounts/{c.AccountId}/spend-caps", """{"total_micros":7}""");
+        Assert.Equal(("total", 7L), (admin.GetProperty("caps")[0].Str("window"), admin.GetProperty("caps")[0].Long("limit_micros")));
+    }
+}
