@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Net;
 using System.Net.Http.Headers;
 using Tollgate.Features.Metering;
@@ -203,5 +204,58 @@ public sealed class SpendCapTests(MeteringFixture fixture) : IClassFixture<Meter
         Assert.Equal(HttpStatusCode.NotFound, (await app.Admin.PutAsync("/admin/v1/accounts/acct_nope/spend-caps", AdminApi.JsonBody("{}"))).StatusCode);
         var admin = await PutCapsAsync(app.Admin, $"/admin/v1/accounts/{c.AccountId}/spend-caps", """{"total_micros":7}""");
         Assert.Equal(("total", 7L), (admin.GetProperty("caps")[0].Str("window"), admin.GetProperty("caps")[0].Long("limit_micros")));
+    }
+}
+
+/// <summary>Cap windows on a clock the test moves: a day's and a month's caps end exactly at the UTC boundary.</summary>
+public sealed class SpendCapWindowTests : IAsyncLifetime
+{
+    private readonly Tollgate.Tests.Ledger.ManualTimeProvider _clock = new(new DateTimeOffset(2026, 3, 31, 23, 59, 0, TimeSpan.Zero));
+    private readonly Dictionary<string, TestApp> _apps = new();
+
+    public static TheoryData<string> Engines => TestDatabases.Engines;
+
+    public async Task InitializeAsync()
+    {
+        foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres })
+            _apps[engine] = await TestApp.StartAsync(engine, services: s => s.AddSingleton<TimeProvider>(_clock));
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var app in _apps.Values) await app.DisposeAsync();
+    }
+
+    private static HttpContent Chat() => AdminApi.JsonBody("""{"model":"demo/echo","max_tokens":4,"messages":[{"role":"user","content":"tick"}]}""");
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Daily_and_monthly_caps_reset_at_the_UTC_boundary(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(100_000_000);
+        // A 1 µ$ cap refuses the call and says what its hold needs; caps of exactly that size then fit one call a day.
+        await c.Client.PutAsync("/api/v1/spend-caps", AdminApi.JsonBody("""{"daily_micros":1}"""));
+        var hold = (await MeteringApi.BodyAsync(await c.Client.PostAsync("/v1/chat/completions", Chat()), HttpStatusCode.PaymentRequired)).GetProperty("error").Long("required_micros");
+        var set = await MeteringApi.BodyAsync(await c.Client.PutAsync("/api/v1/spend-caps",
+            AdminApi.JsonBody($$"""{"daily_micros":{{hold}},"monthly_micros":{{2 * hold}}}""")), HttpStatusCode.OK);
+        Assert.All(set.GetProperty("caps").EnumerateArray(), cap => Assert.Equal(0, cap.Long("spent_micros")));
+
+        var first = await c.Client.PostAsync("/v1/chat/completions", Chat());
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        var price = long.Parse(first.Headers.GetValues("x-tollgate-charge-micros").Single());
+        var refused = (await MeteringApi.BodyAsync(await c.Client.PostAsync("/v1/chat/completions", Chat()), HttpStatusCode.PaymentRequired)).GetProperty("error");
+        Assert.Equal("day", refused.GetProperty("cap").Str("window"));
+        Assert.Equal(new DateTimeOffset(2026, 4, 1, 0, 0, 0, TimeSpan.Zero), refused.GetProperty("cap").GetProperty("resets_at").GetDateTimeOffset());
+
+        _clock.Advance(TimeSpan.FromSeconds(59));
+        Assert.Equal(HttpStatusCode.PaymentRequired, (await c.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode);
+        _clock.Advance(TimeSpan.FromSeconds(1));
+        // 2026-04-01T00:00:00Z: a new day and a new month.
+        Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode);
+        var view = await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/spend-caps"), HttpStatusCode.OK);
+        Assert.Equal(price, view.GetProperty("caps").EnumerateArray().Single(x => x.Str("window") == "day").Long("spent_micros"));
+        Assert.Equal(price, view.GetProperty("caps").EnumerateArray().Single(x => x.Str("window") == "month").Long("spent_micros"));
+        Assert.Equal(new DateTimeOffset(2026, 5, 1, 0, 0, 0, TimeSpan.Zero),
+            view.GetProperty("caps").EnumerateArray().Single(x => x.Str("window") == "month").GetProperty("resets_at").GetDateTimeOffset());
     }
 }
