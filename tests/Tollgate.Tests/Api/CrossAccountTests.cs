@@ -1,0 +1,98 @@
+using System.Net;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Tollgate.Tests.Metering;
+
+namespace Tollgate.Tests.Api;
+
+/// <summary>
+/// A key of account A can never read or change anything of account B, on every self-service route. The routes are
+/// taken from the running app, not listed by hand, so a new route that names a resource is attacked too (and fails
+/// this test until its parameter is given one of B's resources below).
+/// </summary>
+public sealed class CrossAccountTests(MeteringFixture fixture) : IClassFixture<MeteringFixture>
+{
+    public static TheoryData<string> Engines => TestDatabases.Engines;
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task No_self_service_route_lets_a_key_of_one_account_touch_another(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var a = await app.CustomerAsync(1_000_000);
+        using var b = await app.CustomerAsync(1_000_000);
+
+        // B's resources, one of each kind a route can name.
+        var bKey = await MeteringApi.BodyAsync(await b.Client.PostAsync("/api/v1/keys", AdminApi.JsonBody("""{"name":"b-second"}""")), HttpStatusCode.Created);
+        await MeteringApi.BodyAsync(await b.Client.PutAsync("/api/v1/customers/cust-b", AdminApi.JsonBody("""{"name":"B's customer","spend_caps":{"daily_micros":500}}""")), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await b.Client.PutAsync($"/api/v1/keys/{bKey.Str("id")}/spend-caps", AdminApi.JsonBody("""{"total_micros":900}""")), HttpStatusCode.OK);
+        var bMember = await MeteringApi.BodyAsync(await b.Client.PostAsync("/api/v1/members",
+            AdminApi.JsonBody("""{"email":"b-member@example.test","password":"correct horse battery","role":"member"}""")), HttpStatusCode.Created);
+        await MeteringApi.BodyAsync(await b.AuthorizeAsync("auth-b", 1_000), HttpStatusCode.Created);
+        await MeteringApi.BodyAsync(await b.Client.PutAsync("/api/v1/provider-keys/openai", AdminApi.JsonBody("""{"api_key":"sk-b-own-key-0000"}""")), HttpStatusCode.OK);
+        Assert.Equal(HttpStatusCode.OK, (await b.Client.PostAsync("/v1/chat/completions",
+            AdminApi.JsonBody("""{"model":"demo/echo","max_tokens":4,"messages":[{"role":"user","content":"b's call"}]}"""))).StatusCode);
+
+        var values = new Dictionary<string, string>
+        {
+            ["keyId"] = bKey.Str("id")!, ["customerId"] = "cust-b", ["userId"] = bMember.Str("user_id")!, ["id"] = "auth-b",
+            ["provider"] = "openai", ["feature"] = "projects",
+        };
+        var before = await SnapshotAsync(b, bKey.Str("id")!);
+
+        var attacked = 0;
+        foreach (var (method, path) in SelfServiceRoutes(app, values))
+        {
+            using var request = new HttpRequestMessage(new HttpMethod(method), path);
+            if (method is "POST" or "PUT" or "PATCH") request.Content = AdminApi.JsonBody("{}");
+            var response = await a.Client.SendAsync(request);
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.True((int)response.StatusCode < 500, $"{method} {path}: {(int)response.StatusCode} {body}");
+            Assert.DoesNotContain(b.AccountId, body);
+            Assert.DoesNotContain("B's customer", body);
+            if (path.Contains(values["keyId"]) || path.Contains(values["userId"]) || path.Contains("auth-b"))
+                Assert.True(response.StatusCode is HttpStatusCode.NotFound or HttpStatusCode.BadRequest, $"{method} {path} with A's key: {(int)response.StatusCode} {body}");
+            attacked++;
+        }
+        Assert.True(attacked >= 15, $"only {attacked} routes attacked");
+        Assert.Equal(before, await SnapshotAsync(b, bKey.Str("id")!));
+    }
+
+    /// <summary>Every <c>/api/v1</c> route with a route parameter, once per HTTP method, with B's resource ids filled in.</summary>
+    private static IEnumerable<(string Method, string Path)> SelfServiceRoutes(TestApp app, IReadOnlyDictionary<string, string> values)
+    {
+        var routes = new List<(string, string)>();
+        foreach (var endpoint in app.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>())
+        {
+            var pattern = endpoint.RoutePattern;
+            if (pattern.RawText is not { } raw || !raw.StartsWith("/api/v1/", StringComparison.Ordinal) || pattern.Parameters.Count == 0) continue;
+            // The public price list is not an account's resource.
+            if (raw.StartsWith("/api/v1/pricing", StringComparison.Ordinal)) continue;
+            var path = raw;
+            foreach (var p in pattern.Parameters)
+            {
+                Assert.True(values.TryGetValue(p.Name, out var value), $"Route {raw} has a parameter '{p.Name}' this test does not know: give it one of B's resources.");
+                path = System.Text.RegularExpressions.Regex.Replace(path, $@"\{{\**{p.Name}(:[^}}]*)?\}}", value!);
+            }
+            foreach (var method in endpoint.Metadata.GetMetadata<HttpMethodMetadata>()?.HttpMethods ?? [])
+                routes.Add((method, path));
+        }
+        return routes.Distinct().OrderBy(r => r.Item2).ThenBy(r => r.Item1);
+    }
+
+    /// <summary>What B can see of itself; must not change while A attacks.</summary>
+    private static async Task<string> SnapshotAsync(Customer b, string secondKeyId)
+    {
+        var parts = new List<string>();
+        foreach (var path in new[]
+                 {
+                     "/api/v1/account", "/api/v1/keys", "/api/v1/customers", "/api/v1/customers/cust-b", "/api/v1/spend-caps",
+                     $"/api/v1/keys/{secondKeyId}/spend-caps", "/api/v1/members", "/api/v1/authorizations/auth-b", "/api/v1/usage",
+                     "/api/v1/provider-keys", "/api/v1/entitlements", "/api/v1/plan",
+                 })
+        {
+            var response = await b.Client.GetAsync(path);
+            parts.Add($"{path} {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        }
+        return string.Join("\n", parts);
+    }
+}
