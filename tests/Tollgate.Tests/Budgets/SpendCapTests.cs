@@ -192,6 +192,61 @@ public sealed class SpendCapTests(MeteringFixture fixture) : IClassFixture<Meter
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task Authorizations_hold_against_caps_and_release_or_capture_them_together(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(10_000_000);
+        await MeteringApi.BodyAsync(await c.Client.PutAsync("/api/v1/customers/erin",
+            AdminApi.JsonBody("""{"spend_caps":{"monthly_micros":1000}}""")), HttpStatusCode.OK);
+        Task<HttpResponseMessage> Authorize(string id, long micros, string? customer = "erin") =>
+            c.Client.PostAsync("/api/v1/authorizations", AdminApi.JsonBody(
+                $$"""{"id":"{{id}}","amount_micros":{{micros}}{{(customer is null ? "" : $",\"customer_id\":\"{customer}\"")}}}"""));
+        async Task<JsonElement> Month() => Cap(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/customers/erin/spend-caps"), HttpStatusCode.OK), "month");
+
+        await MeteringApi.BodyAsync(await Authorize("a1", 600), HttpStatusCode.Created);
+        var refused = await MeteringApi.BodyAsync(await Authorize("a2", 600), HttpStatusCode.PaymentRequired);
+        Assert.Equal(("budget_exceeded", "customer"), (refused.Str("code"), refused.GetProperty("cap").Str("scope")));
+        Assert.Equal((0L, 600L), ((await Month()).Long("spent_micros"), (await Month()).Long("held_micros")));
+        // Without the customer the same amount is only the balance's business.
+        await MeteringApi.BodyAsync(await Authorize("a3", 600, customer: null), HttpStatusCode.Created);
+
+        // Capturing more than held charges the excess only as far as the cap allows: 600 held + 400 left under the cap.
+        var captured = await MeteringApi.BodyAsync(await c.CaptureAsync("a1", 2_000), HttpStatusCode.OK);
+        Assert.Equal(1_000, captured.Long("captured_micros"));
+        Assert.Equal((1_000L, 0L, 0L), ((await Month()).Long("spent_micros"), (await Month()).Long("held_micros"), (await Month()).Long("remaining_micros")));
+
+        // A voided hold gives its room back.
+        await MeteringApi.BodyAsync(await c.Client.PutAsync("/api/v1/customers/erin/spend-caps", AdminApi.JsonBody("""{"monthly_micros":1500}""")), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await Authorize("a4", 500), HttpStatusCode.Created);
+        Assert.Equal(500, (await Month()).Long("held_micros"));
+        await MeteringApi.BodyAsync(await c.VoidAsync("a4"), HttpStatusCode.OK);
+        Assert.Equal((1_000L, 0L), ((await Month()).Long("spent_micros"), (await Month()).Long("held_micros")));
+        await AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Usage_events_are_refused_past_a_cap_and_replays_are_not_counted_twice(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(100_000_000);
+        Task<HttpResponseMessage> Event(string id, string? customer) => c.Client.PostAsync("/api/v1/usage/events", AdminApi.JsonBody(
+            $$"""{"id":"{{id}}","model":"demo/echo","input_tokens":100,"output_tokens":50{{(customer is null ? "" : $",\"customer_id\":\"{customer}\"")}}}"""));
+        // demo/echo: 2 µ$ per input and 4 per output token at the default markup, so each event costs 400.
+        await PutCapsAsync(c.Client, "/api/v1/spend-caps", """{"total_micros":1000}""");
+
+        var first = (await MeteringApi.BodyAsync(await Event("e1", "fay"), HttpStatusCode.OK)).GetProperty("data")[0];
+        Assert.Equal(("accepted", 400L), (first.Str("status"), first.Long("user_price_micros")));
+        Assert.Equal("accepted", (await MeteringApi.BodyAsync(await Event("e2", null), HttpStatusCode.OK)).GetProperty("data")[0].Str("status"));
+        Assert.Equal("duplicate", (await MeteringApi.BodyAsync(await Event("e1", "fay"), HttpStatusCode.OK)).GetProperty("data")[0].Str("status"));
+        var third = (await MeteringApi.BodyAsync(await Event("e3", null), HttpStatusCode.OK)).GetProperty("data")[0];
+        Assert.Equal(("rejected", "budget_exceeded"), (third.Str("status"), third.GetProperty("error").Str("code")));
+        Assert.Equal(800, Cap(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/spend-caps"), HttpStatusCode.OK), "total").Long("spent_micros"));
+        Assert.Equal("fay", (await app.Get<IUsageStore>().GetAsync(c.AccountId, "e1", CancellationToken.None))!.CustomerId);
+        Assert.Null(await app.Get<IUsageStore>().GetAsync(c.AccountId, "e3", CancellationToken.None));
+        Assert.Equal(100_000_000 - 800, (await c.AccountAsync()).Long("balance_micros"));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Bad_cap_input_is_refused_and_changes_nothing(string engine)
     {
         var app = await fixture.AppAsync(engine);

@@ -9,6 +9,15 @@ public sealed record CapLeg(SpendCap Cap, long LedgerAccountId, CapPeriod Period
 {
     /// <summary>"the key's daily spend cap" and the like, for error messages.</summary>
     public string Describe() => $"the {CapNames.Of(Cap.Scope)}'s {(Cap.Window switch { CapWindow.Day => "daily", CapWindow.Month => "monthly", _ => "total" })} spend cap";
+
+    /// <summary>The cap as error responses name it.</summary>
+    public Dictionary<string, object?> Details() => new()
+    {
+        ["scope"] = CapNames.Of(Cap.Scope), ["window"] = CapNames.Of(Cap.Window), ["limit_micros"] = Cap.LimitMicros, ["resets_at"] = Period.ResetsAt,
+    };
+
+    /// <summary>"it resets at …" or "it does not reset".</summary>
+    public string ResetText() => Period.ResetsAt is { } resets ? $"it resets at {resets:O}" : "it does not reset";
 }
 
 /// <summary>What limits a call beyond the balance: the caps in force, and whether its end customer is blocked.</summary>
@@ -130,5 +139,43 @@ internal sealed class BudgetService(LedgerService ledger, SystemAccounts system,
     {
         if (_accounts.Count >= MaxCacheEntries) _accounts.Clear();
         _accounts[key] = (id, limit);
+    }
+}
+
+/// <summary>
+/// The ledger side of caps, shared by every path that charges: a transfer under caps travels as an atomic group with
+/// one twin per cap (<c>{id}:cap{i}</c>: same kind and amount, debiting the cap's account, crediting the sink).
+/// </summary>
+internal static class CapTransfers
+{
+    /// <summary>At most this many caps apply to one charge (three scopes × three windows).</summary>
+    public const int MaxCaps = 9;
+
+    public static string Id(string transferId, int cap) => $"{transferId}:cap{cap}";
+
+    /// <summary><paramref name="main"/> followed by its cap twins.</summary>
+    public static TransferRequest[] Group(TransferRequest main, IReadOnlyList<CapLeg> legs, long sink)
+    {
+        var group = new TransferRequest[legs.Count + 1];
+        group[0] = main;
+        for (var i = 0; i < legs.Count; i++)
+            group[i + 1] = main with { Id = Id(main.Id, i), DebitAccountId = legs[i].LedgerAccountId, CreditAccountId = sink, Code = BudgetService.CapHoldCode, Metadata = null };
+        return group;
+    }
+
+    /// <summary>The cap whose twin the ledger refused for lack of room, or null (the main transfer's own account refused, or nothing did).</summary>
+    public static CapLeg? Refused(IReadOnlyList<TransferResult> results, IReadOnlyList<CapLeg> legs)
+    {
+        for (var i = 1; i < results.Count && i <= legs.Count; i++)
+            if (results[i].Code == TransferResultCode.InsufficientFunds) return legs[i - 1];
+        return null;
+    }
+
+    /// <summary>The cap twins stored for a hold, in order.</summary>
+    public static async Task<IReadOnlyList<Transfer>> FindAsync(LedgerService ledger, string holdId, CancellationToken ct)
+    {
+        var found = new List<Transfer>();
+        for (var i = 0; i < MaxCaps && await ledger.GetTransferAsync(Id(holdId, i), ct) is { } twin; i++) found.Add(twin);
+        return found;
     }
 }

@@ -61,21 +61,15 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
             if (result.Code == TransferResultCode.InsufficientFunds) return new HoldOutcome(null, [], await AvailableAsync(caller), null);
             throw new InvalidOperationException($"The ledger refused a gateway hold: {result.Code}.");
         }
-        var sink = await budgets.SinkAsync(ct);
-        var group = new TransferRequest[caps.Count + 1];
-        group[0] = hold;
-        for (var i = 0; i < caps.Count; i++)
-            group[i + 1] = hold with { Id = CapId(hold.Id, i), DebitAccountId = caps[i].LedgerAccountId, CreditAccountId = sink, Code = BudgetService.CapHoldCode, Metadata = null };
+        var group = CapTransfers.Group(hold, caps, await budgets.SinkAsync(ct));
         var results = await ledger.TransferAtomicAsync(group, LedgerCommit.RelaxedCommit, ct);
         if (results.All(r => r.Succeeded)) return new HoldOutcome(results[0].Transfer, results[1..].Select(r => r.Transfer!).ToArray(), 0, null);
-        var refused = Array.FindIndex(results, r => r.Code == TransferResultCode.InsufficientFunds);
-        if (refused < 0) throw new InvalidOperationException($"The ledger refused a gateway hold: {string.Join(", ", results.Select(r => r.Code))}.");
+        if (!results.Any(r => r.Code == TransferResultCode.InsufficientFunds))
+            throw new InvalidOperationException($"The ledger refused a gateway hold: {string.Join(", ", results.Select(r => r.Code))}.");
         var accounts = await ledger.GetAccountsAsync(group.Select(t => t.DebitAccountId).ToArray(), CancellationToken.None);
         var available = accounts.Count == 0 ? 0 : accounts.Min(a => a.AvailableMicros);
-        return new HoldOutcome(null, [], available, refused == 0 ? null : caps[refused - 1]);
+        return new HoldOutcome(null, [], available, CapTransfers.Refused(results, caps));
     }
-
-    private static string CapId(string transferId, int cap) => $"{transferId}:cap{cap}";
 
     public Task<long> AvailableAsync(Caller caller) => AvailableAsync(caller.LedgerAccountId);
 
@@ -94,9 +88,9 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
             return new Settlement(0, 0, hold.DebitBalanceAfter, null);
         }
         var settleId = hold.Id + ":settle";
-        var companions = capHolds.Select((c, i) => new HoldCapture.Companion(c, CapId(settleId, i), charge => new TransferRequest
+        var companions = capHolds.Select((c, i) => new HoldCapture.Companion(c, CapTransfers.Id(settleId, i), charge => new TransferRequest
         {
-            Id = CapId(hold.Id + ":excess", i), DebitAccountId = c.DebitAccountId, CreditAccountId = c.CreditAccountId, Amount = charge,
+            Id = CapTransfers.Id(hold.Id + ":excess", i), DebitAccountId = c.DebitAccountId, CreditAccountId = c.CreditAccountId, Amount = charge,
             Code = BudgetService.CapHoldCode, Reference = hold.Reference,
         })).ToArray();
         var (results, capResults) = await HoldCapture.CaptureAsync(ledger, hold, priceMicros,
@@ -139,7 +133,7 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
             };
             var group = capHolds.Select((c, i) => new TransferRequest
             {
-                Id = CapId(settleId, i), DebitAccountId = c.DebitAccountId, CreditAccountId = c.CreditAccountId, Amount = charge,
+                Id = CapTransfers.Id(settleId, i), DebitAccountId = c.DebitAccountId, CreditAccountId = c.CreditAccountId, Amount = charge,
                 Code = BudgetService.CapHoldCode, Reference = hold.Reference,
             }).Prepend(main).ToArray();
             var commit = new LedgerCommit { Records = [record(charge, settleId)] };
@@ -155,7 +149,7 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
     public async Task VoidAsync(Transfer hold, IReadOnlyList<Transfer> capHolds, UsageRecord? record = null)
     {
         var voids = new List<Task>(capHolds.Count + 1) { Void(hold, hold.Id + ":void", record) };
-        for (var i = 0; i < capHolds.Count; i++) voids.Add(Void(capHolds[i], CapId(hold.Id + ":void", i), null));
+        for (var i = 0; i < capHolds.Count; i++) voids.Add(Void(capHolds[i], CapTransfers.Id(hold.Id + ":void", i), null));
         await Task.WhenAll(voids);
 
         async Task Void(Transfer pending, string id, UsageRecord? withRecord)

@@ -191,17 +191,8 @@ internal sealed partial class GatewayHandler(
                     var available = Math.Max(0, held.AvailableMicros);
                     var refusal = held.ExceededCap is { } cap
                         ? new GatewayError(402, "budget_exceeded",
-                            $"Budget exceeded: this call may cost up to {Money.FormatMicros(amount)} USD and {cap.Describe()} of {Money.FormatMicros(cap.Cap.LimitMicros)} USD has {Money.FormatMicros(available)} USD left"
-                            + (cap.Period.ResetsAt is { } resets ? $"; it resets at {resets:O}." : "; it does not reset."),
-                            Extra: new Dictionary<string, object?>
-                            {
-                                ["cap"] = new Dictionary<string, object?>
-                                {
-                                    ["scope"] = Budgets.CapNames.Of(cap.Cap.Scope), ["window"] = Budgets.CapNames.Of(cap.Cap.Window),
-                                    ["limit_micros"] = cap.Cap.LimitMicros, ["resets_at"] = cap.Period.ResetsAt,
-                                },
-                                ["available_micros"] = available, ["required_micros"] = amount,
-                            })
+                            $"Budget exceeded: this call may cost up to {Money.FormatMicros(amount)} USD and {cap.Describe()} of {Money.FormatMicros(cap.Cap.LimitMicros)} USD has {Money.FormatMicros(available)} USD left; {cap.ResetText()}.",
+                            Extra: new Dictionary<string, object?> { ["cap"] = cap.Details(), ["available_micros"] = available, ["required_micros"] = amount })
                         : new GatewayError(402, "insufficient_credits",
                             $"Insufficient credits: this call may cost up to {Money.FormatMicros(amount)} USD ({promptTokens} prompt tokens, up to {maxOutput * request.N} output tokens) and the available balance is {Money.FormatMicros(available)} USD.",
                             Extra: new Dictionary<string, object?> { ["available_micros"] = held.AvailableMicros, ["required_micros"] = amount });

@@ -34,12 +34,19 @@ public enum AuthorizationOutcome
     NotFound,
     IdempotencyConflict,
     InsufficientCredits,
+    /// <summary>A spend cap cannot cover the hold (see <see cref="AuthorizationResult.ExceededCap"/>).</summary>
+    BudgetExceeded,
+    /// <summary>The end customer named is blocked by the account.</summary>
+    CustomerBlocked,
     Expired,
     AlreadyCaptured,
     AlreadyVoided,
 }
 
-public sealed record AuthorizationResult(AuthorizationOutcome Outcome, AuthorizationView? Authorization = null, long AvailableMicros = 0);
+public sealed record AuthorizationResult(AuthorizationOutcome Outcome, AuthorizationView? Authorization = null, long AvailableMicros = 0)
+{
+    public Budgets.CapLeg? ExceededCap { get; init; }
+}
 
 /// <summary>
 /// Authorizations are two-phase ledger transfers from the caller's customer account to <c>system:revenue</c>.
@@ -51,11 +58,14 @@ public sealed record AuthorizationResult(AuthorizationOutcome Outcome, Authoriza
 ///   POST /{id}/void             void        auth:{account}:{id}:void
 ///   (sweeper)                   expiry void ~expire:auth:{account}:{id}
 ///
+/// Under spend caps the hold carries a twin per cap (<c>…:cap{i}</c>, see <see cref="Budgets.CapTransfers"/>),
+/// captured, charged the excess and voided with it.
+///
 /// Each ledger id doubles as the idempotency key: a repeated request with the same content returns the stored
 /// result; with other content it is a conflict. The capture stores the requested amount in its metadata so a replay
 /// of an above-hold capture is recognised even though the excess charged depended on the balance at the time.
 /// </summary>
-internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts system, TimeProvider time)
+internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts system, Budgets.BudgetService budgets, TimeProvider time)
 {
     /// <summary>Client ids: 1–80 characters of letters, digits and <c>_-.:@+</c>, so every derived ledger id fits in 128.</summary>
     public const int MaxIdLength = 80;
@@ -74,10 +84,13 @@ internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts 
     private static string VoidId(Caller c, string id) => $"auth:{c.AccountId}:{id}:void";
 
     /// <param name="metadata">Compact JSON object text, or null.</param>
-    public async Task<AuthorizationResult> CreateAsync(Caller caller, string id, long amountMicros, int ttlSeconds, string? metadata, CancellationToken ct)
+    /// <param name="customerId">The end customer the hold is for (caps and blocking apply), or null.</param>
+    public async Task<AuthorizationResult> CreateAsync(Caller caller, string id, long amountMicros, int ttlSeconds, string? metadata, string? customerId, CancellationToken ct)
     {
+        var budget = await budgets.ForCallAsync(caller, customerId ?? caller.Settings.CustomerId, time.GetUtcNow(), ct);
+        if (budget.CustomerBlocked) return new(AuthorizationOutcome.CustomerBlocked);
         var revenue = await system.RevenueAsync(ct);
-        var result = await ledger.TransferAsync(new TransferRequest
+        var hold = new TransferRequest
         {
             Id = HoldId(caller, id),
             Kind = TransferKind.Pending,
@@ -87,8 +100,16 @@ internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts 
             TimeoutSeconds = ttlSeconds,
             Code = HoldCode,
             Metadata = metadata,
-        }, ct);
+        };
+        var results = budget.Legs.Count == 0
+            ? [await ledger.TransferAsync(hold, ct)]
+            : await ledger.TransferAtomicAsync(Budgets.CapTransfers.Group(hold, budget.Legs, await budgets.SinkAsync(ct)), ct);
         var available = await AvailableAsync(caller, ct);
+        if (Budgets.CapTransfers.Refused(results, budget.Legs) is { } cap)
+            return new(AuthorizationOutcome.BudgetExceeded, AvailableMicros: available) { ExceededCap = cap };
+        var result = results[0];
+        if (result.Succeeded && results.Any(r => r.Code == TransferResultCode.Ok)) result = result with { Code = TransferResultCode.Ok };
+        if (results.Any(r => r.Code == TransferResultCode.IdempotencyConflict)) result = result with { Code = TransferResultCode.IdempotencyConflict };
         return result.Code switch
         {
             TransferResultCode.Ok => new(AuthorizationOutcome.Created, await ViewAsync(caller, id, result.Transfer!, ct), available),
@@ -114,14 +135,21 @@ internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts 
         var metadata = JsonSerializer.Serialize(new Dictionary<string, long> { ["requested_micros"] = amountMicros });
         if (await ReplayedCaptureAsync(caller, id, hold, metadata, ct) is { } replay) return replay;
 
-        var results = await HoldCapture.CaptureAsync(ledger, hold, amountMicros,
+        var twins = await Budgets.CapTransfers.FindAsync(ledger, hold.Id, ct);
+        var companions = twins.Select((t, i) => new HoldCapture.Companion(t, Budgets.CapTransfers.Id(CaptureId(caller, id), i), charge => new TransferRequest
+        {
+            Id = Budgets.CapTransfers.Id(ExcessId(caller, id), i), DebitAccountId = t.DebitAccountId, CreditAccountId = t.CreditAccountId, Amount = charge,
+            Code = Budgets.BudgetService.CapHoldCode,
+        })).ToArray();
+        var (results, twinResults) = await HoldCapture.CaptureAsync(ledger, hold, amountMicros,
             new TransferRequest { Id = CaptureId(caller, id), Code = CaptureCode, Metadata = metadata },
             charge => new TransferRequest
             {
                 Id = ExcessId(caller, id), DebitAccountId = caller.LedgerAccountId, CreditAccountId = hold.CreditAccountId, Amount = charge,
                 Code = ExcessCode, Metadata = metadata,
-            }, null, ct);
-        var codes = results.Select(r => r.Code).ToArray();
+            }, companions, null, ct);
+        var codes = results.Concat(twinResults).Select(r => r.Code).Where(c => c != TransferResultCode.LinkedTransferFailed).DefaultIfEmpty(TransferResultCode.LinkedTransferFailed).ToArray();
+        results = [.. results, .. twinResults];
         if (results.All(r => r.Succeeded))
         {
             var replayed = results.All(r => r.Code == TransferResultCode.Replayed);
@@ -148,6 +176,10 @@ internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts 
         {
             Id = voidId, Kind = TransferKind.VoidPending, PendingId = hold.Id, Code = VoidCode,
         }, ct);
+        // Cap twins are released with it (an expired or already released twin is the same outcome).
+        var twins = await Budgets.CapTransfers.FindAsync(ledger, hold.Id, ct);
+        for (var i = 0; i < twins.Count; i++)
+            await ledger.TransferAsync(new TransferRequest { Id = Budgets.CapTransfers.Id(voidId, i), Kind = TransferKind.VoidPending, PendingId = twins[i].Id, Code = VoidCode }, ct);
         var available = await AvailableAsync(caller, ct);
         return result.Code switch
         {

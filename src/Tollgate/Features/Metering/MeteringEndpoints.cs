@@ -16,9 +16,10 @@ namespace Tollgate.Features.Metering;
 /// <paramref name="MaxOutputTokens"/> out on this model, rated now (a hold by estimate).</param>
 /// <param name="InputTokens">With <paramref name="Model"/>: the whole prompt, cache tokens included; 0–10,000,000.</param>
 /// <param name="MaxOutputTokens">With <paramref name="Model"/>: the most output the call may produce; 0–10,000,000.</param>
+/// <param name="CustomerId">The end customer the hold is for: its spend caps apply and a blocked customer is refused.</param>
 public sealed record AuthorizationInput(
     string? Id, long? AmountMicros, int? TtlSeconds, JsonElement? Metadata,
-    string? Model = null, long? InputTokens = null, long? MaxOutputTokens = null);
+    string? Model = null, long? InputTokens = null, long? MaxOutputTokens = null, string? CustomerId = null);
 
 /// <summary>Body of <c>POST /api/v1/authorizations/{id}/capture</c>: micro-USD to charge, 0–10^15 (may exceed the hold).</summary>
 public sealed record CaptureInput(long? AmountMicros);
@@ -94,7 +95,11 @@ internal static class MeteringEndpoints
                 return Problems.BadRequest("invalid_request", $"'metadata' is longer than {LedgerService.MaxMetadataLength} characters.", "metadata");
         }
 
-        var result = await authorizations.CreateAsync(http.GetCaller(), input.Id!, input.AmountMicros.Value, ttl, metadata, ct);
+        if (input.CustomerId is { } customer && !Budgets.EndCustomerIds.IsValid(customer))
+            return Problems.BadRequest("invalid_request", $"'customer_id' {Budgets.EndCustomerIds.Rule}.", "customer_id");
+        if (input.CustomerId is { } named && http.GetCaller().Settings.CustomerId is { } bound && named != bound)
+            return Problems.Create(StatusCodes.Status403Forbidden, "customer_not_allowed", $"This API key belongs to the end customer '{bound}' and cannot act for '{named}'.");
+        var result = await authorizations.CreateAsync(http.GetCaller(), input.Id!, input.AmountMicros.Value, ttl, metadata, input.CustomerId, ct);
         return result.Outcome switch
         {
             AuthorizationOutcome.Created => TypedResults.Created($"/api/v1/authorizations/{input.Id}",
@@ -144,6 +149,10 @@ internal static class MeteringEndpoints
         AuthorizationOutcome.InsufficientCredits => Problems.Create(StatusCodes.Status402PaymentRequired, "insufficient_credits",
             "The account's available balance does not cover this amount; nothing was held.",
             new Dictionary<string, object?> { ["available_micros"] = result.AvailableMicros }),
+        AuthorizationOutcome.BudgetExceeded => Problems.Create(StatusCodes.Status402PaymentRequired, "budget_exceeded",
+            $"Budget exceeded: {result.ExceededCap!.Describe()} cannot cover this amount; nothing was held; {result.ExceededCap.ResetText()}.",
+            new Dictionary<string, object?> { ["cap"] = result.ExceededCap.Details(), ["available_micros"] = result.AvailableMicros }),
+        AuthorizationOutcome.CustomerBlocked => Problems.Create(StatusCodes.Status403Forbidden, "customer_blocked", "The end customer is blocked by the account; nothing was held."),
         AuthorizationOutcome.Expired => Problems.Conflict("authorization_expired", $"Authorization '{id}' has expired; its funds were released."),
         AuthorizationOutcome.AlreadyCaptured => Problems.Conflict("authorization_captured", $"Authorization '{id}' was already captured."),
         AuthorizationOutcome.AlreadyVoided => Problems.Conflict("authorization_voided", $"Authorization '{id}' was already voided."),

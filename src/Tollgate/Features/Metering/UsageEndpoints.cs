@@ -39,7 +39,7 @@ internal static class UsageEndpoints
     private static readonly HashSet<string> Fields =
     [
         "id", "model", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
-        "timestamp", "request_id", "metadata",
+        "timestamp", "request_id", "metadata", "customer_id",
     ];
 
     public static RouteGroupBuilder MapUsage(this IEndpointRouteBuilder routes)
@@ -166,7 +166,14 @@ internal static class UsageEndpoints
             if (metadata.Length > LedgerService.MaxMetadataLength)
                 return Bad(id, "invalid_event", $"'metadata' is longer than {LedgerService.MaxMetadataLength} characters.", "metadata");
         }
-        return (new UsageEvent(id!, model, tokens, timestamp, requestId, metadata), null);
+        string? customerId = null;
+        if (e.TryGetProperty("customer_id", out var cu) && cu.ValueKind != JsonValueKind.Null)
+        {
+            if (cu.ValueKind != JsonValueKind.String || !Budgets.EndCustomerIds.IsValid(cu.GetString()))
+                return Bad(id, "invalid_event", $"'customer_id' {Budgets.EndCustomerIds.Rule}.", "customer_id");
+            customerId = cu.GetString();
+        }
+        return (new UsageEvent(id!, model, tokens, timestamp, requestId, metadata) { CustomerId = customerId }, null);
     }
 
     private static (UsageEvent?, UsageEventResult?) Bad(string? id, string code, string message, string? param = null) =>

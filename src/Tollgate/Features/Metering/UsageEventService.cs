@@ -26,7 +26,11 @@ public sealed record MeteringOptions
 }
 
 /// <summary>One well-formed usage event. <see cref="Metadata"/> is compact JSON object text; <see cref="Timestamp"/> is whole micro-seconds.</summary>
-internal sealed record UsageEvent(string Id, string Model, TokenUsage Tokens, DateTimeOffset? Timestamp, string? RequestId, string? Metadata);
+internal sealed record UsageEvent(string Id, string Model, TokenUsage Tokens, DateTimeOffset? Timestamp, string? RequestId, string? Metadata)
+{
+    /// <summary>The end customer the usage was for (its caps apply); a key bound to a customer names it by itself.</summary>
+    public string? CustomerId { get; init; }
+}
 
 public enum UsageEventStatus { Accepted, Duplicate, Rejected }
 
@@ -76,8 +80,8 @@ public sealed record UsageEventResult(
 /// written then, so every retry heals. A retry with other content is refused by the ledger as a conflict.
 /// </summary>
 internal sealed partial class UsageEventService(
-    LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, Plans.PlanCatalog plans, IOptions<MeteringOptions> options, TimeProvider time,
-    ILogger<UsageEventService> logger)
+    LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, Plans.PlanCatalog plans, Budgets.BudgetService budgets,
+    IOptions<MeteringOptions> options, TimeProvider time, ILogger<UsageEventService> logger)
 {
     public const int MaxBatchEvents = 1_000;
     public const int MaxModelLength = 200;
@@ -114,6 +118,11 @@ internal sealed partial class UsageEventService(
                 results[i] = UsageEventResult.Rejected(e.Id, "duplicate_id_in_batch", $"Event id '{e.Id}' occurs more than once in this batch; none of them was processed.", "id");
                 continue;
             }
+            if (caller.Settings.CustomerId is { } bound && e.CustomerId is { } named && named != bound)
+            {
+                results[i] = UsageEventResult.Rejected(e.Id, "customer_not_allowed", $"This API key belongs to the end customer '{bound}' and cannot report usage for '{named}'.", "customer_id");
+                continue;
+            }
             if (e.Timestamp is { } ts && ts > now + MaxFutureSkew)
             {
                 results[i] = UsageEventResult.Rejected(e.Id, "timestamp_in_future",
@@ -134,12 +143,30 @@ internal sealed partial class UsageEventService(
         }
 
         // 2. Charge every fresh event at once: the ledger's writer commits whatever is queued as one transaction.
-        var charges = await Task.WhenAll(fresh.Select(w => w.Transfer is null ? Task.FromResult<TransferResult?>(null) : ChargeAsync(w.Transfer, ct)));
+        // Internal keys are never debited, so no cap applies to them (their work has no transfer).
+        var budgetsByCustomer = new Dictionary<string, Budgets.CallBudget>(StringComparer.Ordinal);
+        foreach (var customer in fresh.Where(w => w.Transfer is not null).Select(w => w.Record.CustomerId ?? "").Distinct())
+            budgetsByCustomer[customer] = await budgets.ForCallAsync(caller, customer.Length == 0 ? null : customer, now, ct);
+        var sink = budgetsByCustomer.Values.Any(b => b.Legs.Count > 0) ? await budgets.SinkAsync(ct) : 0;
+        var charges = await Task.WhenAll(fresh.Select(w => w.Transfer is null
+            ? Task.FromResult<(TransferResult?, Budgets.CapLeg?)>((null, null))
+            : ChargeAsync(w.Transfer, budgetsByCustomer[w.Record.CustomerId ?? ""], sink, ct)));
         var toStore = new List<(Work Work, UsageRecord Record, bool Replayed)>(fresh.Count);
         for (var i = 0; i < fresh.Count; i++)
         {
             var w = fresh[i];
-            var charge = charges[i];
+            var (charge, exceeded) = charges[i];
+            if (w.Transfer is not null && budgetsByCustomer[w.Record.CustomerId ?? ""].CustomerBlocked)
+            {
+                results[w.Index] = UsageEventResult.Rejected(w.Event.Id, "customer_blocked", $"The end customer '{w.Record.CustomerId}' is blocked by the account; nothing was charged or recorded.", "customer_id");
+                continue;
+            }
+            if (exceeded is not null)
+            {
+                results[w.Index] = UsageEventResult.Rejected(w.Event.Id, "budget_exceeded",
+                    $"Budget exceeded: {exceeded.Describe()} cannot cover {w.Record.UserPriceMicros} micro-USD; nothing was charged or recorded; {exceeded.ResetText()}.");
+                continue;
+            }
             switch (charge?.Code)
             {
                 case null:
@@ -193,7 +220,17 @@ internal sealed partial class UsageEventService(
         return results;
     }
 
-    private async Task<TransferResult?> ChargeAsync(TransferRequest transfer, CancellationToken ct) => await ledger.TransferAsync(transfer, ct);
+    /// <summary>The charge and, under caps, its twins as one atomic group; the main result and the cap that refused it, if one did.</summary>
+    private async Task<(TransferResult?, Budgets.CapLeg?)> ChargeAsync(TransferRequest transfer, Budgets.CallBudget budget, long sink, CancellationToken ct)
+    {
+        // A blocked customer's event is refused before anything moves.
+        if (budget.CustomerBlocked) return (null, null);
+        if (budget.Legs.Count == 0) return (await ledger.TransferAsync(transfer, ct), null);
+        var results = await ledger.TransferAtomicAsync(Budgets.CapTransfers.Group(transfer, budget.Legs, sink), ct);
+        var main = results[0];
+        if (main.Succeeded && results.Any(r => r.Code == TransferResultCode.IdempotencyConflict)) main = new(TransferResultCode.IdempotencyConflict, null);
+        return (main, Budgets.CapTransfers.Refused(results, budget.Legs));
+    }
 
     private Work? Prepare(Caller caller, long revenue, UsageEvent e, int index, DateTimeOffset now, out UsageEventResult? rejected)
     {
@@ -202,7 +239,7 @@ internal sealed partial class UsageEventService(
         var at = e.Timestamp ?? now;
         var record = new UsageRecord(e.Id, caller.AccountId, caller.KeyId, e.Model, null, e.Tokens.InputTokens, e.Tokens.OutputTokens,
             e.Tokens.CacheReadTokens, e.Tokens.CacheWriteTokens, e.Tokens.ReasoningTokens, null, null, null, UsageBillingStatus.NeedsReview,
-            e.RequestId, e.Metadata, null, now, at);
+            e.RequestId, e.Metadata, null, now, at) { CustomerId = e.CustomerId ?? caller.Settings.CustomerId };
         switch (resolution.Outcome)
         {
             case ResolveOutcome.Ambiguous:
@@ -254,6 +291,7 @@ internal sealed partial class UsageEventService(
         var same = (stored.Model == r.Model || stored.Model == w.Event.Model) && stored.InputTokens == r.InputTokens && stored.OutputTokens == r.OutputTokens
                    && stored.CacheReadTokens == r.CacheReadTokens && stored.CacheWriteTokens == r.CacheWriteTokens
                    && stored.ReasoningTokens == r.ReasoningTokens && stored.RequestId == r.RequestId && stored.Metadata == r.Metadata
+                   && stored.CustomerId == r.CustomerId
                    // Without a timestamp the event means "when first received"; with one it must match.
                    && (w.Event.Timestamp is null || stored.OccurredAt == w.Event.Timestamp);
         return same ? UsageEventResult.From(stored, UsageEventStatus.Duplicate) : Conflict(w.Event.Id);
@@ -268,6 +306,8 @@ internal sealed partial class UsageEventService(
         var t = e.Tokens;
         var text = string.Join('\n', modelKey, t.InputTokens, t.OutputTokens, t.CacheReadTokens, t.CacheWriteTokens, t.ReasoningTokens,
             e.RequestId ?? "", e.Metadata ?? "", e.Timestamp is { } ts ? UnixMicros.From(ts) : "");
+        // Appended only when named, so the hash of an event without a customer is what it always was.
+        if (e.CustomerId is { } customer) text += "\ncustomer:" + customer;
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
     }
 
