@@ -83,6 +83,15 @@ public static class TollgateApp
         services.AddSingleton<Features.Budgets.SpendCapStore>();
         services.AddSingleton<Features.Budgets.EndCustomerStore>();
         services.AddSingleton<Features.Budgets.BudgetService>();
+        Features.Payments.CreditPackCatalog.Register(services);
+        services.AddOptions<Features.Payments.Stripe.StripeOptions>().BindConfiguration(Features.Payments.Stripe.StripeOptions.Section).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<Features.Payments.Stripe.StripeOptions>, Features.Payments.Stripe.StripeOptionsValidator>();
+        services.AddHttpClient(Features.Payments.Stripe.StripeClient.HttpClientName, (sp, c) =>
+            c.Timeout = TimeSpan.FromSeconds(sp.GetRequiredService<IOptions<Features.Payments.Stripe.StripeOptions>>().Value.TimeoutSeconds));
+        services.AddSingleton<Features.Payments.Stripe.StripeClient>();
+        services.AddSingleton<Features.Payments.Stripe.StripeStore>();
+        services.AddSingleton<Features.Payments.Stripe.StripeBilling>();
+        services.AddSingleton<Features.Payments.Stripe.StripeWebhooks>();
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -111,6 +120,8 @@ public static class TollgateApp
         Features.Plans.EntitlementEndpoints.MapEntitlements(app);
         Features.Members.MemberEndpoints.MapMembers(app);
         Features.Budgets.BudgetEndpoints.MapBudgets(app);
+        Features.Payments.CreditPackEndpoints.MapCreditPacks(app);
+        Features.Payments.Stripe.StripeEndpoints.MapStripe(app);
         app.MapAdminPricing();
         return app;
     }

@@ -13,6 +13,8 @@ public sealed class SystemAccounts(LedgerService ledger)
     public const string Adjustments = "system:adjustments";
     /// <summary>Where captured authorizations (usage charges) go.</summary>
     public const string Revenue = "system:revenue";
+    /// <summary>Where money paid through Stripe enters the ledger (credited top-ups come from here; refunds go back).</summary>
+    public const string StripeClearing = "system:payments:stripe";
 
     private readonly ConcurrentDictionary<string, long> _ids = new(StringComparer.Ordinal);
 
@@ -26,4 +28,5 @@ public sealed class SystemAccounts(LedgerService ledger)
     public ValueTask<long> PromotionsAsync(CancellationToken ct) => GetIdAsync(Promotions, LedgerAccountKinds.Promotions, ct);
     public ValueTask<long> AdjustmentsAsync(CancellationToken ct) => GetIdAsync(Adjustments, LedgerAccountKinds.Adjustments, ct);
     public ValueTask<long> RevenueAsync(CancellationToken ct) => GetIdAsync(Revenue, LedgerAccountKinds.Revenue, ct);
+    public ValueTask<long> StripeClearingAsync(CancellationToken ct) => GetIdAsync(StripeClearing, LedgerAccountKinds.PaymentsClearing, ct);
 }

@@ -1,0 +1,160 @@
+using Dapper;
+using Tollgate.Infrastructure;
+using Tollgate.Infrastructure.Data;
+
+namespace Tollgate.Features.Payments.Stripe;
+
+/// <summary>A Checkout Session Tollgate created, and what became of it.</summary>
+public sealed record StripeCheckout(
+    string Id, string AccountId, string Mode, string? PackId, string? PlanId, string? PlanInterval, long AmountCents, string Currency,
+    long AmountMicros, string Status, string? PaymentIntent, long CreditedMicros, long RefundedCents, long ClawedBackMicros, long UnrecoveredMicros,
+    DateTimeOffset CreatedAt, DateTimeOffset? CompletedAt);
+
+public sealed record StripeDispute(string Id, string AccountId, string? ChargeId, long AmountCents, long FrozenMicros, string Status);
+
+/// <summary>Stripe's tables (portable SQL for both engines).</summary>
+internal sealed class StripeStore(Database db, TimeProvider time)
+{
+    private const string CheckoutColumns = """
+        id, account_id, mode, pack_id, plan_id, plan_interval, amount_cents, currency, amount_micros, status, payment_intent,
+        credited_micros, refunded_cents, clawed_back_micros, unrecovered_micros, created_at, completed_at
+        """;
+
+    private sealed record CheckoutRow(string id, string account_id, string mode, string? pack_id, string? plan_id, string? plan_interval,
+        long amount_cents, string currency, long amount_micros, string status, string? payment_intent, long credited_micros, long refunded_cents,
+        long clawed_back_micros, long unrecovered_micros, long created_at, long? completed_at)
+    {
+        public StripeCheckout ToCheckout() => new(id, account_id, mode, pack_id, plan_id, plan_interval, amount_cents, currency, amount_micros, status,
+            payment_intent, credited_micros, refunded_cents, clawed_back_micros, unrecovered_micros, UnixMicros.ToDateTimeOffset(created_at),
+            completed_at is { } c ? UnixMicros.ToDateTimeOffset(c) : null);
+    }
+
+    public async Task<string?> CustomerAsync(string accountId, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return await c.ExecuteScalarAsync<string?>(new CommandDefinition(
+            "SELECT customer_id FROM stripe_customers WHERE account_id = @accountId", new { accountId }, cancellationToken: ct));
+    }
+
+    /// <summary>Stores the account's customer unless one is stored already; returns the one that is.</summary>
+    public async Task<string> SaveCustomerAsync(string accountId, string customerId, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO stripe_customers (account_id, customer_id, created_at) VALUES (@accountId, @customerId, @now)
+            ON CONFLICT (account_id) DO NOTHING
+            """, new { accountId, customerId, now = time.GetUtcNowMicros() }, cancellationToken: ct));
+        return (await CustomerAsync(accountId, ct))!;
+    }
+
+    public async Task<string?> AccountOfCustomerAsync(string customerId, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return await c.ExecuteScalarAsync<string?>(new CommandDefinition(
+            "SELECT account_id FROM stripe_customers WHERE customer_id = @customerId", new { customerId }, cancellationToken: ct));
+    }
+
+    public async Task InsertCheckoutAsync(StripeCheckout k, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition($"""
+            INSERT INTO stripe_checkouts ({CheckoutColumns})
+            VALUES (@Id, @AccountId, @Mode, @PackId, @PlanId, @PlanInterval, @AmountCents, @Currency, @AmountMicros, @Status, @PaymentIntent,
+                    0, 0, 0, 0, @created, NULL)
+            ON CONFLICT (id) DO NOTHING
+            """, new { k.Id, k.AccountId, k.Mode, k.PackId, k.PlanId, k.PlanInterval, k.AmountCents, k.Currency, k.AmountMicros, k.Status, k.PaymentIntent,
+            created = UnixMicros.From(k.CreatedAt) }, cancellationToken: ct));
+    }
+
+    public async Task<StripeCheckout?> CheckoutAsync(string id, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return (await c.QuerySingleOrDefaultAsync<CheckoutRow>(new CommandDefinition(
+            $"SELECT {CheckoutColumns} FROM stripe_checkouts WHERE id = @id", new { id }, cancellationToken: ct)))?.ToCheckout();
+    }
+
+    public async Task<StripeCheckout?> CheckoutByPaymentIntentAsync(string paymentIntent, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return (await c.QueryFirstOrDefaultAsync<CheckoutRow>(new CommandDefinition(
+            $"SELECT {CheckoutColumns} FROM stripe_checkouts WHERE payment_intent = @paymentIntent", new { paymentIntent }, cancellationToken: ct)))?.ToCheckout();
+    }
+
+    public async Task<IReadOnlyList<StripeCheckout>> CheckoutsAsync(string accountId, int limit, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return (await c.QueryAsync<CheckoutRow>(new CommandDefinition(
+            $"SELECT {CheckoutColumns} FROM stripe_checkouts WHERE account_id = @accountId ORDER BY created_at DESC, id DESC LIMIT @limit",
+            new { accountId, limit }, cancellationToken: ct))).Select(r => r.ToCheckout()).ToList();
+    }
+
+    public async Task CompleteCheckoutAsync(string id, string? paymentIntent, long creditedMicros, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("""
+            UPDATE stripe_checkouts SET status = 'complete', payment_intent = COALESCE(@paymentIntent, payment_intent), credited_micros = @creditedMicros,
+                completed_at = COALESCE(completed_at, @now)
+            WHERE id = @id
+            """, new { id, paymentIntent, creditedMicros, now = time.GetUtcNowMicros() }, cancellationToken: ct));
+    }
+
+    public async Task SetCheckoutStatusAsync(string id, string status, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("UPDATE stripe_checkouts SET status = @status WHERE id = @id AND status <> 'complete'",
+            new { id, status }, cancellationToken: ct));
+    }
+
+    /// <summary>Records the refund state a charge reached; only ever forward (a stale event carries a smaller total).</summary>
+    public async Task RecordRefundAsync(string id, long refundedCents, long clawedBackMicros, long unrecoveredMicros, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("""
+            UPDATE stripe_checkouts SET refunded_cents = @refundedCents, clawed_back_micros = @clawedBackMicros, unrecovered_micros = @unrecoveredMicros
+            WHERE id = @id AND refunded_cents <= @refundedCents
+            """, new { id, refundedCents, clawedBackMicros, unrecoveredMicros }, cancellationToken: ct));
+    }
+
+    public async Task<bool> EventSeenAsync(string id, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM stripe_events WHERE id = @id", new { id }, cancellationToken: ct)) > 0;
+    }
+
+    public async Task RecordEventAsync(string id, string type, long created, string? accountId, string outcome, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO stripe_events (id, type, created, account_id, outcome, received_at) VALUES (@id, @type, @created, @accountId, @outcome, @now)
+            ON CONFLICT (id) DO NOTHING
+            """, new { id, type, created, accountId, outcome, now = time.GetUtcNowMicros() }, cancellationToken: ct));
+    }
+
+    public async Task<string?> EventOutcomeAsync(string id, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return await c.ExecuteScalarAsync<string?>(new CommandDefinition("SELECT outcome FROM stripe_events WHERE id = @id", new { id }, cancellationToken: ct));
+    }
+
+    private sealed record DisputeRow(string id, string account_id, string? charge_id, long amount_cents, long frozen_micros, string status)
+    {
+        public StripeDispute ToDispute() => new(id, account_id, charge_id, amount_cents, frozen_micros, status);
+    }
+
+    public async Task<StripeDispute?> DisputeAsync(string id, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return (await c.QuerySingleOrDefaultAsync<DisputeRow>(new CommandDefinition(
+            "SELECT id, account_id, charge_id, amount_cents, frozen_micros, status FROM stripe_disputes WHERE id = @id", new { id }, cancellationToken: ct)))?.ToDispute();
+    }
+
+    public async Task SaveDisputeAsync(StripeDispute d, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO stripe_disputes (id, account_id, charge_id, amount_cents, frozen_micros, status, updated_at)
+            VALUES (@Id, @AccountId, @ChargeId, @AmountCents, @FrozenMicros, @Status, @now)
+            ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
+            """, new { d.Id, d.AccountId, d.ChargeId, d.AmountCents, d.FrozenMicros, d.Status, now = time.GetUtcNowMicros() }, cancellationToken: ct));
+    }
+}

@@ -1,0 +1,200 @@
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Tollgate.Features.Accounts;
+using Tollgate.Features.Ledger;
+
+namespace Tollgate.Features.Payments.Stripe;
+
+/// <summary>What handling an event came to; <see cref="Retry"/> asks Stripe to deliver it again later.</summary>
+public sealed record WebhookOutcome(string Outcome, string? AccountId = null, bool Retry = false);
+
+/// <summary>
+/// Stripe events, the incoming half. Each effect is a ledger transfer whose id is derived from the Stripe object
+/// (session, charge and refunded total, dispute), so it happens once however often and in whatever order events
+/// arrive; the event id is recorded after, and a redelivery of a recorded event changes nothing. Decisions follow
+/// the object's state in the event (a session's payment status, a charge's cumulative refunded amount, a dispute's
+/// status), never the arrival order. Amounts credited come from Tollgate's own record of the session, not the event.
+/// </summary>
+internal sealed partial class StripeWebhooks(
+    StripeStore store, LedgerService ledger, SystemAccounts system, AccountService accounts, ILogger<StripeWebhooks> logger)
+{
+    public const string TopupCode = "topup";
+    public const string RefundCode = "refund";
+    public const string DisputeCode = "dispute_hold";
+
+    public async Task<WebhookOutcome> HandleAsync(JsonElement e, CancellationToken ct)
+    {
+        var id = e.GetProperty("id").GetString()!;
+        var type = e.GetProperty("type").GetString()!;
+        if (await store.EventOutcomeAsync(id, ct) is { } earlier) return new WebhookOutcome("duplicate:" + earlier);
+        var obj = e.GetProperty("data").GetProperty("object");
+        var outcome = type switch
+        {
+            "checkout.session.completed" or "checkout.session.async_payment_succeeded" => await CheckoutCompletedAsync(obj, ct),
+            "checkout.session.async_payment_failed" or "checkout.session.expired" => await CheckoutClosedAsync(obj, type, ct),
+            "charge.refunded" => await ChargeRefundedAsync(obj, ct),
+            "charge.dispute.created" => await DisputeCreatedAsync(obj, ct),
+            "charge.dispute.closed" => await DisputeClosedAsync(obj, ct),
+            // charge.refunded carries the cumulative refunded amount, which is the state refunds are decided by.
+            "refund.created" or "refund.updated" or "refund.failed" or "charge.refund.updated" => new WebhookOutcome("ignored:refund_state_from_charge"),
+            _ => new WebhookOutcome("ignored:unhandled_type"),
+        };
+        if (outcome.Outcome.StartsWith("ignored:unhandled", StringComparison.Ordinal)) LogUnhandled(logger, type, id);
+        if (!outcome.Retry)
+            await store.RecordEventAsync(id, type, e.TryGetProperty("created", out var created) && created.TryGetInt64(out var c) ? c : 0,
+                outcome.AccountId, outcome.Outcome, CancellationToken.None);
+        return outcome;
+    }
+
+    private async Task<WebhookOutcome> CheckoutCompletedAsync(JsonElement session, CancellationToken ct)
+    {
+        var sessionId = Str(session, "id")!;
+        if (await store.CheckoutAsync(sessionId, ct) is not { } checkout) return new WebhookOutcome("ignored:unknown_session");
+        if (checkout.Mode != "payment") return new WebhookOutcome("ignored:subscription_checkout_not_handled_yet", checkout.AccountId);
+        var paid = Str(session, "payment_status") is "paid" or "no_payment_required";
+        if (!paid) return new WebhookOutcome("awaiting_payment", checkout.AccountId);
+        var total = session.TryGetProperty("amount_total", out var t) && t.TryGetInt64(out var a) ? a : -1;
+        if (total != checkout.AmountCents || !string.Equals(Str(session, "currency"), checkout.Currency, StringComparison.OrdinalIgnoreCase))
+        {
+            LogAmountMismatch(logger, sessionId, total, checkout.AmountCents);
+            return new WebhookOutcome("rejected:amount_mismatch", checkout.AccountId);
+        }
+        if (await accounts.GetAsync(checkout.AccountId, ct) is not { } account) return new WebhookOutcome("ignored:account_gone", checkout.AccountId);
+        var result = await ledger.TransferAsync(new TransferRequest
+        {
+            Id = $"stripe:checkout:{sessionId}",
+            DebitAccountId = await system.StripeClearingAsync(ct),
+            CreditAccountId = account.Account.LedgerAccountId,
+            Amount = checkout.AmountMicros,
+            Code = TopupCode,
+            Reference = sessionId,
+            Metadata = JsonSerializer.Serialize(new Dictionary<string, object?> { ["pack"] = checkout.PackId, ["amount_cents"] = checkout.AmountCents, ["currency"] = checkout.Currency }),
+        }, ct);
+        if (!result.Succeeded) throw new InvalidOperationException($"The ledger refused the top-up of {sessionId}: {result.Code}.");
+        await store.CompleteCheckoutAsync(sessionId, Str(session, "payment_intent"), checkout.AmountMicros, CancellationToken.None);
+        return new WebhookOutcome(result.Code == TransferResultCode.Replayed ? "credited:replayed" : "credited", checkout.AccountId);
+    }
+
+    private async Task<WebhookOutcome> CheckoutClosedAsync(JsonElement session, string type, CancellationToken ct)
+    {
+        if (await store.CheckoutAsync(Str(session, "id")!, ct) is not { } checkout) return new WebhookOutcome("ignored:unknown_session");
+        await store.SetCheckoutStatusAsync(checkout.Id, type.EndsWith("expired", StringComparison.Ordinal) ? "expired" : "payment_failed", ct);
+        return new WebhookOutcome("closed", checkout.AccountId);
+    }
+
+    /// <summary>
+    /// Takes back the credits of the refunded share of a purchase: credited × refunded ÷ paid, rounded down (a full
+    /// refund takes back exactly what was credited). Credits already spent are taken only as far as the account's
+    /// available balance (its credit limit included) allows; the rest is recorded as unrecovered and flagged.
+    /// </summary>
+    private async Task<WebhookOutcome> ChargeRefundedAsync(JsonElement charge, CancellationToken ct)
+    {
+        var chargeId = Str(charge, "id")!;
+        var checkout = Str(charge, "payment_intent") is { } pi ? await store.CheckoutByPaymentIntentAsync(pi, ct) : null;
+        if (checkout is null)
+            return Metadata(charge, "tollgate_account") is { } owner
+                // Ours, but its checkout has not completed here yet (events out of order): Stripe will deliver it again.
+                ? new WebhookOutcome("retry:purchase_not_completed_yet", owner, Retry: true)
+                : new WebhookOutcome("ignored:unknown_charge");
+        if (checkout.Status != "complete") return new WebhookOutcome("retry:purchase_not_completed_yet", checkout.AccountId, Retry: true);
+        var refunded = charge.TryGetProperty("amount_refunded", out var r) && r.TryGetInt64(out var rv) ? rv : 0;
+        var paid = charge.TryGetProperty("amount", out var p) && p.TryGetInt64(out var pv) && pv > 0 ? pv : checkout.AmountCents;
+        if (refunded <= checkout.RefundedCents) return new WebhookOutcome("ignored:stale_refund_state", checkout.AccountId);
+        var target = (long)((Int128)checkout.CreditedMicros * Math.Min(refunded, paid) / paid);
+        var owed = target - checkout.ClawedBackMicros;
+        if (await accounts.GetAsync(checkout.AccountId, ct) is not { } account) return new WebhookOutcome("ignored:account_gone", checkout.AccountId);
+        var taken = owed <= 0 ? 0 : await TakeUpToAsync(account.Account.LedgerAccountId, owed, $"stripe:refund:{chargeId}:{refunded}", RefundCode, chargeId, ct);
+        var unrecovered = Math.Max(0, target - checkout.ClawedBackMicros - taken);
+        await store.RecordRefundAsync(checkout.Id, refunded, checkout.ClawedBackMicros + taken, unrecovered, CancellationToken.None);
+        if (unrecovered > 0) LogUnrecovered(logger, checkout.AccountId, chargeId, unrecovered);
+        return new WebhookOutcome(unrecovered > 0 ? "refunded:flagged_unrecovered" : "refunded", checkout.AccountId);
+    }
+
+    /// <summary>Moves up to <paramref name="amount"/> from the account to Stripe clearing, as much as is available; returns what moved.</summary>
+    private async Task<long> TakeUpToAsync(long ledgerAccountId, long amount, string transferId, string code, string reference, CancellationToken ct)
+    {
+        var clearing = await system.StripeClearingAsync(ct);
+        for (var attempt = 0; attempt < 4; attempt++)
+        {
+            var available = (await ledger.GetAccountAsync(ledgerAccountId, ct))?.AvailableMicros ?? 0;
+            var take = Math.Min(amount, Math.Max(0, available));
+            if (take == 0) return 0;
+            var result = await ledger.TransferAsync(new TransferRequest
+            {
+                Id = transferId, DebitAccountId = ledgerAccountId, CreditAccountId = clearing, Amount = take, Code = code, Reference = reference,
+            }, ct);
+            if (result.Succeeded) return result.Transfer!.Amount;
+            // Stored earlier with another amount (the balance moved between two deliveries): that one counts.
+            if (result.Code == TransferResultCode.IdempotencyConflict) return (await ledger.GetTransferAsync(transferId, ct))?.Amount ?? 0;
+            if (result.Code != TransferResultCode.InsufficientFunds) throw new InvalidOperationException($"The ledger refused {transferId}: {result.Code}.");
+        }
+        return 0;
+    }
+
+    /// <summary>Freezes the disputed share of a purchase's credits (as far as available) with a hold that never expires.</summary>
+    private async Task<WebhookOutcome> DisputeCreatedAsync(JsonElement dispute, CancellationToken ct)
+    {
+        var disputeId = Str(dispute, "id")!;
+        if (await store.DisputeAsync(disputeId, ct) is { } known) return new WebhookOutcome("ignored:dispute_known", known.AccountId);
+        var checkout = Str(dispute, "payment_intent") is { } pi ? await store.CheckoutByPaymentIntentAsync(pi, ct) : null;
+        if (checkout is null || checkout.Status != "complete")
+            return Metadata(dispute, "tollgate_account") is { } owner ? new WebhookOutcome("retry:purchase_not_completed_yet", owner, Retry: true) : new WebhookOutcome("ignored:unknown_charge");
+        var amount = dispute.TryGetProperty("amount", out var a) && a.TryGetInt64(out var av) ? av : checkout.AmountCents;
+        var share = (long)((Int128)checkout.CreditedMicros * Math.Min(amount, checkout.AmountCents) / checkout.AmountCents);
+        if (await accounts.GetAsync(checkout.AccountId, ct) is not { } account) return new WebhookOutcome("ignored:account_gone", checkout.AccountId);
+        var frozen = 0L;
+        var clearing = await system.StripeClearingAsync(ct);
+        for (var attempt = 0; attempt < 4 && share > 0; attempt++)
+        {
+            var available = (await ledger.GetAccountAsync(account.Account.LedgerAccountId, ct))?.AvailableMicros ?? 0;
+            var hold = Math.Min(share, Math.Max(0, available));
+            if (hold == 0) break;
+            var result = await ledger.TransferAsync(new TransferRequest
+            {
+                Id = $"stripe:dispute:{disputeId}", Kind = TransferKind.Pending, DebitAccountId = account.Account.LedgerAccountId, CreditAccountId = clearing,
+                Amount = hold, Code = DisputeCode, Reference = Str(dispute, "charge"),
+            }, ct);
+            if (result.Succeeded) { frozen = result.Transfer!.Amount; break; }
+            if (result.Code == TransferResultCode.IdempotencyConflict) { frozen = (await ledger.GetTransferAsync($"stripe:dispute:{disputeId}", ct))?.Amount ?? 0; break; }
+            if (result.Code != TransferResultCode.InsufficientFunds) throw new InvalidOperationException($"The ledger refused the dispute hold {disputeId}: {result.Code}.");
+        }
+        await store.SaveDisputeAsync(new StripeDispute(disputeId, checkout.AccountId, Str(dispute, "charge"), amount, frozen, Str(dispute, "status") ?? "needs_response"), CancellationToken.None);
+        return new WebhookOutcome(frozen < share ? "frozen:partially" : "frozen", checkout.AccountId);
+    }
+
+    /// <summary>A won dispute releases the frozen credits; a lost one takes them.</summary>
+    private async Task<WebhookOutcome> DisputeClosedAsync(JsonElement dispute, CancellationToken ct)
+    {
+        var disputeId = Str(dispute, "id")!;
+        if (await store.DisputeAsync(disputeId, ct) is not { } known)
+            return Metadata(dispute, "tollgate_account") is { } owner ? new WebhookOutcome("retry:dispute_not_opened_yet", owner, Retry: true) : new WebhookOutcome("ignored:unknown_dispute");
+        var status = Str(dispute, "status");
+        if (status is not ("won" or "lost")) return new WebhookOutcome("ignored:dispute_open", known.AccountId);
+        if (known.FrozenMicros > 0)
+        {
+            var result = await ledger.TransferAsync(new TransferRequest
+            {
+                Id = $"stripe:dispute:{disputeId}:{status}", Kind = status == "won" ? TransferKind.VoidPending : TransferKind.PostPending,
+                PendingId = $"stripe:dispute:{disputeId}", Code = status == "won" ? "dispute_won" : "dispute_lost", Reference = known.ChargeId,
+            }, ct);
+            if (!result.Succeeded && result.Code is not (TransferResultCode.PendingTransferAlreadyPosted or TransferResultCode.PendingTransferAlreadyVoided))
+                throw new InvalidOperationException($"The ledger refused to close dispute {disputeId}: {result.Code}.");
+        }
+        await store.SaveDisputeAsync(known with { Status = status }, CancellationToken.None);
+        return new WebhookOutcome("dispute_" + status, known.AccountId);
+    }
+
+    private static string? Str(JsonElement o, string name) => o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+
+    private static string? Metadata(JsonElement o, string key) =>
+        o.TryGetProperty("metadata", out var m) && m.ValueKind == JsonValueKind.Object ? Str(m, key) : null;
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Stripe event {Type} ({EventId}) is not handled; acknowledged")]
+    private static partial void LogUnhandled(ILogger logger, string type, string eventId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Stripe session {SessionId} paid {Paid} cents but was created for {Expected}; not credited")]
+    private static partial void LogAmountMismatch(ILogger logger, string sessionId, long paid, long expected);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Account {AccountId}: refund of charge {ChargeId} could not take back {Micros} micro-USD already spent; flagged")]
+    private static partial void LogUnrecovered(ILogger logger, string accountId, string chargeId, long micros);
+}

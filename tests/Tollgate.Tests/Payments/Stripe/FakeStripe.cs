@@ -1,0 +1,179 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Tollgate.Tests.Payments.Stripe;
+
+/// <summary>One request the fake received: method, path, the Idempotency-Key, and the form fields as sent.</summary>
+public sealed record StripeCall(string Method, string Path, string? IdempotencyKey, string? StripeVersion, IReadOnlyList<KeyValuePair<string, string>> Form)
+{
+    public string? Field(string name) => Form.FirstOrDefault(f => f.Key == name).Value;
+}
+
+/// <summary>
+/// A fake Stripe API on real Kestrel (127.0.0.1) speaking Stripe's wire format: <c>Authorization: Bearer sk_test_…</c>,
+/// form-encoded bodies with bracket nesting, JSON answers, Stripe's error object, and its idempotency rule (the
+/// first result stored per <c>Idempotency-Key</c> and replayed, other parameters with the same key →
+/// <c>idempotency_error</c>). Implements <c>POST /v1/customers</c>, <c>POST /v1/checkout/sessions</c> and
+/// <c>POST /v1/billing_portal/sessions</c>. <see cref="FailNext"/> makes the next requests fail with 500 before they
+/// execute (so, like Stripe, the key is not consumed).
+/// </summary>
+public sealed class FakeStripe : IAsyncDisposable
+{
+    public const string SecretKey = "sk_test_fake_0123456789";
+
+    private readonly WebApplication _app;
+    private readonly object _gate = new();
+    private readonly List<StripeCall> _calls = [];
+    private readonly Dictionary<string, (string Fingerprint, int Status, string Body)> _idempotent = new(StringComparer.Ordinal);
+    private int _failNext;
+    private long _sequence;
+
+    private FakeStripe(WebApplication app, Uri baseUrl)
+    {
+        _app = app;
+        BaseUrl = baseUrl;
+    }
+
+    public Uri BaseUrl { get; }
+
+    public IReadOnlyList<StripeCall> Calls { get { lock (_gate) return _calls.ToList(); } }
+
+    /// <summary>The next <paramref name="count"/> requests answer 500 <c>api_error</c>.</summary>
+    public void FailNext(int count) { lock (_gate) _failNext = count; }
+
+    /// <summary>Sessions created, by id: what a real webhook's <c>data.object</c> would describe.</summary>
+    public Dictionary<string, StripeCall> Sessions { get; } = new(StringComparer.Ordinal);
+
+    public static async Task<FakeStripe> StartAsync()
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { EnvironmentName = "Production" });
+        builder.WebHost.UseKestrel(k => k.Listen(IPAddress.Loopback, 0));
+        builder.Logging.ClearProviders();
+        var app = builder.Build();
+        FakeStripe? fake = null;
+        app.Run(context => fake!.HandleAsync(context));
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        fake = new FakeStripe(app, new Uri(address));
+        return fake;
+    }
+
+    private async Task HandleAsync(HttpContext http)
+    {
+        var form = new List<KeyValuePair<string, string>>();
+        if (http.Request.HasFormContentType)
+            foreach (var (k, v) in await http.Request.ReadFormAsync())
+                foreach (var value in v) form.Add(new(k, value ?? ""));
+        var key = http.Request.Headers["Idempotency-Key"].FirstOrDefault();
+        var call = new StripeCall(http.Request.Method, http.Request.Path, key, http.Request.Headers["Stripe-Version"].FirstOrDefault(), form);
+        lock (_gate) _calls.Add(call);
+
+        if (http.Request.Headers.Authorization.ToString() != "Bearer " + SecretKey)
+        {
+            await WriteAsync(http, 401, Error("invalid_request_error", null, "Invalid API Key provided."));
+            return;
+        }
+        lock (_gate)
+        {
+            if (_failNext > 0)
+            {
+                _failNext--;
+                goto fail;
+            }
+        }
+        var fingerprint = string.Join("&", form.Select(f => f.Key + "=" + f.Value)) + "|" + call.Path;
+        (int Status, string Body)? answer = null;
+        if (key is not null)
+        {
+            lock (_gate)
+            {
+                if (_idempotent.TryGetValue(key, out var stored))
+                    answer = stored.Fingerprint == fingerprint
+                        ? (stored.Status, stored.Body)
+                        : (400, Error("idempotency_error", null, "Keys for idempotent requests can only be used with the same parameters they were first used with."));
+            }
+            if (answer is not null) http.Response.Headers["Idempotent-Replayed"] = "true";
+        }
+        if (answer is null)
+        {
+            answer = Execute(call);
+            if (key is not null) lock (_gate) _idempotent[key] = (fingerprint, answer.Value.Status, answer.Value.Body);
+        }
+        await WriteAsync(http, answer.Value.Status, answer.Value.Body);
+        return;
+
+    fail:
+        await WriteAsync(http, 500, Error("api_error", null, "Something went wrong on Stripe's end."));
+    }
+
+    private (int, string) Execute(StripeCall call)
+    {
+        var n = Interlocked.Increment(ref _sequence);
+        switch (call.Method, call.Path)
+        {
+            case ("POST", "/v1/customers"):
+                return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
+                {
+                    ["id"] = $"cus_fake{n}", ["object"] = "customer", ["livemode"] = false,
+                    ["metadata"] = Metadata(call),
+                }));
+            case ("POST", "/v1/checkout/sessions"):
+                if (call.Field("mode") is null || call.Field("success_url") is null)
+                    return (400, Error("invalid_request_error", "parameter_missing", "Missing required param: mode.", "mode"));
+                var id = $"cs_test_fake{n}";
+                lock (_gate) Sessions[id] = call;
+                return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
+                {
+                    ["id"] = id, ["object"] = "checkout.session", ["mode"] = call.Field("mode"), ["status"] = "open", ["payment_status"] = "unpaid",
+                    ["customer"] = call.Field("customer"), ["client_reference_id"] = call.Field("client_reference_id"), ["metadata"] = Metadata(call),
+                    ["url"] = $"https://checkout.stripe.com/c/pay/{id}", ["livemode"] = false,
+                }));
+            case ("POST", "/v1/billing_portal/sessions"):
+                if (call.Field("customer") is null) return (400, Error("invalid_request_error", "parameter_missing", "Missing required param: customer.", "customer"));
+                return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
+                {
+                    ["id"] = $"bps_fake{n}", ["object"] = "billing_portal.session", ["customer"] = call.Field("customer"),
+                    ["url"] = $"https://billing.stripe.com/p/session/fake{n}", ["return_url"] = call.Field("return_url"),
+                }));
+            default:
+                return (404, Error("invalid_request_error", "resource_missing", $"Unrecognized request URL ({call.Method}: {call.Path})."));
+        }
+    }
+
+    private static Dictionary<string, string> Metadata(StripeCall call) =>
+        call.Form.Where(f => f.Key.StartsWith("metadata[", StringComparison.Ordinal)).ToDictionary(f => f.Key[9..^1], f => f.Value);
+
+    private static string Error(string type, string? code, string message, string? param = null) =>
+        JsonSerializer.Serialize(new { error = new { type, code, message, param } });
+
+    private static async Task WriteAsync(HttpContext http, int status, string body)
+    {
+        http.Response.StatusCode = status;
+        http.Response.ContentType = "application/json";
+        http.Response.Headers["Request-Id"] = "req_fake" + Guid.NewGuid().ToString("N")[..12];
+        await http.Response.WriteAsync(body);
+    }
+
+    /// <summary>A <c>Stripe-Signature</c> header computed as Stripe does (independently of Tollgate's verifier).</summary>
+    public static string Sign(string payload, string secret, long timestamp)
+    {
+        using var hmac = new HMACSHA256(Encoding.UTF8.GetBytes(secret));
+        var hex = Convert.ToHexString(hmac.ComputeHash(Encoding.UTF8.GetBytes($"{timestamp}.{payload}"))).ToLowerInvariant();
+        return $"t={timestamp},v1={hex}";
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+}
