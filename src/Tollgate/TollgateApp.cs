@@ -76,6 +76,8 @@ public static class TollgateApp
         Features.Plans.PlanCatalog.Register(services);
         services.AddSingleton<Features.Members.MemberService>();
         services.AddGateway();
+        Features.Webhooks.WebhookEndpoints.AddWebhooks(services);
+        Features.Alerts.AlertEndpoints.AddAlerts(services);
         DatabaseXmlRepository.Register(services);
         services.AddSingleton<RerateService>();
 
@@ -106,6 +108,8 @@ public static class TollgateApp
         Features.Plans.EntitlementEndpoints.MapEntitlements(app);
         Features.Members.MemberEndpoints.MapMembers(app);
         app.MapAdminPricing();
+        Features.Webhooks.WebhookEndpoints.MapWebhooks(app);
+        Features.Alerts.AlertEndpoints.MapAlerts(app);
         return app;
     }
 

@@ -360,6 +360,7 @@ internal sealed partial class GatewayHandler
             call.RecordWritten = records.InsertManyAsync([Record(0, null)], CancellationToken.None);
         }
         call.Settlement = settlement;
+        if (settlement.TransferId is not null) alerts.PostBalance(call.Caller.AccountId, settlement.BalanceAfterMicros);
         if (settlement.UnchargedMicros > 0) LogUncharged(logger, call.RequestId, settlement.UnchargedMicros);
         return settlement;
     }

@@ -31,6 +31,7 @@ internal sealed partial class GatewayHandler(
     Byok.ProviderCredentialService credentials,
     Plans.PlanCatalog plans,
     Plans.QuotaStore quotas,
+    Alerts.AlertService alerts,
     IOptions<Byok.ByokOptions> byokOptions,
     IOptions<GatewayOptions> options,
     TimeProvider time,
@@ -138,7 +139,8 @@ internal sealed partial class GatewayHandler(
         if (plan.IncludedRequests is { } included)
         {
             var period = Plans.PlanPeriod.Monthly(caller.PlanAnchor, now);
-            if (!await quotas.TryConsumeAsync(caller.AccountId, Plans.QuotaStore.Requests, period.Start, included, CancellationToken.None))
+            var used = await quotas.TryConsumeCountedAsync(caller.AccountId, Plans.QuotaStore.Requests, period.Start, included, CancellationToken.None);
+            if (used is null)
             {
                 limiter.Release(caller.KeyId, caller.AccountId, 0);
                 var wait = period.End - now;
@@ -149,6 +151,9 @@ internal sealed partial class GatewayHandler(
                 return;
             }
             quotaPeriod = period;
+            // Off the response's path: queued for the alerts engine, which writes only when a threshold is crossed.
+            var (subject, periodKey) = Plans.QuotaStore.AlertSubject(Plans.QuotaStore.Requests, period.Start);
+            alerts.PostUsage(caller.AccountId, subject, periodKey, used.Value, included);
         }
         var call = new Call(caller, requestId, request, targets, promptTokens, encoding, now, started)
         {

@@ -77,7 +77,7 @@ public sealed record UsageEventResult(
 /// </summary>
 internal sealed partial class UsageEventService(
     LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, Plans.PlanCatalog plans, IOptions<MeteringOptions> options, TimeProvider time,
-    ILogger<UsageEventService> logger)
+    Alerts.AlertService alerts, ILogger<UsageEventService> logger)
 {
     public const int MaxBatchEvents = 1_000;
     public const int MaxModelLength = 200;
@@ -136,6 +136,7 @@ internal sealed partial class UsageEventService(
         // 2. Charge every fresh event at once: the ledger's writer commits whatever is queued as one transaction.
         var charges = await Task.WhenAll(fresh.Select(w => w.Transfer is null ? Task.FromResult<TransferResult?>(null) : ChargeAsync(w.Transfer, ct)));
         var toStore = new List<(Work Work, UsageRecord Record, bool Replayed)>(fresh.Count);
+        long? lowestBalance = null;
         for (var i = 0; i < fresh.Count; i++)
         {
             var w = fresh[i];
@@ -149,6 +150,7 @@ internal sealed partial class UsageEventService(
                     // Without a client timestamp the event happened when it was charged (the original charge, on a replay).
                     var record = w.Event.Timestamp is null ? w.Record with { OccurredAt = charge.Value.Transfer!.Timestamp } : w.Record;
                     toStore.Add((w, record, charge.Value.Code == TransferResultCode.Replayed));
+                    if (charge.Value.Code == TransferResultCode.Ok) lowestBalance = Math.Min(lowestBalance ?? long.MaxValue, charge.Value.Transfer!.DebitBalanceAfter);
                     break;
                 case TransferResultCode.InsufficientFunds:
                     results[w.Index] = UsageEventResult.Rejected(w.Event.Id, "insufficient_credits",
@@ -162,6 +164,9 @@ internal sealed partial class UsageEventService(
                     break;
             }
         }
+
+        // The lowest balance after this batch's charges, for low-balance alerts (queued: off the request's path).
+        if (lowestBalance is { } balance) alerts.PostBalance(caller.AccountId, balance);
 
         // 3. Record what was charged (or needs review). A record that already exists was written by a concurrent twin.
         // Not cancelled with the request: once money has moved, a client that hung up must not leave it unrecorded.
