@@ -186,6 +186,11 @@ internal sealed class WebhookStore(Database db)
               """;
         var lease = UnixMicros.From(leaseUntil);
         await using var c = await db.OpenAsync(ct);
+        // Most rounds find nothing: a read first, so an idle poll never takes SQLite's write lock or PostgreSQL row locks.
+        var due = await c.ExecuteScalarAsync<long?>(new CommandDefinition("""
+            SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= @now AND (lease_until IS NULL OR lease_until < @now) LIMIT 1
+            """, new { now = UnixMicros.From(now) }, cancellationToken: ct));
+        if (due is null) return [];
         var rows = await c.QueryAsync<(string Id, long Attempts)>(new CommandDefinition(sql, new { now = UnixMicros.From(now), lease, batch }, cancellationToken: ct));
         return rows.Select(r => new ClaimedDelivery(r.Id, (int)r.Attempts, lease)).ToList();
     }
