@@ -139,6 +139,28 @@ public sealed class AlertTests() : EngineApps(AlertApi.FastSettings())
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task A_usage_event_charge_below_the_line_fires_and_removing_the_line_resolves(string engine)
+    {
+        var app = App(engine);
+        using var c = await app.CustomerAsync(1_000_000);
+        await c.SetAlertSettingsAsync("""{"balance_low_micros":995000}""");
+
+        // demo/echo costs $1 per million input tokens before markup: 10,000 tokens take the balance below 995,000.
+        var response = await c.Client.PostAsync("/api/v1/usage/events",
+            AdminApi.JsonBody("""{"id":"ev-low-1","model":"demo/echo","input_tokens":10000,"output_tokens":0}"""));
+        var result = (await MeteringApi.BodyAsync(response, HttpStatusCode.OK)).GetProperty("data")[0];
+        Assert.Equal("accepted", result.Str("status"));
+        var alerts = await c.WaitForAlertsAsync(app, a => a.Count > 0);
+        var low = Assert.Single(alerts);
+        Assert.Equal(("balance:low", 1_000_000 - result.Long("user_price_micros"), "active"), (low.Str("subject"), low.Long("balance_micros"), low.Str("status")));
+        Assert.True(low.Long("balance_micros") < 995_000);
+
+        await c.SetAlertSettingsAsync("""{"balance_low_micros":null}""");
+        Assert.Equal("resolved", Assert.Single(await c.AlertsAsync()).Str("status"));
+        Assert.Equal(new[] { "alert.resolved", "alert.fired" }, (await c.EventsAsync()).Select(e => e.Str("type")!).ToArray());
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Settings_default_validate_and_are_the_accounts_own(string engine)
     {
         var app = App(engine);

@@ -119,9 +119,11 @@ internal sealed partial class AlertService(AlertStore store, WebhookSignal webho
     public async Task ObserveBalanceAsync(string accountId, long balanceMicros, CancellationToken ct)
     {
         var settings = await SettingsAsync(accountId, ct);
+        // Most accounts have no low line: nothing to read (an alert left from a removed line is resolved by SaveSettingsAsync).
+        if (settings.BalanceLowMicros is not { } low) return;
         var active = await ActiveAsync(accountId, AlertStore.BalanceLowSubject, ct);
         var now = time.GetUtcNow();
-        if (settings.BalanceLowMicros is { } low && balanceMicros < low)
+        if (balanceMicros < low)
         {
             if (active.Count > 0) return;
             var alert = await store.TryFireAsync(accountId, AlertStore.BalanceLowSubject, "", 0, null, low, balanceMicros, now, ct);
@@ -134,7 +136,7 @@ internal sealed partial class AlertService(AlertStore store, WebhookSignal webho
         if (active.Count == 0) return;
         var changed = false;
         foreach (var a in active)
-            if (await store.TryResolveAsync(accountId, a.Id, null, settings.BalanceLowMicros, balanceMicros, now, ct) is not null)
+            if (await store.TryResolveAsync(accountId, a.Id, null, low, balanceMicros, now, ct) is not null)
             {
                 changed = true;
                 LogResolved(logger, accountId, AlertStore.BalanceLowSubject, 0);
@@ -179,6 +181,15 @@ internal sealed partial class AlertService(AlertStore store, WebhookSignal webho
         var normalised = AlertOptions.Normalise(thresholds);
         await store.SaveSettingsAsync(accountId, normalised, balanceLowMicros, time.GetUtcNow(), ct);
         _settings.TryRemove(accountId, out _);
+        if (balanceLowMicros is null)
+        {
+            // No line any more: an unresolved low-balance alert would otherwise stay active for ever.
+            var resolved = false;
+            foreach (var a in await store.ActiveAsync(accountId, AlertStore.BalanceLowSubject, ct))
+                resolved |= await store.TryResolveAsync(accountId, a.Id, null, null, null, time.GetUtcNow(), ct) is not null;
+            _active.TryRemove((accountId, AlertStore.BalanceLowSubject), out _);
+            if (resolved) webhooks.Notify();
+        }
         return new AlertSettings(normalised, balanceLowMicros, false);
     }
 
