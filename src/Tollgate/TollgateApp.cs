@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Tollgate.Features.Accounts;
 using Tollgate.Features.Admin;
@@ -50,7 +51,8 @@ public static class TollgateApp
         var target = DatabaseTarget.Parse(database ?? builder.Configuration["TOLLGATE_DATABASE"] ?? builder.Configuration["Tollgate:Database"]);
         var services = builder.Services;
 
-        services.AddSingleton(TimeProvider.System);
+        // TryAdd: a test's configure callback may have put a manual clock in first.
+        services.TryAddSingleton(TimeProvider.System);
         // A factory registration, so the container owns the data source and disposes it (closing pooled connections).
         services.AddSingleton(_ => new Database(target));
         services.AddSingleton<Migrator>();

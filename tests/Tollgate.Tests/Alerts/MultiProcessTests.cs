@@ -37,3 +37,34 @@ public sealed class AlertMultiProcessTests
         Assert.All(deliveries, d => Assert.Equal(("succeeded", 1L), (d.Str("status"), d.Long("attempts"))));
     }
 }
+
+/// <summary>The plan quota's alerts end to end on a manual clock: fired during one period, resolved when the next begins.</summary>
+public sealed class QuotaAlertPeriodTests
+{
+    private static HttpContent Chat() => Api.AdminApi.JsonBody("""{"model":"demo/echo","max_tokens":20,"messages":[{"role":"user","content":"next month"}]}""");
+
+    [Theory, MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task The_first_call_of_a_new_period_resolves_the_last_periods_quota_alerts(string engine)
+    {
+        var clock = new Ledger.ManualTimeProvider(DateTimeOffset.UtcNow);
+        await using var app = await TestApp.StartAsync(engine, AlertApi.FastSettings(), configure: b =>
+            Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton<TimeProvider>(b.Services, clock));
+        using var c = await app.CustomerAsync(10_000_000);
+        await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", Api.AdminApi.JsonBody("""{"plan":"tiny10"}"""));
+        clock.Advance(TimeSpan.FromSeconds(2)); // past the authenticator's cache
+
+        for (var i = 0; i < 8; i++) Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode);
+        var fired = await c.WaitForAlertsAsync(app, a => a.Count == 2);
+        Assert.All(fired, a => Assert.Equal(("quota:requests", "active"), (a.Str("subject"), a.Str("status"))));
+        var period = fired[0].Str("period");
+
+        clock.Advance(TimeSpan.FromDays(32));
+        Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode);
+        var resolved = await c.WaitForAlertsAsync(app, a => a.All(x => x.Str("status") == "resolved"));
+        Assert.Equal(2, resolved.Count);
+        Assert.All(resolved, a => Assert.Equal(period, a.Str("period")));
+        var events = await c.EventsAsync();
+        Assert.Equal(2, events.Count(e => e.Str("type") == "alert.resolved"));
+        Assert.All(events.Where(e => e.Str("type") == "alert.resolved"), e => Assert.Equal(1L, e.GetProperty("data").Long("used")));
+    }
+}
