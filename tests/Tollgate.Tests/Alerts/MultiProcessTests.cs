@@ -68,3 +68,21 @@ public sealed class QuotaAlertPeriodTests
         Assert.All(events.Where(e => e.Str("type") == "alert.resolved"), e => Assert.Equal(1L, e.GetProperty("data").Long("used")));
     }
 }
+
+public sealed class WebhookOptionsTests
+{
+    [Theory]
+    [InlineData("Tollgate:Webhooks:MaxAttempts", "0", "MaxAttempts")]
+    [InlineData("Tollgate:Webhooks:RetryDelays:0", "-00:00:01", "RetryDelays")]
+    [InlineData("Tollgate:Webhooks:Lease", "00:00:05", "Lease")]
+    [InlineData("Tollgate:Alerts:DefaultThresholds:0", "0", "DefaultThresholds")]
+    [InlineData("Tollgate:Alerts:DefaultBalanceLowMicros", "-5", "DefaultBalanceLowMicros")]
+    public async Task A_bad_setting_stops_start_up_with_its_name(string key, string value, string named)
+    {
+        var e = await Assert.ThrowsAnyAsync<Exception>(async () =>
+        {
+            await using var app = await TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?> { [key] = value });
+        });
+        Assert.Contains(named, e.ToString());
+    }
+}

@@ -204,6 +204,35 @@ public sealed class WebhookTests() : EngineApps(AlertApi.FastSettings())
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task A_viewer_reads_webhooks_and_alerts_but_cannot_change_them(string engine)
+    {
+        var app = App(engine);
+        using var c = await app.CustomerAsync(0);
+        var hook = await c.CreateWebhookAsync("https://example.test/x");
+        var email = $"viewer-{Guid.NewGuid():N}@example.com";
+        await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{c.AccountId}/members",
+            AdminApi.JsonBody($$"""{"email":"{{email}}","password":"viewer password 1","role":"viewer"}""")), HttpStatusCode.Created);
+        var session = await MeteringApi.BodyAsync(await app.Anonymous.PostAsync("/api/v1/sessions",
+            AdminApi.JsonBody($$"""{"email":"{{email}}","password":"viewer password 1"}""")), HttpStatusCode.Created);
+        using var viewer = new HttpClient { BaseAddress = app.BaseAddress };
+        viewer.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", session.Str("token"));
+
+        Assert.Equal(HttpStatusCode.OK, (await viewer.GetAsync($"/api/v1/webhooks/{hook.Str("id")}")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await viewer.GetAsync("/api/v1/alerts")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await viewer.GetAsync("/api/v1/events")).StatusCode);
+        foreach (var response in new[]
+                 {
+                     await viewer.PostAsync("/api/v1/webhooks", AdminApi.JsonBody("""{"url":"https://example.test/y"}""")),
+                     await viewer.PatchAsync($"/api/v1/webhooks/{hook.Str("id")}", AdminApi.JsonBody("""{"url":"https://evil.test/"}""")),
+                     await viewer.PostAsync($"/api/v1/webhooks/{hook.Str("id")}/rotate-secret", null),
+                     await viewer.DeleteAsync($"/api/v1/webhooks/{hook.Str("id")}"),
+                     await viewer.PutAsync("/api/v1/alerts/settings", AdminApi.JsonBody("""{"thresholds":[10]}""")),
+                 })
+            Assert.Equal("forbidden", (await MeteringApi.BodyAsync(response, HttpStatusCode.Forbidden)).Str("code"));
+        Assert.Equal("https://example.test/x", (await c.Client.GetFromJsonAsync<JsonElement>($"/api/v1/webhooks/{hook.Str("id")}")).Str("url"));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Another_accounts_webhooks_deliveries_and_events_are_not_found(string engine)
     {
         var app = App(engine);
