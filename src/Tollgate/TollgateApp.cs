@@ -1,7 +1,7 @@
-using Microsoft.Extensions.DependencyInjection.Extensions;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Tollgate.Features.Accounts;
 using Tollgate.Features.Admin;
@@ -51,7 +51,7 @@ public static class TollgateApp
         var target = DatabaseTarget.Parse(database ?? builder.Configuration["TOLLGATE_DATABASE"] ?? builder.Configuration["Tollgate:Database"]);
         var services = builder.Services;
 
-        // Try: a test may have registered its own clock in `configure`.
+        // TryAdd: a test's configure callback may have put a manual clock in first.
         services.TryAddSingleton(TimeProvider.System);
         // A factory registration, so the container owns the data source and disposes it (closing pooled connections).
         services.AddSingleton(_ => new Database(target));
@@ -78,6 +78,8 @@ public static class TollgateApp
         Features.Plans.PlanCatalog.Register(services);
         services.AddSingleton<Features.Members.MemberService>();
         services.AddGateway();
+        Features.Webhooks.WebhookEndpoints.AddWebhooks(services);
+        Features.Alerts.AlertEndpoints.AddAlerts(services);
         DatabaseXmlRepository.Register(services);
         services.AddSingleton<RerateService>();
         services.AddSingleton<Features.Budgets.SpendCapStore>();
@@ -123,6 +125,8 @@ public static class TollgateApp
         Features.Payments.CreditPackEndpoints.MapCreditPacks(app);
         Features.Payments.Stripe.StripeEndpoints.MapStripe(app);
         app.MapAdminPricing();
+        Features.Webhooks.WebhookEndpoints.MapWebhooks(app);
+        Features.Alerts.AlertEndpoints.MapAlerts(app);
         return app;
     }
 

@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using Tollgate.Tests.Alerts;
 using Tollgate.Tests.Metering;
 
 namespace Tollgate.Tests.Api;
@@ -29,13 +30,19 @@ public sealed class CrossAccountTests(MeteringFixture fixture) : IClassFixture<M
             AdminApi.JsonBody("""{"email":"b-member@example.test","password":"correct horse battery","role":"member"}""")), HttpStatusCode.Created);
         await MeteringApi.BodyAsync(await b.AuthorizeAsync("auth-b", 1_000), HttpStatusCode.Created);
         await MeteringApi.BodyAsync(await b.Client.PutAsync("/api/v1/provider-keys/openai", AdminApi.JsonBody("""{"api_key":"sk-b-own-key-0000"}""")), HttpStatusCode.OK);
+        // A webhook endpoint (unreachable, so its delivery stays) and a balance alert that fires on B's call.
+        var bHook = await MeteringApi.BodyAsync(await b.Client.PostAsync("/api/v1/webhooks", AdminApi.JsonBody("""{"url":"http://127.0.0.1:9/hook"}""")), HttpStatusCode.Created);
+        await MeteringApi.BodyAsync(await b.Client.PutAsync("/api/v1/alerts/settings", AdminApi.JsonBody("""{"balance_low_micros":5000000}""")), HttpStatusCode.OK);
         Assert.Equal(HttpStatusCode.OK, (await b.Client.PostAsync("/v1/chat/completions",
             AdminApi.JsonBody("""{"model":"demo/echo","max_tokens":4,"messages":[{"role":"user","content":"b's call"}]}"""))).StatusCode);
+        var bDelivery = (await b.WaitForDeliveriesAsync(bHook.Str("id")!, d => d.Count > 0))[0].Str("id")!;
 
         var values = new Dictionary<string, string>
         {
             ["keyId"] = bKey.Str("id")!, ["customerId"] = "cust-b", ["userId"] = bMember.Str("user_id")!, ["id"] = "auth-b",
-            ["provider"] = "openai", ["feature"] = "projects",
+            ["provider"] = "openai", ["feature"] = "projects", ["deliveryId"] = bDelivery,
+            // Per route group where a name means another resource:
+            ["/api/v1/webhooks:id"] = bHook.Str("id")!,
         };
         var before = await SnapshotAsync(b, bKey.Str("id")!);
 
@@ -49,7 +56,7 @@ public sealed class CrossAccountTests(MeteringFixture fixture) : IClassFixture<M
             Assert.True((int)response.StatusCode < 500, $"{method} {path}: {(int)response.StatusCode} {body}");
             Assert.DoesNotContain(b.AccountId, body);
             Assert.DoesNotContain("B's customer", body);
-            if (path.Contains(values["keyId"]) || path.Contains(values["userId"]) || path.Contains("auth-b"))
+            if (path.Contains(values["keyId"]) || path.Contains(values["userId"]) || path.Contains("auth-b") || path.Contains(bHook.Str("id")!) || path.Contains(bDelivery))
                 Assert.True(response.StatusCode is HttpStatusCode.NotFound or HttpStatusCode.BadRequest, $"{method} {path} with A's key: {(int)response.StatusCode} {body}");
             attacked++;
         }
@@ -70,7 +77,9 @@ public sealed class CrossAccountTests(MeteringFixture fixture) : IClassFixture<M
             var path = raw;
             foreach (var p in pattern.Parameters)
             {
-                Assert.True(values.TryGetValue(p.Name, out var value), $"Route {raw} has a parameter '{p.Name}' this test does not know: give it one of B's resources.");
+                var scoped = values.FirstOrDefault(v => v.Key.Contains(':') && raw.StartsWith(v.Key[..v.Key.IndexOf(':')], StringComparison.Ordinal) && v.Key[(v.Key.IndexOf(':') + 1)..] == p.Name).Value;
+                var value = scoped;
+                Assert.True(value is not null || values.TryGetValue(p.Name, out value), $"Route {raw} has a parameter '{p.Name}' this test does not know: give it one of B's resources.");
                 path = System.Text.RegularExpressions.Regex.Replace(path, $@"\{{\**{p.Name}(:[^}}]*)?\}}", value!);
             }
             foreach (var method in endpoint.Metadata.GetMetadata<HttpMethodMetadata>()?.HttpMethods ?? [])
@@ -87,7 +96,7 @@ public sealed class CrossAccountTests(MeteringFixture fixture) : IClassFixture<M
                  {
                      "/api/v1/account", "/api/v1/keys", "/api/v1/customers", "/api/v1/customers/cust-b", "/api/v1/spend-caps",
                      $"/api/v1/keys/{secondKeyId}/spend-caps", "/api/v1/members", "/api/v1/authorizations/auth-b", "/api/v1/usage",
-                     "/api/v1/provider-keys", "/api/v1/entitlements", "/api/v1/plan",
+                     "/api/v1/provider-keys", "/api/v1/entitlements", "/api/v1/plan", "/api/v1/alerts/settings",
                  })
         {
             var response = await b.Client.GetAsync(path);

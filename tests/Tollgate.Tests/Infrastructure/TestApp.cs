@@ -39,8 +39,9 @@ public sealed class TestApp : IAsyncDisposable
     public static readonly JsonSerializerOptions Json = Tollgate.TollgateApp.ConfigureJson(new JsonSerializerOptions(JsonSerializerDefaults.Web));
 
     /// <param name="services">Replaces services before the app registers its own (e.g. a <c>TimeProvider</c>).</param>
+    /// <param name="configure">Runs before the app's own registrations, e.g. to put in a manual <see cref="TimeProvider"/>.</param>
     public static async Task<TestApp> StartAsync(string engine, IDictionary<string, string?>? settings = null, string? database = null,
-        Action<IServiceCollection>? services = null)
+        Action<IServiceCollection>? services = null, Action<WebApplicationBuilder>? configure = null)
     {
         database ??= await TestDatabases.CreateAsync(engine);
         var app = Tollgate.TollgateApp.Build(["--urls", "http://127.0.0.1:0"], database, b =>
@@ -53,6 +54,7 @@ public sealed class TestApp : IAsyncDisposable
             if (settings is not null) b.Configuration.AddInMemoryCollection(settings);
             b.Logging.SetMinimumLevel(LogLevel.Warning);
             services?.Invoke(b.Services);
+            configure?.Invoke(b);
         });
         await Tollgate.TollgateApp.PrepareAsync(app);
         await app.StartAsync();

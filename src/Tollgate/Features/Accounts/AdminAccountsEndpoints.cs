@@ -69,7 +69,7 @@ internal static class AdminAccountsEndpoints
     private static async Task<Results<Ok<AccountResponse>, ProblemHttpResult>> Get(string id, AccountService accounts, CreditUnit credits, CancellationToken ct) =>
         await accounts.GetAsync(id, ct) is { } a ? TypedResults.Ok(AccountResponse.From(a, credits)) : Problems.NotFound("account", id);
 
-    private static async Task<Results<Ok<GrantResponse>, ProblemHttpResult>> Grant(string id, GrantInput input, AccountService accounts, CancellationToken ct)
+    private static async Task<Results<Ok<GrantResponse>, ProblemHttpResult>> Grant(string id, GrantInput input, AccountService accounts, Alerts.AlertService alerts, CancellationToken ct)
     {
         if (input.AmountMicros is not { } amount || amount == 0)
             return Problems.BadRequest("invalid_request", "'amount_micros' is required and must not be 0 (negative adjusts down).", "amount_micros");
@@ -79,6 +79,8 @@ internal static class AdminAccountsEndpoints
             return Problems.BadRequest("invalid_request", $"'reason' is longer than {LedgerService.MaxDescriptionLength} characters.", "reason");
 
         var result = await accounts.GrantAsync(id, amount, input.IdempotencyKey, input.Reason, ct);
+        // A top-up may end a low-balance alert (an adjustment down may start one).
+        if (result.Outcome == GrantOutcome.Granted) alerts.PostBalance(id, result.BalanceMicros);
         return result.Outcome switch
         {
             GrantOutcome.Granted or GrantOutcome.Replayed => TypedResults.Ok(new GrantResponse(

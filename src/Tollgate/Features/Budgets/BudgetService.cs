@@ -16,6 +16,9 @@ public sealed record CapLeg(SpendCap Cap, long LedgerAccountId, CapPeriod Period
         ["scope"] = CapNames.Of(Cap.Scope), ["window"] = CapNames.Of(Cap.Window), ["limit_micros"] = Cap.LimitMicros, ["resets_at"] = Period.ResetsAt,
     };
 
+    /// <summary>The subject alerts about this cap are filed under: <c>cap:{scope}:{subject}:{window}</c>.</summary>
+    public string AlertSubject => $"cap:{CapNames.Of(Cap.Scope)}:{Cap.SubjectId}:{CapNames.Of(Cap.Window)}";
+
     /// <summary>"it resets at …" or "it does not reset".</summary>
     public string ResetText() => Period.ResetsAt is { } resets ? $"it resets at {resets:O}" : "it does not reset";
 }

@@ -6,7 +6,11 @@ using Tollgate.Features.Metering;
 namespace Tollgate.Features.Gateway;
 
 /// <summary>How a settlement went: what was charged, what the call cost beyond the hold and could not be charged, the balance after.</summary>
-internal readonly record struct Settlement(long ChargedMicros, long UnchargedMicros, long BalanceAfterMicros, string? TransferId);
+internal readonly record struct Settlement(long ChargedMicros, long UnchargedMicros, long BalanceAfterMicros, string? TransferId)
+{
+    /// <summary>What each cap (in the order of the call's cap holds) has spent in its window after this charge; empty without caps.</summary>
+    public IReadOnlyList<long> CapSpentMicros { get; init; } = [];
+}
 
 /// <summary>
 /// What placing a hold gave: the hold and its spend-cap holds; or no hold, what is available (the least of the balance
@@ -104,7 +108,11 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
         if (results.All(r => r.Succeeded) && capResults.All(r => r.Succeeded))
         {
             var charged = results.Sum(r => r.Transfer!.Amount);
-            return new Settlement(charged, priceMicros - charged, results[^1].Transfer!.DebitBalanceAfter, settleId);
+            // A cap account only ever spends (its balance is minus what it spent): the last transfer on it tells the total.
+            var n = capHolds.Count;
+            var spent = new long[n];
+            for (var i = 0; i < n; i++) spent[i] = -capResults[capResults.Length == 2 * n ? n + i : i].Transfer!.DebitBalanceAfter;
+            return new Settlement(charged, priceMicros - charged, results[^1].Transfer!.DebitBalanceAfter, settleId) { CapSpentMicros = spent };
         }
         if (results[0].Code == TransferResultCode.PendingTransferNotFound)
             return await ChargeWithoutHoldAsync(hold, capHolds, priceMicros, metadata, record, settleId);

@@ -360,6 +360,12 @@ internal sealed partial class GatewayHandler
             call.RecordWritten = records.InsertManyAsync([Record(0, null)], CancellationToken.None);
         }
         call.Settlement = settlement;
+        if (settlement.TransferId is not null) alerts.PostBalance(call.Caller.AccountId, settlement.BalanceAfterMicros);
+        for (var i = 0; i < settlement.CapSpentMicros.Count && i < call.CapLegs.Count; i++)
+        {
+            var leg = call.CapLegs[i];
+            alerts.PostUsage(call.Caller.AccountId, leg.AlertSubject, leg.Period.Key, settlement.CapSpentMicros[i], leg.Cap.LimitMicros);
+        }
         if (settlement.UnchargedMicros > 0) LogUncharged(logger, call.RequestId, settlement.UnchargedMicros);
         return settlement;
     }

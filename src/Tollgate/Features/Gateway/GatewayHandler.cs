@@ -32,6 +32,7 @@ internal sealed partial class GatewayHandler(
     Plans.PlanCatalog plans,
     Plans.QuotaStore quotas,
     Budgets.BudgetService budgets,
+    Alerts.AlertService alerts,
     IOptions<Byok.ByokOptions> byokOptions,
     IOptions<GatewayOptions> options,
     TimeProvider time,
@@ -149,7 +150,8 @@ internal sealed partial class GatewayHandler(
         if (plan.IncludedRequests is { } included)
         {
             var period = Plans.PlanPeriod.Monthly(caller.PlanAnchor, now);
-            if (!await quotas.TryConsumeAsync(caller.AccountId, Plans.QuotaStore.Requests, period.Start, included, CancellationToken.None))
+            var used = await quotas.TryConsumeCountedAsync(caller.AccountId, Plans.QuotaStore.Requests, period.Start, included, CancellationToken.None);
+            if (used is null)
             {
                 limiter.Release(caller.KeyId, caller.AccountId, 0);
                 var wait = period.End - now;
@@ -160,6 +162,9 @@ internal sealed partial class GatewayHandler(
                 return;
             }
             quotaPeriod = period;
+            // Off the response's path: queued for the alerts engine, which writes only when a threshold is crossed.
+            var (subject, periodKey) = Plans.QuotaStore.AlertSubject(Plans.QuotaStore.Requests, period.Start);
+            alerts.PostUsage(caller.AccountId, subject, periodKey, used.Value, included);
         }
         var call = new Call(caller, requestId, request, targets, promptTokens, encoding, now, started)
         {
@@ -201,6 +206,7 @@ internal sealed partial class GatewayHandler(
                 }
                 call.Hold = held.Hold;
                 call.CapHolds = held.CapHolds;
+                call.CapLegs = budget.Legs;
             }
             call.MaxOutputTokens = maxOutput;
             call.ClampedOutputTokens = clampedOutput;
@@ -323,6 +329,8 @@ internal sealed partial class GatewayHandler(
         public Ledger.Transfer? Hold { get; set; }
         /// <summary>The holds on the call's spend caps, settled and released together with <see cref="Hold"/>.</summary>
         public IReadOnlyList<Ledger.Transfer> CapHolds { get; set; } = [];
+        /// <summary>The caps behind <see cref="CapHolds"/>, in the same order.</summary>
+        public IReadOnlyList<Budgets.CapLeg> CapLegs { get; set; } = [];
         public string? CustomerId { get; init; }
         public long MaxOutputTokens { get; set; }
         public long? ClampedOutputTokens { get; set; }

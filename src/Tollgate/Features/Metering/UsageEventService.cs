@@ -81,7 +81,7 @@ public sealed record UsageEventResult(
 /// </summary>
 internal sealed partial class UsageEventService(
     LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, Plans.PlanCatalog plans, Budgets.BudgetService budgets,
-    IOptions<MeteringOptions> options, TimeProvider time, ILogger<UsageEventService> logger)
+    IOptions<MeteringOptions> options, TimeProvider time, Alerts.AlertService alerts, ILogger<UsageEventService> logger)
 {
     public const int MaxBatchEvents = 1_000;
     public const int MaxModelLength = 200;
@@ -152,6 +152,7 @@ internal sealed partial class UsageEventService(
             ? Task.FromResult<(TransferResult?, Budgets.CapLeg?)>((null, null))
             : ChargeAsync(w.Transfer, budgetsByCustomer[w.Record.CustomerId ?? ""], sink, ct)));
         var toStore = new List<(Work Work, UsageRecord Record, bool Replayed)>(fresh.Count);
+        long? lowestBalance = null;
         for (var i = 0; i < fresh.Count; i++)
         {
             var w = fresh[i];
@@ -176,6 +177,7 @@ internal sealed partial class UsageEventService(
                     // Without a client timestamp the event happened when it was charged (the original charge, on a replay).
                     var record = w.Event.Timestamp is null ? w.Record with { OccurredAt = charge.Value.Transfer!.Timestamp } : w.Record;
                     toStore.Add((w, record, charge.Value.Code == TransferResultCode.Replayed));
+                    if (charge.Value.Code == TransferResultCode.Ok) lowestBalance = Math.Min(lowestBalance ?? long.MaxValue, charge.Value.Transfer!.DebitBalanceAfter);
                     break;
                 case TransferResultCode.InsufficientFunds:
                     results[w.Index] = UsageEventResult.Rejected(w.Event.Id, "insufficient_credits",
@@ -189,6 +191,9 @@ internal sealed partial class UsageEventService(
                     break;
             }
         }
+
+        // The lowest balance after this batch's charges, for low-balance alerts (queued: off the request's path).
+        if (lowestBalance is { } balance) alerts.PostBalance(caller.AccountId, balance);
 
         // 3. Record what was charged (or needs review). A record that already exists was written by a concurrent twin.
         // Not cancelled with the request: once money has moved, a client that hung up must not leave it unrecorded.

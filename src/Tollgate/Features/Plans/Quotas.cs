@@ -46,6 +46,25 @@ internal sealed class QuotaStore(Database db)
         return changed == 1;
     }
 
+    /// <summary>
+    /// Takes one unit like <see cref="TryConsumeAsync"/> and returns the period's count after it (for usage alerts),
+    /// or null when the <paramref name="limit"/> is used up.
+    /// </summary>
+    public async Task<long?> TryConsumeCountedAsync(string accountId, string kind, DateTimeOffset periodStart, long limit, CancellationToken ct)
+    {
+        if (limit <= 0) return null;
+        await using var c = await db.OpenAsync(ct);
+        return await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition("""
+            INSERT INTO quota_usage (account_id, kind, period_start, used) VALUES (@accountId, @kind, @start, 1)
+            ON CONFLICT (account_id, kind, period_start) DO UPDATE SET used = quota_usage.used + 1 WHERE quota_usage.used < @limit
+            RETURNING used
+            """, new { accountId, kind, start = UnixMicros.From(periodStart), limit }, cancellationToken: ct));
+    }
+
+    /// <summary>The alert subject and period key of a quota kind in a period (see <c>AlertService.ObserveUsageAsync</c>).</summary>
+    public static (string Subject, string PeriodKey) AlertSubject(string kind, DateTimeOffset periodStart) =>
+        ("quota:" + kind, periodStart.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture));
+
     /// <summary>Gives one unit back (the call delivered nothing).</summary>
     public async Task ReleaseAsync(string accountId, string kind, DateTimeOffset periodStart)
     {
