@@ -59,12 +59,12 @@ internal static class AlertApi
     }
 
     /// <summary>Polls an endpoint's deliveries until <paramref name="done"/> holds for them.</summary>
-    public static async Task<List<JsonElement>> WaitForDeliveriesAsync(this Customer c, string webhookId, Func<List<JsonElement>, bool> done, int seconds = 20)
+    public static async Task<List<JsonElement>> WaitForDeliveriesAsync(this Customer c, string webhookId, Func<List<JsonElement>, bool> done, int seconds = 20, int limit = 50)
     {
         var until = DateTime.UtcNow.AddSeconds(seconds);
         while (true)
         {
-            var page = await c.Client.GetFromJsonAsync<JsonElement>($"/api/v1/webhooks/{webhookId}/deliveries");
+            var page = await c.Client.GetFromJsonAsync<JsonElement>($"/api/v1/webhooks/{webhookId}/deliveries?limit={limit}");
             var data = page.GetProperty("data").EnumerateArray().ToList();
             if (done(data)) return data;
             Assert.True(DateTime.UtcNow < until, $"deliveries did not reach the expected state within {seconds} s: {page}");
