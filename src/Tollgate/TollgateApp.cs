@@ -105,6 +105,8 @@ public static class TollgateApp
         Features.Plans.PlanEndpoints.MapPlan(app);
         Features.Plans.EntitlementEndpoints.MapEntitlements(app);
         Features.Members.MemberEndpoints.MapMembers(app);
+        Features.Plans.AdminPlanEndpoints.MapAdminPlans(app);
+        Features.Plans.SubscriptionEndpoints.MapSubscriptions(app);
         app.MapAdminPricing();
         return app;
     }
@@ -138,6 +140,8 @@ public static class TollgateApp
         await app.Services.GetRequiredService<Migrator>().MigrateAsync(ct);
         // Admin-API price overrides (database) are in force before the first request.
         await app.Services.GetRequiredService<PriceOverrideService>().ReloadAsync(force: true, ct);
+        // Admin-API plans likewise.
+        await app.Services.GetRequiredService<Features.Plans.PlanDefinitionService>().ReloadAsync(force: true, ct);
         return await app.Services.GetRequiredService<AdminKeys>().InitialiseAsync(ct);
     }
 }
