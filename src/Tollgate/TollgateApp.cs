@@ -50,7 +50,8 @@ public static class TollgateApp
         var target = DatabaseTarget.Parse(database ?? builder.Configuration["TOLLGATE_DATABASE"] ?? builder.Configuration["Tollgate:Database"]);
         var services = builder.Services;
 
-        services.AddSingleton(TimeProvider.System);
+        // TryAdd: a host (or a test) may have registered its own clock in `configure`.
+        Microsoft.Extensions.DependencyInjection.Extensions.ServiceCollectionDescriptorExtensions.TryAddSingleton(services, TimeProvider.System);
         // A factory registration, so the container owns the data source and disposes it (closing pooled connections).
         services.AddSingleton(_ => new Database(target));
         services.AddSingleton<Migrator>();

@@ -38,7 +38,9 @@ public sealed class TestApp : IAsyncDisposable
 
     public static readonly JsonSerializerOptions Json = Tollgate.TollgateApp.ConfigureJson(new JsonSerializerOptions(JsonSerializerDefaults.Web));
 
-    public static async Task<TestApp> StartAsync(string engine, IDictionary<string, string?>? settings = null, string? database = null)
+    /// <param name="services">Extra service registrations made before the app's own, e.g. a manual <see cref="TimeProvider"/>.</param>
+    public static async Task<TestApp> StartAsync(string engine, IDictionary<string, string?>? settings = null, string? database = null,
+        Action<IServiceCollection>? services = null)
     {
         database ??= await TestDatabases.CreateAsync(engine);
         var app = Tollgate.TollgateApp.Build(["--urls", "http://127.0.0.1:0"], database, b =>
@@ -50,6 +52,7 @@ public sealed class TestApp : IAsyncDisposable
             });
             if (settings is not null) b.Configuration.AddInMemoryCollection(settings);
             b.Logging.SetMinimumLevel(LogLevel.Warning);
+            services?.Invoke(b.Services);
         });
         await Tollgate.TollgateApp.PrepareAsync(app);
         await app.StartAsync();

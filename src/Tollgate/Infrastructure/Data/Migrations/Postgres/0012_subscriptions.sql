@@ -43,7 +43,7 @@ CREATE TABLE subscriptions (
     current_period_start    bigint  NOT NULL,
     current_period_end      bigint  NOT NULL,
     trial_end               bigint,
-    cancel_at_period_end    integer NOT NULL DEFAULT 0,
+    cancel_at_period_end    bigint  NOT NULL DEFAULT 0,
     pending_plan_id         text,
     pending_interval        text,
     canceled_at             bigint,
