@@ -319,4 +319,69 @@ public sealed class SubscriptionTests
         Assert.Equal(("external", "pro", 0L), (external.GetProperty("subscription").Str("billing"), external.GetProperty("subscription").Str("plan"), external.Long("fee_micros")));
         Assert.Equal(100_000_000, await BalanceAsync(a));
     }
+
+    [Theory, MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task Two_processes_renewing_and_concurrent_upgrades_charge_once(string engine)
+    {
+        var clock = new ManualTimeProvider(Start);
+        await using var app = await TestApp.StartAsync(engine, Settings, services: s => s.AddSingleton<TimeProvider>(clock));
+        await using var other = await TestApp.StartAsync(engine, Settings, database: app.DatabaseConnection, services: s => s.AddSingleton<TimeProvider>(clock));
+        using var c = await app.CustomerAsync(500_000_000);
+        await OkAsync(SubscribeAsync(c, "starter"));
+        clock.Advance(TimeSpan.FromDays(10));
+
+        var upgrades = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => SubscribeAsync(c, "pro")));
+        Assert.All(upgrades, r => Assert.True(r.StatusCode is HttpStatusCode.OK or HttpStatusCode.Conflict, r.StatusCode.ToString()));
+        Assert.Contains(upgrades, r => r.StatusCode == HttpStatusCode.OK);
+        Assert.Single(await LedgerLinesAsync(app, c.AccountId, "proration_credit"));
+        Assert.Equal(500_000_000 - 29_000_000 + 19_645_161 - 67_064_517, await BalanceAsync(c));
+
+        clock.Advance(Start.AddMonths(1) - clock.GetUtcNow());
+        await Task.WhenAll(app.Get<SubscriptionService>().RenewDueAsync(CancellationToken.None),
+            other.Get<SubscriptionService>().RenewDueAsync(CancellationToken.None));
+        Assert.Equal(3, (await LedgerLinesAsync(app, c.AccountId, "subscription_fee")).Count);
+        Assert.Equal(500_000_000 - 29_000_000 + 19_645_161 - 67_064_517 - 99_000_000, await BalanceAsync(c));
+        var sub = (await OkAsync(c.Client.GetAsync("/api/v1/subscription"))).GetProperty("subscription");
+        Assert.Equal(Start.AddMonths(2), sub.GetProperty("current_period_end").GetDateTimeOffset());
+    }
+
+    [Theory, MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task A_yearly_interval_has_twelve_month_periods_and_switching_to_it_starts_a_new_period(string engine)
+    {
+        var (app, clock) = await StartAsync(engine);
+        await using var _ = app;
+        using var c = await app.CustomerAsync(500_000_000);
+        await OkAsync(SubscribeAsync(c, "starter"));
+        clock.Advance(TimeSpan.FromDays(10));
+
+        // Monthly $29 → yearly $290: the unused 21/31 of the month is credited, the year charged in full from now.
+        var yearly = await OkAsync(SubscribeAsync(c, "starter", "year"));
+        Assert.Equal(("upgraded", 19_645_161L, 290_000_000L), (yearly.Str("change"), yearly.Long("proration_credit_micros"), yearly.Long("fee_micros")));
+        var sub = yearly.GetProperty("subscription");
+        Assert.Equal((Start.AddDays(10), Start.AddDays(10).AddMonths(12)),
+            (sub.GetProperty("current_period_start").GetDateTimeOffset(), sub.GetProperty("current_period_end").GetDateTimeOffset()));
+        clock.Advance(TimeSpan.FromDays(40));
+        var plan = await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/plan");
+        Assert.Equal(Start.AddDays(10).AddMonths(12), plan.GetProperty("period_end").GetDateTimeOffset());
+    }
+
+    [Theory, MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task The_hosted_sweeper_renews_due_subscriptions_on_its_own(string engine)
+    {
+        var clock = new ManualTimeProvider(Start);
+        await using var app = await TestApp.StartAsync(engine, new Dictionary<string, string?>(Settings) { ["Tollgate:Subscriptions:SweepSeconds"] = "1" },
+            services: s => s.AddSingleton<TimeProvider>(clock));
+        using var c = await app.CustomerAsync(100_000_000);
+        await OkAsync(SubscribeAsync(c, "starter"));
+        clock.Advance(TimeSpan.FromDays(31));
+        JsonElement sub = default;
+        for (var i = 0; i < 50; i++)
+        {
+            sub = (await OkAsync(c.Client.GetAsync("/api/v1/subscription"))).GetProperty("subscription");
+            if (sub.GetProperty("current_period_end").GetDateTimeOffset() > Start.AddMonths(1)) break;
+            await Task.Delay(200);
+        }
+        Assert.Equal(Start.AddMonths(2), sub.GetProperty("current_period_end").GetDateTimeOffset());
+        Assert.Equal(100_000_000 - 2 * 29_000_000, await BalanceAsync(c));
+    }
 }
