@@ -318,6 +318,12 @@ public sealed class SubscriptionTests
             AdminApi.JsonBody("""{"plan":"pro","interval":"year","billing":"external"}""")));
         Assert.Equal(("external", "pro", 0L), (external.GetProperty("subscription").Str("billing"), external.GetProperty("subscription").Str("plan"), external.Long("fee_micros")));
         Assert.Equal(100_000_000, await BalanceAsync(a));
+        // The customer cannot change an externally billed plan here, and once it ends a new subscription pays from credits.
+        Assert.Equal("billing_external", (await MeteringApi.BodyAsync(await SubscribeAsync(a, "starter"), HttpStatusCode.Conflict)).Str("code"));
+        await OkAsync(a.Client.PostAsync("/api/v1/subscription/cancel", AdminApi.JsonBody("""{"at_period_end":false}""")));
+        var again = await OkAsync(SubscribeAsync(a, "starter"));
+        Assert.Equal(("credits", 29_000_000L), (again.GetProperty("subscription").Str("billing"), again.Long("fee_micros")));
+        Assert.Equal(71_000_000, await BalanceAsync(a));
     }
 
     [Theory, MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]

@@ -57,7 +57,11 @@ internal static class SubscriptionEndpoints
         SubscribeInput input, HttpContext http, SubscriptionService subscriptions, CancellationToken ct)
     {
         if (Check(input.Plan, input.Interval, null) is { } invalid) return invalid;
-        return Answer(await subscriptions.ChangePlanAsync(http.GetCaller().AccountId, input.Plan!, input.Interval ?? BillingIntervals.Month, null, ct));
+        var accountId = http.GetCaller().AccountId;
+        // Plan changes of a subscription paid elsewhere go through that payment provider (its checkout and webhooks).
+        if (await subscriptions.GetAsync(accountId, ct) is { IsLive: true, Billing: SubscriptionBilling.External })
+            return Problems.Conflict("billing_external", "This subscription is billed by the payment provider; change its plan there.");
+        return Answer(await subscriptions.ChangePlanAsync(accountId, input.Plan!, input.Interval ?? BillingIntervals.Month, null, ct));
     }
 
     private static async Task<Results<Ok<SubscriptionChangeResponse>, ProblemHttpResult>> Cancel(

@@ -78,7 +78,8 @@ internal sealed partial class SubscriptionService(
         var months = BillingIntervals.Months(interval);
         if (!target.IsFree && target.PriceMicros(months) is null)
             return new(SubscriptionOutcome.IntervalNotOffered, Message: $"The plan '{planId}' has no {interval}ly price.");
-        if (current is null || !current.IsLive) return await StartAsync(account, current, target, interval, billing ?? current?.Billing ?? SubscriptionBilling.Credits, null, null, ct);
+        // A new subscription pays from credits unless told otherwise: an ended external one does not make the next one free.
+        if (current is null || !current.IsLive) return await StartAsync(account, current, target, interval, billing ?? SubscriptionBilling.Credits, null, null, ct);
 
         var now = time.GetUtcNow();
         var next = current with { Revision = current.Revision + 1, UpdatedAt = now };
