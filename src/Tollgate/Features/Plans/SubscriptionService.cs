@@ -70,6 +70,8 @@ internal sealed partial class SubscriptionService(
     /// </summary>
     public async Task<SubscriptionResult> ChangePlanAsync(string accountId, string planId, string interval, string? billing, CancellationToken ct)
     {
+        if (!BillingIntervals.IsValid(interval) || billing is not null && !SubscriptionBilling.IsValid(billing))
+            return new(SubscriptionOutcome.InvalidState, Message: "'interval' must be month or year and 'billing' credits or external.");
         if (await accounts.GetAsync(accountId, ct) is not { } account) return new(SubscriptionOutcome.AccountNotFound);
         var current = await store.GetAsync(accountId, ct);
         var unchangedTarget = current is { IsLive: true } && current.PlanId == planId && current.Interval == interval;
@@ -146,6 +148,7 @@ internal sealed partial class SubscriptionService(
     public async Task<SubscriptionResult> ActivateAsync(string accountId, string planId, string interval, string? stripeSubscriptionId, string? stripeCustomerId,
         CancellationToken ct)
     {
+        if (!BillingIntervals.IsValid(interval)) return new(SubscriptionOutcome.InvalidState, Message: "'interval' must be month or year.");
         if (await accounts.GetAsync(accountId, ct) is not { } account) return new(SubscriptionOutcome.AccountNotFound);
         if (!plans.Exists(planId)) return new(SubscriptionOutcome.PlanNotAvailable, Message: $"The plan '{planId}' does not exist.");
         var current = await store.GetAsync(accountId, ct);
