@@ -124,6 +124,8 @@ public static class TollgateApp
         Features.Budgets.BudgetEndpoints.MapBudgets(app);
         Features.Payments.CreditPackEndpoints.MapCreditPacks(app);
         Features.Payments.Stripe.StripeEndpoints.MapStripe(app);
+        Features.Plans.AdminPlanEndpoints.MapAdminPlans(app);
+        Features.Plans.SubscriptionEndpoints.MapSubscriptions(app);
         app.MapAdminPricing();
         Features.Webhooks.WebhookEndpoints.MapWebhooks(app);
         Features.Alerts.AlertEndpoints.MapAlerts(app);
@@ -159,6 +161,8 @@ public static class TollgateApp
         await app.Services.GetRequiredService<Migrator>().MigrateAsync(ct);
         // Admin-API price overrides (database) are in force before the first request.
         await app.Services.GetRequiredService<PriceOverrideService>().ReloadAsync(force: true, ct);
+        // Admin-API plans likewise.
+        await app.Services.GetRequiredService<Features.Plans.PlanDefinitionService>().ReloadAsync(force: true, ct);
         return await app.Services.GetRequiredService<AdminKeys>().InitialiseAsync(ct);
     }
 }

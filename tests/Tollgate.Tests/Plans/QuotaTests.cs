@@ -20,6 +20,17 @@ public sealed class PlanPeriodTests
     [InlineData("2028-01-31T00:00:00Z", "2028-02-29T00:00:00Z", "2028-02-29T00:00:00Z", "2028-03-31T00:00:00Z")]
     public void A_monthly_period_runs_from_the_anchors_anniversary(string anchor, string now, string start, string end) =>
         Assert.Equal(new PlanPeriod(At(start), At(end)), PlanPeriod.Monthly(At(anchor), At(now)));
+
+    [Theory]
+    [InlineData("2026-01-15T10:00:00Z", "2026-06-01T00:00:00Z", "2026-01-15T10:00:00Z", "2027-01-15T10:00:00Z")]
+    [InlineData("2026-01-15T10:00:00Z", "2027-01-15T09:59:59Z", "2026-01-15T10:00:00Z", "2027-01-15T10:00:00Z")]
+    [InlineData("2026-01-15T10:00:00Z", "2027-01-15T10:00:00Z", "2027-01-15T10:00:00Z", "2028-01-15T10:00:00Z")]
+    [InlineData("2026-01-15T10:00:00Z", "2029-03-01T00:00:00Z", "2029-01-15T10:00:00Z", "2030-01-15T10:00:00Z")]
+    // A leap day anchor renews on 28 February in common years and on the 29th again in leap years.
+    [InlineData("2028-02-29T00:00:00Z", "2029-03-01T00:00:00Z", "2029-02-28T00:00:00Z", "2030-02-28T00:00:00Z")]
+    [InlineData("2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z", "2032-02-29T00:00:00Z", "2033-02-28T00:00:00Z")]
+    public void A_yearly_period_runs_from_the_anchors_anniversary(string anchor, string now, string start, string end) =>
+        Assert.Equal(new PlanPeriod(At(start), At(end)), PlanPeriod.Every(At(anchor), 12, At(now)));
 }
 
 /// <summary>A plan's included requests per period: exact under concurrency, refused with 429 quota_exceeded, and not used up by calls that deliver nothing.</summary>

@@ -12,6 +12,12 @@ public sealed record Account(string Id, string Name, long LedgerAccountId, DateT
 
     /// <summary>When the account's plan began (its periods count from here); the account's creation until a plan is set.</summary>
     public DateTimeOffset PlanAnchor { get; init; }
+
+    /// <summary>The plan version a subscription holds the account to (null: the plan's current definition).</summary>
+    public long? PlanVersion { get; init; }
+
+    /// <summary>Length of the plan's periods in months (1 or 12).</summary>
+    public int PlanPeriodMonths { get; init; } = 1;
 }
 
 internal interface IAccountStore
@@ -27,11 +33,13 @@ internal interface IAccountStore
 /// <summary>Portable SQL for both engines.</summary>
 internal sealed class AccountStore(Database db, TimeProvider time) : IAccountStore
 {
-    private sealed record Row(string id, string name, long ledger_account_id, long created_at, string plan_id, long? plan_anchor)
+    private sealed record Row(string id, string name, long ledger_account_id, long created_at, string plan_id, long? plan_anchor,
+        long? plan_version = null, long plan_period_months = 1)
     {
         public Account ToAccount() => new(id, name, ledger_account_id, UnixMicros.ToDateTimeOffset(created_at))
         {
             PlanId = plan_id, PlanAnchor = UnixMicros.ToDateTimeOffset(plan_anchor ?? created_at),
+            PlanVersion = plan_version, PlanPeriodMonths = (int)plan_period_months,
         };
     }
 
@@ -50,7 +58,7 @@ internal sealed class AccountStore(Database db, TimeProvider time) : IAccountSto
     {
         await using var c = await db.OpenAsync(ct);
         var row = await c.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(
-            "SELECT id, name, ledger_account_id, created_at, plan_id, plan_anchor FROM accounts WHERE id = @id", new { id }, cancellationToken: ct));
+            "SELECT id, name, ledger_account_id, created_at, plan_id, plan_anchor, plan_version, plan_period_months FROM accounts WHERE id = @id", new { id }, cancellationToken: ct));
         return row?.ToAccount();
     }
 
@@ -64,7 +72,7 @@ internal sealed class AccountStore(Database db, TimeProvider time) : IAccountSto
     {
         await using var c = await db.OpenAsync(ct);
         // A new plan starts a new period now (anniversary billing from the change).
-        return await c.ExecuteAsync(new CommandDefinition("UPDATE accounts SET plan_id = @planId, plan_anchor = @now WHERE id = @id",
+        return await c.ExecuteAsync(new CommandDefinition("UPDATE accounts SET plan_id = @planId, plan_anchor = @now, plan_version = NULL, plan_period_months = 1 WHERE id = @id",
             new { id, planId, now = time.GetUtcNowMicros() }, cancellationToken: ct)) == 1;
     }
 }

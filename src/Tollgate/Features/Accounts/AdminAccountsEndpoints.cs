@@ -53,13 +53,19 @@ internal static class AdminAccountsEndpoints
         return TypedResults.Created($"/admin/v1/accounts/{account.Account.Id}", AccountResponse.From(account, credits));
     }
 
-    /// <summary>Puts an account on a configured plan (effective on the gateway within the key cache time, 1 s).</summary>
+    /// <summary>
+    /// Puts an account without a subscription on a plan (effective on the gateway within the key cache time, 1 s).
+    /// An account with a live subscription changes plan through its subscription, which keeps the two in step.
+    /// </summary>
     private static async Task<Results<Ok<AccountResponse>, ProblemHttpResult>> SetPlan(
-        string id, PlanInput input, AccountService accounts, IAccountStore store, Plans.PlanCatalog plans, Plans.PlanCreditsService planCredits, CreditUnit credits,
-        CancellationToken ct)
+        string id, PlanInput input, AccountService accounts, IAccountStore store, Plans.PlanCatalog plans, Plans.PlanCreditsService planCredits,
+        Plans.SubscriptionService subscriptions, CreditUnit credits, CancellationToken ct)
     {
         if (string.IsNullOrEmpty(input.Plan) || !plans.Exists(input.Plan))
             return Problems.BadRequest("invalid_request", $"'plan' must be one of: {string.Join(", ", plans.All.Select(p => p.Id))}.", "plan");
+        if (await subscriptions.GetAsync(id, ct) is { IsLive: true } live)
+            return Problems.Conflict("subscription_active",
+                $"The account has a live subscription ({live.Id}, plan '{live.PlanId}'); change it with POST /admin/v1/accounts/{id}/subscription.");
         if (!await store.SetPlanAsync(id, input.Plan, ct)) return Problems.NotFound("account", id);
         // A new plan's first period starts now: its included credits too.
         await planCredits.GrantDueAsync(ct, id);

@@ -35,7 +35,7 @@ internal static class GatewayEndpoints
     private static async Task<IResult> ListModels(HttpContext http, ApiKeyAuthenticator authenticator, ModelRouter router, Plans.PlanCatalog plans)
     {
         if (await AuthenticateAsync(http, authenticator) is not { } caller) return GatewayError.InvalidApiKey();
-        var plan = plans.Get(caller.PlanId);
+        var plan = plans.For(caller);
         var data = router.Callable().Where(x => caller.Settings.AllowsModel(x.Model.Key) && plan.AllowsModel(x.Model.Key))
             .Select(x => ModelObject(x.Model.Key, x.Provider.Name, x.Model.Model.ContextWindow)).ToList();
         return TypedResults.Json(new Dictionary<string, object> { ["object"] = "list", ["data"] = data });
@@ -44,7 +44,7 @@ internal static class GatewayEndpoints
     private static async Task<IResult> GetModel(string id, HttpContext http, ApiKeyAuthenticator authenticator, ModelRouter router, Plans.PlanCatalog plans)
     {
         if (await AuthenticateAsync(http, authenticator) is not { } caller) return GatewayError.InvalidApiKey();
-        var found = router.Callable().FirstOrDefault(x => x.Model.Key == id && caller.Settings.AllowsModel(id) && plans.Get(caller.PlanId).AllowsModel(id));
+        var found = router.Callable().FirstOrDefault(x => x.Model.Key == id && caller.Settings.AllowsModel(id) && plans.For(caller).AllowsModel(id));
         return found.Model is null
             ? new GatewayError(404, "model_not_found", $"The model '{id}' does not exist or is not served here.", "model")
             : TypedResults.Json(ModelObject(found.Model.Key, found.Provider.Name, found.Model.Model.ContextWindow));

@@ -70,7 +70,7 @@ internal sealed partial class GatewayHandler(
         var (customerId, customerError) = ResolveCustomer(http.Request, caller, request, dialect);
         if (customerError is not null) { await customerError.ExecuteAsync(http); return; }
 
-        var plan = plans.Get(caller.PlanId);
+        var plan = plans.For(caller);
         if (request.HasTools && !plan.Has(Plans.PlanFeatures.Tools))
         {
             await new GatewayError(403, "feature_not_in_plan", $"Tool calling is not part of the plan '{plan.Id}'.", "tools") { Dialect = dialect }.ExecuteAsync(http);
@@ -144,27 +144,14 @@ internal sealed partial class GatewayHandler(
                 Extra: new Dictionary<string, object?> { ["limit"] = limited.Limit, ["scope"] = limited.Scope }) { Dialect = dialect }.ExecuteAsync(http);
             return;
         }
-        // The plan's included requests: taken now (a call straddling the period end counts in the period it started),
-        // given back below if the call delivers nothing.
-        Plans.PlanPeriod? quotaPeriod = null;
-        if (plan.IncludedRequests is { } included)
+        // The plan's included requests and tokens: checked and taken now (a call straddling the period end counts in the
+        // period it started), the request given back below if the call delivers nothing.
+        var (quotaPeriod, quotaError) = await TakeQuotasAsync(http, caller, plan, now);
+        if (quotaError is not null)
         {
-            var period = Plans.PlanPeriod.Monthly(caller.PlanAnchor, now);
-            var used = await quotas.TryConsumeCountedAsync(caller.AccountId, Plans.QuotaStore.Requests, period.Start, included, CancellationToken.None);
-            if (used is null)
-            {
-                limiter.Release(caller.KeyId, caller.AccountId, 0);
-                var wait = period.End - now;
-                http.Response.Headers.RetryAfter = ((long)Math.Ceiling(wait.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
-                await new GatewayError(429, "quota_exceeded",
-                    $"The plan '{plan.Id}' includes {included} requests per period and they are used up; the quota resets at {period.End:O}.",
-                    Extra: new Dictionary<string, object?> { ["limit"] = included, ["resets_at"] = period.End }) { Dialect = dialect }.ExecuteAsync(http);
-                return;
-            }
-            quotaPeriod = period;
-            // Off the response's path: queued for the alerts engine, which writes only when a threshold is crossed.
-            var (subject, periodKey) = Plans.QuotaStore.AlertSubject(Plans.QuotaStore.Requests, period.Start);
-            alerts.PostUsage(caller.AccountId, subject, periodKey, used.Value, included);
+            limiter.Release(caller.KeyId, caller.AccountId, 0);
+            await (quotaError with { Dialect = dialect }).ExecuteAsync(http);
+            return;
         }
         var call = new Call(caller, requestId, request, targets, promptTokens, encoding, now, started)
         {
@@ -226,7 +213,7 @@ internal sealed partial class GatewayHandler(
         finally
         {
             limiter.Release(caller.KeyId, caller.AccountId, call.UsedTokens);
-            if (quotaPeriod is { } taken && !call.Delivered) await quotas.ReleaseAsync(caller.AccountId, Plans.QuotaStore.Requests, taken.Start);
+            if (quotaPeriod is { } taken) await SettleQuotasAsync(caller, plan, taken, call.Delivered, call.UsedTokens);
         }
     }
 

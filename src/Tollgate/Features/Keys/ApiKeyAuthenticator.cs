@@ -25,6 +25,12 @@ public sealed record Caller(string KeyId, string AccountId, long LedgerAccountId
     /// <summary>When the account's plan began (its periods count from here).</summary>
     public DateTimeOffset PlanAnchor { get; init; }
 
+    /// <summary>The plan version the account's subscription holds (null: the plan's current definition).</summary>
+    public long? PlanVersion { get; init; }
+
+    /// <summary>Length of the account's plan periods in months: 1 (monthly) or 12 (yearly).</summary>
+    public int PlanPeriodMonths { get; init; } = 1;
+
     /// <summary>For a dashboard session, the member's role in the account; null for an API key (which acts as the account).</summary>
     public string? Role { get; init; }
     public string? UserId { get; init; }
@@ -83,7 +89,8 @@ internal sealed class ApiKeyAuthenticator(IApiKeyStore keys, IAccountStore accou
         {
             caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type)
             {
-                Settings = key.Settings, PlanId = account.PlanId, PlanAnchor = account.PlanAnchor, KeyLineageId = key.LineageId,
+                Settings = key.Settings, PlanId = account.PlanId, PlanAnchor = account.PlanAnchor, PlanVersion = account.PlanVersion,
+                PlanPeriodMonths = account.PlanPeriodMonths, KeyLineageId = key.LineageId,
             };
             if (Live(caller, now) is not null) await TouchAsync(key, now, ct);
         }

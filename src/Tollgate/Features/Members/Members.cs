@@ -150,7 +150,7 @@ internal sealed class MemberService(Database db, IAccountStore accounts, TimePro
         if (await accounts.GetAsync(row.account_id, ct) is not { } account) return null;
         return new Caller("session:" + row.id, account.Id, account.LedgerAccountId)
         {
-            PlanId = account.PlanId, PlanAnchor = account.PlanAnchor, Role = row.role, UserId = row.user_id,
+            PlanId = account.PlanId, PlanAnchor = account.PlanAnchor, PlanVersion = account.PlanVersion, PlanPeriodMonths = account.PlanPeriodMonths, Role = row.role, UserId = row.user_id,
         };
     }
 

@@ -73,7 +73,7 @@ internal static class MeteringEndpoints
         if (!AuthorizationService.IsValidClientId(input.Id)) return InvalidId("id");
         if (input.Model is not null)
         {
-            var estimate = Estimate(input, catalog, plans.Get(http.GetCaller().PlanId).Markup, time.GetUtcNow());
+            var estimate = Estimate(input, catalog, plans.For(http.GetCaller()).Markup, time.GetUtcNow());
             if (estimate.Problem is { } problem) return problem;
             input = input with { AmountMicros = estimate.Amount };
         }

@@ -78,7 +78,7 @@ internal sealed partial class RerateService(
         // Each account is priced under its plan (as it is now: the plan at the time of the call is not kept).
         var planMarkups = new Dictionary<string, decimal?>(StringComparer.Ordinal);
         foreach (var accountId2 in items.Select(x => x.Record.AccountId).Distinct())
-            planMarkups[accountId2] = plans.Get((await accounts.GetAsync(accountId2, ct))?.PlanId).Markup;
+            planMarkups[accountId2] = await accounts.GetAsync(accountId2, ct) is { } held ? plans.Get(held.PlanId, held.PlanVersion).Markup : plans.Default.Markup;
         var toMark = new List<(int Index, UsageRecord Rated)>();
 
         for (var i = 0; i < items.Count; i++)

@@ -260,7 +260,7 @@ internal sealed partial class UsageEventService(
         }
 
         var model = resolution.Model!;
-        var rating = Rater.Rate(model, e.Tokens, at, plans.Get(caller.PlanId).Markup);
+        var rating = Rater.Rate(model, e.Tokens, at, plans.For(caller).Markup);
         // An internal key's usage is priced and recorded like any other, but never debited.
         var transferId = rating.UserPriceMicros > 0 && !caller.IsInternal ? TransferId(caller, e.Id) : null;
         record = record with

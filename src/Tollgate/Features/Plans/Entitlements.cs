@@ -113,7 +113,7 @@ internal static class EntitlementEndpoints
     private static async Task<Ok<EntitlementsResponse>> List(HttpContext http, PlanCatalog plans, EntitlementStore store, CancellationToken ct)
     {
         var caller = http.GetCaller();
-        var plan = plans.Get(caller.PlanId);
+        var plan = plans.For(caller);
         var views = new List<EntitlementView>();
         foreach (var (feature, limit) in plan.Entitlements.OrderBy(e => e.Key, StringComparer.Ordinal))
         {
@@ -129,7 +129,7 @@ internal static class EntitlementEndpoints
         var quantity = input.Quantity ?? 1;
         if (quantity < 1) return Problems.BadRequest("invalid_request", "'quantity' must be at least 1.", "quantity");
         var caller = http.GetCaller();
-        var plan = plans.Get(caller.PlanId);
+        var plan = plans.For(caller);
         if (!plan.Entitlements.TryGetValue(input.Feature, out var limit))
             return TypedResults.Ok(new CheckResponse(input.Feature, plan.Features?.Contains(input.Feature) == true, null, null, null));
         var used = await store.UsedAsync(caller.AccountId, input.Feature, ct);
@@ -145,7 +145,7 @@ internal static class EntitlementEndpoints
         if (quantity == 0 || Math.Abs(quantity) > 1_000_000)
             return Problems.BadRequest("invalid_request", "'quantity' must be a non-zero integer (negative gives units back).", "quantity");
         var caller = http.GetCaller();
-        var plan = plans.Get(caller.PlanId);
+        var plan = plans.For(caller);
         if (!plan.Entitlements.TryGetValue(feature, out var limit))
             return Problems.Create(StatusCodes.Status403Forbidden, "feature_not_in_plan", $"The plan '{plan.Id}' has no counted entitlement '{feature}'.");
         var result = await store.UseAsync(caller.AccountId, input.Id, feature, quantity, limit, ct);

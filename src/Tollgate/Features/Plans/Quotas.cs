@@ -12,17 +12,27 @@ public readonly record struct PlanPeriod(DateTimeOffset Start, DateTimeOffset En
     /// on the 31st renews on the last day of shorter months and on the 31st again after (months are added to the
     /// anchor, never chained, so a short month does not shift later periods).
     /// </summary>
-    public static PlanPeriod Monthly(DateTimeOffset anchor, DateTimeOffset now)
+    public static PlanPeriod Monthly(DateTimeOffset anchor, DateTimeOffset now) => Every(anchor, 1, now);
+
+    /// <summary>
+    /// The period of <paramref name="months"/> months (1 monthly, 12 yearly) containing <paramref name="now"/>, counted
+    /// from <paramref name="anchor"/> the same way as <see cref="Monthly"/>.
+    /// </summary>
+    public static PlanPeriod Every(DateTimeOffset anchor, int months, DateTimeOffset now)
     {
+        if (months < 1) throw new ArgumentOutOfRangeException(nameof(months));
         anchor = anchor.ToUniversalTime();
-        if (now < anchor) return new PlanPeriod(anchor, anchor.AddMonths(1));
-        var months = (now.Year - anchor.Year) * 12 + now.Month - anchor.Month;
-        var start = anchor.AddMonths(months);
-        if (start > now) start = anchor.AddMonths(--months);
-        var end = anchor.AddMonths(months + 1);
-        if (end <= now) (start, end) = (end, anchor.AddMonths(months + 2));
+        if (now < anchor) return new PlanPeriod(anchor, anchor.AddMonths(months));
+        var n = ((now.Year - anchor.Year) * 12 + now.Month - anchor.Month) / months;
+        var start = anchor.AddMonths(n * months);
+        if (start > now) start = anchor.AddMonths(--n * months);
+        var end = anchor.AddMonths((n + 1) * months);
+        if (end <= now) (start, end) = (end, anchor.AddMonths((n + 2) * months));
         return new PlanPeriod(start, end);
     }
+
+    /// <summary>The caller's current period (its plan's anchor and interval).</summary>
+    public static PlanPeriod Of(Keys.Caller caller, DateTimeOffset now) => Every(caller.PlanAnchor, caller.PlanPeriodMonths, now);
 }
 
 /// <summary>
@@ -33,6 +43,19 @@ public readonly record struct PlanPeriod(DateTimeOffset Start, DateTimeOffset En
 internal sealed class QuotaStore(Database db)
 {
     public const string Requests = "requests";
+    /// <summary>Gateway input + output tokens, added at settlement.</summary>
+    public const string Tokens = "tokens";
+
+    /// <summary>Adds <paramref name="amount"/> units whatever the limit (tokens at settlement, requests billed as overage).</summary>
+    public async Task AddAsync(string accountId, string kind, DateTimeOffset periodStart, long amount, CancellationToken ct)
+    {
+        if (amount <= 0) return;
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO quota_usage (account_id, kind, period_start, used) VALUES (@accountId, @kind, @start, @amount)
+            ON CONFLICT (account_id, kind, period_start) DO UPDATE SET used = quota_usage.used + @amount
+            """, new { accountId, kind, start = UnixMicros.From(periodStart), amount }, cancellationToken: ct));
+    }
 
     /// <summary>Takes one unit; false when the period's <paramref name="limit"/> is used up.</summary>
     public async Task<bool> TryConsumeAsync(string accountId, string kind, DateTimeOffset periodStart, long limit, CancellationToken ct)

@@ -132,7 +132,7 @@ internal static class PricingEndpoints
     {
         // Public, or keyed: with a valid API key the price is the one under the caller's plan.
         var caller = await authenticator.AuthenticateAsync(Admin.AdminAuthFilter.BearerToken(http.Request), http.RequestAborted);
-        var plan = plans.Get(caller?.PlanId);
+        var plan = caller is null ? plans.Default : plans.For(caller);
         if (string.IsNullOrWhiteSpace(input.Model))
             return Problems.BadRequest("invalid_request", "'model' is required, e.g. \"openai/gpt-4o\" or a bare name such as \"gpt-4o\".", "model");
         var usage = new TokenUsage(input.InputTokens ?? 0, input.OutputTokens ?? 0, input.CacheReadTokens ?? 0,
