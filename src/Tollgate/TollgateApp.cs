@@ -94,6 +94,8 @@ public static class TollgateApp
         services.AddSingleton<Features.Payments.Stripe.StripeStore>();
         services.AddSingleton<Features.Payments.Stripe.StripeBilling>();
         services.AddSingleton<Features.Payments.Stripe.StripeWebhooks>();
+        services.AddSingleton<Features.Payments.Stripe.StripeGraceSweeper>();
+        services.AddHostedService(sp => sp.GetRequiredService<Features.Payments.Stripe.StripeGraceSweeper>());
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);

@@ -174,6 +174,43 @@ internal sealed partial class SubscriptionService(
         return await SaveAsync(next, current, "activated", stripeSubscriptionId, SubscriptionOutcome.Changed, ct);
     }
 
+    /// <summary>
+    /// Mirrors a subscription billed elsewhere (Stripe) in the state that system reports: plan, interval, status
+    /// (<c>canceled</c> ends it now), cancel-at-period-end and the current period. Applying the same state twice changes
+    /// nothing; the caller decides which state is the latest.
+    /// </summary>
+    public async Task<SubscriptionResult> SyncExternalAsync(string accountId, string planId, string interval, string status, bool cancelAtPeriodEnd,
+        DateTimeOffset periodStart, DateTimeOffset periodEnd, string? stripeSubscriptionId, string? stripeCustomerId, CancellationToken ct)
+    {
+        if (!SubscriptionStatuses.IsValid(status)) return new(SubscriptionOutcome.InvalidState, Message: $"Unknown status '{status}'.");
+        if (status == SubscriptionStatuses.Canceled)
+        {
+            var live = await store.GetAsync(accountId, ct);
+            // Only the subscription that system canceled ends here, not a newer one the account has since taken out.
+            if (live is not { IsLive: true } || (stripeSubscriptionId is not null && live.StripeSubscriptionId != stripeSubscriptionId))
+                return new(SubscriptionOutcome.Unchanged, live);
+            return await CancelAsync(accountId, atPeriodEnd: false, ct);
+        }
+        var current = await store.GetAsync(accountId, ct);
+        if (current is not { IsLive: true } || current.Billing != SubscriptionBilling.External || current.PlanId != planId || current.Interval != interval)
+        {
+            var activated = await ActivateAsync(accountId, planId, interval, stripeSubscriptionId, stripeCustomerId, ct);
+            if (!activated.Succeeded) return activated;
+            current = activated.Subscription!;
+        }
+        if (periodEnd <= periodStart) (periodStart, periodEnd) = (current.CurrentPeriodStart, current.CurrentPeriodEnd);
+        var next = current with
+        {
+            Status = status, CancelAtPeriodEnd = cancelAtPeriodEnd, CurrentPeriodStart = periodStart, CurrentPeriodEnd = periodEnd,
+            // The external system's periods are anniversary periods too: counting from the current start gives the same boundaries.
+            Anchor = current.CurrentPeriodStart == periodStart ? current.Anchor : periodStart,
+            TrialEnd = status == SubscriptionStatuses.Trialing ? periodEnd : current.TrialEnd,
+            StripeSubscriptionId = stripeSubscriptionId ?? current.StripeSubscriptionId, StripeCustomerId = stripeCustomerId ?? current.StripeCustomerId,
+        };
+        if (next with { Revision = 0, UpdatedAt = default } == current with { Revision = 0, UpdatedAt = default }) return new(SubscriptionOutcome.Unchanged, current);
+        return await SaveAsync(next with { Revision = current.Revision + 1, UpdatedAt = time.GetUtcNow() }, current, "synced", stripeSubscriptionId, SubscriptionOutcome.Changed, ct);
+    }
+
     /// <summary>Sets the status (admin, payment webhooks): <c>canceled</c> ends the subscription now; <c>active</c> / <c>past_due</c> only mark it.</summary>
     public async Task<SubscriptionResult> SetStatusAsync(string accountId, string status, CancellationToken ct)
     {

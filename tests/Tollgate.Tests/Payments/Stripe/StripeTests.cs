@@ -60,6 +60,11 @@ public sealed class StripeTests : IAsyncLifetime
             ["Tollgate:Billing:CreditPacks:big:Credits"] = "20000",
             ["Tollgate:Billing:CreditPacks:big:BonusCredits"] = "5000",
             ["Tollgate:Billing:CreditPacks:big:Name"] = "Big pack",
+            ["Tollgate:Plans:pro:MonthlyPriceCents"] = "999",
+            ["Tollgate:Plans:pro:Models:0"] = "demo/*",
+            ["Tollgate:Stripe:PlanPrices:pro:month"] = "price_pro_monthly",
+            ["Tollgate:Stripe:PastDueGraceSeconds"] = "2",
+            ["Tollgate:Stripe:GraceSweepSeconds"] = "1",
         };
         foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres }) _apps[engine] = await TestApp.StartAsync(engine, settings);
     }
@@ -73,8 +78,8 @@ public sealed class StripeTests : IAsyncLifetime
     private static async Task<JsonElement> CheckoutAsync(Customer c, string pack, HttpStatusCode expected = HttpStatusCode.Created) =>
         await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/billing/checkout/credits", AdminApi.JsonBody($$"""{"pack":"{{pack}}"}""")), expected);
 
-    private static string Event(string id, string type, string obj) =>
-        "{\"id\":\"" + id + "\",\"object\":\"event\",\"api_version\":\"2025-03-31.basil\",\"created\":" + DateTimeOffset.UtcNow.ToUnixTimeSeconds()
+    private static string Event(string id, string type, string obj, long? created = null) =>
+        "{\"id\":\"" + id + "\",\"object\":\"event\",\"api_version\":\"2025-03-31.basil\",\"created\":" + (created ?? DateTimeOffset.UtcNow.ToUnixTimeSeconds())
         + ",\"livemode\":false,\"type\":\"" + type + "\",\"data\":{\"object\":" + obj + "}}";
 
     private static string Session(string id, string account, long amount = 500, string paymentStatus = "paid", string pi = "pi_1") =>
@@ -252,6 +257,83 @@ public sealed class StripeTests : IAsyncLifetime
         account = await c.AccountAsync();
         Assert.Equal((5_000_000L, 0L, 5_000_000L), (account.Long("balance_micros"), account.Long("held_micros"), account.Long("available_micros")));
         await AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+
+    private static string Subscription(string id, string account, string status, bool cancelAtPeriodEnd, long start, long end) =>
+        $$$$"""{"id":"{{{{id}}}}","object":"subscription","customer":"cus_x","status":"{{{{status}}}}","cancel_at_period_end":{{{{(cancelAtPeriodEnd ? "true" : "false")}}}},"metadata":{"tollgate_account":"{{{{account}}}}"},"items":{"object":"list","data":[{"id":"si_1","price":{"id":"price_pro_monthly","recurring":{"interval":"month"}},"quantity":1,"current_period_start":{{{{start}}}},"current_period_end":{{{{end}}}}}]}}""";
+
+    private static string Invoice(string subscription) =>
+        $$$$"""{"id":"in_{{{{Guid.NewGuid():N}}}}","object":"invoice","customer":"cus_x","status":"open","amount_due":999,"parent":{"type":"subscription_details","subscription_details":{"subscription":"{{{{subscription}}}}"}}}""";
+
+    private static async Task<JsonElement> AdminSubscriptionAsync(TestApp app, string accountId) =>
+        await MeteringApi.BodyAsync(await app.Admin.GetAsync($"/admin/v1/accounts/{accountId}/subscription"), HttpStatusCode.OK);
+
+    private async Task<string> SubscribeAsync(TestApp app, Customer c, string subscriptionId)
+    {
+        var created = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/billing/checkout/subscription",
+            AdminApi.JsonBody("""{"plan":"pro","interval":"month"}""")), HttpStatusCode.Created);
+        var call = _stripe.Sessions[created.Str("id")!];
+        Assert.Equal(("subscription", "price_pro_monthly", c.AccountId), (call.Field("mode"), call.Field("line_items[0][price]"), call.Field("subscription_data[metadata][tollgate_account]")));
+        var sessionId = created.Str("id");
+        var session = $$$"""{"id":"{{{sessionId}}}","object":"checkout.session","mode":"subscription","status":"complete","payment_status":"paid","amount_total":999,"currency":"usd","subscription":"{{{subscriptionId}}}","customer":"cus_x","client_reference_id":"{{{c.AccountId}}}"}""";
+        Assert.Equal("subscribed", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_cs_" + subscriptionId, "checkout.session.completed", session)), HttpStatusCode.OK)).Str("outcome"));
+        return created.Str("id")!;
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Subscription_events_set_the_plan_by_their_state_whatever_order_they_arrive_in(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(0);
+        var sub = "sub_order_" + engine;
+        Assert.Equal(HttpStatusCode.BadRequest, (await c.Client.PostAsync("/api/v1/billing/checkout/subscription", AdminApi.JsonBody("""{"plan":"pro","interval":"year"}"""))).StatusCode);
+        await SubscribeAsync(app, c, sub);
+        var state = await AdminSubscriptionAsync(app, c.AccountId);
+        Assert.Equal(("pro", "active", "external"), (state.Str("plan"), state.GetProperty("subscription").Str("status"), state.GetProperty("subscription").Str("billing")));
+
+        var t = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var (start, end) = (t - 3600, t + 29 * 86400);
+        // The update (cancel at period end) is newer than the creation but arrives first: the creation is then stale.
+        Assert.Equal("subscription_active", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_su_" + sub, "customer.subscription.updated",
+            Subscription(sub, c.AccountId, "active", true, start, end), created: t + 20)), HttpStatusCode.OK)).Str("outcome"));
+        Assert.Equal("ignored:stale_subscription_state", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_sc_" + sub, "customer.subscription.created",
+            Subscription(sub, c.AccountId, "active", false, start, end), created: t + 10)), HttpStatusCode.OK)).Str("outcome"));
+        var synced = (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription");
+        Assert.True(synced.GetProperty("cancel_at_period_end").GetBoolean());
+        Assert.Equal(DateTimeOffset.FromUnixTimeSeconds(end), synced.GetProperty("current_period_end").GetDateTimeOffset());
+
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_if_" + sub, "invoice.payment_failed", Invoice(sub), created: t + 30)), HttpStatusCode.OK);
+        Assert.Equal("past_due", (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription").Str("status"));
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_ip_" + sub, "invoice.paid", Invoice(sub), created: t + 40)), HttpStatusCode.OK);
+        Assert.Equal("active", (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription").Str("status"));
+        // A failure older than the payment changes nothing.
+        Assert.Equal("ignored:stale_invoice_state", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_if2_" + sub, "invoice.payment_failed", Invoice(sub), created: t + 35)), HttpStatusCode.OK)).Str("outcome"));
+
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_sd_" + sub, "customer.subscription.deleted", Subscription(sub, c.AccountId, "canceled", false, start, end), created: t + 50)), HttpStatusCode.OK);
+        var ended = await AdminSubscriptionAsync(app, c.AccountId);
+        Assert.Equal(("default", "canceled"), (ended.Str("plan"), ended.GetProperty("subscription").Str("status")));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task An_invoice_left_unpaid_past_the_grace_period_drops_the_account_to_the_default_plan(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(0);
+        var sub = "sub_grace_" + engine;
+        await SubscribeAsync(app, c, sub);
+        var t = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_gsc_" + sub, "customer.subscription.created", Subscription(sub, c.AccountId, "active", false, t, t + 30 * 86400), created: t)), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_gif_" + sub, "invoice.payment_failed", Invoice(sub), created: t + 1)), HttpStatusCode.OK);
+        Assert.Equal(("pro", "past_due"), ((await AdminSubscriptionAsync(app, c.AccountId)).Str("plan"), (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription").Str("status")));
+
+        // Grace is 2 s here and the sweep runs every second.
+        var until = DateTime.UtcNow.AddSeconds(15);
+        while ((await AdminSubscriptionAsync(app, c.AccountId)).Str("plan") != "default")
+        {
+            Assert.True(DateTime.UtcNow < until, "the past-due subscription was not ended after its grace period");
+            await Task.Delay(200);
+        }
+        Assert.Equal("canceled", (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription").Str("status"));
     }
 }
 

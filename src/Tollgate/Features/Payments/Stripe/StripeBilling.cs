@@ -56,6 +56,34 @@ internal sealed class StripeBilling(StripeClient stripe, StripeStore store, Cred
         return new CheckoutCreated(id, Url(session), pack.Id, null, null, pack.PriceCents, pack.Currency, pack.AmountMicros);
     }
 
+    /// <summary>A Checkout Session in subscription mode for a plan's Stripe Price; the subscription carries the account in its metadata.</summary>
+    public async Task<CheckoutCreated> CheckoutSubscriptionAsync(Caller caller, Plans.Plan plan, string interval, string priceId, string? requestKey, CancellationToken ct)
+    {
+        var customer = await CustomerAsync(caller, ct);
+        var form = new List<KeyValuePair<string, string>>
+        {
+            new("mode", "subscription"),
+            new("customer", customer),
+            new("client_reference_id", caller.AccountId),
+            new("success_url", _options.SuccessUrl),
+            new("cancel_url", _options.CancelUrl),
+            new("line_items[0][price]", priceId),
+            new("line_items[0][quantity]", "1"),
+            new("metadata[tollgate_account]", caller.AccountId),
+            new("metadata[plan]", plan.Id),
+            new("metadata[interval]", interval),
+            new("subscription_data[metadata][tollgate_account]", caller.AccountId),
+            new("subscription_data[metadata][plan]", plan.Id),
+            new("subscription_data[metadata][interval]", interval),
+        };
+        var session = await stripe.PostAsync("/v1/checkout/sessions", form, $"tollgate-checkout:{caller.AccountId}:{requestKey ?? Guid.NewGuid().ToString("N")}", ct);
+        var id = session.GetProperty("id").GetString()!;
+        var cents = (interval == "year" ? plan.YearlyPriceCents : plan.MonthlyPriceCents) ?? 0;
+        await store.InsertCheckoutAsync(new StripeCheckout(id, caller.AccountId, "subscription", null, plan.Id, interval, cents, "usd", 0, "open", null,
+            0, 0, 0, 0, time.GetUtcNow(), null), ct);
+        return new CheckoutCreated(id, Url(session), null, plan.Id, interval, cents, "usd", 0);
+    }
+
     public async Task<string> PortalAsync(Caller caller, CancellationToken ct)
     {
         var customer = await CustomerAsync(caller, ct);

@@ -9,6 +9,8 @@ namespace Tollgate.Features.Payments.Stripe;
 
 public sealed record CreditCheckoutInput(string? Pack);
 
+public sealed record SubscriptionCheckoutInput(string? Plan, string? Interval);
+
 public sealed record PortalResponse(string Url);
 
 public sealed record CheckoutView(string Id, string Mode, string? Pack, long AmountCents, string Currency, long AmountMicros, string Status,
@@ -31,6 +33,7 @@ internal static partial class StripeEndpoints
     {
         var billing = routes.MapGroup("/api/v1/billing").RequireApiKey().ManagersOnly().WithTags("Billing");
         billing.MapPost("/checkout/credits", CheckoutCredits);
+        billing.MapPost("/checkout/subscription", CheckoutSubscription);
         billing.MapPost("/portal", Portal);
         billing.MapGet("/checkouts", async (HttpContext http, StripeStore store, CancellationToken ct) =>
             TypedResults.Ok(new Dictionary<string, object> { ["data"] = (await store.CheckoutsAsync(http.GetCaller().AccountId, 100, ct)).Select(CheckoutView.From).ToList() }));
@@ -53,6 +56,27 @@ internal static partial class StripeEndpoints
         try
         {
             var created = await billing.CheckoutCreditsAsync(http.GetCaller(), pack, key, ct);
+            return TypedResults.Created(created.Url, created);
+        }
+        catch (StripeException e)
+        {
+            return ProviderError(e);
+        }
+    }
+
+    private static async Task<Results<Created<CheckoutCreated>, ProblemHttpResult>> CheckoutSubscription(SubscriptionCheckoutInput? input, HttpContext http,
+        StripeBilling billing, Plans.PlanCatalog plans, IOptions<StripeOptions> options, CancellationToken ct)
+    {
+        if (!options.Value.Enabled) return NotConfigured();
+        var interval = input?.Interval ?? "month";
+        if (interval is not ("month" or "year")) return Problems.BadRequest("invalid_request", "'interval' must be 'month' or 'year'.", "interval");
+        if (input?.Plan is not { } planId || !plans.Exists(planId)) return Problems.BadRequest("unknown_plan", "'plan' must name a plan (GET /api/v1/plan).", "plan");
+        if (!options.Value.PlanPrices.TryGetValue(planId, out var prices) || !prices.TryGetValue(interval, out var price))
+            return Problems.BadRequest("plan_not_sold", $"The plan '{planId}' is not sold by card for the interval '{interval}' (no Tollgate:Stripe:PlanPrices:{planId}:{interval}).", "plan");
+        try
+        {
+            var created = await billing.CheckoutSubscriptionAsync(http.GetCaller(), plans.Get(planId), interval, price,
+                http.Request.Headers["Idempotency-Key"] is [{ Length: > 0 and <= 100 } k] ? k : null, ct);
             return TypedResults.Created(created.Url, created);
         }
         catch (StripeException e)

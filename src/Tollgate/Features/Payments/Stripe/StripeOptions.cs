@@ -26,6 +26,10 @@ public sealed record StripeOptions
     public string PortalReturnUrl { get; init; } = "http://localhost:8080/";
     /// <summary>Stripe Price ids of plans: <c>PlanPrices:&lt;plan&gt;:month</c> / <c>:year</c>.</summary>
     public Dictionary<string, Dictionary<string, string>> PlanPrices { get; init; } = new(StringComparer.Ordinal);
+    /// <summary>How long a Stripe subscription may stay past due (its invoice unpaid) before the account goes back to the default plan.</summary>
+    public int PastDueGraceSeconds { get; init; } = 7 * 24 * 3600;
+    /// <summary>How often the grace period is checked.</summary>
+    public int GraceSweepSeconds { get; init; } = 60;
     public int TimeoutSeconds { get; init; } = 30;
     /// <summary>Attempts per API call on a connection failure, 429 or 5xx (same idempotency key each time).</summary>
     public int MaxAttempts { get; init; } = 3;
@@ -33,6 +37,16 @@ public sealed record StripeOptions
     public string? ResolvedSecretKey => SecretKey is { Length: > 0 } k ? k : SecretKeyEnv is { Length: > 0 } env ? Environment.GetEnvironmentVariable(env) : null;
     public bool Enabled => ResolvedSecretKey is { Length: > 0 };
     /// <summary>Live keys take live events only, test keys test events only.</summary>
+    /// <summary>The plan and interval a Stripe Price id sells, from <see cref="PlanPrices"/>.</summary>
+    public (string Plan, string Interval)? PlanOfPrice(string? priceId)
+    {
+        if (priceId is null) return null;
+        foreach (var (plan, prices) in PlanPrices)
+            foreach (var (interval, price) in prices)
+                if (price == priceId) return (plan, interval);
+        return null;
+    }
+
     public bool LiveMode => ResolvedSecretKey?.StartsWith("sk_live_", StringComparison.Ordinal) == true || ResolvedSecretKey?.StartsWith("rk_live_", StringComparison.Ordinal) == true;
 }
 
@@ -56,6 +70,8 @@ internal sealed class StripeOptionsValidator : IValidateOptions<StripeOptions>
             if (!Uri.TryCreate(url.Replace("{CHECKOUT_SESSION_ID}", "x"), UriKind.Absolute, out _)) errors.Add($"Tollgate:Stripe:{field} must be an absolute URL.");
         if (o.WebhookToleranceSeconds is < 1 or > 3600) errors.Add("Tollgate:Stripe:WebhookToleranceSeconds must be 1–3600.");
         if (o.MaxAttempts is < 1 or > 10) errors.Add("Tollgate:Stripe:MaxAttempts must be 1–10.");
+        if (o.PastDueGraceSeconds < 0) errors.Add("Tollgate:Stripe:PastDueGraceSeconds must not be negative.");
+        if (o.GraceSweepSeconds < 1) errors.Add("Tollgate:Stripe:GraceSweepSeconds must be at least 1.");
         foreach (var (plan, prices) in o.PlanPrices)
             foreach (var interval in prices.Keys)
                 if (interval is not ("month" or "year")) errors.Add($"Tollgate:Stripe:PlanPrices:{plan}:{interval}: the interval is 'month' or 'year'.");

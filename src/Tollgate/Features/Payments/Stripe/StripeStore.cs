@@ -10,6 +10,9 @@ public sealed record StripeCheckout(
     long AmountMicros, string Status, string? PaymentIntent, long CreditedMicros, long RefundedCents, long ClawedBackMicros, long UnrecoveredMicros,
     DateTimeOffset CreatedAt, DateTimeOffset? CompletedAt);
 
+public sealed record StripeSubscriptionState(string Id, string AccountId, string? PlanId, string? PlanInterval, string Status, long LastEventCreated,
+    DateTimeOffset? PastDueSince);
+
 public sealed record StripeDispute(string Id, string AccountId, string? ChargeId, long AmountCents, long FrozenMicros, string Status);
 
 /// <summary>Stripe's tables (portable SQL for both engines).</summary>
@@ -156,5 +159,56 @@ internal sealed class StripeStore(Database db, TimeProvider time)
             VALUES (@Id, @AccountId, @ChargeId, @AmountCents, @FrozenMicros, @Status, @now)
             ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
             """, new { d.Id, d.AccountId, d.ChargeId, d.AmountCents, d.FrozenMicros, d.Status, now = time.GetUtcNowMicros() }, cancellationToken: ct));
+    }
+
+    private sealed record SubscriptionRow(string id, string account_id, string? plan_id, string? plan_interval, string status, long last_event_created, long? past_due_since)
+    {
+        public StripeSubscriptionState ToState() => new(id, account_id, plan_id, plan_interval, status, last_event_created,
+            past_due_since is { } p ? UnixMicros.ToDateTimeOffset(p) : null);
+    }
+
+    private const string SubscriptionColumns = "id, account_id, plan_id, plan_interval, status, last_event_created, past_due_since";
+
+    public async Task<StripeSubscriptionState?> SubscriptionAsync(string id, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return (await c.QuerySingleOrDefaultAsync<SubscriptionRow>(new CommandDefinition(
+            $"SELECT {SubscriptionColumns} FROM stripe_subscriptions WHERE id = @id", new { id }, cancellationToken: ct)))?.ToState();
+    }
+
+    /// <summary>
+    /// Records a subscription's state if its event is not older than the last one applied; false when it is stale.
+    /// past_due_since is kept while the subscription stays past due, set when it becomes so, cleared otherwise.
+    /// </summary>
+    public async Task<bool> SaveSubscriptionAsync(string id, string accountId, string? planId, string? interval, string status, long eventCreated, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        var now = time.GetUtcNowMicros();
+        var changed = await c.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO stripe_subscriptions (id, account_id, plan_id, plan_interval, status, last_event_created, past_due_since, updated_at)
+            VALUES (@id, @accountId, @planId, @interval, @status, @eventCreated, CASE WHEN @status = 'past_due' THEN @now ELSE NULL END, @now)
+            ON CONFLICT (id) DO UPDATE SET plan_id = COALESCE(excluded.plan_id, stripe_subscriptions.plan_id),
+                plan_interval = COALESCE(excluded.plan_interval, stripe_subscriptions.plan_interval), status = excluded.status,
+                last_event_created = excluded.last_event_created, updated_at = excluded.updated_at,
+                past_due_since = CASE WHEN excluded.status = 'past_due' THEN COALESCE(stripe_subscriptions.past_due_since, excluded.past_due_since) ELSE NULL END
+            WHERE stripe_subscriptions.last_event_created <= excluded.last_event_created
+            """, new { id, accountId, planId, interval, status, eventCreated, now }, cancellationToken: ct));
+        return changed == 1;
+    }
+
+    /// <summary>Subscriptions past due since before <paramref name="before"/>.</summary>
+    public async Task<IReadOnlyList<StripeSubscriptionState>> PastDueSinceAsync(DateTimeOffset before, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return (await c.QueryAsync<SubscriptionRow>(new CommandDefinition(
+            $"SELECT {SubscriptionColumns} FROM stripe_subscriptions WHERE status = 'past_due' AND past_due_since < @before LIMIT 200",
+            new { before = UnixMicros.From(before) }, cancellationToken: ct))).Select(r => r.ToState()).ToList();
+    }
+
+    public async Task MarkSubscriptionAsync(string id, string status, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        await c.ExecuteAsync(new CommandDefinition("UPDATE stripe_subscriptions SET status = @status, past_due_since = NULL, updated_at = @now WHERE id = @id",
+            new { id, status, now = time.GetUtcNowMicros() }, cancellationToken: ct));
     }
 }

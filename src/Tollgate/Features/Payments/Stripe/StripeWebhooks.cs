@@ -16,7 +16,8 @@ public sealed record WebhookOutcome(string Outcome, string? AccountId = null, bo
 /// status), never the arrival order. Amounts credited come from Tollgate's own record of the session, not the event.
 /// </summary>
 internal sealed partial class StripeWebhooks(
-    StripeStore store, LedgerService ledger, SystemAccounts system, AccountService accounts, ILogger<StripeWebhooks> logger)
+    StripeStore store, LedgerService ledger, SystemAccounts system, AccountService accounts, Plans.SubscriptionService subscriptions,
+    Microsoft.Extensions.Options.IOptions<StripeOptions> options, ILogger<StripeWebhooks> logger)
 {
     public const string TopupCode = "topup";
     public const string RefundCode = "refund";
@@ -28,8 +29,13 @@ internal sealed partial class StripeWebhooks(
         var type = e.GetProperty("type").GetString()!;
         if (await store.EventOutcomeAsync(id, ct) is { } earlier) return new WebhookOutcome("duplicate:" + earlier);
         var obj = e.GetProperty("data").GetProperty("object");
+        var created = e.TryGetProperty("created", out var cr) && cr.TryGetInt64(out var cv) ? cv : 0;
         var outcome = type switch
         {
+            "customer.subscription.created" or "customer.subscription.updated" or "customer.subscription.deleted" or "customer.subscription.paused"
+                or "customer.subscription.resumed" => await SubscriptionChangedAsync(obj, type, created, ct),
+            "invoice.paid" or "invoice.payment_succeeded" => await InvoiceAsync(obj, paid: true, created, ct),
+            "invoice.payment_failed" => await InvoiceAsync(obj, paid: false, created, ct),
             "checkout.session.completed" or "checkout.session.async_payment_succeeded" => await CheckoutCompletedAsync(obj, ct),
             "checkout.session.async_payment_failed" or "checkout.session.expired" => await CheckoutClosedAsync(obj, type, ct),
             "charge.refunded" => await ChargeRefundedAsync(obj, ct),
@@ -41,8 +47,7 @@ internal sealed partial class StripeWebhooks(
         };
         if (outcome.Outcome.StartsWith("ignored:unhandled", StringComparison.Ordinal)) LogUnhandled(logger, type, id);
         if (!outcome.Retry)
-            await store.RecordEventAsync(id, type, e.TryGetProperty("created", out var created) && created.TryGetInt64(out var c) ? c : 0,
-                outcome.AccountId, outcome.Outcome, CancellationToken.None);
+            await store.RecordEventAsync(id, type, created, outcome.AccountId, outcome.Outcome, CancellationToken.None);
         return outcome;
     }
 
@@ -50,7 +55,15 @@ internal sealed partial class StripeWebhooks(
     {
         var sessionId = Str(session, "id")!;
         if (await store.CheckoutAsync(sessionId, ct) is not { } checkout) return new WebhookOutcome("ignored:unknown_session");
-        if (checkout.Mode != "payment") return new WebhookOutcome("ignored:subscription_checkout_not_handled_yet", checkout.AccountId);
+        if (checkout.Mode == "subscription")
+        {
+            // The plan applies at once; the subscription's own events then keep its status and period in step.
+            if (Str(session, "status") != "complete" || checkout.PlanId is null) return new WebhookOutcome("awaiting_payment", checkout.AccountId);
+            var activated = await subscriptions.ActivateAsync(checkout.AccountId, checkout.PlanId, checkout.PlanInterval ?? "month", Str(session, "subscription"), Str(session, "customer"), ct);
+            if (!activated.Succeeded) return Failed(activated, checkout.AccountId);
+            await store.CompleteCheckoutAsync(sessionId, null, 0, CancellationToken.None);
+            return new WebhookOutcome("subscribed", checkout.AccountId);
+        }
         var paid = Str(session, "payment_status") is "paid" or "no_payment_required";
         if (!paid) return new WebhookOutcome("awaiting_payment", checkout.AccountId);
         var total = session.TryGetProperty("amount_total", out var t) && t.TryGetInt64(out var a) ? a : -1;
@@ -183,6 +196,72 @@ internal sealed partial class StripeWebhooks(
         await store.SaveDisputeAsync(known with { Status = status }, CancellationToken.None);
         return new WebhookOutcome("dispute_" + status, known.AccountId);
     }
+
+    /// <summary>
+    /// Applies a subscription's state: its plan (from the Stripe Price, else its metadata), status, cancel-at-period-end
+    /// and period (on the item since API 2025-03-31.basil, at the top level before). A state older than the one applied
+    /// last is ignored, whatever order the events arrive in.
+    /// </summary>
+    private async Task<WebhookOutcome> SubscriptionChangedAsync(JsonElement sub, string type, long created, CancellationToken ct)
+    {
+        var subscriptionId = Str(sub, "id")!;
+        var accountId = Metadata(sub, "tollgate_account") ?? (Str(sub, "customer") is { } customer ? await store.AccountOfCustomerAsync(customer, ct) : null);
+        if (accountId is null || await accounts.GetAsync(accountId, ct) is null) return new WebhookOutcome("ignored:unknown_customer");
+        var item = sub.TryGetProperty("items", out var items) && items.TryGetProperty("data", out var data) && data.ValueKind == JsonValueKind.Array && data.GetArrayLength() > 0
+            ? data[0] : default;
+        var priceId = item.ValueKind == JsonValueKind.Object && item.TryGetProperty("price", out var price) ? Str(price, "id") : null;
+        var (planId, interval) = options.Value.PlanOfPrice(priceId) is { } sold ? sold : (Metadata(sub, "plan"), Metadata(sub, "interval") ?? "month");
+        if (planId is null) return new WebhookOutcome("ignored:unknown_price", accountId);
+        var stripeStatus = type == "customer.subscription.deleted" ? "canceled" : Str(sub, "status");
+        var status = stripeStatus switch
+        {
+            "trialing" => Plans.SubscriptionStatuses.Trialing,
+            "active" => Plans.SubscriptionStatuses.Active,
+            "past_due" or "unpaid" or "paused" => Plans.SubscriptionStatuses.PastDue,
+            "canceled" or "incomplete_expired" => Plans.SubscriptionStatuses.Canceled,
+            _ => null,
+        };
+        // incomplete: the first payment has not gone through; nothing is granted until it does.
+        if (status is null) return new WebhookOutcome("ignored:status_" + stripeStatus, accountId);
+        if (!await store.SaveSubscriptionAsync(subscriptionId, accountId, planId, interval, status, created, ct))
+            return new WebhookOutcome("ignored:stale_subscription_state", accountId);
+        var start = Seconds(item, "current_period_start") ?? Seconds(sub, "current_period_start");
+        var end = Seconds(item, "current_period_end") ?? Seconds(sub, "current_period_end");
+        var result = await subscriptions.SyncExternalAsync(accountId, planId, interval, status, sub.TryGetProperty("cancel_at_period_end", out var cape) && cape.ValueKind == JsonValueKind.True,
+            start ?? DateTimeOffset.MinValue, end ?? DateTimeOffset.MinValue, subscriptionId, Str(sub, "customer"), ct);
+        return result.Succeeded ? new WebhookOutcome("subscription_" + status, accountId) : Failed(result, accountId);
+    }
+
+    /// <summary>A subscription invoice paid (past due → active) or failed (→ past due; after the grace period the account drops to the default plan).</summary>
+    private async Task<WebhookOutcome> InvoiceAsync(JsonElement invoice, bool paid, long created, CancellationToken ct)
+    {
+        // basil moved the subscription under parent.subscription_details; older versions have it at the top level.
+        var subscriptionId = invoice.TryGetProperty("parent", out var parent) && parent.ValueKind == JsonValueKind.Object
+            && parent.TryGetProperty("subscription_details", out var details) && details.ValueKind == JsonValueKind.Object
+            ? Str(details, "subscription") : null;
+        subscriptionId ??= Str(invoice, "subscription");
+        if (subscriptionId is null) return new WebhookOutcome("ignored:not_a_subscription_invoice");
+        if (await store.SubscriptionAsync(subscriptionId, ct) is not { } state)
+            return Str(invoice, "customer") is { } customer && await store.AccountOfCustomerAsync(customer, ct) is { } owner
+                ? new WebhookOutcome("retry:subscription_not_known_yet", owner, Retry: true)
+                : new WebhookOutcome("ignored:unknown_subscription");
+        if (state.Status == Plans.SubscriptionStatuses.Canceled) return new WebhookOutcome("ignored:subscription_canceled", state.AccountId);
+        var status = paid ? Plans.SubscriptionStatuses.Active : Plans.SubscriptionStatuses.PastDue;
+        if (!await store.SaveSubscriptionAsync(subscriptionId, state.AccountId, null, null, status, created, ct))
+            return new WebhookOutcome("ignored:stale_invoice_state", state.AccountId);
+        var result = await subscriptions.SetStatusAsync(state.AccountId, status, ct);
+        return result.Succeeded || result.Outcome == Plans.SubscriptionOutcome.NoSubscription
+            ? new WebhookOutcome(paid ? "invoice_paid" : "invoice_failed", state.AccountId)
+            : Failed(result, state.AccountId);
+    }
+
+    private static WebhookOutcome Failed(Plans.SubscriptionResult result, string accountId) =>
+        // A concurrent change to the same subscription: deliver again and apply it on top.
+        new(result.Outcome == Plans.SubscriptionOutcome.Conflict ? "retry:subscription_busy" : "rejected:" + result.Outcome, accountId,
+            Retry: result.Outcome == Plans.SubscriptionOutcome.Conflict);
+
+    private static DateTimeOffset? Seconds(JsonElement o, string name) =>
+        o.ValueKind == JsonValueKind.Object && o.TryGetProperty(name, out var v) && v.TryGetInt64(out var s) ? DateTimeOffset.FromUnixTimeSeconds(s) : null;
 
     private static string? Str(JsonElement o, string name) => o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
 

@@ -48,3 +48,16 @@ CREATE TABLE stripe_disputes (
     status        text   NOT NULL,
     updated_at    bigint NOT NULL
 );
+
+-- The latest state of each Stripe subscription as its events reported it. Events arrive in any order: a state is
+-- applied only if its event is not older than the one applied last (last_event_created).
+CREATE TABLE stripe_subscriptions (
+    id                  text   NOT NULL PRIMARY KEY,
+    account_id          text   NOT NULL REFERENCES accounts (id),
+    plan_id             text,
+    plan_interval       text,
+    status              text   NOT NULL,
+    last_event_created  bigint NOT NULL,
+    past_due_since      bigint,
+    updated_at          bigint NOT NULL
+);
