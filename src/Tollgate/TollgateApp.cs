@@ -86,6 +86,7 @@ public static class TollgateApp
         services.AddSingleton<Features.Budgets.EndCustomerStore>();
         services.AddSingleton<Features.Budgets.BudgetService>();
         Features.Payments.CreditPackCatalog.Register(services);
+        Features.Plans.AddOnCatalog.Register(services);
         services.AddOptions<Features.Payments.Stripe.StripeOptions>().BindConfiguration(Features.Payments.Stripe.StripeOptions.Section).ValidateOnStart();
         services.AddSingleton<IValidateOptions<Features.Payments.Stripe.StripeOptions>, Features.Payments.Stripe.StripeOptionsValidator>();
         services.AddHttpClient(Features.Payments.Stripe.StripeClient.HttpClientName, (sp, c) =>
@@ -125,6 +126,7 @@ public static class TollgateApp
         Features.Members.MemberEndpoints.MapMembers(app);
         Features.Budgets.BudgetEndpoints.MapBudgets(app);
         Features.Payments.CreditPackEndpoints.MapCreditPacks(app);
+        Features.Plans.AddOnEndpoints.MapAddOns(app);
         Features.Payments.Stripe.StripeEndpoints.MapStripe(app);
         Features.Plans.AdminPlanEndpoints.MapAdminPlans(app);
         Features.Plans.SubscriptionEndpoints.MapSubscriptions(app);

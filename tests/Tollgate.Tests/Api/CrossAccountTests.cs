@@ -40,7 +40,7 @@ public sealed class CrossAccountTests(MeteringFixture fixture) : IClassFixture<M
         var values = new Dictionary<string, string>
         {
             ["keyId"] = bKey.Str("id")!, ["customerId"] = "cust-b", ["userId"] = bMember.Str("user_id")!, ["id"] = "auth-b",
-            ["provider"] = "openai", ["feature"] = "projects", ["deliveryId"] = bDelivery,
+            ["provider"] = "openai", ["feature"] = "projects", ["deliveryId"] = bDelivery, ["addOnId"] = "deploy_slot",
             // Per route group where a name means another resource:
             ["/api/v1/webhooks:id"] = bHook.Str("id")!,
         };

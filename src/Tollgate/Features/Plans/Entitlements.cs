@@ -110,34 +110,44 @@ internal static class EntitlementEndpoints
         group.MapPost("/{feature}/usage", Use);
     }
 
-    private static async Task<Ok<EntitlementsResponse>> List(HttpContext http, PlanCatalog plans, EntitlementStore store, CancellationToken ct)
+    /// <summary>The account's limit for a counted entitlement: the plan's plus the add-ons bought; null if the plan has none and no add-on gives any.</summary>
+    internal static async Task<long?> LimitAsync(Plan plan, string accountId, string feature, AddOnStore addOns, CancellationToken ct)
+    {
+        var extra = await addOns.ExtraAsync(accountId, feature, ct);
+        return plan.Entitlements.TryGetValue(feature, out var limit) ? limit + extra : extra > 0 ? extra : null;
+    }
+
+    private static async Task<Ok<EntitlementsResponse>> List(HttpContext http, PlanCatalog plans, EntitlementStore store, AddOnStore addOns, AddOnCatalog catalog, CancellationToken ct)
     {
         var caller = http.GetCaller();
         var plan = plans.For(caller);
         var views = new List<EntitlementView>();
-        foreach (var (feature, limit) in plan.Entitlements.OrderBy(e => e.Key, StringComparer.Ordinal))
+        var features = plan.Entitlements.Keys.Concat(catalog.All.Select(a => a.Entitlement)).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal);
+        foreach (var feature in features)
         {
+            if (await LimitAsync(plan, caller.AccountId, feature, addOns, ct) is not { } limit) continue;
             var used = await store.UsedAsync(caller.AccountId, feature, ct);
             views.Add(new EntitlementView(feature, limit, used, Math.Max(0, limit - used)));
         }
         return TypedResults.Ok(new EntitlementsResponse(plan.Id, plan.Features?.Order(StringComparer.Ordinal).ToList(), views));
     }
 
-    private static async Task<Results<Ok<CheckResponse>, ProblemHttpResult>> Check(CheckInput input, HttpContext http, PlanCatalog plans, EntitlementStore store, CancellationToken ct)
+    private static async Task<Results<Ok<CheckResponse>, ProblemHttpResult>> Check(CheckInput input, HttpContext http, PlanCatalog plans, EntitlementStore store,
+        AddOnStore addOns, CancellationToken ct)
     {
         if (string.IsNullOrEmpty(input.Feature)) return Problems.BadRequest("invalid_request", "'feature' is required.", "feature");
         var quantity = input.Quantity ?? 1;
         if (quantity < 1) return Problems.BadRequest("invalid_request", "'quantity' must be at least 1.", "quantity");
         var caller = http.GetCaller();
         var plan = plans.For(caller);
-        if (!plan.Entitlements.TryGetValue(input.Feature, out var limit))
+        if (await LimitAsync(plan, caller.AccountId, input.Feature, addOns, ct) is not { } limit)
             return TypedResults.Ok(new CheckResponse(input.Feature, plan.Features?.Contains(input.Feature) == true, null, null, null));
         var used = await store.UsedAsync(caller.AccountId, input.Feature, ct);
         return TypedResults.Ok(new CheckResponse(input.Feature, used + quantity <= limit, limit, used, Math.Max(0, limit - used)));
     }
 
     private static async Task<Results<Ok<UsageResponse>, ProblemHttpResult>> Use(
-        string feature, UsageInput input, HttpContext http, PlanCatalog plans, EntitlementStore store, CancellationToken ct)
+        string feature, UsageInput input, HttpContext http, PlanCatalog plans, EntitlementStore store, AddOnStore addOns, CancellationToken ct)
     {
         if (string.IsNullOrEmpty(input.Id) || input.Id.Length > MaxIdLength || input.Id.Any(char.IsControl))
             return Problems.BadRequest("invalid_request", $"'id' is required: your idempotency key for this change (1–{MaxIdLength} characters).", "id");
@@ -146,14 +156,14 @@ internal static class EntitlementEndpoints
             return Problems.BadRequest("invalid_request", "'quantity' must be a non-zero integer (negative gives units back).", "quantity");
         var caller = http.GetCaller();
         var plan = plans.For(caller);
-        if (!plan.Entitlements.TryGetValue(feature, out var limit))
+        if (await LimitAsync(plan, caller.AccountId, feature, addOns, ct) is not { } limit)
             return Problems.Create(StatusCodes.Status403Forbidden, "feature_not_in_plan", $"The plan '{plan.Id}' has no counted entitlement '{feature}'.");
         var result = await store.UseAsync(caller.AccountId, input.Id, feature, quantity, limit, ct);
         return result.Outcome switch
         {
             EntitlementOutcome.Conflict => Problems.Conflict("idempotency_conflict", $"Event id '{input.Id}' was already used with a different feature or quantity; nothing changed."),
             EntitlementOutcome.Exceeded => Problems.Create(StatusCodes.Status403Forbidden, "entitlement_exceeded",
-                quantity > 0 ? $"The plan '{plan.Id}' allows {limit} {feature}; {result.Used} are in use." : $"Only {result.Used} {feature} are in use.",
+                quantity > 0 ? $"The plan '{plan.Id}' (with add-ons) allows {limit} {feature}; {result.Used} are in use." : $"Only {result.Used} {feature} are in use.",
                 new Dictionary<string, object?> { ["limit"] = limit, ["used"] = result.Used }),
             _ => TypedResults.Ok(new UsageResponse(input.Id, feature, quantity, limit, result.Used, Math.Max(0, limit - result.Used),
                 result.Outcome == EntitlementOutcome.Replayed)),
