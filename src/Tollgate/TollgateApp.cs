@@ -96,6 +96,7 @@ public static class TollgateApp
         services.AddSingleton<Features.Payments.Stripe.StripeBilling>();
         services.AddSingleton<Features.Payments.Stripe.StripeWebhooks>();
         services.AddSingleton<Features.Payments.Stripe.StripeGraceSweeper>();
+        services.AddSingleton<Features.Payments.Stripe.StripeReconciler>();
         services.AddHostedService(sp => sp.GetRequiredService<Features.Payments.Stripe.StripeGraceSweeper>());
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));

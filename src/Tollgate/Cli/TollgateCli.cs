@@ -41,6 +41,7 @@ public static class TollgateCli
         root.Subcommands.Add(KeysCommand(database));
         root.Subcommands.Add(CreditsCommand(database));
         root.Subcommands.Add(CatalogCommand(database));
+        root.Subcommands.Add(ReconcileCommand(database));
 
         try
         {
@@ -146,6 +147,23 @@ public static class TollgateCli
             return 0;
         }, ct));
         return new Command("credits", "Grant or adjust credits.") { grant };
+    }
+
+    private static Command ReconcileCommand(Option<string?> database)
+    {
+        var from = new Option<DateTimeOffset?>("--from") { Description = "Start of the period (ISO 8601; default 30 days before --to)." };
+        var to = new Option<DateTimeOffset?>("--to") { Description = "End of the period, exclusive (default now)." };
+        var command = new Command("reconcile", "Compare Stripe's payments with the ledger's credits and list every mismatch (exit code 1 if any). Fixes nothing.") { from, to };
+        command.SetAction((p, ct) => WithAppAsync(p.GetValue(database), async (app, _) =>
+        {
+            var options = app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<Features.Payments.Stripe.StripeOptions>>().Value;
+            if (!options.Enabled) { Console.Error.WriteLine("Stripe is not configured (Tollgate:Stripe:SecretKey); nothing to reconcile."); return 2; }
+            var end = p.GetValue(to) ?? DateTimeOffset.UtcNow;
+            var report = await app.Services.GetRequiredService<Features.Payments.Stripe.StripeReconciler>().ReconcileAsync(p.GetValue(from) ?? end.AddDays(-30), end, ct);
+            Print(report);
+            return report.Clean ? 0 : 1;
+        }, ct));
+        return command;
     }
 
     private static Command CatalogCommand(Option<string?> database)

@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Tollgate.Features.Admin;
 using Tollgate.Features.Keys;
 using Tollgate.Infrastructure.Http;
 
@@ -38,6 +39,8 @@ internal static partial class StripeEndpoints
         billing.MapGet("/checkouts", async (HttpContext http, StripeStore store, CancellationToken ct) =>
             TypedResults.Ok(new Dictionary<string, object> { ["data"] = (await store.CheckoutsAsync(http.GetCaller().AccountId, 100, ct)).Select(CheckoutView.From).ToList() }));
         routes.MapPost("/webhooks/stripe", Webhook).WithTags("Billing");
+        routes.MapGroup("/admin/v1/payments").RequireAdminKey().WithTags("Admin: payments")
+            .MapGet("/reconciliation", Reconcile);
     }
 
     private static ProblemHttpResult NotConfigured() => Problems.Create(StatusCodes.Status503ServiceUnavailable, "stripe_not_configured",
@@ -78,6 +81,24 @@ internal static partial class StripeEndpoints
             var created = await billing.CheckoutSubscriptionAsync(http.GetCaller(), plans.Get(planId), interval, price,
                 http.Request.Headers["Idempotency-Key"] is [{ Length: > 0 and <= 100 } k] ? k : null, ct);
             return TypedResults.Created(created.Url, created);
+        }
+        catch (StripeException e)
+        {
+            return ProviderError(e);
+        }
+    }
+
+    /// <summary><c>GET /admin/v1/payments/reconciliation?from=&amp;to=</c> (ISO 8601; default the last 30 days): Stripe against the ledger.</summary>
+    private static async Task<Results<Ok<ReconciliationReport>, ProblemHttpResult>> Reconcile(DateTimeOffset? from, DateTimeOffset? to, StripeReconciler reconciler,
+        IOptions<StripeOptions> options, TimeProvider time, CancellationToken ct)
+    {
+        if (!options.Value.Enabled) return NotConfigured();
+        var end = to ?? time.GetUtcNow();
+        var start = from ?? end.AddDays(-30);
+        if (start >= end) return Problems.BadRequest("invalid_request", "'from' must be before 'to'.", "from");
+        try
+        {
+            return TypedResults.Ok(await reconciler.ReconcileAsync(start, end, ct));
         }
         catch (StripeException e)
         {

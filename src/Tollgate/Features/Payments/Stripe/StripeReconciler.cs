@@ -1,0 +1,85 @@
+using System.Globalization;
+using System.Text.Json;
+using Dapper;
+using Tollgate.Features.Ledger;
+using Tollgate.Infrastructure;
+using Tollgate.Infrastructure.Data;
+
+namespace Tollgate.Features.Payments.Stripe;
+
+/// <summary>One disagreement between what the payment side says and what the ledger holds.</summary>
+/// <param name="Kind"><c>money_without_credit</c>, <c>credit_without_money</c> or <c>amount_mismatch</c>.</param>
+public sealed record Mismatch(string Kind, string Reference, string? AccountId, long? PaidCents, long? RecordedCents, long CreditedMicros, string Detail);
+
+public sealed record ReconciliationReport(string Source, DateTimeOffset From, DateTimeOffset To, int Checked, IReadOnlyList<Mismatch> Mismatches)
+{
+    public bool Clean => Mismatches.Count == 0;
+}
+
+/// <summary>
+/// Compares Stripe's paid Checkout Sessions of a period with Tollgate's records and the ledger's top-up transfers,
+/// and lists every mismatch. It never fixes anything: an operator resolves each one with an idempotent adjustment
+/// (<c>POST /admin/v1/accounts/{id}/credits</c> with an idempotency key naming the mismatch).
+/// </summary>
+internal sealed class StripeReconciler(StripeClient stripe, Database db, LedgerService ledger)
+{
+    private sealed record LocalRow(string id, string account_id, string mode, long amount_cents, string currency, long amount_micros);
+
+    public async Task<ReconciliationReport> ReconcileAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken ct)
+    {
+        var paid = new Dictionary<string, JsonElement>(StringComparer.Ordinal);
+        string? after = null;
+        var seen = 0;
+        do
+        {
+            var query = $"/v1/checkout/sessions?limit=100&created[gte]={from.ToUnixTimeSeconds()}&created[lt]={to.ToUnixTimeSeconds()}"
+                        + (after is null ? "" : "&starting_after=" + Uri.EscapeDataString(after));
+            var page = await stripe.GetAsync(query, ct);
+            var data = page.GetProperty("data");
+            foreach (var session in data.EnumerateArray())
+            {
+                seen++;
+                after = session.GetProperty("id").GetString();
+                if (Str(session, "mode") == "payment" && Str(session, "payment_status") is "paid" or "no_payment_required") paid[after!] = session;
+            }
+            if (!(page.TryGetProperty("has_more", out var more) && more.ValueKind == JsonValueKind.True) || data.GetArrayLength() == 0) break;
+        } while (true);
+
+        await using var c = await db.OpenAsync(ct);
+        var local = (await c.QueryAsync<LocalRow>(new CommandDefinition("""
+            SELECT id, account_id, mode, amount_cents, currency, amount_micros FROM stripe_checkouts
+            WHERE mode = 'payment' AND created_at >= @from AND created_at < @to
+            """, new { from = UnixMicros.From(from), to = UnixMicros.From(to) }, cancellationToken: ct))).ToDictionary(r => r.id, StringComparer.Ordinal);
+        // Sessions paid in the period but recorded (created) just before it are still ours to match.
+        foreach (var id in paid.Keys.Where(id => !local.ContainsKey(id)).ToList())
+            if (await c.QuerySingleOrDefaultAsync<LocalRow>(new CommandDefinition(
+                    "SELECT id, account_id, mode, amount_cents, currency, amount_micros FROM stripe_checkouts WHERE id = @id", new { id }, cancellationToken: ct)) is { } row)
+                local[id] = row;
+
+        var mismatches = new List<Mismatch>();
+        foreach (var (id, session) in paid)
+        {
+            var total = session.TryGetProperty("amount_total", out var t) && t.TryGetInt64(out var tv) ? tv : (long?)null;
+            var owner = session.TryGetProperty("metadata", out var m) && m.ValueKind == JsonValueKind.Object ? Str(m, "tollgate_account") : null;
+            if (!local.TryGetValue(id, out var row))
+            {
+                if (owner is not null)
+                    mismatches.Add(new Mismatch("money_without_credit", id, owner, total, null, 0, "Paid at Stripe for this account, but Tollgate has no record of the session."));
+                continue;
+            }
+            var credit = await ledger.GetTransferAsync($"stripe:checkout:{id}", ct);
+            if (credit is null)
+                mismatches.Add(new Mismatch("money_without_credit", id, row.account_id, total, row.amount_cents, 0, "Paid at Stripe, never credited (a webhook not delivered or refused)."));
+            else if (total != row.amount_cents)
+                mismatches.Add(new Mismatch("amount_mismatch", id, row.account_id, total, row.amount_cents, credit.Amount,
+                    $"Stripe's total is {total?.ToString(CultureInfo.InvariantCulture) ?? "unknown"} cents, Tollgate sold it for {row.amount_cents}."));
+        }
+        foreach (var row in local.Values.Where(r => !paid.ContainsKey(r.id)))
+            if (await ledger.GetTransferAsync($"stripe:checkout:{row.id}", ct) is { } credit)
+                mismatches.Add(new Mismatch("credit_without_money", row.id, row.account_id, null, row.amount_cents, credit.Amount,
+                    "Credited, but Stripe does not list the session as paid in this period."));
+        return new ReconciliationReport("stripe", from, to, seen, mismatches);
+    }
+
+    private static string? Str(JsonElement o, string name) => o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+}
