@@ -83,6 +83,7 @@ public static class TollgateApp
         services.AddSingleton<Features.Budgets.SpendCapStore>();
         services.AddSingleton<Features.Budgets.EndCustomerStore>();
         services.AddSingleton<Features.Budgets.BudgetService>();
+        var cryptoEnabled = Features.Payments.Crypto.CryptoRegistration.AddCryptoPayments(services, builder.Configuration);
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -111,6 +112,7 @@ public static class TollgateApp
         Features.Plans.EntitlementEndpoints.MapEntitlements(app);
         Features.Members.MemberEndpoints.MapMembers(app);
         Features.Budgets.BudgetEndpoints.MapBudgets(app);
+        if (cryptoEnabled) Features.Payments.Crypto.CryptoEndpoints.MapCryptoPayments(app);
         app.MapAdminPricing();
         return app;
     }

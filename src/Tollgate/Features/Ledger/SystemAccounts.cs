@@ -13,6 +13,8 @@ public sealed class SystemAccounts(LedgerService ledger)
     public const string Adjustments = "system:adjustments";
     /// <summary>Where captured authorizations (usage charges) go.</summary>
     public const string Revenue = "system:revenue";
+    /// <summary>Where USDC top-ups come from (kind payments_clearing): its balance is minus what was received on chain.</summary>
+    public const string UsdcPayments = "system:payments:usdc";
 
     private readonly ConcurrentDictionary<string, long> _ids = new(StringComparer.Ordinal);
 
