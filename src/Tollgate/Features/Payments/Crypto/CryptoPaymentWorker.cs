@@ -125,6 +125,8 @@ internal sealed partial class CryptoPaymentWorker(
         var units = Ethereum.ParseUint256(log.Data)!.Value;
         string reason;
         if (units < o.MinimumUnits) reason = CryptoErrors.BelowMinimum;
+        // A submitted hash found failed (reorged out, given up) stays uncredited even if the transaction reappears later.
+        else if (await store.GetClaimAsync(o.ChainId, log.TransactionHash, ct) is { Status: ClaimStatus.Failed } failed) reason = failed.Reason ?? CryptoErrors.TransactionFailed;
         else if (await store.GetWalletAccountAsync(from, ct) is { } accountId && await accounts.GetAsync(accountId, ct) is { } account)
         {
             if (await payments.CreditAsync(account.Id, account.LedgerAccountId, log, ct) is not null) return;
