@@ -35,6 +35,17 @@ public sealed class WalletApiTests(FakeChainFixture fixture) : IClassFixture<Fak
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task Nonce_WithoutBody_GivesFieldsButNoMessage(string engine)
+    {
+        var customer = await (await fixture.AppAsync(engine)).CustomerAsync(0);
+        var response = await customer.Client.PostAsync("/api/v1/wallets/nonce", null);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal(JsonValueKind.Null, body.GetProperty("message").ValueKind);
+        Assert.Equal(Domain, body.GetProperty("domain").GetString());
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Link_ValidSignature_LinksListsAndUnlinks(string engine)
     {
         var customer = await (await fixture.AppAsync(engine)).CustomerAsync(0);

@@ -169,10 +169,11 @@ internal static class CryptoEndpoints
 
         // A replay returns what is already known, without asking the node again.
         var credited = (await store.ListTxPaymentsAsync(o.ChainId, txHash, ct)).Where(p => p.Status == "credited").ToList();
-        if (credited.Any(p => p.AccountId != caller.AccountId) || await store.GetClaimAsync(o.ChainId, txHash, ct) is { } other && other.AccountId != caller.AccountId)
-            return Problems.Conflict(CryptoErrors.AlreadyClaimed, "This transaction was already submitted by another account.");
-        if (credited.Count > 0) return TypedResults.Ok(Credited(o, txHash, credited));
+        var mine = credited.Where(p => p.AccountId == caller.AccountId).ToList();
+        if (mine.Count > 0) return TypedResults.Ok(Credited(o, txHash, mine));
         var claim = await store.GetClaimAsync(o.ChainId, txHash, ct);
+        if (credited.Count > 0 || claim is not null && claim.AccountId != caller.AccountId)
+            return Problems.Conflict(CryptoErrors.AlreadyClaimed, "This transaction was already submitted by another account.");
         if (claim is { Status: ClaimStatus.Failed }) return Problems.BadRequest(claim.Reason ?? CryptoErrors.TransactionFailed, FailedDetail(claim.Reason), "tx_hash");
 
         Evaluation evaluation;

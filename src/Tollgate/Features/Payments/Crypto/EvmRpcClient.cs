@@ -22,11 +22,13 @@ public sealed class EvmRpcClient(IHttpClientFactory httpClients, Microsoft.Exten
     public const string HttpClientName = "tollgate-evm-rpc";
     private long _id;
 
-    public async Task<long> ChainIdAsync(CancellationToken ct) =>
-        Ethereum.ParseQuantity((await CallAsync("eth_chainId", [], ct))?.GetValue<string>()) ?? throw new EvmRpcException("eth_chainId returned no quantity.");
+    public async Task<long> ChainIdAsync(CancellationToken ct) => QuantityResult("eth_chainId", await CallAsync("eth_chainId", [], ct));
 
-    public async Task<long> BlockNumberAsync(CancellationToken ct) =>
-        Ethereum.ParseQuantity((await CallAsync("eth_blockNumber", [], ct))?.GetValue<string>()) ?? throw new EvmRpcException("eth_blockNumber returned no quantity.");
+    public async Task<long> BlockNumberAsync(CancellationToken ct) => QuantityResult("eth_blockNumber", await CallAsync("eth_blockNumber", [], ct));
+
+    private static long QuantityResult(string method, JsonNode? result) =>
+        (result is JsonValue v && v.TryGetValue<string>(out var s) ? Ethereum.ParseQuantity(s) : null)
+        ?? throw new EvmRpcException($"{method} returned no 0x quantity.");
 
     /// <summary>The receipt, or null while the transaction is unknown or not yet mined.</summary>
     public async Task<EvmReceipt?> GetReceiptAsync(string txHash, CancellationToken ct)
@@ -35,7 +37,7 @@ public sealed class EvmRpcClient(IHttpClientFactory httpClients, Microsoft.Exten
         if (result is null) return null;
         try
         {
-            var logs = result["logs"]?.AsArray().Select(l => ParseLog(l!)).ToList() ?? [];
+            var logs = result["logs"]?.AsArray().Select(l => ParseLog(l ?? throw new FormatException("A null log."))).ToList() ?? [];
             return new EvmReceipt(Str(result, "transactionHash").ToLowerInvariant(), Quantity(result, "blockNumber"), Str(result, "blockHash").ToLowerInvariant(),
                 Str(result, "status") == "0x1", logs);
         }
@@ -58,7 +60,7 @@ public sealed class EvmRpcClient(IHttpClientFactory httpClients, Microsoft.Exten
         var result = await CallAsync("eth_getLogs", [filter], ct);
         try
         {
-            return result?.AsArray().Select(l => ParseLog(l!)).ToList() ?? throw new EvmRpcException("eth_getLogs returned null.");
+            return result?.AsArray().Select(l => ParseLog(l ?? throw new FormatException("A null log."))).ToList() ?? throw new EvmRpcException("eth_getLogs returned null.");
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException or KeyNotFoundException)
         {
@@ -68,7 +70,7 @@ public sealed class EvmRpcClient(IHttpClientFactory httpClients, Microsoft.Exten
 
     private static EvmLog ParseLog(JsonNode l) => new(
         Str(l, "address").ToLowerInvariant(),
-        l["topics"]!.AsArray().Select(t => t!.GetValue<string>().ToLowerInvariant()).ToList(),
+        (l["topics"] as JsonArray ?? throw new FormatException("Missing 'topics'.")).Select(t => (t ?? throw new FormatException("A null topic.")).GetValue<string>().ToLowerInvariant()).ToList(),
         Str(l, "data").ToLowerInvariant(),
         Quantity(l, "logIndex"),
         Quantity(l, "blockNumber"),
