@@ -159,6 +159,25 @@ public sealed class WalletApiTests(FakeChainFixture fixture) : IClassFixture<Fak
         Assert.Equal("wallet_linked_elsewhere", await response.ProblemCodeAsync());
     }
 
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Wallets_Viewer_CanListButNotLink(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var accountId = await app.CreateAccountAsync("crypto viewer");
+        var email = $"viewer-{Guid.NewGuid():N}@example.com";
+        Assert.Equal(HttpStatusCode.Created, (await app.Admin.PostAsync($"/admin/v1/accounts/{accountId}/members",
+            Api.AdminApi.JsonBody($$"""{"email":"{{email}}","password":"viewer password 1","role":"viewer"}"""))).StatusCode);
+        var signIn = await app.Anonymous.PostAsync("/api/v1/sessions", Api.AdminApi.JsonBody($$"""{"email":"{{email}}","password":"viewer password 1"}"""));
+        var token = (await signIn.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("token").GetString();
+        using var viewer = new HttpClient { BaseAddress = app.BaseAddress };
+        viewer.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+
+        Assert.Equal(HttpStatusCode.OK, (await viewer.GetAsync("/api/v1/wallets")).StatusCode);
+        var nonce = await viewer.PostAsync("/api/v1/wallets/nonce", Api.AdminApi.JsonBody("{}"));
+        Assert.Equal(HttpStatusCode.Forbidden, nonce.StatusCode);
+        Assert.Equal("forbidden", await nonce.ProblemCodeAsync());
+    }
+
     [Fact]
     public async Task Crypto_Disabled_RoutesAreAbsent()
     {
