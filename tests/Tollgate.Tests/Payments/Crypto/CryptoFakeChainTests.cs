@@ -265,6 +265,31 @@ public sealed class CryptoFakeChainTests(FakeChainFixture fixture) : IClassFixtu
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task Confirm_StrangerSubmitsTheHashBeforeItIsMined_DoesNotBlockTheOwner(string engine)
+    {
+        var (app, owner, wallet) = await LinkedCustomerAsync(engine);
+        var stranger = await app.CustomerAsync(0);
+        var tx = FakeEvmNode.RandomHash();
+        // Seen in the mempool by someone else, submitted before it is mined: an unproven claim.
+        Assert.Equal(HttpStatusCode.Accepted, (await stranger.ConfirmAsync(tx)).StatusCode);
+
+        Node.Mine([new(Usdc, wallet.Address, Treasury, 6_000_000)], txHash: tx);
+        var pending = await owner.ConfirmAsync(tx);
+        Assert.Equal(HttpStatusCode.Accepted, pending.StatusCode);
+        // Now the owner's proven claim holds the hash.
+        var blocked = await stranger.ConfirmAsync(tx);
+        Assert.Equal(HttpStatusCode.Conflict, blocked.StatusCode);
+
+        Node.BlockNumber += 3;
+        await CryptoApi.EventuallyAsync(async () => await owner.BalanceAsync() == 6_000_000, "the owner is credited");
+        Assert.Equal(HttpStatusCode.OK, (await owner.ConfirmAsync(tx)).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await stranger.ConfirmAsync(tx)).StatusCode);
+        Assert.Equal(0, await stranger.BalanceAsync());
+        Assert.Contains((await owner.PaymentsAsync()).GetProperty("claims").EnumerateArray(),
+            c => c.GetProperty("tx_hash").GetString() == tx && c.GetProperty("status").GetString() == "credited");
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Confirm_TooManyCalls_Is429WithRetryAfter(string engine)
     {
         var (_, customer, _) = await LinkedCustomerAsync(engine);

@@ -172,8 +172,11 @@ internal static class CryptoEndpoints
         var mine = credited.Where(p => p.AccountId == caller.AccountId).ToList();
         if (mine.Count > 0) return TypedResults.Ok(Credited(o, txHash, mine));
         var claim = await store.GetClaimAsync(o.ChainId, txHash, ct);
-        if (credited.Count > 0 || claim is not null && claim.AccountId != caller.AccountId)
+        // Another account's claim blocks this one only once proven (a block hash is stored only after its receipt showed a
+        // transfer from that account's wallet); an unproven one, made before the transaction was mined, does not.
+        if (credited.Count > 0 || claim is not null && claim.AccountId != caller.AccountId && (claim.BlockHash is not null || claim.Status == ClaimStatus.Credited))
             return Problems.Conflict(CryptoErrors.AlreadyClaimed, "This transaction was already submitted by another account.");
+        if (claim is not null && claim.AccountId != caller.AccountId) claim = null;
         if (claim is { Status: ClaimStatus.Failed }) return Problems.BadRequest(claim.Reason ?? CryptoErrors.TransactionFailed, FailedDetail(claim.Reason), "tx_hash");
 
         Evaluation evaluation;
@@ -192,8 +195,10 @@ internal static class CryptoEndpoints
                 return TypedResults.Ok(Credited(o, txHash, c.Payments));
             case Evaluation.Pending p:
                 var stored = await store.ClaimPendingAsync(o.ChainId, txHash, caller.AccountId, p.BlockNumber, p.BlockHash, ct);
-                if (stored.AccountId != caller.AccountId)
+                if (stored.AccountId != caller.AccountId && stored.BlockHash is not null)
                     return Problems.Conflict(CryptoErrors.AlreadyClaimed, "This transaction was already submitted by another account.");
+                // Not mined yet and someone else's unproven claim holds the hash: still pending for the caller, whose next
+                // confirm (or the watcher) settles it once the receipt shows whose wallet sent it.
                 return TypedResults.Accepted($"/api/v1/payments/crypto", new CryptoConfirmationView("pending", o.ChainId, txHash, p.Confirmations, o.Confirmations, []));
             case Evaluation.Rejected r:
                 // A claim that turned out bad stays failed; a first submission that is plainly wrong leaves nothing behind.

@@ -125,8 +125,9 @@ internal sealed partial class CryptoPaymentWorker(
         var units = Ethereum.ParseUint256(log.Data)!.Value;
         string reason;
         if (units < o.MinimumUnits) reason = CryptoErrors.BelowMinimum;
-        // A submitted hash found failed (reorged out, given up) stays uncredited even if the transaction reappears later.
-        else if (await store.GetClaimAsync(o.ChainId, log.TransactionHash, ct) is { Status: ClaimStatus.Failed } failed) reason = failed.Reason ?? CryptoErrors.TransactionFailed;
+        // A submitted hash found reorged out stays uncredited even if the transaction reappears in another block. (Only that
+        // reason: other failures of a claim may be a stranger's hash submitted from the mempool, and must not block the owner.)
+        else if (await store.GetClaimAsync(o.ChainId, log.TransactionHash, ct) is { Status: ClaimStatus.Failed, Reason: CryptoErrors.Reorged }) reason = CryptoErrors.Reorged;
         else if (await store.GetWalletAccountAsync(from, ct) is { } accountId && await accounts.GetAsync(accountId, ct) is { } account)
         {
             if (await payments.CreditAsync(account.Id, account.LedgerAccountId, log, ct) is not null) return;

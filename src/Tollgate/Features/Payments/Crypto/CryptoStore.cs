@@ -125,8 +125,10 @@ internal sealed class CryptoStore(Database db, TimeProvider time)
     }
 
     /// <summary>
-    /// Claims the hash for the account as pending (or refreshes the block it was seen in). Returns the stored claim: another
-    /// account's when it claimed first (then nothing changed).
+    /// Claims the hash for the account as pending, or refreshes the block it was seen in. A block hash is only known once the
+    /// receipt showed a transfer from one of the account's wallets, so a claim with one is proven; a claim without one (the
+    /// receipt was not there yet) is not, and passes to an account that proves it — otherwise anyone could block another's
+    /// transaction by submitting its hash from the mempool first. Returns the stored claim (another account's when it holds it).
     /// </summary>
     public async Task<CryptoClaim> ClaimPendingAsync(long chainId, string txHash, string accountId, long? blockNumber, string? blockHash, CancellationToken ct)
     {
@@ -136,16 +138,22 @@ internal sealed class CryptoStore(Database db, TimeProvider time)
             INSERT INTO crypto_claims (chain_id, tx_hash, account_id, status, block_number, block_hash, created_at, updated_at)
             VALUES (@chainId, @txHash, @accountId, 'pending', @blockNumber, @blockHash, @now, @now)
             ON CONFLICT (chain_id, tx_hash) DO UPDATE SET
+                account_id = excluded.account_id, status = 'pending', reason = NULL,
                 block_number = COALESCE(excluded.block_number, crypto_claims.block_number),
                 block_hash = COALESCE(excluded.block_hash, crypto_claims.block_hash), updated_at = excluded.updated_at
-            WHERE crypto_claims.account_id = excluded.account_id AND crypto_claims.status = 'pending'
+            WHERE (crypto_claims.account_id = excluded.account_id AND crypto_claims.status = 'pending')
+               OR (crypto_claims.account_id <> excluded.account_id AND crypto_claims.status <> 'credited'
+                   AND crypto_claims.block_hash IS NULL AND excluded.block_hash IS NOT NULL)
             """, new { chainId, txHash, accountId, blockNumber, blockHash, now }, cancellationToken: ct));
         var r = await c.QuerySingleAsync<ClaimRow>(new CommandDefinition(
             $"SELECT {ClaimColumns} FROM crypto_claims WHERE chain_id = @chainId AND tx_hash = @txHash", new { chainId, txHash }, cancellationToken: ct));
         return r.ToClaim();
     }
 
-    /// <summary>Records the outcome of the account's claim (inserting it if it had none): credited or failed with a reason code.</summary>
+    /// <summary>
+    /// Records the outcome of the account's claim (inserting it if there was none): credited, or failed with a reason code.
+    /// A credit also takes over another account's unproven claim (see <see cref="ClaimPendingAsync"/>); a credited claim never changes.
+    /// </summary>
     public async Task SettleClaimAsync(long chainId, string txHash, string accountId, ClaimStatus status, string? reason, CancellationToken ct)
     {
         var now = time.GetUtcNowMicros();
@@ -153,8 +161,10 @@ internal sealed class CryptoStore(Database db, TimeProvider time)
         await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO crypto_claims (chain_id, tx_hash, account_id, status, reason, created_at, updated_at)
             VALUES (@chainId, @txHash, @accountId, @status, @reason, @now, @now)
-            ON CONFLICT (chain_id, tx_hash) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at
-            WHERE crypto_claims.account_id = excluded.account_id AND crypto_claims.status <> 'credited'
+            ON CONFLICT (chain_id, tx_hash) DO UPDATE SET account_id = excluded.account_id, status = excluded.status, reason = excluded.reason,
+                updated_at = excluded.updated_at
+            WHERE crypto_claims.status <> 'credited'
+              AND (crypto_claims.account_id = excluded.account_id OR (excluded.status = 'credited' AND crypto_claims.block_hash IS NULL))
             """, new { chainId, txHash, accountId, status = status.ToString().ToLowerInvariant(), reason, now }, cancellationToken: ct));
     }
 
