@@ -302,6 +302,47 @@ public sealed class CryptoFakeChainTests(FakeChainFixture fixture) : IClassFixtu
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task TwoProcesses_OnOneDatabase_CreditEachTransferExactlyOnce(string engine)
+    {
+        // Two apps on one database, each with its own background job and watcher, plus confirm calls to both.
+        var settings = new Dictionary<string, string?>
+        {
+            ["Tollgate:Crypto:Enabled"] = "true",
+            ["Tollgate:Crypto:RpcUrl"] = Node.Url,
+            ["Tollgate:Crypto:TreasuryAddress"] = TestWallet.Random().Address,
+            ["Tollgate:Crypto:Confirmations"] = "2",
+            ["Tollgate:Crypto:ScanIntervalSeconds"] = "1",
+            ["Tollgate:Crypto:ScanBlockRange"] = "3",
+        };
+        var treasury = settings["Tollgate:Crypto:TreasuryAddress"]!;
+        await using var first = await TestApp.StartAsync(engine, settings);
+        await using var second = await TestApp.StartAsync(engine, settings, database: first.DatabaseConnection);
+        var customer = await first.CustomerAsync(0);
+        var wallet = TestWallet.Random();
+        await customer.LinkWalletAsync(wallet);
+        using var viaSecond = new HttpClient { BaseAddress = second.BaseAddress };
+        viaSecond.DefaultRequestHeaders.Authorization = customer.Client.DefaultRequestHeaders.Authorization;
+        var customerOnSecond = customer with { Client = viaSecond };
+
+        var hashes = new List<string>();
+        for (var i = 1; i <= 6; i++)
+        {
+            hashes.Add(Node.Mine([new(Usdc, wallet.Address, treasury, i * 1_000_000)]));
+            Node.BlockNumber += 1;
+        }
+        Node.BlockNumber += 2;
+        var responses = await Task.WhenAll(hashes.SelectMany(h => new[] { customer.ConfirmAsync(h), customerOnSecond.ConfirmAsync(h) }));
+        Assert.All(responses, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
+        const long expected = 21_000_000; // 1 + 2 + … + 6 USDC
+        await CryptoApi.EventuallyAsync(async () => await customer.BalanceAsync() == expected, "all six transfers credited");
+        await Task.Delay(2_500); // more ticks of both watchers over the same blocks
+        Assert.Equal(expected, await customer.BalanceAsync());
+        Assert.Equal(6, (await customer.PaymentsAsync()).GetProperty("data").GetArrayLength());
+        var audit = await first.Admin.GetFromJsonAsync<JsonElement>("/admin/v1/ledger/audit");
+        Assert.Equal(0, audit.GetProperty("violations").GetArrayLength());
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Confirm_NodeOnAnotherChain_Is503(string engine)
     {
         // A separate app whose configured chain differs from the node's: nothing is credited from the wrong chain.
