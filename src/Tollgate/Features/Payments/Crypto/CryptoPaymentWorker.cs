@@ -26,6 +26,7 @@ internal sealed partial class CryptoPaymentWorker(
     private const int PendingBatch = 100;
     /// <summary>Bounds one tick's catching up, so re-checks are not starved behind a long scan backlog.</summary>
     private const int MaxRangesPerTick = 20;
+    private DateTimeOffset _lastNoncePrune = DateTimeOffset.MinValue;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -50,6 +51,13 @@ internal sealed partial class CryptoPaymentWorker(
     /// <summary>One pass of both jobs (public for tests and for operators running it by hand).</summary>
     public async Task RunOnceAsync(CancellationToken ct)
     {
+        var now = time.GetUtcNow();
+        if (now - _lastNoncePrune > TimeSpan.FromHours(1))
+        {
+            _lastNoncePrune = now;
+            // Kept a day past expiry, so a late "nonce_used"/"nonce_expired" answer is still exact rather than "invalid_nonce".
+            await store.DeleteExpiredNoncesAsync(now.AddDays(-1), ct);
+        }
         await RecheckPendingAsync(ct);
         if (payments.Options.WatcherEnabled) await ScanAsync(ct);
     }

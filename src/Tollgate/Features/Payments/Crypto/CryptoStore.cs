@@ -33,6 +33,14 @@ internal sealed class CryptoStore(Database db, TimeProvider time)
             issuedAt = UnixMicros.From(n.IssuedAt), expiresAt = UnixMicros.From(n.ExpiresAt) }, cancellationToken: ct));
     }
 
+    /// <summary>Deletes nonces that expired before <paramref name="before"/> (used or not: either way they can never link again).</summary>
+    public async Task<int> DeleteExpiredNoncesAsync(DateTimeOffset before, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        return await c.ExecuteAsync(new CommandDefinition("DELETE FROM wallet_nonces WHERE expires_at < @before",
+            new { before = UnixMicros.From(before) }, cancellationToken: ct));
+    }
+
     private sealed record NonceRow(string nonce, string account_id, string domain, string uri, long issued_at, long expires_at, long? used_at);
 
     public async Task<WalletNonce?> GetNonceAsync(string nonce, CancellationToken ct)

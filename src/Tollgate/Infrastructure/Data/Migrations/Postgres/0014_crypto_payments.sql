@@ -10,6 +10,7 @@ CREATE TABLE wallet_nonces (
     expires_at  bigint NOT NULL,
     used_at     bigint
 );
+CREATE INDEX wallet_nonces_expiry ON wallet_nonces (expires_at);
 
 -- A wallet proven (by a SIWE signature) to belong to an account; one account per wallet.
 CREATE TABLE wallets (
