@@ -13,6 +13,11 @@ else
 fi
 trap 'scripts/pg.sh stop' EXIT
 
+# The crypto payment tests run a real local EVM node: ganache, pinned in tests/evm/package-lock.json.
+if ! (cd tests/evm && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null); then
+  echo "npm ci in tests/evm failed; the EVM tests will fail (they never skip)." >&2
+fi
+
 dotnet test tests/Tollgate.Tests/Tollgate.Tests.csproj -c Release --logger trx --results-directory "$results" "$@"
 status=$?
 

@@ -98,6 +98,7 @@ public static class TollgateApp
         services.AddSingleton<Features.Payments.Stripe.StripeGraceSweeper>();
         services.AddSingleton<Features.Payments.Stripe.StripeReconciler>();
         services.AddHostedService(sp => sp.GetRequiredService<Features.Payments.Stripe.StripeGraceSweeper>());
+        var cryptoEnabled = Features.Payments.Crypto.CryptoRegistration.AddCryptoPayments(services, builder.Configuration);
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -131,6 +132,7 @@ public static class TollgateApp
         Features.Payments.Stripe.StripeEndpoints.MapStripe(app);
         Features.Plans.AdminPlanEndpoints.MapAdminPlans(app);
         Features.Plans.SubscriptionEndpoints.MapSubscriptions(app);
+        if (cryptoEnabled) Features.Payments.Crypto.CryptoEndpoints.MapCryptoPayments(app);
         app.MapAdminPricing();
         Features.Webhooks.WebhookEndpoints.MapWebhooks(app);
         Features.Alerts.AlertEndpoints.MapAlerts(app);

@@ -15,6 +15,8 @@ public sealed class SystemAccounts(LedgerService ledger)
     public const string Revenue = "system:revenue";
     /// <summary>Where money paid through Stripe enters the ledger (credited top-ups come from here; refunds go back).</summary>
     public const string StripeClearing = "system:payments:stripe";
+    /// <summary>Where USDC top-ups come from (kind payments_clearing): its balance is minus what was received on chain.</summary>
+    public const string UsdcPayments = "system:payments:usdc";
 
     private readonly ConcurrentDictionary<string, long> _ids = new(StringComparer.Ordinal);
 
