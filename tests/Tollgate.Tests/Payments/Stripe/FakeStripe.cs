@@ -15,6 +15,8 @@ namespace Tollgate.Tests.Payments.Stripe;
 /// <summary>One request the fake received: method, path, the Idempotency-Key, and the form fields as sent.</summary>
 public sealed record StripeCall(string Method, string Path, string? IdempotencyKey, string? StripeVersion, IReadOnlyList<KeyValuePair<string, string>> Form)
 {
+    public string Query { get; init; } = "";
+
     public string? Field(string name) => Form.FirstOrDefault(f => f.Key == name).Value;
 }
 
@@ -53,6 +55,14 @@ public sealed class FakeStripe : IAsyncDisposable
     /// <summary>Sessions created, by id: what a real webhook's <c>data.object</c> would describe.</summary>
     public Dictionary<string, StripeCall> Sessions { get; } = new(StringComparer.Ordinal);
 
+    private readonly Dictionary<string, (long Created, string PaymentStatus, long? AmountTotal)> _sessionState = new(StringComparer.Ordinal);
+
+    /// <summary>The buyer paid: the session lists as complete and paid with this total (cents).</summary>
+    public void MarkPaid(string sessionId, long amountTotal)
+    {
+        lock (_gate) _sessionState[sessionId] = (_sessionState[sessionId].Created, "paid", amountTotal);
+    }
+
     public static async Task<FakeStripe> StartAsync()
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { EnvironmentName = "Production" });
@@ -74,7 +84,10 @@ public sealed class FakeStripe : IAsyncDisposable
             foreach (var (k, v) in await http.Request.ReadFormAsync())
                 foreach (var value in v) form.Add(new(k, value ?? ""));
         var key = http.Request.Headers["Idempotency-Key"].FirstOrDefault();
-        var call = new StripeCall(http.Request.Method, http.Request.Path, key, http.Request.Headers["Stripe-Version"].FirstOrDefault(), form);
+        var call = new StripeCall(http.Request.Method, http.Request.Path, key, http.Request.Headers["Stripe-Version"].FirstOrDefault(), form)
+        {
+            Query = http.Request.QueryString.Value ?? "",
+        };
         lock (_gate) _calls.Add(call);
 
         if (http.Request.Headers.Authorization.ToString() != "Bearer " + SecretKey)
@@ -130,7 +143,11 @@ public sealed class FakeStripe : IAsyncDisposable
                 if (call.Field("mode") is null || call.Field("success_url") is null)
                     return (400, Error("invalid_request_error", "parameter_missing", "Missing required param: mode.", "mode"));
                 var id = $"cs_test_fake{n}";
-                lock (_gate) Sessions[id] = call;
+                lock (_gate)
+                {
+                    Sessions[id] = call;
+                    _sessionState[id] = (DateTimeOffset.UtcNow.ToUnixTimeSeconds(), "unpaid", null);
+                }
                 return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
                 {
                     ["id"] = id, ["object"] = "checkout.session", ["mode"] = call.Field("mode"), ["status"] = "open", ["payment_status"] = "unpaid",
@@ -144,9 +161,40 @@ public sealed class FakeStripe : IAsyncDisposable
                     ["id"] = $"bps_fake{n}", ["object"] = "billing_portal.session", ["customer"] = call.Field("customer"),
                     ["url"] = $"https://billing.stripe.com/p/session/fake{n}", ["return_url"] = call.Field("return_url"),
                 }));
+            case ("GET", "/v1/checkout/sessions"):
+                return (200, ListSessions(call));
             default:
                 return (404, Error("invalid_request_error", "resource_missing", $"Unrecognized request URL ({call.Method}: {call.Path})."));
         }
+    }
+
+    /// <summary>Stripe's list shape, newest first, filtered by <c>created[gte]</c>/<c>created[lt]</c>, paged by <c>limit</c> and <c>starting_after</c>.</summary>
+    private string ListSessions(StripeCall call)
+    {
+        var q = System.Web.HttpUtility.ParseQueryString(call.Query);
+        long.TryParse(q["created[gte]"], out var gte);
+        var lt = long.TryParse(q["created[lt]"], out var l) ? l : long.MaxValue;
+        var limit = int.TryParse(q["limit"], out var n) ? n : 10;
+        List<object> page;
+        bool more;
+        lock (_gate)
+        {
+            var all = Sessions.Where(s => _sessionState[s.Key].Created >= gte && _sessionState[s.Key].Created < lt)
+                .OrderByDescending(s => _sessionState[s.Key].Created).ThenByDescending(s => s.Key, StringComparer.Ordinal).ToList();
+            if (q["starting_after"] is { } after) all = all.SkipWhile(s => s.Key != after).Skip(1).ToList();
+            more = all.Count > limit;
+            page = all.Take(limit).Select(s =>
+            {
+                var state = _sessionState[s.Key];
+                return (object)new Dictionary<string, object?>
+                {
+                    ["id"] = s.Key, ["object"] = "checkout.session", ["mode"] = s.Value.Field("mode"), ["created"] = state.Created,
+                    ["status"] = state.PaymentStatus == "paid" ? "complete" : "open", ["payment_status"] = state.PaymentStatus, ["amount_total"] = state.AmountTotal,
+                    ["currency"] = "usd", ["metadata"] = Metadata(s.Value),
+                };
+            }).ToList();
+        }
+        return JsonSerializer.Serialize(new Dictionary<string, object> { ["object"] = "list", ["data"] = page, ["has_more"] = more, ["url"] = "/v1/checkout/sessions" });
     }
 
     private static Dictionary<string, string> Metadata(StripeCall call) =>
