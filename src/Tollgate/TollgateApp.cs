@@ -97,6 +97,8 @@ public static class TollgateApp
         services.AddSingleton<Features.Payments.Stripe.StripeWebhooks>();
         services.AddSingleton<Features.Payments.Stripe.StripeGraceSweeper>();
         services.AddSingleton<Features.Payments.Stripe.StripeReconciler>();
+        services.AddSingleton<Features.Payments.Stripe.PostpaidInvoicer>();
+        services.AddHostedService<Features.Payments.Stripe.PostpaidInvoiceJob>();
         services.AddHostedService(sp => sp.GetRequiredService<Features.Payments.Stripe.StripeGraceSweeper>());
         var cryptoEnabled = Features.Payments.Crypto.CryptoRegistration.AddCryptoPayments(services, builder.Configuration);
 

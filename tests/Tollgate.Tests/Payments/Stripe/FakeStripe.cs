@@ -161,6 +161,19 @@ public sealed class FakeStripe : IAsyncDisposable
                     ["id"] = $"bps_fake{n}", ["object"] = "billing_portal.session", ["customer"] = call.Field("customer"),
                     ["url"] = $"https://billing.stripe.com/p/session/fake{n}", ["return_url"] = call.Field("return_url"),
                 }));
+            case ("POST", "/v1/invoiceitems"):
+                if (call.Field("customer") is null || call.Field("amount") is null) return (400, Error("invalid_request_error", "parameter_missing", "Missing required param: customer.", "customer"));
+                return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
+                {
+                    ["id"] = $"ii_fake{n}", ["object"] = "invoiceitem", ["customer"] = call.Field("customer"), ["amount"] = long.Parse(call.Field("amount")!),
+                    ["currency"] = call.Field("currency"), ["description"] = call.Field("description"), ["metadata"] = Metadata(call),
+                }));
+            case ("POST", "/v1/invoices"):
+                return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
+                {
+                    ["id"] = $"in_fake{n}", ["object"] = "invoice", ["customer"] = call.Field("customer"), ["status"] = "draft",
+                    ["auto_advance"] = call.Field("auto_advance") == "true", ["metadata"] = Metadata(call),
+                }));
             case ("GET", "/v1/checkout/sessions"):
                 return (200, ListSessions(call));
             default:

@@ -384,3 +384,77 @@ public sealed class StripeNotConfiguredTests(MeteringFixture fixture) : IClassFi
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await app.Anonymous.PostAsync("/webhooks/stripe", AdminApi.JsonBody("{}"))).StatusCode);
     }
 }
+
+/// <summary>Postpaid accounts invoiced through Stripe for what they owe at a month's end, on a clock the test moves.</summary>
+public sealed class PostpaidInvoiceTests : IAsyncLifetime
+{
+    private const string Secret = "whsec_test_secret";
+    private readonly Ledger.ManualTimeProvider _clock = new(new DateTimeOffset(2026, 10, 31, 22, 0, 0, TimeSpan.Zero));
+    private FakeStripe _stripe = null!;
+    private readonly Dictionary<string, TestApp> _apps = new();
+
+    public static TheoryData<string> Engines => TestDatabases.Engines;
+
+    public async Task InitializeAsync()
+    {
+        _stripe = await FakeStripe.StartAsync();
+        var settings = new Dictionary<string, string?>
+        {
+            ["Tollgate:Stripe:SecretKey"] = FakeStripe.SecretKey,
+            ["Tollgate:Stripe:WebhookSecrets:0"] = Secret,
+            ["Tollgate:Stripe:ApiBaseUrl"] = _stripe.BaseUrl.ToString(),
+            ["Tollgate:Stripe:InvoicePostpaidUsage"] = "false",
+        };
+        foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres })
+            _apps[engine] = await TestApp.StartAsync(engine, settings, services: s => Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton<TimeProvider>(s, _clock));
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var app in _apps.Values) await app.DisposeAsync();
+        await _stripe.DisposeAsync();
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_month_end_debt_beyond_credits_is_invoiced_once_and_credited_when_paid(string engine)
+    {
+        var app = _apps[engine];
+        var postpaid = await app.CreateAccountAsync("postpaid", creditLimitMicros: 5_000_000);
+        var prepaid = await app.CreateAccountAsync("prepaid");
+        await app.GrantAsync(postpaid, 1_000_000);
+        await app.GrantAsync(prepaid, 1_000_000);
+        // Spends its million of credits and 1,500,003 micro-USD more (within its limit).
+        await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{postpaid}/credits",
+            AdminApi.JsonBody("""{"amount_micros":-2500003,"idempotency_key":"usage-oct"}""")), HttpStatusCode.OK);
+
+        Assert.Equal("period_not_ended", (await MeteringApi.BodyAsync(await app.Admin.PostAsync("/admin/v1/payments/invoice-usage?period=2026-10", null), HttpStatusCode.BadRequest)).Str("code"));
+        _clock.Advance(TimeSpan.FromHours(3));
+        // November's spending is not October's debt.
+        await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{postpaid}/credits",
+            AdminApi.JsonBody("""{"amount_micros":-100000,"idempotency_key":"usage-nov"}""")), HttpStatusCode.OK);
+
+        var run = await MeteringApi.BodyAsync(await app.Admin.PostAsync("/admin/v1/payments/invoice-usage?period=2026-10", null), HttpStatusCode.OK);
+        var invoice = run.GetProperty("data").EnumerateArray().Single(i => i.Str("account_id") == postpaid);
+        // 1,500,003 micro-USD rounds up to 151 cents.
+        Assert.Equal((151L, 1_510_000L, "open"), (invoice.Long("amount_cents"), invoice.Long("amount_micros"), invoice.Str("status")));
+        Assert.DoesNotContain(run.GetProperty("data").EnumerateArray(), i => i.Str("account_id") == prepaid);
+        var item = _stripe.Calls.Last(c => c.Path == "/v1/invoiceitems" && c.Field("metadata[tollgate_account]") == postpaid);
+        Assert.Equal(("151", "usd", "2026-10"), (item.Field("amount"), item.Field("currency"), item.Field("metadata[period]")));
+
+        // A rerun (or a second process) invoices nothing more.
+        var before = _stripe.Calls.Count(c => c.Path == "/v1/invoiceitems");
+        await MeteringApi.BodyAsync(await app.Admin.PostAsync("/admin/v1/payments/invoice-usage?period=2026-10", null), HttpStatusCode.OK);
+        Assert.Equal(before, _stripe.Calls.Count(c => c.Path == "/v1/invoiceitems"));
+
+        var paid = $$"""{"id":"{{invoice.Str("id")}}","object":"invoice","status":"paid","amount_paid":151,"customer":"cus_x"}""";
+        var payload = "{\"id\":\"evt_paid_" + invoice.Str("id") + "\",\"object\":\"event\",\"created\":" + _clock.GetUtcNow().ToUnixTimeSeconds()
+            + ",\"livemode\":false,\"type\":\"invoice.paid\",\"data\":{\"object\":" + paid + "}}";
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/stripe") { Content = new StringContent(payload, System.Text.Encoding.UTF8, "application/json") };
+        request.Headers.TryAddWithoutValidation("Stripe-Signature", FakeStripe.Sign(payload, Secret, _clock.GetUtcNow().ToUnixTimeSeconds()));
+        Assert.Equal("usage_invoice_paid", (await MeteringApi.BodyAsync(await app.Anonymous.SendAsync(request), HttpStatusCode.OK)).Str("outcome"));
+        var account = await MeteringApi.BodyAsync(await app.Admin.GetAsync($"/admin/v1/accounts/{postpaid}"), HttpStatusCode.OK);
+        // −1,500,003 − 100,000 + 1,510,000
+        Assert.Equal(-90_003, account.Long("balance_micros"));
+        await AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+}

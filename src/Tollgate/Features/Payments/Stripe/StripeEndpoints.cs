@@ -39,8 +39,11 @@ internal static partial class StripeEndpoints
         billing.MapGet("/checkouts", async (HttpContext http, StripeStore store, CancellationToken ct) =>
             TypedResults.Ok(new Dictionary<string, object> { ["data"] = (await store.CheckoutsAsync(http.GetCaller().AccountId, 100, ct)).Select(CheckoutView.From).ToList() }));
         routes.MapPost("/webhooks/stripe", Webhook).WithTags("Billing");
-        routes.MapGroup("/admin/v1/payments").RequireAdminKey().WithTags("Admin: payments")
-            .MapGet("/reconciliation", Reconcile);
+        var admin = routes.MapGroup("/admin/v1/payments").RequireAdminKey().WithTags("Admin: payments");
+        admin.MapGet("/reconciliation", Reconcile);
+        admin.MapPost("/invoice-usage", InvoiceUsage);
+        billing.MapGet("/invoices", async (HttpContext http, PostpaidInvoicer invoicer, CancellationToken ct) =>
+            TypedResults.Ok(new Dictionary<string, object> { ["data"] = await invoicer.ListAsync(http.GetCaller().AccountId, ct) }));
     }
 
     private static ProblemHttpResult NotConfigured() => Problems.Create(StatusCodes.Status503ServiceUnavailable, "stripe_not_configured",
@@ -99,6 +102,29 @@ internal static partial class StripeEndpoints
         try
         {
             return TypedResults.Ok(await reconciler.ReconcileAsync(start, end, ct));
+        }
+        catch (StripeException e)
+        {
+            return ProviderError(e);
+        }
+    }
+
+    /// <summary><c>POST /admin/v1/payments/invoice-usage?period=2026-11</c>: invoices postpaid accounts for a month that has ended (idempotent).</summary>
+    private static async Task<Results<Ok<Dictionary<string, object>>, ProblemHttpResult>> InvoiceUsage(string? period, PostpaidInvoicer invoicer,
+        IOptions<StripeOptions> options, CancellationToken ct)
+    {
+        if (!options.Value.Enabled) return NotConfigured();
+        if (period is null || !DateTimeOffset.TryParseExact(period + "-01", "yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture,
+                System.Globalization.DateTimeStyles.AssumeUniversal, out var month))
+            return Problems.BadRequest("invalid_request", "'period' is a month: yyyy-MM (e.g. 2026-10).", "period");
+        try
+        {
+            var invoices = await invoicer.InvoiceMonthAsync(month, ct);
+            return TypedResults.Ok(new Dictionary<string, object> { ["period"] = period, ["data"] = invoices });
+        }
+        catch (ArgumentException e)
+        {
+            return Problems.BadRequest("period_not_ended", e.Message, "period");
         }
         catch (StripeException e)
         {

@@ -28,6 +28,8 @@ public sealed record StripeOptions
     public Dictionary<string, Dictionary<string, string>> PlanPrices { get; init; } = new(StringComparer.Ordinal);
     /// <summary>How long a Stripe subscription may stay past due (its invoice unpaid) before the account goes back to the default plan.</summary>
     public int PastDueGraceSeconds { get; init; } = 7 * 24 * 3600;
+    /// <summary>Bill postpaid accounts (credit limit above zero) for what they owe at each month's end, through Stripe invoices.</summary>
+    public bool InvoicePostpaidUsage { get; init; } = true;
     /// <summary>How often the grace period is checked.</summary>
     public int GraceSweepSeconds { get; init; } = 60;
     public int TimeoutSeconds { get; init; } = 30;

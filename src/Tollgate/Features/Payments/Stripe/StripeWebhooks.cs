@@ -16,7 +16,7 @@ public sealed record WebhookOutcome(string Outcome, string? AccountId = null, bo
 /// status), never the arrival order. Amounts credited come from Tollgate's own record of the session, not the event.
 /// </summary>
 internal sealed partial class StripeWebhooks(
-    StripeStore store, LedgerService ledger, SystemAccounts system, AccountService accounts, Plans.SubscriptionService subscriptions,
+    StripeStore store, LedgerService ledger, SystemAccounts system, AccountService accounts, Plans.SubscriptionService subscriptions, PostpaidInvoicer invoicer,
     Microsoft.Extensions.Options.IOptions<StripeOptions> options, ILogger<StripeWebhooks> logger)
 {
     public const string TopupCode = "topup";
@@ -235,6 +235,10 @@ internal sealed partial class StripeWebhooks(
     /// <summary>A subscription invoice paid (past due → active) or failed (→ past due; after the grace period the account drops to the default plan).</summary>
     private async Task<WebhookOutcome> InvoiceAsync(JsonElement invoice, bool paid, long created, CancellationToken ct)
     {
+        // A usage invoice of a postpaid account: paid → its amount is credited back.
+        if (Str(invoice, "id") is { } invoiceId && paid && Str(invoice, "status") is "paid" or null
+            && await invoicer.InvoicePaidAsync(invoiceId, invoice.TryGetProperty("amount_paid", out var ap) && ap.TryGetInt64(out var apv) ? apv : 0, ct) is { } usage)
+            return usage;
         // basil moved the subscription under parent.subscription_details; older versions have it at the top level.
         var subscriptionId = invoice.TryGetProperty("parent", out var parent) && parent.ValueKind == JsonValueKind.Object
             && parent.TryGetProperty("subscription_details", out var details) && details.ValueKind == JsonValueKind.Object
