@@ -104,6 +104,29 @@ public sealed class CryptoFakeChainTests(FakeChainFixture fixture) : IClassFixtu
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task Reconciliation_lists_money_without_credit_and_credits_the_chain_no_longer_shows(string engine)
+    {
+        var (app, customer, wallet) = await LinkedCustomerAsync(engine);
+        // A block no other test uses, so the report covers only these transfers.
+        var block = engine == TestDatabases.Sqlite ? 100 : 101;
+        var fine = Node.Mine([new(Usdc, wallet.Address, Treasury, 5_000_000)], block: block);
+        var lost = Node.Mine([new(Usdc, wallet.Address, Treasury, 2_000_000)], block: block);
+        var unclaimed = Node.Mine([new(Usdc, TestWallet.Random().Address, Treasury, 3_000_000)], block: block);
+        Assert.Equal(HttpStatusCode.OK, (await customer.ConfirmAsync(fine)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await customer.ConfirmAsync(lost)).StatusCode);
+        Assert.Equal(7_000_000, await customer.BalanceAsync());
+        Node.Drop(lost);
+
+        var report = await app.Admin.GetFromJsonAsync<JsonElement>($"/admin/v1/payments/crypto/reconciliation?from_block={block}&to_block={block}");
+        var found = report.GetProperty("mismatches").EnumerateArray().ToDictionary(m => m.GetProperty("reference").GetString()!.Split('#')[0], m => m.GetProperty("kind").GetString());
+        Assert.Equal(2, found.Count);
+        Assert.Equal("money_without_credit", found[unclaimed]);
+        Assert.Equal("credit_without_money", found[lost]);
+        // It reports and changes nothing.
+        Assert.Equal(7_000_000, await customer.BalanceAsync());
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Confirm_TransferOfAnotherToken_IsRejected(string engine)
     {
         var (_, customer, wallet) = await LinkedCustomerAsync(engine);

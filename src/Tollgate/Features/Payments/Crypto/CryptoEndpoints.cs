@@ -95,8 +95,26 @@ internal static class CryptoEndpoints
                 (await store.ListAccountClaimsAsync(accountId, n, ct)).Select(CryptoClaimView.From).ToList()));
         });
 
-        routes.MapGroup("/admin/v1/payments/crypto").RequireAdminKey().WithTags("Admin: crypto payments")
-            .MapGet("/unmatched", async (CryptoStore store, IOptions<CryptoOptions> options, int? limit, CancellationToken ct) =>
+        var admin = routes.MapGroup("/admin/v1/payments/crypto").RequireAdminKey().WithTags("Admin: crypto payments");
+        admin.MapGet("/reconciliation", async Task<Results<Ok<Stripe.ReconciliationReport>, ProblemHttpResult>> (
+            [Microsoft.AspNetCore.Mvc.FromQuery(Name = "from_block")] long? fromBlock, [Microsoft.AspNetCore.Mvc.FromQuery(Name = "to_block")] long? toBlock,
+            CryptoReconciler reconciler, EvmRpcClient rpc, IOptions<CryptoOptions> options, CancellationToken ct) =>
+        {
+            try
+            {
+                var head = await rpc.BlockNumberAsync(ct) - options.Value.Confirmations + 1;
+                var to = Math.Min(toBlock ?? head, head);
+                var from = fromBlock ?? Math.Max(0, to - 10_000);
+                if (from < 0 || from > to) return Problems.BadRequest("invalid_request", "'from_block' must be 0 or more and not after 'to_block' (or the confirmed head).", "from_block");
+                if (to - from > 1_000_000) return Problems.BadRequest("invalid_request", "At most 1,000,000 blocks per reconciliation.", "from_block");
+                return TypedResults.Ok(await reconciler.ReconcileAsync(from, to, ct));
+            }
+            catch (EvmRpcException e)
+            {
+                return Problems.Create(StatusCodes.Status503ServiceUnavailable, "rpc_unavailable", $"The chain could not be read: {e.Message}");
+            }
+        });
+        admin.MapGet("/unmatched", async (CryptoStore store, IOptions<CryptoOptions> options, int? limit, CancellationToken ct) =>
                 TypedResults.Ok(new UnmatchedView((await store.ListUnmatchedAsync(options.Value.ChainId, Math.Clamp(limit ?? 100, 1, MaxPageSize), ct))
                     .Select(CryptoPaymentView.From).ToList())));
     }

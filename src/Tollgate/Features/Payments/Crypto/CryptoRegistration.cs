@@ -14,6 +14,7 @@ internal static class CryptoRegistration
         services.AddSingleton<EvmRpcClient>();
         services.AddSingleton<CryptoStore>();
         services.AddSingleton<CryptoPaymentService>();
+        services.AddSingleton<CryptoReconciler>();
         services.AddSingleton<CryptoConfirmLimiter>();
         services.AddSingleton<CryptoPaymentWorker>();
         services.AddHostedService(sp => sp.GetRequiredService<CryptoPaymentWorker>());

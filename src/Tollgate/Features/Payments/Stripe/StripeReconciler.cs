@@ -11,8 +11,12 @@ namespace Tollgate.Features.Payments.Stripe;
 /// <param name="Kind"><c>money_without_credit</c>, <c>credit_without_money</c> or <c>amount_mismatch</c>.</param>
 public sealed record Mismatch(string Kind, string Reference, string? AccountId, long? PaidCents, long? RecordedCents, long CreditedMicros, string Detail);
 
-public sealed record ReconciliationReport(string Source, DateTimeOffset From, DateTimeOffset To, int Checked, IReadOnlyList<Mismatch> Mismatches)
+/// <param name="From">The period (Stripe); for the chain see <see cref="FromBlock"/> and <see cref="ToBlock"/>.</param>
+public sealed record ReconciliationReport(string Source, DateTimeOffset? From, DateTimeOffset? To, int Checked, IReadOnlyList<Mismatch> Mismatches)
 {
+    public long? FromBlock { get; init; }
+    public long? ToBlock { get; init; }
+
     public bool Clean => Mismatches.Count == 0;
 }
 
