@@ -45,13 +45,7 @@ internal sealed class CreditPackCatalog
 
     public static void Register(IServiceCollection services)
     {
-        services.AddOptions<Dictionary<string, CreditPackOptions>>()
-            .Configure<IConfiguration>((d, config) =>
-            {
-                foreach (var section in config.GetSection("Tollgate:Billing:CreditPacks").GetChildren())
-                    d[section.Key] = section.Get<CreditPackOptions>() ?? new CreditPackOptions();
-            })
-            .Validate(Validate).ValidateOnStart();
+        Infrastructure.Configuration.NamedOptions.Add<CreditPackOptions>(services, "Tollgate:Billing:CreditPacks", Validate);
         services.AddSingleton<CreditPackCatalog>();
     }
 

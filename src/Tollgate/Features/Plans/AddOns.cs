@@ -48,13 +48,7 @@ internal sealed class AddOnCatalog
 
     public static void Register(IServiceCollection services)
     {
-        services.AddOptions<Dictionary<string, AddOnOptions>>()
-            .Configure<IConfiguration>((d, config) =>
-            {
-                foreach (var section in config.GetSection("Tollgate:AddOns").GetChildren())
-                    d[section.Key] = section.Get<AddOnOptions>() ?? new AddOnOptions();
-            })
-            .Validate(Validate).ValidateOnStart();
+        Infrastructure.Configuration.NamedOptions.Add<AddOnOptions>(services, "Tollgate:AddOns", Validate);
         services.AddSingleton<AddOnCatalog>();
         services.AddSingleton<AddOnStore>();
     }

@@ -214,13 +214,7 @@ internal sealed class PlanCatalog
 
     public static void Register(IServiceCollection services)
     {
-        services.AddOptions<Dictionary<string, PlanOptions>>()
-            .Configure<IConfiguration>((d, config) =>
-            {
-                foreach (var section in config.GetSection("Tollgate:Plans").GetChildren())
-                    d[section.Key] = section.Get<PlanOptions>() ?? new PlanOptions();
-            })
-            .Validate(Validate).ValidateOnStart();
+        Infrastructure.Configuration.NamedOptions.Add<PlanOptions>(services, "Tollgate:Plans", Validate);
         services.AddSingleton<PlanCatalog>();
         services.AddSingleton<PlanStore>();
         services.AddSingleton<PlanDefinitionService>();
