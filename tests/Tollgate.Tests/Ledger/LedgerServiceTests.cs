@@ -30,6 +30,27 @@ public sealed class LedgerServiceTests
 
     [Theory]
     [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task TransferAsync_SideWrites_CommitWithTheTransferAndOnlyIfItSucceeds(string engine)
+    {
+        await using var h = await LedgerHarness.StartAsync(engine);
+        var (_, customer, revenue) = await h.FundedCustomerAsync(100);
+        static LedgerSideWrite Mark(string id) => new(
+            "INSERT INTO stripe_events (id, type, created, account_id, outcome, received_at) VALUES (@id, 'test', 0, NULL, 'done', 0) ON CONFLICT (id) DO NOTHING",
+            new Dictionary<string, object?> { ["id"] = id });
+
+        var ok = await h.Ledger.TransferAsync(Posted("side-ok", customer, revenue, 60), new LedgerCommit { SideWrites = [Mark("evt-ok")] });
+        var refused = await h.Ledger.TransferAsync(Posted("side-refused", customer, revenue, 60), new LedgerCommit { SideWrites = [Mark("evt-refused")] });
+        var replay = await h.Ledger.TransferAsync(Posted("side-ok", customer, revenue, 60), new LedgerCommit { SideWrites = [Mark("evt-ok")] });
+
+        Assert.Equal((TransferResultCode.Ok, TransferResultCode.InsufficientFunds, TransferResultCode.Replayed), (ok.Code, refused.Code, replay.Code));
+        await using var c = await h.Database.OpenAsync(CancellationToken.None);
+        async Task<long> Rows(string id) => await Dapper.SqlMapper.ExecuteScalarAsync<long>(c, "SELECT COUNT(*) FROM stripe_events WHERE id = @id", new { id });
+        Assert.Equal((1L, 0L), (await Rows("evt-ok"), await Rows("evt-refused")));
+        await h.AssertAuditHealthyAsync();
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
     public async Task TransferAsync_PostedTransfer_MovesFundsAndStoresTransfer(string engine)
     {
         await using var h = await LedgerHarness.StartAsync(engine);

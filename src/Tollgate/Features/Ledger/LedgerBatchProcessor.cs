@@ -44,6 +44,15 @@ internal sealed class LedgerCommand(IReadOnlyList<TransferRequest> transfers, bo
         return records;
     }
 
+    /// <summary>Side writes of commands whose transfers all succeeded, in order.</summary>
+    public static List<LedgerSideWrite> SideWritesToRun(IReadOnlyList<LedgerCommand> batch)
+    {
+        var writes = new List<LedgerSideWrite>();
+        foreach (var c in batch)
+            if (c.Commit.SideWrites is { Count: > 0 } ws && c.Results.All(r => r.Succeeded)) writes.AddRange(ws);
+        return writes;
+    }
+
     /// <summary>True when no command of the batch needs its commit to be durable before it is acknowledged.</summary>
     public static bool AllRelaxed(IReadOnlyList<LedgerCommand> batch)
     {

@@ -204,4 +204,14 @@ public sealed record LedgerCommit
 
     public bool Relaxed { get; init; }
     public IReadOnlyList<Metering.UsageRecord>? Records { get; init; }
+
+    /// <summary>
+    /// Rows another feature writes in the same database transaction as the transfers, if they all succeed (replays
+    /// included), e.g. "this payment event was processed". Portable SQL with <c>@name</c> parameters; it must be
+    /// idempotent (<c>ON CONFLICT DO NOTHING</c>), since a replayed command writes it again.
+    /// </summary>
+    public IReadOnlyList<LedgerSideWrite>? SideWrites { get; init; }
 }
+
+/// <summary>One statement of <see cref="LedgerCommit.SideWrites"/>.</summary>
+public sealed record LedgerSideWrite(string Sql, IReadOnlyDictionary<string, object?> Parameters);

@@ -213,6 +213,12 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
                 if (writes.DirtyAccounts.Count > 0) write.BatchCommands.Add(UpdateAccounts(writes.DirtyAccounts));
                 if (writes.PendingStatusChanges.Count > 0) write.BatchCommands.Add(UpdatePending(writes.PendingStatusChanges));
                 if (LedgerCommand.RecordsToWrite(batch) is { Count: > 0 } records) write.BatchCommands.Add(Metering.UsageStore.PostgresInsertCommand(records));
+                foreach (var side in LedgerCommand.SideWritesToRun(batch))
+                {
+                    var command = new NpgsqlBatchCommand(side.Sql);
+                    foreach (var (name, value) in side.Parameters) command.Parameters.Add(new NpgsqlParameter(name, value ?? DBNull.Value));
+                    write.BatchCommands.Add(command);
+                }
                 write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
                 await write.ExecuteNonQueryAsync(ct);
             }

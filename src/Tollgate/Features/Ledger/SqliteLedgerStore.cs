@@ -307,6 +307,13 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
                     _updatePending.ExecuteNonQuery();
                 }
                 foreach (var record in LedgerCommand.RecordsToWrite(batch)) Metering.UsageStore.InsertSqlite(_insertUsage, record);
+                foreach (var side in LedgerCommand.SideWritesToRun(batch))
+                {
+                    using var command = _c.CreateCommand();
+                    command.CommandText = side.Sql;
+                    foreach (var (name, value) in side.Parameters) command.Parameters.AddWithValue("@" + name, value ?? DBNull.Value);
+                    command.ExecuteNonQuery();
+                }
                 _commit.ExecuteNonQuery();
                 committed = true;
             }

@@ -13,6 +13,9 @@ public sealed record StripeCheckout(
 public sealed record StripeSubscriptionState(string Id, string AccountId, string? PlanId, string? PlanInterval, string Status, long LastEventCreated,
     DateTimeOffset? PastDueSince);
 
+/// <summary>The event being handled: its id, type and creation time (Unix seconds).</summary>
+public readonly record struct StripeEventRef(string Id, string Type, long Created);
+
 public sealed record StripeDispute(string Id, string AccountId, string? ChargeId, long AmountCents, long FrozenMicros, string Status);
 
 /// <summary>Stripe's tables (portable SQL for both engines).</summary>
@@ -124,13 +127,21 @@ internal sealed class StripeStore(Database db, TimeProvider time)
         return await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM stripe_events WHERE id = @id", new { id }, cancellationToken: ct)) > 0;
     }
 
+    private const string InsertEventSql = """
+        INSERT INTO stripe_events (id, type, created, account_id, outcome, received_at) VALUES (@id, @type, @created, @accountId, @outcome, @now)
+        ON CONFLICT (id) DO NOTHING
+        """;
+
+    /// <summary>The event's row as a ledger side write: recorded in the same transaction as the transfer that is its effect.</summary>
+    public Ledger.LedgerSideWrite EventWrite(StripeEventRef e, string? accountId, string outcome) => new(InsertEventSql, new Dictionary<string, object?>
+    {
+        ["id"] = e.Id, ["type"] = e.Type, ["created"] = e.Created, ["accountId"] = accountId, ["outcome"] = outcome, ["now"] = time.GetUtcNowMicros(),
+    });
+
     public async Task RecordEventAsync(string id, string type, long created, string? accountId, string outcome, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
-        await c.ExecuteAsync(new CommandDefinition("""
-            INSERT INTO stripe_events (id, type, created, account_id, outcome, received_at) VALUES (@id, @type, @created, @accountId, @outcome, @now)
-            ON CONFLICT (id) DO NOTHING
-            """, new { id, type, created, accountId, outcome, now = time.GetUtcNowMicros() }, cancellationToken: ct));
+        await c.ExecuteAsync(new CommandDefinition(InsertEventSql, new { id, type, created, accountId, outcome, now = time.GetUtcNowMicros() }, cancellationToken: ct));
     }
 
     public async Task<string?> EventOutcomeAsync(string id, CancellationToken ct)

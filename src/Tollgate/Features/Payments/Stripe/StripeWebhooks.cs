@@ -30,28 +30,31 @@ internal sealed partial class StripeWebhooks(
         if (await store.EventOutcomeAsync(id, ct) is { } earlier) return new WebhookOutcome("duplicate:" + earlier);
         var obj = e.GetProperty("data").GetProperty("object");
         var created = e.TryGetProperty("created", out var cr) && cr.TryGetInt64(out var cv) ? cv : 0;
+        var ev = new StripeEventRef(id, type, created);
         var outcome = type switch
         {
             "customer.subscription.created" or "customer.subscription.updated" or "customer.subscription.deleted" or "customer.subscription.paused"
                 or "customer.subscription.resumed" => await SubscriptionChangedAsync(obj, type, created, ct),
             "invoice.paid" or "invoice.payment_succeeded" => await InvoiceAsync(obj, paid: true, created, ct),
             "invoice.payment_failed" => await InvoiceAsync(obj, paid: false, created, ct),
-            "checkout.session.completed" or "checkout.session.async_payment_succeeded" => await CheckoutCompletedAsync(obj, ct),
+            "checkout.session.completed" or "checkout.session.async_payment_succeeded" => await CheckoutCompletedAsync(obj, ev, ct),
             "checkout.session.async_payment_failed" or "checkout.session.expired" => await CheckoutClosedAsync(obj, type, ct),
-            "charge.refunded" => await ChargeRefundedAsync(obj, ct),
-            "charge.dispute.created" => await DisputeCreatedAsync(obj, ct),
-            "charge.dispute.closed" => await DisputeClosedAsync(obj, ct),
+            "charge.refunded" => await ChargeRefundedAsync(obj, ev, ct),
+            "charge.dispute.created" => await DisputeCreatedAsync(obj, ev, ct),
+            "charge.dispute.closed" => await DisputeClosedAsync(obj, ev, ct),
             // charge.refunded carries the cumulative refunded amount, which is the state refunds are decided by.
             "refund.created" or "refund.updated" or "refund.failed" or "charge.refund.updated" => new WebhookOutcome("ignored:refund_state_from_charge"),
             _ => new WebhookOutcome("ignored:unhandled_type"),
         };
         if (outcome.Outcome.StartsWith("ignored:unhandled", StringComparison.Ordinal)) LogUnhandled(logger, type, id);
+        // Effects that moved money recorded the event in the same transaction (LedgerCommit.SideWrites); this records the
+        // rest (and is a no-op for those).
         if (!outcome.Retry)
             await store.RecordEventAsync(id, type, created, outcome.AccountId, outcome.Outcome, CancellationToken.None);
         return outcome;
     }
 
-    private async Task<WebhookOutcome> CheckoutCompletedAsync(JsonElement session, CancellationToken ct)
+    private async Task<WebhookOutcome> CheckoutCompletedAsync(JsonElement session, StripeEventRef ev, CancellationToken ct)
     {
         var sessionId = Str(session, "id")!;
         if (await store.CheckoutAsync(sessionId, ct) is not { } checkout) return new WebhookOutcome("ignored:unknown_session");
@@ -82,7 +85,7 @@ internal sealed partial class StripeWebhooks(
             Code = TopupCode,
             Reference = sessionId,
             Metadata = JsonSerializer.Serialize(new Dictionary<string, object?> { ["pack"] = checkout.PackId, ["amount_cents"] = checkout.AmountCents, ["currency"] = checkout.Currency }),
-        }, ct);
+        }, new LedgerCommit { SideWrites = [store.EventWrite(ev, checkout.AccountId, "credited")] }, ct);
         if (!result.Succeeded) throw new InvalidOperationException($"The ledger refused the top-up of {sessionId}: {result.Code}.");
         await store.CompleteCheckoutAsync(sessionId, Str(session, "payment_intent"), checkout.AmountMicros, CancellationToken.None);
         return new WebhookOutcome(result.Code == TransferResultCode.Replayed ? "credited:replayed" : "credited", checkout.AccountId);
@@ -100,7 +103,7 @@ internal sealed partial class StripeWebhooks(
     /// refund takes back exactly what was credited). Credits already spent are taken only as far as the account's
     /// available balance (its credit limit included) allows; the rest is recorded as unrecovered and flagged.
     /// </summary>
-    private async Task<WebhookOutcome> ChargeRefundedAsync(JsonElement charge, CancellationToken ct)
+    private async Task<WebhookOutcome> ChargeRefundedAsync(JsonElement charge, StripeEventRef ev, CancellationToken ct)
     {
         var chargeId = Str(charge, "id")!;
         var checkout = Str(charge, "payment_intent") is { } pi ? await store.CheckoutByPaymentIntentAsync(pi, ct) : null;
@@ -116,7 +119,8 @@ internal sealed partial class StripeWebhooks(
         var target = (long)((Int128)checkout.CreditedMicros * Math.Min(refunded, paid) / paid);
         var owed = target - checkout.ClawedBackMicros;
         if (await accounts.GetAsync(checkout.AccountId, ct) is not { } account) return new WebhookOutcome("ignored:account_gone", checkout.AccountId);
-        var taken = owed <= 0 ? 0 : await TakeUpToAsync(account.Account.LedgerAccountId, owed, $"stripe:refund:{chargeId}:{refunded}", RefundCode, chargeId, ct);
+        var taken = owed <= 0 ? 0 : await TakeUpToAsync(account.Account.LedgerAccountId, owed, $"stripe:refund:{chargeId}:{refunded}", RefundCode, chargeId,
+            store.EventWrite(ev, checkout.AccountId, "refunded"), ct);
         var unrecovered = Math.Max(0, target - checkout.ClawedBackMicros - taken);
         await store.RecordRefundAsync(checkout.Id, refunded, checkout.ClawedBackMicros + taken, unrecovered, CancellationToken.None);
         if (unrecovered > 0) LogUnrecovered(logger, checkout.AccountId, chargeId, unrecovered);
@@ -124,7 +128,7 @@ internal sealed partial class StripeWebhooks(
     }
 
     /// <summary>Moves up to <paramref name="amount"/> from the account to Stripe clearing, as much as is available; returns what moved.</summary>
-    private async Task<long> TakeUpToAsync(long ledgerAccountId, long amount, string transferId, string code, string reference, CancellationToken ct)
+    private async Task<long> TakeUpToAsync(long ledgerAccountId, long amount, string transferId, string code, string reference, LedgerSideWrite eventRow, CancellationToken ct)
     {
         var clearing = await system.StripeClearingAsync(ct);
         for (var attempt = 0; attempt < 4; attempt++)
@@ -135,7 +139,7 @@ internal sealed partial class StripeWebhooks(
             var result = await ledger.TransferAsync(new TransferRequest
             {
                 Id = transferId, DebitAccountId = ledgerAccountId, CreditAccountId = clearing, Amount = take, Code = code, Reference = reference,
-            }, ct);
+            }, new LedgerCommit { SideWrites = [eventRow] }, ct);
             if (result.Succeeded) return result.Transfer!.Amount;
             // Stored earlier with another amount (the balance moved between two deliveries): that one counts.
             if (result.Code == TransferResultCode.IdempotencyConflict) return (await ledger.GetTransferAsync(transferId, ct))?.Amount ?? 0;
@@ -145,7 +149,7 @@ internal sealed partial class StripeWebhooks(
     }
 
     /// <summary>Freezes the disputed share of a purchase's credits (as far as available) with a hold that never expires.</summary>
-    private async Task<WebhookOutcome> DisputeCreatedAsync(JsonElement dispute, CancellationToken ct)
+    private async Task<WebhookOutcome> DisputeCreatedAsync(JsonElement dispute, StripeEventRef ev, CancellationToken ct)
     {
         var disputeId = Str(dispute, "id")!;
         if (await store.DisputeAsync(disputeId, ct) is { } known) return new WebhookOutcome("ignored:dispute_known", known.AccountId);
@@ -166,7 +170,7 @@ internal sealed partial class StripeWebhooks(
             {
                 Id = $"stripe:dispute:{disputeId}", Kind = TransferKind.Pending, DebitAccountId = account.Account.LedgerAccountId, CreditAccountId = clearing,
                 Amount = hold, Code = DisputeCode, Reference = Str(dispute, "charge"),
-            }, ct);
+            }, new LedgerCommit { SideWrites = [store.EventWrite(ev, checkout.AccountId, "frozen")] }, ct);
             if (result.Succeeded) { frozen = result.Transfer!.Amount; break; }
             if (result.Code == TransferResultCode.IdempotencyConflict) { frozen = (await ledger.GetTransferAsync($"stripe:dispute:{disputeId}", ct))?.Amount ?? 0; break; }
             if (result.Code != TransferResultCode.InsufficientFunds) throw new InvalidOperationException($"The ledger refused the dispute hold {disputeId}: {result.Code}.");
@@ -176,7 +180,7 @@ internal sealed partial class StripeWebhooks(
     }
 
     /// <summary>A won dispute releases the frozen credits; a lost one takes them.</summary>
-    private async Task<WebhookOutcome> DisputeClosedAsync(JsonElement dispute, CancellationToken ct)
+    private async Task<WebhookOutcome> DisputeClosedAsync(JsonElement dispute, StripeEventRef ev, CancellationToken ct)
     {
         var disputeId = Str(dispute, "id")!;
         if (await store.DisputeAsync(disputeId, ct) is not { } known)
@@ -189,7 +193,7 @@ internal sealed partial class StripeWebhooks(
             {
                 Id = $"stripe:dispute:{disputeId}:{status}", Kind = status == "won" ? TransferKind.VoidPending : TransferKind.PostPending,
                 PendingId = $"stripe:dispute:{disputeId}", Code = status == "won" ? "dispute_won" : "dispute_lost", Reference = known.ChargeId,
-            }, ct);
+            }, new LedgerCommit { SideWrites = [store.EventWrite(ev, known.AccountId, "dispute_" + status)] }, ct);
             if (!result.Succeeded && result.Code is not (TransferResultCode.PendingTransferAlreadyPosted or TransferResultCode.PendingTransferAlreadyVoided))
                 throw new InvalidOperationException($"The ledger refused to close dispute {disputeId}: {result.Code}.");
         }
