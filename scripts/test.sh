@@ -13,7 +13,12 @@ else
 fi
 trap 'scripts/pg.sh stop' EXIT
 
-# The crypto payment tests run a real local EVM node: ganache, pinned in tests/evm/package-lock.json.
+# The crypto payment tests run a real local EVM node: ganache, pinned in tests/evm/package-lock.json (needs node/npm).
+if ! command -v npm >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  echo "Installing nodejs and npm from apt (the EVM tests run ganache)..." >&2
+  $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >&2
+fi
 if ! (cd tests/evm && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null); then
   echo "npm ci in tests/evm failed; the EVM tests will fail (they never skip)." >&2
 fi
