@@ -56,6 +56,8 @@ public static class TollgateApp
         // A factory registration, so the container owns the data source and disposes it (closing pooled connections).
         services.AddSingleton(_ => new Database(target));
         services.AddSingleton<Migrator>();
+        services.AddSingleton<Infrastructure.Metrics.TollgateMetrics>();
+        services.AddSingleton<Infrastructure.Metrics.PrometheusExporter>();
         services.AddOptions<CreditsOptions>().BindConfiguration(CreditsOptions.Section).ValidateDataAnnotations()
             .Validate(o => Money.MicrosPerUsd % o.MicrosPerCredit == 0, "Credits:MicrosPerCredit must divide 1,000,000 evenly (e.g. 1, 10, 1000, 10000).")
             .ValidateOnStart();
@@ -113,8 +115,12 @@ public static class TollgateApp
         });
 
         var app = builder.Build();
+        // Created before any instrument records, so nothing is missed.
+        app.Services.GetRequiredService<Infrastructure.Metrics.PrometheusExporter>();
+        Infrastructure.Metrics.MetricsEndpoints.UseRequestMetrics(app);
         app.UseTollgateErrors();
         app.MapHealth();
+        Infrastructure.Metrics.MetricsEndpoints.MapMetrics(app);
         app.MapAdminAccounts();
         app.MapAdminLedger();
         app.MapAccountApi();

@@ -48,7 +48,10 @@ internal sealed partial class GatewayHandler
             {
                 using var firstByte = CancellationTokenSource.CreateLinkedTokenSource(total.Token);
                 firstByte.CancelAfter(target.Provider.FirstByteTimeout);
+                var sending = Stopwatch.GetTimestamp();
+                if (i == 0) metrics.AddedLatency.Record(Stopwatch.GetElapsedTime(call.StartedTimestamp, sending).TotalSeconds);
                 response = await target.Provider.Client.SendAsync(upstream, HttpCompletionOption.ResponseHeadersRead, firstByte.Token);
+                metrics.UpstreamLatency.Record(Stopwatch.GetElapsedTime(sending).TotalSeconds, new KeyValuePair<string, object?>("provider", target.Provider.Name));
             }
             catch (Exception e) when (clientGone.IsCancellationRequested && e is OperationCanceledException)
             {
@@ -367,6 +370,11 @@ internal sealed partial class GatewayHandler
             alerts.PostUsage(call.Caller.AccountId, leg.AlertSubject, leg.Period.Key, settlement.CapSpentMicros[i], leg.Cap.LimitMicros);
         }
         if (settlement.UnchargedMicros > 0) LogUncharged(logger, call.RequestId, settlement.UnchargedMicros);
+        KeyValuePair<string, object?> model = new("model", target.ModelId);
+        metrics.GatewayCalls.Add(1, new("provider", target.Provider.Name), model, new("outcome", outcome.ToString().ToLowerInvariant()));
+        metrics.GatewayTokens.Add(usage.InputTokens, model, new("kind", "input"));
+        metrics.GatewayTokens.Add(usage.OutputTokens, model, new("kind", "output"));
+        if (settlement.ChargedMicros > 0) metrics.GatewayCharged.Add(settlement.ChargedMicros, model);
         return settlement;
     }
 

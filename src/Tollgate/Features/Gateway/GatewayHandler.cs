@@ -33,6 +33,7 @@ internal sealed partial class GatewayHandler(
     Plans.QuotaStore quotas,
     Budgets.BudgetService budgets,
     Alerts.AlertService alerts,
+    Infrastructure.Metrics.TollgateMetrics metrics,
     IOptions<Byok.ByokOptions> byokOptions,
     IOptions<GatewayOptions> options,
     TimeProvider time,
@@ -138,6 +139,7 @@ internal sealed partial class GatewayHandler(
 
         if (limiter.TryAcquire(caller.KeyId, caller.AccountId, promptTokens, caller.Settings) is { } limited)
         {
+            metrics.RateLimited.Add(1, new KeyValuePair<string, object?>("reason", "rate_limited"));
             http.Response.Headers.RetryAfter = ((long)limited.RetryAfter.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
             await new GatewayError(429, "rate_limited",
                 $"Rate limit reached: the {limited.Scope}'s {limited.Limit.Replace('_', ' ')} limit. Retry after {(long)limited.RetryAfter.TotalSeconds} s.",
@@ -149,6 +151,7 @@ internal sealed partial class GatewayHandler(
         var (quotaPeriod, quotaError) = await TakeQuotasAsync(http, caller, plan, now);
         if (quotaError is not null)
         {
+            metrics.RateLimited.Add(1, new KeyValuePair<string, object?>("reason", "quota_exceeded"));
             limiter.Release(caller.KeyId, caller.AccountId, 0);
             await (quotaError with { Dialect = dialect }).ExecuteAsync(http);
             return;
@@ -188,6 +191,7 @@ internal sealed partial class GatewayHandler(
                         : new GatewayError(402, "insufficient_credits",
                             $"Insufficient credits: this call may cost up to {Money.FormatMicros(amount)} USD ({promptTokens} prompt tokens, up to {maxOutput * request.N} output tokens) and the available balance is {Money.FormatMicros(available)} USD.",
                             Extra: new Dictionary<string, object?> { ["available_micros"] = held.AvailableMicros, ["required_micros"] = amount });
+                    metrics.RateLimited.Add(1, new KeyValuePair<string, object?>("reason", refusal.Code));
                     await (refusal with { Dialect = dialect }).ExecuteAsync(http);
                     return;
                 }

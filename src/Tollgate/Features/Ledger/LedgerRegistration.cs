@@ -13,7 +13,8 @@ public static class LedgerRegistration
         services.AddSingleton<ILedgerStore>(sp => CreateStore(sp.GetRequiredService<Database>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton(sp => new LedgerService(
             sp.GetRequiredService<ILedgerStore>(), sp.GetRequiredService<TimeProvider>(),
-            sp.GetRequiredService<IOptions<LedgerOptions>>().Value, sp.GetRequiredService<ILogger<LedgerService>>()));
+            sp.GetRequiredService<IOptions<LedgerOptions>>().Value, sp.GetRequiredService<ILogger<LedgerService>>(),
+            sp.GetService<Infrastructure.Metrics.TollgateMetrics>()));
         services.AddSingleton<SystemAccounts>();
         services.AddHostedService<HoldExpirySweeper>();
         return services;

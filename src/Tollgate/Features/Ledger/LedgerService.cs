@@ -55,8 +55,12 @@ public sealed partial class LedgerService : IAsyncDisposable
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Task _writer;
 
-    internal LedgerService(ILedgerStore store, TimeProvider time, LedgerOptions options, ILogger<LedgerService> logger)
+    private readonly Infrastructure.Metrics.TollgateMetrics? _metrics;
+
+    internal LedgerService(ILedgerStore store, TimeProvider time, LedgerOptions options, ILogger<LedgerService> logger,
+        Infrastructure.Metrics.TollgateMetrics? metrics = null)
     {
+        _metrics = metrics;
         _store = store;
         _time = time;
         _options = options;
@@ -205,9 +209,12 @@ public sealed partial class LedgerService : IAsyncDisposable
 
     private async Task ExecuteAsync(List<Pending> batch, List<LedgerCommand> commands)
     {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var error = await TryApplyAsync(commands);
         if (error is null)
         {
+            _metrics?.LedgerBatchCommands.Record(commands.Count);
+            _metrics?.LedgerCommit.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
             foreach (var p in batch) p.Completion.TrySetResult(p.Command.Results);
             return;
         }

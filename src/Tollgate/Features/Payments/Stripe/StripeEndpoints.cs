@@ -150,6 +150,18 @@ internal static partial class StripeEndpoints
     /// handles the event. A transient failure answers 503 so Stripe delivers the event again.
     /// </summary>
     private static async Task<IResult> Webhook(HttpContext http, StripeWebhooks webhooks, IOptions<StripeOptions> options, TimeProvider time,
+        ILoggerFactory loggers, Infrastructure.Metrics.TollgateMetrics metrics, CancellationToken ct)
+    {
+        var result = await HandleWebhookAsync(http, webhooks, options, time, loggers, ct);
+        var outcome = result is IStatusCodeHttpResult { StatusCode: { } status } ? status switch
+        {
+            200 => "processed", 400 => "rejected", 503 => "retry", _ => "other",
+        } : "other";
+        metrics.Webhooks.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+        return result;
+    }
+
+    private static async Task<IResult> HandleWebhookAsync(HttpContext http, StripeWebhooks webhooks, IOptions<StripeOptions> options, TimeProvider time,
         ILoggerFactory loggers, CancellationToken ct)
     {
         var o = options.Value;

@@ -1,0 +1,168 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using System.Text;
+
+namespace Tollgate.Infrastructure.Metrics;
+
+/// <summary>
+/// Tollgate's instruments (System.Diagnostics.Metrics, meter <c>Tollgate</c>). Labels are bounded: routes are
+/// templates, models and providers come from configuration, never user ids or keys.
+/// </summary>
+public sealed class TollgateMetrics : IDisposable
+{
+    public const string MeterName = "Tollgate";
+    private readonly Meter _meter = new(MeterName);
+
+    public TollgateMetrics()
+    {
+        HttpRequests = _meter.CreateCounter<long>("tollgate_http_requests_total", description: "HTTP requests by route template, method and status.");
+        HttpDuration = _meter.CreateHistogram<double>("tollgate_http_request_duration_seconds", "s", "Time to answer an HTTP request, by route template.");
+        GatewayCalls = _meter.CreateCounter<long>("tollgate_gateway_calls_total", description: "Gateway calls settled, by provider, model and outcome.");
+        GatewayTokens = _meter.CreateCounter<long>("tollgate_gateway_tokens_total", description: "Tokens metered by the gateway, by model and kind.");
+        GatewayCharged = _meter.CreateCounter<long>("tollgate_gateway_charged_microusd_total", description: "Micro-USD charged for gateway calls, by model.");
+        UpstreamLatency = _meter.CreateHistogram<double>("tollgate_gateway_upstream_seconds", "s", "Upstream time to response headers, by provider.");
+        AddedLatency = _meter.CreateHistogram<double>("tollgate_gateway_added_seconds", "s", "Time Tollgate added before forwarding (auth, rating, hold).");
+        RateLimited = _meter.CreateCounter<long>("tollgate_gateway_rejections_total", description: "Gateway calls refused before forwarding, by reason.");
+        LedgerBatchCommands = _meter.CreateHistogram<long>("tollgate_ledger_batch_commands", description: "Commands committed per ledger database transaction.");
+        LedgerCommit = _meter.CreateHistogram<double>("tollgate_ledger_commit_seconds", "s", "Time to apply and commit one ledger batch.");
+        Webhooks = _meter.CreateCounter<long>("tollgate_stripe_webhooks_total", description: "Stripe webhook deliveries, by outcome.");
+    }
+
+    public Counter<long> HttpRequests { get; }
+    public Histogram<double> HttpDuration { get; }
+    public Counter<long> GatewayCalls { get; }
+    public Counter<long> GatewayTokens { get; }
+    public Counter<long> GatewayCharged { get; }
+    public Histogram<double> UpstreamLatency { get; }
+    public Histogram<double> AddedLatency { get; }
+    public Counter<long> RateLimited { get; }
+    public Histogram<long> LedgerBatchCommands { get; }
+    public Histogram<double> LedgerCommit { get; }
+    public Counter<long> Webhooks { get; }
+
+    public void Dispose() => _meter.Dispose();
+}
+
+/// <summary>
+/// Aggregates the <c>Tollgate</c> meter in memory (a MeterListener) and writes the Prometheus text exposition format
+/// 0.0.4: counters as sums per label set, histograms as cumulative buckets with <c>_sum</c> and <c>_count</c>.
+/// </summary>
+public sealed class PrometheusExporter : IDisposable
+{
+    /// <summary>Bucket bounds for histograms in seconds, and for counts.</summary>
+    private static readonly double[] SecondsBuckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+    private static readonly double[] CountBuckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000];
+
+    private sealed class Family(string name, string type, string? help, double[]? buckets)
+    {
+        public string Name { get; } = name;
+        public string Type { get; } = type;
+        public string? Help { get; } = help;
+        public double[]? Buckets { get; } = buckets;
+        public ConcurrentDictionary<string, Series> Series { get; } = new(StringComparer.Ordinal);
+    }
+
+    private sealed class Series(int buckets)
+    {
+        public readonly long[] Counts = new long[buckets + 1];
+        public long Count;
+        public long SumBits;
+        public long Total;
+
+        public void AddSum(double value)
+        {
+            // Lock-free double accumulation.
+            long seen, next;
+            do
+            {
+                seen = Interlocked.Read(ref SumBits);
+                next = BitConverter.DoubleToInt64Bits(BitConverter.Int64BitsToDouble(seen) + value);
+            } while (Interlocked.CompareExchange(ref SumBits, next, seen) != seen);
+        }
+    }
+
+    private readonly ConcurrentDictionary<string, Family> _families = new(StringComparer.Ordinal);
+    private readonly MeterListener _listener = new();
+
+    public PrometheusExporter()
+    {
+        _listener.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name != TollgateMetrics.MeterName) return;
+            var histogram = instrument.GetType().Name.StartsWith("Histogram", StringComparison.Ordinal);
+            _families[instrument.Name] = new Family(instrument.Name, histogram ? "histogram" : "counter", instrument.Description,
+                histogram ? instrument.Unit == "s" ? SecondsBuckets : CountBuckets : null);
+            listener.EnableMeasurementEvents(instrument, _families[instrument.Name]);
+        };
+        _listener.SetMeasurementEventCallback<long>((instrument, value, tags, state) => Record((Family)state!, value, tags));
+        _listener.SetMeasurementEventCallback<double>((instrument, value, tags, state) => Record((Family)state!, value, tags));
+        _listener.Start();
+    }
+
+    private static void Record(Family family, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        var series = family.Series.GetOrAdd(Labels(tags), _ => new Series(family.Buckets?.Length ?? 0));
+        if (family.Buckets is { } bounds)
+        {
+            var i = 0;
+            while (i < bounds.Length && value > bounds[i]) i++;
+            Interlocked.Increment(ref series.Counts[i]);
+            Interlocked.Increment(ref series.Count);
+            series.AddSum(value);
+        }
+        else Interlocked.Add(ref series.Total, (long)value);
+    }
+
+    /// <summary>The label set as exposition text (<c>a="x",b="y"</c>), sorted by name so one set has one key.</summary>
+    private static string Labels(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        if (tags.Length == 0) return "";
+        var pairs = new KeyValuePair<string, object?>[tags.Length];
+        tags.CopyTo(pairs);
+        Array.Sort(pairs, (a, b) => string.CompareOrdinal(a.Key, b.Key));
+        var sb = new StringBuilder();
+        foreach (var (key, value) in pairs)
+        {
+            if (sb.Length > 0) sb.Append(',');
+            sb.Append(key).Append("=\"").Append(Escape(Convert.ToString(value, CultureInfo.InvariantCulture) ?? "")).Append('"');
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Label value escaping: backslash, double quote and newline.</summary>
+    public static string Escape(string value) => value.Replace("\\", "\\\\").Replace("\"", "\\\"").Replace("\n", "\\n");
+
+    private static string Number(double v) => double.IsPositiveInfinity(v) ? "+Inf" : v.ToString("R", CultureInfo.InvariantCulture);
+
+    public void Write(TextWriter w)
+    {
+        foreach (var family in _families.Values.OrderBy(f => f.Name, StringComparer.Ordinal))
+        {
+            if (family.Series.IsEmpty) continue;
+            if (family.Help is { } help) w.Write($"# HELP {family.Name} {help.Replace("\\", "\\\\").Replace("\n", "\\n")}\n");
+            w.Write($"# TYPE {family.Name} {family.Type}\n");
+            foreach (var (labels, s) in family.Series.OrderBy(s => s.Key, StringComparer.Ordinal))
+            {
+                if (family.Buckets is not { } bounds)
+                {
+                    w.Write($"{family.Name}{Braces(labels)} {Interlocked.Read(ref s.Total).ToString(CultureInfo.InvariantCulture)}\n");
+                    continue;
+                }
+                long cumulative = 0;
+                for (var i = 0; i <= bounds.Length; i++)
+                {
+                    cumulative += Interlocked.Read(ref s.Counts[i]);
+                    var le = $"le=\"{(i < bounds.Length ? Number(bounds[i]) : "+Inf")}\"";
+                    w.Write($"{family.Name}_bucket{{{(labels.Length == 0 ? le : labels + "," + le)}}} {cumulative.ToString(CultureInfo.InvariantCulture)}\n");
+                }
+                w.Write($"{family.Name}_sum{Braces(labels)} {Number(BitConverter.Int64BitsToDouble(Interlocked.Read(ref s.SumBits)))}\n");
+                w.Write($"{family.Name}_count{Braces(labels)} {cumulative.ToString(CultureInfo.InvariantCulture)}\n");
+            }
+        }
+    }
+
+    private static string Braces(string labels) => labels.Length == 0 ? "" : "{" + labels + "}";
+
+    public void Dispose() => _listener.Dispose();
+}

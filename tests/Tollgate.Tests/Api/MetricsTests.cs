@@ -1,0 +1,51 @@
+using System.Net;
+using System.Text.RegularExpressions;
+using Tollgate.Infrastructure.Metrics;
+using Tollgate.Tests.Metering;
+
+namespace Tollgate.Tests.Api;
+
+/// <summary><c>/metrics</c>: Prometheus text format, admin only, and numbers that match what happened.</summary>
+public sealed class MetricsTests(MeteringFixture fixture) : IClassFixture<MeteringFixture>
+{
+    public static TheoryData<string> Engines => TestDatabases.Engines;
+
+    private static long Sample(string body, string series)
+    {
+        var line = body.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal));
+        return line is null ? 0 : long.Parse(line[(series.Length + 1)..]);
+    }
+
+    [Fact]
+    public void Label_values_are_escaped_as_the_exposition_format_requires() =>
+        Assert.Equal("a\\\"b\\\\c\\n", PrometheusExporter.Escape("a\"b\\c\n"));
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_gateway_call_shows_up_in_requests_tokens_and_micro_dollars_charged(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(1_000_000);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await app.Anonymous.GetAsync("/metrics")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await c.Client.GetAsync("/metrics")).StatusCode);
+
+        var before = await app.Admin.GetStringAsync("/metrics");
+        var response = await c.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody("""{"model":"demo/echo","messages":[{"role":"user","content":"count me"}]}"""));
+        var usage = (await MeteringApi.BodyAsync(response, HttpStatusCode.OK)).GetProperty("usage");
+        var charge = long.Parse(response.Headers.GetValues("x-tollgate-charge-micros").Single());
+
+        var metrics = await app.Admin.GetAsync("/metrics");
+        Assert.Equal("text/plain; version=0.0.4; charset=utf-8", metrics.Content.Headers.ContentType!.ToString());
+        var after = await metrics.Content.ReadAsStringAsync();
+        Assert.EndsWith("\n", after);
+        long Delta(string series) => Sample(after, series) - Sample(before, series);
+        Assert.Equal(charge, Delta("tollgate_gateway_charged_microusd_total{model=\"demo/echo\"}"));
+        Assert.Equal(usage.GetProperty("prompt_tokens").GetInt64(), Delta("tollgate_gateway_tokens_total{kind=\"input\",model=\"demo/echo\"}"));
+        Assert.Equal(usage.GetProperty("completion_tokens").GetInt64(), Delta("tollgate_gateway_tokens_total{kind=\"output\",model=\"demo/echo\"}"));
+        Assert.Equal(1, Delta("tollgate_http_requests_total{method=\"POST\",route=\"/v1/chat/completions\",status=\"200\"}"));
+        // Histograms: cumulative buckets ending in +Inf, equal to _count.
+        var inf = Regex.Match(after, @"tollgate_ledger_commit_seconds_bucket\{le=""\+Inf""\} (\d+)");
+        Assert.True(inf.Success);
+        Assert.Equal(inf.Groups[1].Value, Regex.Match(after, @"tollgate_ledger_commit_seconds_count (\d+)").Groups[1].Value);
+        Assert.Single(Regex.Matches(after, "^# TYPE tollgate_gateway_tokens_total counter$", RegexOptions.Multiline));
+    }
+}
