@@ -14,6 +14,9 @@ public sealed class TollgateMetrics : IDisposable
     public const string MeterName = "Tollgate";
     private readonly Meter _meter = new(MeterName);
 
+    /// <summary>This app's meter: an exporter listens to it alone, so several apps in one process (tests) never mix.</summary>
+    public Meter Meter => _meter;
+
     public TollgateMetrics()
     {
         HttpRequests = _meter.CreateCounter<long>("tollgate_http_requests_total", description: "HTTP requests by route template, method and status.");
@@ -85,15 +88,15 @@ public sealed class PrometheusExporter : IDisposable
     private readonly ConcurrentDictionary<string, Family> _families = new(StringComparer.Ordinal);
     private readonly MeterListener _listener = new();
 
-    public PrometheusExporter()
+    public PrometheusExporter(TollgateMetrics metrics)
     {
         _listener.InstrumentPublished = (instrument, listener) =>
         {
-            if (instrument.Meter.Name != TollgateMetrics.MeterName) return;
+            if (!ReferenceEquals(instrument.Meter, metrics.Meter)) return;
             var histogram = instrument.GetType().Name.StartsWith("Histogram", StringComparison.Ordinal);
-            _families[instrument.Name] = new Family(instrument.Name, histogram ? "histogram" : "counter", instrument.Description,
-                histogram ? instrument.Unit == "s" ? SecondsBuckets : CountBuckets : null);
-            listener.EnableMeasurementEvents(instrument, _families[instrument.Name]);
+            var family = _families.GetOrAdd(instrument.Name, name => new Family(name, histogram ? "histogram" : "counter", instrument.Description,
+                histogram ? instrument.Unit == "s" ? SecondsBuckets : CountBuckets : null));
+            listener.EnableMeasurementEvents(instrument, family);
         };
         _listener.SetMeasurementEventCallback<long>((instrument, value, tags, state) => Record((Family)state!, value, tags));
         _listener.SetMeasurementEventCallback<double>((instrument, value, tags, state) => Record((Family)state!, value, tags));
