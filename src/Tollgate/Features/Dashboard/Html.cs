@@ -16,7 +16,14 @@ internal static class Html
     /// <summary>HTML-encodes text for an element body or a quoted attribute.</summary>
     public static string E(string? text) => text is null ? "" : Encoder.Encode(text);
 
-    public static string Usd(long micros) => "$" + Money.FormatMicros(micros);
+    /// <summary>Exact dollars from micro-USD, trailing zeros past the cents dropped ($1.50, $0.000123).</summary>
+    public static string Usd(long micros)
+    {
+        var text = Money.FormatMicros(micros);
+        var keep = text.Length;
+        while (text[keep - 1] == '0' && text.Length - keep < 4) keep--;
+        return (text[0] == '-' ? "−$" + text[1..keep] : "$" + text[..keep]);
+    }
 
     /// <summary>Whole-cent price for plan and pack cards.</summary>
     public static string Cents(long cents, string currency = "usd") =>
