@@ -101,6 +101,7 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
 
         await SignInAsync(page, email);
         Assert.Equal("Acme Robotics", await TextAsync(page, "h1"));
+        Assert.Equal(accountId, await TextAsync(page, "#account-id"));
         Assert.Equal("$2.00", await TextAsync(page, "#balance"));
         Assert.Equal("$2.00", await TextAsync(page, "#available"));
         var session = (await context.CookiesAsync()).Single(c => c.Name == "tg_session");
@@ -121,6 +122,11 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
         Assert.DoesNotContain(key, await page.ContentAsync());
         Assert.Contains("browser key", await TextAsync(page, "#keys"));
 
+        var usageBefore = await page.GotoAsync("/usage");
+        Assert.True(usageBefore!.Ok, $"GET /usage: {usageBefore.Status} {await page.ContentAsync()}");
+        Assert.Equal("0", await TextAsync(page, "#total-requests"));
+        Assert.Equal(0, await page.Locator("#chart-days rect.bar[height]:not([height='0'])").CountAsync());
+
         // The key just shown works on the gateway.
         using var client = new HttpClient { BaseAddress = app.BaseAddress };
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
@@ -135,6 +141,7 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
         Assert.True(charges > 0);
 
         await page.GetByRole(AriaRole.Link, new() { Name = "Usage", Exact = true }).ClickAsync();
+        Assert.Equal("page", await page.GetByRole(AriaRole.Link, new() { Name = "Usage", Exact = true }).GetAttributeAsync("aria-current"));
         // Usage records are written in batches: reload until both calls are in.
         for (var i = 0; i < 50 && await TextAsync(page, "#total-requests") != "2"; i++)
         {

@@ -114,6 +114,7 @@ internal static class DashboardEndpoints
             ? "<p class=\"muted\">No active alerts.</p>"
             : "<ul>" + string.Concat(active.Select(a => $"<li><strong>{E(AlertText(a))}</strong> <span class=\"muted\">since {When(a.FiredAt)}</span></li>")) + "</ul>";
         var body = $"""
+            <p class="muted">Account <code id="account-id">{E(account.Account.Id)}</code></p>
             <section aria-labelledby="balance-h"><h2 id="balance-h">Balance</h2>
             <div class="cards">
               <div class="card"><h3>Balance</h3><p class="big" id="balance">{Usd(l.BalanceMicros)}</p></div>

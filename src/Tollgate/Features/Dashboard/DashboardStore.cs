@@ -24,10 +24,20 @@ internal sealed class DashboardStore(Database db)
 {
     private const long MicrosPerDay = 86_400_000_000;
 
-    private sealed record DayRow(long day, long requests, long tokens, long price);
-    private sealed record ModelRow(string model, long requests, long tokens, long price);
+    // Classes with setters, not positional records: on an empty result SQLite reports computed columns as BLOB, and
+    // Dapper's constructor matching would then fail before it found there was no row to map.
+    private sealed class DayRow { public long day { get; set; } public long requests { get; set; } public long tokens { get; set; } public long price { get; set; } }
+    private sealed class ModelRow { public string model { get; set; } = ""; public long requests { get; set; } public long tokens { get; set; } public long price { get; set; } }
     private sealed record RecentRow(string id, string model, string? key_id, long input_tokens, long output_tokens, long? user_price_micros, string billing_status, long occurred_at);
-    private sealed record AccountRow(string id, string name, string plan_id, long balance, long held, long created_at);
+    private sealed class AccountRow
+    {
+        public string id { get; set; } = "";
+        public string name { get; set; } = "";
+        public string plan_id { get; set; } = "";
+        public long balance { get; set; }
+        public long held { get; set; }
+        public long created_at { get; set; }
+    }
 
     /// <summary>Per UTC day since <paramref name="from"/> (days without usage are absent), and per model, in one connection.</summary>
     public async Task<(IReadOnlyList<UsageDay> Days, IReadOnlyList<UsageByModel> Models)> AggregatesAsync(string accountId, DateTimeOffset from, CancellationToken ct)

@@ -72,7 +72,8 @@ internal static class Html
     {
         const int width = 600, height = 160, top = 10, bottom = 22;
         var max = Math.Max(1, values.Count == 0 ? 1 : values.Max());
-        var slot = values.Count == 0 ? width : (double)width / values.Count;
+        // At least ten slots, so one or two bars stay bar-shaped instead of filling the width.
+        var slot = (double)width / Math.Max(values.Count, 10);
         var sb = new StringBuilder();
         sb.Append("<figure class=\"chart\"><figcaption id=\"").Append(id).Append("-cap\">").Append(E(caption)).Append("</figcaption>");
         sb.Append("<svg id=\"").Append(id).Append("\" viewBox=\"0 0 ").Append(width).Append(' ').Append(height + bottom)
@@ -84,7 +85,8 @@ internal static class Html
             var h = values[i] <= 0 ? 0 : Math.Max(1, (double)((Int128)values[i] * (height - top) / max));
             var x = i * slot + slot * 0.15;
             sb.Append(CultureInfo.InvariantCulture, $"<rect class=\"bar\" data-value=\"{values[i]}\" x=\"{x:0.#}\" y=\"{height - h:0.#}\" width=\"{slot * 0.7:0.#}\" height=\"{h:0.#}\"><title>{E(labels[i])}: {E(format(values[i]))}</title></rect>");
-            if (values.Count <= 12 || i % 7 == 0 || i == values.Count - 1)
+            // Long series: every seventh label counted back from the last (today), so labels never overlap.
+            if (values.Count <= 12 || (values.Count - 1 - i) % 7 == 0)
                 sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{x + slot * 0.35:0.#}\" y=\"{height + 16}\" text-anchor=\"middle\">{E(Short(labels[i]))}</text>");
         }
         sb.Append("</svg><details><summary>Numbers</summary><table><thead><tr><th scope=\"col\">Label</th><th scope=\"col\" class=\"num\">Value</th></tr></thead><tbody>");
