@@ -107,7 +107,7 @@ internal static class Html
         .brand{font-weight:700;text-decoration:none;color:var(--fg)}
         nav ul{display:flex;flex-wrap:wrap;gap:.25rem 1rem;list-style:none;margin:0;padding:0}
         nav a{color:var(--accent);text-decoration:none;padding:.2rem 0}nav a[aria-current=page]{font-weight:700;border-bottom:2px solid var(--accent)}
-        .who{margin-left:auto;display:flex;gap:.75rem;align-items:center;color:var(--muted);font-size:.9rem}.who form{margin:0}
+        .who{margin-left:auto;display:flex;flex-wrap:wrap;gap:.25rem .75rem;align-items:center;color:var(--muted);font-size:.9rem;min-width:0}.who span{overflow-wrap:anywhere}.who form{margin:0}
         main{max-width:64rem;margin:0 auto;padding:1rem}
         h1{font-size:1.5rem;margin:.5rem 0 1rem}h2{font-size:1.15rem;margin:1.5rem 0 .5rem}
         .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(12rem,1fr));gap:.75rem}
