@@ -332,6 +332,7 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
 
         // A member is no operator.
         await SignInAsync(page, member);
+        var memberSession = (await context.CookiesAsync()).Single(c => c.Name == "tg_session").Value;
         await page.GotoAsync("/admin");
         Assert.Equal("Operator sign-in", await TextAsync(page, "h1"));
 
@@ -344,6 +345,12 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
         var row = page.Locator("#accounts tr", new() { HasText = accountId });
         Assert.Contains("$3.50", await row.TextContentAsync());
         Assert.DoesNotContain(await context.CookiesAsync(), c => c.Name == "tg_session");
+        using (var stale = new HttpClient { BaseAddress = app.BaseAddress })
+        {
+            // Signing in as the operator ended the member's session, not just its cookie.
+            stale.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", memberSession);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await stale.GetAsync("/api/v1/account")).StatusCode);
+        }
         Assert.DoesNotContain(TestApp.AdminKey, (await context.CookiesAsync()).Single(c => c.Name == "tg_operator").Value);
         await ShotAsync(page, "admin-accounts");
 

@@ -39,14 +39,16 @@ internal static class AdminDashboardEndpoints
             <p class="muted"><a href="/">Member sign-in</a></p>
             """, ""), status);
 
-    private static async Task<IResult> SignIn(HttpContext http, AdminKeys keys, IOptions<DashboardOptions> options, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> SignIn(HttpContext http, AdminKeys keys, Members.MemberService members, IOptions<DashboardOptions> options, TimeProvider time, CancellationToken ct)
     {
         var d = await DashboardAuth.LoadAsync(http, ct);
         if (!await DashboardAuth.ValidFormAsync(http)) return DashboardEndpoints.Forged(http, d);
         var key = (await http.Request.ReadFormAsync(ct))["admin_key"].ToString().Trim();
         if (key.Length is 0 or > 200 || !keys.IsAdmin(key)) return SignInPage(http, d, "That is not an admin key.", StatusCodes.Status401Unauthorized);
         var lifetime = TimeSpan.FromHours(options.Value.OperatorSessionHours);
-        http.Response.Cookies.Delete(DashboardAuth.SessionCookie);
+        // One role per browser: a member session open here is ended, not just forgotten.
+        if (http.Request.Cookies[DashboardAuth.SessionCookie] is { } session && Members.MemberService.IsSessionToken(session)) await members.SignOutAsync(session, ct);
+        http.Response.Cookies.Delete(DashboardAuth.SessionCookie, DashboardAuth.Cookie(http, null));
         http.Response.Cookies.Append(DashboardAuth.OperatorCookie, DashboardAuth.ProtectOperator(http, key, lifetime), DashboardAuth.Cookie(http, time.GetUtcNow() + lifetime));
         return Results.Redirect("/admin");
     }

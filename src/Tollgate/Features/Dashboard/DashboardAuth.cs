@@ -66,6 +66,8 @@ internal static class DashboardAuth
             o.FormFieldName = CsrfField;
             o.HeaderName = null;
         });
+        services.AddOptions<AntiforgeryOptions>().Configure<Microsoft.Extensions.Options.IOptions<DashboardOptions>>((o, dashboard) =>
+            o.Cookie.SecurePolicy = dashboard.Value.SecureCookies ? CookieSecurePolicy.Always : CookieSecurePolicy.SameAsRequest);
     }
 
     public static CookieOptions Cookie(HttpContext http, DateTimeOffset? expires, string path = "/") => new()
