@@ -65,9 +65,10 @@ internal static class DashboardAuth
             o.Cookie.HttpOnly = true;
             o.FormFieldName = CsrfField;
             o.HeaderName = null;
+            // Not Always even with SecureCookies: antiforgery refuses to work at all on a plain-HTTP request then. Its
+            // cookie is only half of a token pair, not a credential; the session cookie is the one that must stay Secure.
+            o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
         });
-        services.AddOptions<AntiforgeryOptions>().Configure<Microsoft.Extensions.Options.IOptions<DashboardOptions>>((o, dashboard) =>
-            o.Cookie.SecurePolicy = dashboard.Value.SecureCookies ? CookieSecurePolicy.Always : CookieSecurePolicy.SameAsRequest);
     }
 
     public static CookieOptions Cookie(HttpContext http, DateTimeOffset? expires, string path = "/") => new()
