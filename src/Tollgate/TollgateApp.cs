@@ -102,6 +102,7 @@ public static class TollgateApp
         services.AddSingleton<Features.Payments.Stripe.PostpaidInvoicer>();
         services.AddHostedService<Features.Payments.Stripe.PostpaidInvoiceJob>();
         services.AddHostedService(sp => sp.GetRequiredService<Features.Payments.Stripe.StripeGraceSweeper>());
+        Features.Dashboard.DashboardAuth.AddDashboard(services);
         var cryptoEnabled = Features.Payments.Crypto.CryptoRegistration.AddCryptoPayments(services, builder.Configuration);
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
@@ -144,6 +145,8 @@ public static class TollgateApp
         app.MapAdminPricing();
         Features.Webhooks.WebhookEndpoints.MapWebhooks(app);
         Features.Alerts.AlertEndpoints.MapAlerts(app);
+        // Server-rendered HTML at /, /usage, /keys, /billing and /admin/*; its forms carry antiforgery tokens, the JSON APIs do not.
+        Features.Dashboard.DashboardEndpoints.MapDashboard(app);
         return app;
     }
 

@@ -60,7 +60,7 @@ internal static class PricingEndpoints
         return group;
     }
 
-    private static Ok<PricingListResponse> List(PricingCatalog catalog, CreditUnit credits, TimeProvider time, Plans.PlanCatalog plans, string? provider)
+    internal static Ok<PricingListResponse> List(PricingCatalog catalog, CreditUnit credits, TimeProvider time, Plans.PlanCatalog plans, string? provider)
     {
         var now = time.GetUtcNow();
         var models = new List<ListedModel>();

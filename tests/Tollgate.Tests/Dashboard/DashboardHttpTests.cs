@@ -1,0 +1,82 @@
+using System.Text.RegularExpressions;
+using Tollgate.Tests.Api;
+using Tollgate.Tests.Metering;
+
+namespace Tollgate.Tests.Dashboard;
+
+/// <summary>
+/// The dashboard's cookies and headers at the HTTP level (what a browser would be told), with
+/// <c>Tollgate:Dashboard:SecureCookies</c> on as behind a TLS-terminating proxy; and the JSON APIs untouched by it.
+/// </summary>
+public sealed class DashboardHttpTests : IAsyncLifetime
+{
+    private TestApp _app = null!;
+
+    public async Task InitializeAsync() =>
+        _app = await TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?> { ["Tollgate:Dashboard:SecureCookies"] = "true" });
+
+    public async Task DisposeAsync() => await _app.DisposeAsync();
+
+    private static string Cookie(HttpResponseMessage response, string name) =>
+        response.Headers.TryGetValues("Set-Cookie", out var all) ? all.Single(c => c.StartsWith(name + "=", StringComparison.Ordinal)) : throw new Xunit.Sdk.XunitException($"no {name} cookie");
+
+    [Fact]
+    public async Task SignIn_SetsSecureHttpOnlyStrictCookies_AndPagesSendSecurityHeaders()
+    {
+        var accountId = await _app.CreateAccountAsync("Cookies");
+        await MeteringApi.BodyAsync(await _app.Admin.PostAsync($"/admin/v1/accounts/{accountId}/members",
+            AdminApi.JsonBody("""{"email":"cookie@example.com","password":"correct horse battery","role":"owner"}""")), HttpStatusCode.Created);
+        using var client = new HttpClient(new HttpClientHandler { UseCookies = false, AllowAutoRedirect = false }) { BaseAddress = _app.BaseAddress };
+
+        var page = await client.GetAsync("/");
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.Equal("text/html", page.Content.Headers.ContentType!.MediaType);
+        Assert.Contains("default-src 'self'", page.Headers.GetValues("Content-Security-Policy").Single());
+        Assert.Contains("frame-ancestors 'none'", page.Headers.GetValues("Content-Security-Policy").Single());
+        Assert.Equal("nosniff", page.Headers.GetValues("X-Content-Type-Options").Single());
+        Assert.Contains("no-store", page.Headers.CacheControl!.ToString());
+        var csrfCookie = Cookie(page, "tg_csrf");
+        foreach (var attribute in new[] { "httponly", "samesite=strict" }) Assert.Contains(attribute, csrfCookie.ToLowerInvariant());
+        var token = Regex.Match(await page.Content.ReadAsStringAsync(), "name=\"__csrf\" value=\"([^\"]+)\"").Groups[1].Value;
+        Assert.NotEmpty(token);
+
+        HttpRequestMessage SignIn(string? csrf) => new(HttpMethod.Post, "/sign-in")
+        {
+            Content = new FormUrlEncodedContent(new Dictionary<string, string>
+            {
+                ["email"] = "cookie@example.com", ["password"] = "correct horse battery", ["__csrf"] = csrf ?? "",
+            }),
+            Headers = { { "Cookie", csrfCookie.Split(';')[0] } },
+        };
+        // Without the form token (what a cross-site form would send): 400, no session.
+        var forged = await client.SendAsync(SignIn(null));
+        Assert.Equal(HttpStatusCode.BadRequest, forged.StatusCode);
+        Assert.False(forged.Headers.TryGetValues("Set-Cookie", out var none) && none.Any(c => c.StartsWith("tg_session=", StringComparison.Ordinal)));
+
+        var signedIn = await client.SendAsync(SignIn(token));
+        Assert.Equal(HttpStatusCode.Redirect, signedIn.StatusCode);
+        var session = Cookie(signedIn, "tg_session");
+        Assert.StartsWith("tg_session=tg_sess_", session);
+        foreach (var attribute in new[] { "secure", "httponly", "samesite=strict", "path=/", "expires=" }) Assert.Contains(attribute, session.ToLowerInvariant());
+
+        var css = await client.GetAsync("/dashboard.css");
+        Assert.Equal("text/css", css.Content.Headers.ContentType!.MediaType);
+    }
+
+    [Fact]
+    public async Task JsonApis_NeedNoAntiforgeryToken_AndRootlessRoutesStillAnswerProblems()
+    {
+        var accountId = await _app.CreateAccountAsync("Api");
+        await MeteringApi.BodyAsync(await _app.Admin.PostAsync($"/admin/v1/accounts/{accountId}/members",
+            AdminApi.JsonBody("""{"email":"api@example.com","password":"correct horse battery","role":"owner"}""")), HttpStatusCode.Created);
+        var session = await MeteringApi.BodyAsync(await _app.Anonymous.PostAsync("/api/v1/sessions",
+            AdminApi.JsonBody("""{"email":"api@example.com","password":"correct horse battery"}""")), HttpStatusCode.Created);
+        using var client = new HttpClient { BaseAddress = _app.BaseAddress };
+        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", session.GetProperty("token").GetString());
+        Assert.Equal(HttpStatusCode.Created, (await client.PostAsync("/api/v1/keys", AdminApi.JsonBody("""{"name":"json"}"""))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await _app.Anonymous.GetAsync("/health")).StatusCode);
+        var missing = await _app.Anonymous.GetAsync("/no-such-page");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        Assert.Equal("application/problem+json", missing.Content.Headers.ContentType!.MediaType);
+    }
+}
