@@ -98,6 +98,8 @@ public static class TollgateApp
         services.AddSingleton<Features.Payments.Stripe.StripeGraceSweeper>();
         services.AddSingleton<Features.Payments.Stripe.StripeReconciler>();
         services.AddHostedService(sp => sp.GetRequiredService<Features.Payments.Stripe.StripeGraceSweeper>());
+        Features.Statements.StatementEndpoints.AddStatements(services);
+        Features.Marketplace.MarketplaceEndpoints.AddMarketplace(services);
         var cryptoEnabled = Features.Payments.Crypto.CryptoRegistration.AddCryptoPayments(services, builder.Configuration);
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
@@ -133,6 +135,8 @@ public static class TollgateApp
         Features.Plans.AdminPlanEndpoints.MapAdminPlans(app);
         Features.Plans.SubscriptionEndpoints.MapSubscriptions(app);
         if (cryptoEnabled) Features.Payments.Crypto.CryptoEndpoints.MapCryptoPayments(app);
+        Features.Statements.StatementEndpoints.MapStatements(app);
+        Features.Marketplace.MarketplaceEndpoints.MapMarketplace(app);
         app.MapAdminPricing();
         Features.Webhooks.WebhookEndpoints.MapWebhooks(app);
         Features.Alerts.AlertEndpoints.MapAlerts(app);
