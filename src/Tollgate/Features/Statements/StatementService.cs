@@ -162,7 +162,20 @@ internal sealed class StatementService(Database db, IAccountStore accounts, Ledg
             """, new { end = UnixMicros.From(period.End), p = period.ToString(), limit }, cancellationToken: ct))).ToList();
     }
 
-    private sealed record Movement(string code, long counterparty, long signed);
+    // Sums are numeric on PostgreSQL and integers on SQLite: decimal holds both exactly, and each fits a long.
+    private sealed class UsageRow
+    {
+        public string Model { get; set; } = "";
+        public decimal Requests { get; set; }
+        public decimal InputTokens { get; set; }
+        public decimal OutputTokens { get; set; }
+        public decimal CacheReadTokens { get; set; }
+        public decimal CacheWriteTokens { get; set; }
+        public decimal ReasoningTokens { get; set; }
+        public decimal PriceMicros { get; set; }
+    }
+
+    private sealed record Movement(string code, string? counterparty_key, long signed);
 
     private async Task<StatementDocument> BuildAsync(Account account, StatementPeriod period, bool final, DateTimeOffset now, CancellationToken ct)
     {
@@ -180,18 +193,15 @@ internal sealed class StatementService(Database db, IAccountStore accounts, Ledg
         var opening = await BalanceAtAsync(c, account.LedgerAccountId, from, ct);
         var closing = await BalanceAtAsync(c, account.LedgerAccountId, to, ct);
         var movements = (await c.QueryAsync<Movement>(new CommandDefinition("""
-            SELECT t.code AS code,
-                   CASE WHEN e.is_debit THEN t.credit_account_id ELSE t.debit_account_id END AS counterparty,
+            SELECT t.code AS code, a.key AS counterparty_key,
                    CASE WHEN e.is_debit THEN -e.posted_delta ELSE e.posted_delta END AS signed
             FROM ledger_entries e JOIN ledger_transfers t ON t.id = e.transfer_id
+            JOIN ledger_accounts a ON a.id = CASE WHEN e.is_debit THEN t.credit_account_id ELSE t.debit_account_id END
             WHERE e.account_id = @a AND e.version > @from AND e.version <= @to AND e.posted_delta <> 0
             """, new { a = account.LedgerAccountId, from, to }, cancellationToken: ct))).ToList();
-        var counterparties = movements.Select(m => m.counterparty).Distinct().ToArray();
-        var keys = counterparties.Length == 0 ? new Dictionary<long, string?>() : (await c.QueryAsync<(long id, string? key)>(new CommandDefinition(
-            "SELECT id, key FROM ledger_accounts WHERE id IN @ids", new { ids = counterparties }, cancellationToken: ct))).ToDictionary(r => r.id, r => r.key);
 
         var lines = movements
-            .GroupBy(m => (Category: CategoryOf(m.code), Code: m.code, Source: SourceOf(m.code, keys.GetValueOrDefault(m.counterparty))))
+            .GroupBy(m => (Category: CategoryOf(m.code), Code: m.code, Source: SourceOf(m.code, m.counterparty_key)))
             .Select(g => new StatementLineItem(g.Key.Category, g.Key.Code, g.Key.Source, g.LongCount(), g.Aggregate(0L, (s, m) => checked(s + m.signed))))
             .OrderBy(l => Array.IndexOf(CategoryOrder, l.Category)).ThenBy(l => l.Code, StringComparer.Ordinal).ThenBy(l => l.Source, StringComparer.Ordinal)
             .ToList();
@@ -201,14 +211,16 @@ internal sealed class StatementService(Database db, IAccountStore accounts, Ledg
         if (checked(opening + sum) != closing)
             throw new InvalidOperationException($"Statement of {account.Id} for {period} does not add up: {opening} + {sum} ≠ {closing}.");
 
-        var usage = (await c.QueryAsync<StatementModelUsage>(new CommandDefinition("""
-            SELECT model AS Model, count(*) AS Requests, CAST(sum(input_tokens) AS bigint) AS InputTokens, CAST(sum(output_tokens) AS bigint) AS OutputTokens,
-                   CAST(sum(cache_read_tokens) AS bigint) AS CacheReadTokens, CAST(sum(cache_write_tokens) AS bigint) AS CacheWriteTokens,
-                   CAST(sum(reasoning_tokens) AS bigint) AS ReasoningTokens, CAST(coalesce(sum(user_price_micros), 0) AS bigint) AS PriceMicros
+        var usage = (await c.QueryAsync<UsageRow>(new CommandDefinition("""
+            SELECT model AS Model, count(*) AS Requests, sum(input_tokens) AS InputTokens, sum(output_tokens) AS OutputTokens,
+                   sum(cache_read_tokens) AS CacheReadTokens, sum(cache_write_tokens) AS CacheWriteTokens,
+                   sum(reasoning_tokens) AS ReasoningTokens, coalesce(sum(user_price_micros), 0) AS PriceMicros
             FROM usage_records
             WHERE account_id = @id AND billing_status = 'billed' AND occurred_at >= @start AND occurred_at < @end
             GROUP BY model ORDER BY model
-            """, new { id = account.Id, start, end }, cancellationToken: ct))).ToList();
+            """, new { id = account.Id, start, end }, cancellationToken: ct)))
+            .Select(r => new StatementModelUsage(r.Model, (long)r.Requests, (long)r.InputTokens, (long)r.OutputTokens, (long)r.CacheReadTokens,
+                (long)r.CacheWriteTokens, (long)r.ReasoningTokens, (long)r.PriceMicros)).ToList();
 
         var creditLimit = ledgerAccount.CreditLimitMicros;
         // Postpaid accounts owe what the closing balance is below zero; credits in the balance count first.

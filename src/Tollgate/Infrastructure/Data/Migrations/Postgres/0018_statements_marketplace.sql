@@ -16,7 +16,7 @@ CREATE TABLE marketplace_agents (
     pricing_mode           text    NOT NULL,
     price_micros           bigint  NOT NULL DEFAULT 0 CHECK (price_micros >= 0),
     markup_bps             bigint  NOT NULL DEFAULT 0 CHECK (markup_bps >= 0),
-    creator_share_percent  integer NOT NULL CHECK (creator_share_percent BETWEEN 0 AND 100),
+    creator_share_percent  bigint  NOT NULL CHECK (creator_share_percent BETWEEN 0 AND 100),
     created_at             bigint  NOT NULL
 );
 CREATE INDEX marketplace_agents_creator ON marketplace_agents (creator_account_id);
