@@ -165,11 +165,11 @@ public sealed class MarketplaceService(Database db, LedgerService ledger, System
             if (results.All(r => r.Code == TransferResultCode.Replayed)) outcome = PurchaseOutcome.AlreadyOwned;
         }
         await using var c = await db.OpenAsync(CancellationToken.None);
-        var inserted = await c.ExecuteAsync(new CommandDefinition("""
+        // The ledger decides who bought (the request whose transfers were new); the access row may be written by a concurrent twin.
+        await c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO marketplace_purchases (account_id, agent_id, period, amount_micros, created_at) VALUES (@buyerAccountId, @agentId, @period, @amount, @now)
             ON CONFLICT (account_id, agent_id, period) DO NOTHING
             """, new { buyerAccountId, agentId = agent.Id, period, amount = split.ChargeMicros, now = time.GetUtcNowMicros() }, cancellationToken: CancellationToken.None));
-        if (inserted == 0) outcome = PurchaseOutcome.AlreadyOwned;
         return new(outcome, period, split, group.Select(g => g.Id).ToList());
     }
 
