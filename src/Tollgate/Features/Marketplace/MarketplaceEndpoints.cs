@@ -10,10 +10,12 @@ namespace Tollgate.Features.Marketplace;
 /// <summary>price_micros for monthly/one_time; markup_bps (basis points: 5000 = +50 %) for per_token.</summary>
 public sealed record AgentInput(string? Name, string? PricingMode, long? PriceMicros, long? MarkupBps);
 
-public sealed record AgentView(string Id, string CreatorAccountId, string Name, string PricingMode, long PriceMicros, long MarkupBps, int CreatorSharePercent,
+/// <summary>An agent as listed; <c>mine</c> tells the creator it is theirs (the creator's account id is not shown to others).</summary>
+public sealed record AgentView(string Id, string Name, string PricingMode, long PriceMicros, long MarkupBps, int CreatorSharePercent, bool Mine,
     DateTimeOffset CreatedAt)
 {
-    public static AgentView From(Agent a) => new(a.Id, a.CreatorAccountId, a.Name, a.PricingMode, a.PriceMicros, a.MarkupBps, a.CreatorSharePercent, a.CreatedAt);
+    public static AgentView From(Agent a, string callerAccountId) =>
+        new(a.Id, a.Name, a.PricingMode, a.PriceMicros, a.MarkupBps, a.CreatorSharePercent, a.CreatorAccountId == callerAccountId, a.CreatedAt);
 }
 
 public sealed record AgentPurchaseResponse(string AgentId, string Period, long AmountMicros, long CreatorMicros, long PlatformMicros, bool AlreadyOwned,
@@ -46,10 +48,16 @@ public static class MarketplaceEndpoints
     public static void MapMarketplace(IEndpointRouteBuilder routes)
     {
         var agents = routes.MapGroup("/api/v1/agents").RequireApiKey().WithTags("Marketplace");
-        agents.MapGet("/", async (MarketplaceService market, string? creator, CancellationToken ct) =>
-            TypedResults.Ok(new Dictionary<string, object> { ["data"] = (await market.ListAsync(creator, ct)).Select(AgentView.From).ToList() }));
-        agents.MapGet("/{agentId}", async Task<Results<Ok<AgentView>, ProblemHttpResult>> (string agentId, MarketplaceService market, CancellationToken ct) =>
-            await market.GetAsync(agentId, ct) is { } a ? TypedResults.Ok(AgentView.From(a)) : Problems.NotFound("agent", agentId));
+        agents.MapGet("/", async (HttpContext http, MarketplaceService market, bool? mine, CancellationToken ct) =>
+        {
+            var caller = http.GetCaller().AccountId;
+            return TypedResults.Ok(new Dictionary<string, object>
+            {
+                ["data"] = (await market.ListAsync(mine == true ? caller : null, ct)).Select(a => AgentView.From(a, caller)).ToList(),
+            });
+        });
+        agents.MapGet("/{agentId}", async Task<Results<Ok<AgentView>, ProblemHttpResult>> (string agentId, HttpContext http, MarketplaceService market, CancellationToken ct) =>
+            await market.GetAsync(agentId, ct) is { } a ? TypedResults.Ok(AgentView.From(a, http.GetCaller().AccountId)) : Problems.NotFound("agent", agentId));
         var managers = routes.MapGroup("/api/v1/agents").RequireApiKey().ManagersOnly().WithTags("Marketplace");
         managers.MapPost("/", CreateAsync);
         managers.MapPost("/{agentId}/purchase", PurchaseAsync);
@@ -89,7 +97,7 @@ public static class MarketplaceEndpoints
                 break;
         }
         var agent = await market.CreateAsync(http.GetCaller().AccountId, name.Trim(), mode, price, markup, ct);
-        return TypedResults.Created($"/api/v1/agents/{agent.Id}", AgentView.From(agent));
+        return TypedResults.Created($"/api/v1/agents/{agent.Id}", AgentView.From(agent, agent.CreatorAccountId));
     }
 
     private static async Task<Results<Ok<AgentPurchaseResponse>, ProblemHttpResult>> PurchaseAsync(string agentId, HttpContext http, MarketplaceService market, CancellationToken ct)
