@@ -12,6 +12,7 @@ else
   echo "PostgreSQL could not be started; the PostgreSQL tests will fail (they never skip)." >&2
 fi
 trap 'scripts/pg.sh stop' EXIT
+if chromium=$(scripts/chromium.sh); then export TOLLGATE_TEST_CHROMIUM="$chromium"; else echo "Chromium could not be installed; the PDF and browser tests will fail (they never skip)." >&2; fi
 
 # The crypto payment tests run a real local EVM node: ganache, pinned in tests/evm/package-lock.json.
 if ! (cd tests/evm && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null); then
