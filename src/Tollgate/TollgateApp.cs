@@ -103,6 +103,8 @@ public static class TollgateApp
         services.AddHostedService<Features.Payments.Stripe.PostpaidInvoiceJob>();
         services.AddHostedService(sp => sp.GetRequiredService<Features.Payments.Stripe.StripeGraceSweeper>());
         Features.Dashboard.DashboardAuth.AddDashboard(services);
+        Features.Statements.StatementEndpoints.AddStatements(services);
+        Features.Marketplace.MarketplaceEndpoints.AddMarketplace(services);
         var cryptoEnabled = Features.Payments.Crypto.CryptoRegistration.AddCryptoPayments(services, builder.Configuration);
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
@@ -142,6 +144,8 @@ public static class TollgateApp
         Features.Plans.AdminPlanEndpoints.MapAdminPlans(app);
         Features.Plans.SubscriptionEndpoints.MapSubscriptions(app);
         if (cryptoEnabled) Features.Payments.Crypto.CryptoEndpoints.MapCryptoPayments(app);
+        Features.Statements.StatementEndpoints.MapStatements(app);
+        Features.Marketplace.MarketplaceEndpoints.MapMarketplace(app);
         app.MapAdminPricing();
         Features.Webhooks.WebhookEndpoints.MapWebhooks(app);
         Features.Alerts.AlertEndpoints.MapAlerts(app);

@@ -35,12 +35,16 @@ public sealed class CrossAccountTests(MeteringFixture fixture) : IClassFixture<M
         await MeteringApi.BodyAsync(await b.Client.PutAsync("/api/v1/alerts/settings", AdminApi.JsonBody("""{"balance_low_micros":5000000}""")), HttpStatusCode.OK);
         Assert.Equal(HttpStatusCode.OK, (await b.Client.PostAsync("/v1/chat/completions",
             AdminApi.JsonBody("""{"model":"demo/echo","max_tokens":4,"messages":[{"role":"user","content":"b's call"}]}"""))).StatusCode);
+        // A marketplace agent of B's, priced beyond A's credits (A may buy agents; it must not change B's account).
+        var bAgent = await MeteringApi.BodyAsync(await b.Client.PostAsync("/api/v1/agents",
+            AdminApi.JsonBody("""{"name":"B's agent","pricing_mode":"monthly","price_micros":900000000000}""")), HttpStatusCode.Created);
         var bDelivery = (await b.WaitForDeliveriesAsync(bHook.Str("id")!, d => d.Count > 0))[0].Str("id")!;
 
         var values = new Dictionary<string, string>
         {
             ["keyId"] = bKey.Str("id")!, ["customerId"] = "cust-b", ["userId"] = bMember.Str("user_id")!, ["id"] = "auth-b",
             ["provider"] = "openai", ["feature"] = "projects", ["deliveryId"] = bDelivery, ["addOnId"] = "deploy_slot",
+            ["agentId"] = bAgent.Str("id")!, ["period"] = DateTimeOffset.UtcNow.ToString("yyyy-MM", System.Globalization.CultureInfo.InvariantCulture),
             // Per route group where a name means another resource:
             ["/api/v1/webhooks:id"] = bHook.Str("id")!,
         };
@@ -96,7 +100,8 @@ public sealed class CrossAccountTests(MeteringFixture fixture) : IClassFixture<M
                  {
                      "/api/v1/account", "/api/v1/keys", "/api/v1/customers", "/api/v1/customers/cust-b", "/api/v1/spend-caps",
                      $"/api/v1/keys/{secondKeyId}/spend-caps", "/api/v1/members", "/api/v1/authorizations/auth-b", "/api/v1/usage",
-                     "/api/v1/provider-keys", "/api/v1/entitlements", "/api/v1/plan", "/api/v1/alerts/settings",
+                     "/api/v1/provider-keys", "/api/v1/entitlements", "/api/v1/plan", "/api/v1/alerts/settings", "/api/v1/creator/earnings",
+                     "/api/v1/statements",
                  })
         {
             var response = await b.Client.GetAsync(path);

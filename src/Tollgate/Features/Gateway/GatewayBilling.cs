@@ -84,7 +84,10 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
     /// <param name="metadata">The usage behind the charge (JSON), kept on the ledger transfer so the ledger alone can explain it.</param>
     /// <param name="record">Builds the usage record from what was charged and the settling transfer's id; it is written in
     /// the same database transaction as the charge.</param>
-    public async Task<Settlement> SettleAsync(Transfer hold, IReadOnlyList<Transfer> capHolds, long priceMicros, string metadata, Func<long, string?, UsageRecord> record)
+    /// <param name="share">Given what was charged, a transfer to commit in the same atomic batch (a marketplace creator's
+    /// share, from revenue to the creator's earnings), or null for none.</param>
+    public async Task<Settlement> SettleAsync(Transfer hold, IReadOnlyList<Transfer> capHolds, long priceMicros, string metadata, Func<long, string?, UsageRecord> record,
+        Func<long, string, TransferRequest?>? share = null)
     {
         if (priceMicros <= 0)
         {
@@ -104,7 +107,8 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
                 Id = hold.Id + ":excess", DebitAccountId = hold.DebitAccountId, CreditAccountId = hold.CreditAccountId, Amount = charge,
                 Code = ExcessCode, Reference = hold.Reference, Metadata = metadata,
             },
-            companions, charged => new LedgerCommit { Records = [record(charged, settleId)] }, CancellationToken.None);
+            companions, charged => new LedgerCommit { Records = [record(charged, settleId)] }, CancellationToken.None,
+            share is null ? null : charged => share(charged, settleId + ":creator"));
         if (results.All(r => r.Succeeded) && capResults.All(r => r.Succeeded))
         {
             var charged = results.Sum(r => r.Transfer!.Amount);
@@ -115,7 +119,7 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
             return new Settlement(charged, priceMicros - charged, results[^1].Transfer!.DebitBalanceAfter, settleId) { CapSpentMicros = spent };
         }
         if (results[0].Code == TransferResultCode.PendingTransferNotFound)
-            return await ChargeWithoutHoldAsync(hold, capHolds, priceMicros, metadata, record, settleId);
+            return await ChargeWithoutHoldAsync(hold, capHolds, priceMicros, metadata, record, settleId, share);
         if (results[0].Code == TransferResultCode.PendingTransferExpired)
             throw new InvalidOperationException($"The hold {hold.Id} expired before the call finished; raise the provider timeout margin.");
         throw new InvalidOperationException($"The ledger refused the settlement of {hold.Id}: {string.Join(", ", results.Concat(capResults).Select(r => r.Code))}.");
@@ -126,7 +130,7 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
     /// plain transfer, limited to what is available now, so even then nothing overdraws.
     /// </summary>
     private async Task<Settlement> ChargeWithoutHoldAsync(Transfer hold, IReadOnlyList<Transfer> capHolds, long priceMicros, string metadata,
-        Func<long, string?, UsageRecord> record, string settleId)
+        Func<long, string?, UsageRecord> record, string settleId, Func<long, string, TransferRequest?>? share)
     {
         for (var attempt = 1; attempt <= HoldCapture.MaxAttempts; attempt++)
         {
@@ -143,9 +147,10 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
             {
                 Id = CapTransfers.Id(settleId, i), DebitAccountId = c.DebitAccountId, CreditAccountId = c.CreditAccountId, Amount = charge,
                 Code = BudgetService.CapHoldCode, Reference = hold.Reference,
-            }).Prepend(main).ToArray();
+            }).Prepend(main).ToList();
+            if (share?.Invoke(charge, settleId + ":creator") is { } creator) group.Add(creator);
             var commit = new LedgerCommit { Records = [record(charge, settleId)] };
-            var results = group.Length == 1 ? [await ledger.TransferAsync(main, commit, CancellationToken.None)] : await ledger.TransferAtomicAsync(group, commit, CancellationToken.None);
+            var results = group.Count == 1 ? [await ledger.TransferAsync(main, commit, CancellationToken.None)] : await ledger.TransferAtomicAsync(group, commit, CancellationToken.None);
             var result = results[0];
             if (results.All(r => r.Succeeded)) return new Settlement(result.Transfer!.Amount, priceMicros - result.Transfer.Amount, result.Transfer.DebitBalanceAfter, settleId);
             if (!results.Any(r => r.Code == TransferResultCode.InsufficientFunds)) break;

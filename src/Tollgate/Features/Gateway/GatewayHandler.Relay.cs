@@ -337,6 +337,8 @@ internal sealed partial class GatewayHandler
         var target = call.Target;
         Rating? rating = target.Priced is { } priced ? Rater.Rate(priced, usage, call.StartedAt, call.PlanMarkup) : null;
         var price = rating is { } rated ? UserPrice(target, rated, byokOptions.Value.FeePercent) : 0;
+        var basePrice = price;
+        if (call.Agent is { } agent) price = agent.UserPrice(price);
         if (estimated && call.Hold is not null) price = Math.Min(price, call.Hold.Amount);
         var latencyMs = (long)Stopwatch.GetElapsedTime(call.StartedTimestamp).TotalMilliseconds;
         var metadata = UsageMetadata(call, usage, estimated, outcome, latencyMs);
@@ -354,7 +356,16 @@ internal sealed partial class GatewayHandler
         if (call.Hold is not null)
         {
             // The record commits in the same transaction as the charge (see LedgerCommit.Records).
-            settlement = await billing.SettleAsync(call.Hold, call.CapHolds, price, metadata, Record);
+            // Through a per-token agent, the creator's share of the markup moves in the settlement's own atomic batch.
+            Func<long, string, Ledger.TransferRequest?>? share = null;
+            if (call.Agent is { PricingMode: Marketplace.PricingModes.PerToken } through)
+            {
+                var earnings = await market.EarningsAccountAsync(through.CreatorAccountId, CancellationToken.None);
+                var charge = new Marketplace.AgentCharge(through, earnings, call.Caller.AccountId, basePrice, rating?.ProviderCostMicros);
+                var revenue = call.Hold.CreditAccountId;
+                share = (charged, id) => Marketplace.MarketplaceService.ShareTransfer(charge, id, charged, revenue, call.RequestId);
+            }
+            settlement = await billing.SettleAsync(call.Hold, call.CapHolds, price, metadata, Record, share);
         }
         else
         {
@@ -407,6 +418,7 @@ internal sealed partial class GatewayHandler
             w.WriteNumber("cache_write_tokens", usage.CacheWriteTokens);
             w.WriteNumber("reasoning_tokens", usage.ReasoningTokens);
             if (call.ClampedOutputTokens is { } clamped) w.WriteNumber("clamped_max_tokens", clamped);
+            if (call.Agent is { } agent) w.WriteString("agent_id", agent.Id);
             w.WriteEndObject();
         }
         return System.Text.Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);

@@ -34,6 +34,7 @@ internal sealed partial class GatewayHandler(
     Budgets.BudgetService budgets,
     Alerts.AlertService alerts,
     Infrastructure.Metrics.TollgateMetrics metrics,
+    Marketplace.MarketplaceService market,
     IOptions<Byok.ByokOptions> byokOptions,
     IOptions<GatewayOptions> options,
     TimeProvider time,
@@ -70,6 +71,9 @@ internal sealed partial class GatewayHandler(
 
         var (customerId, customerError) = ResolveCustomer(http.Request, caller, request, dialect);
         if (customerError is not null) { await customerError.ExecuteAsync(http); return; }
+
+        var (agent, agentError) = await ResolveAgentAsync(http.Request, caller, ct);
+        if (agentError is not null) { await (agentError with { Dialect = dialect }).ExecuteAsync(http); return; }
 
         var plan = plans.For(caller);
         if (request.HasTools && !plan.Has(Plans.PlanFeatures.Tools))
@@ -162,6 +166,7 @@ internal sealed partial class GatewayHandler(
             AnthropicVersion = http.Request.Headers["anthropic-version"] is [{ Length: > 0 } version] ? version : null,
             AnthropicBeta = http.Request.Headers["anthropic-beta"] is [{ Length: > 0 } beta] ? beta : null,
             PlanMarkup = plan.Markup,
+            Agent = agent,
         };
         try
         {
@@ -169,16 +174,16 @@ internal sealed partial class GatewayHandler(
             if (primary.Priced is not null && !caller.IsInternal)
             {
                 var fee = byokOptions.Value.FeePercent;
-                var amount = HoldAmount(targets, promptTokens, maxOutput * request.N, now, plan.Markup, fee);
+                var amount = HoldAmount(targets, promptTokens, maxOutput * request.N, now, plan.Markup, fee, agent);
                 var timeout = (int)targets.Max(t => t.Provider.Timeout.TotalSeconds) + HoldMarginSeconds;
                 // Not cancelled by the client: a hold queued just before a hang-up would otherwise commit unseen and sit until it expires.
                 var held = await billing.HoldAsync(caller, requestId, amount, timeout, HoldMetadata(primary), budget.Legs, CancellationToken.None);
-                if (held.Hold is null && _options.ClampMaxTokens && Affordable(targets, promptTokens, request.N, held.AvailableMicros, maxOutput, plan.Markup, fee) is { } affordable
+                if (held.Hold is null && _options.ClampMaxTokens && Affordable(targets, promptTokens, request.N, held.AvailableMicros, maxOutput, plan.Markup, fee, agent) is { } affordable
                     && affordable >= _options.MinClampedOutputTokens)
                 {
                     clampedOutput = affordable;
                     maxOutput = affordable;
-                    held = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now, plan.Markup, fee),
+                    held = await billing.HoldAsync(caller, requestId, HoldAmount(targets, promptTokens, affordable * request.N, now, plan.Markup, fee, agent),
                         timeout, HoldMetadata(primary), budget.Legs, CancellationToken.None);
                 }
                 if (held.Hold is null)
@@ -246,6 +251,21 @@ internal sealed partial class GatewayHandler(
 
     public const string CustomerHeader = "x-tollgate-customer";
 
+    /// <summary>Names the marketplace agent a call is made through: its per-token markup is charged and shared with its creator.</summary>
+    public const string AgentHeader = "x-tollgate-agent";
+
+    /// <summary>The agent named by <see cref="AgentHeader"/>, if any: it must exist and, if sold monthly or once, be bought.</summary>
+    private async Task<(Marketplace.Agent? Agent, GatewayError? Error)> ResolveAgentAsync(HttpRequest request, Caller caller, CancellationToken ct)
+    {
+        if (request.Headers[AgentHeader] is not [{ Length: > 0 } agentId]) return (null, null);
+        if (await market.GetAsync(agentId, ct) is not { } agent)
+            return (null, new GatewayError(400, "agent_not_found", $"No marketplace agent '{agentId}' (header {AgentHeader}).", AgentHeader));
+        if (!await market.HasAccessAsync(caller.AccountId, agent, ct))
+            return (null, new GatewayError(402, "agent_not_purchased",
+                $"The agent '{agent.Id}' is sold {agent.PricingMode.Replace('_', ' ')}: buy it first with POST /api/v1/agents/{agent.Id}/purchase.", AgentHeader));
+        return (agent, null);
+    }
+
     private static string? PresentedKey(HttpRequest request, ApiDialect dialect)
     {
         if (dialect == ApiDialect.Anthropic && request.Headers["x-api-key"] is [{ Length: > 0 } apiKey]) return apiKey;
@@ -279,18 +299,22 @@ internal sealed partial class GatewayHandler(
         target.IsByok ? Money.FromUsd(rating.ProviderCostUsd * byokFeePercent / 100m, Rounding.Up).Micros : rating.UserPriceMicros;
 
     /// <summary>The most any target could charge for this call: its prompt plus the full output bound.</summary>
-    private static long HoldAmount(IReadOnlyList<RouteTarget> targets, long promptTokens, long outputTokens, DateTimeOffset at, decimal? planMarkup, decimal byokFeePercent)
+    private static long HoldAmount(IReadOnlyList<RouteTarget> targets, long promptTokens, long outputTokens, DateTimeOffset at, decimal? planMarkup, decimal byokFeePercent,
+        Marketplace.Agent? agent = null)
     {
         long max = 0;
         var usage = new TokenUsage(Math.Min(promptTokens, TokenUsage.MaxTokens), Math.Min(outputTokens, TokenUsage.MaxTokens));
         foreach (var t in targets)
             if (t.Priced is not null) max = Math.Max(max, UserPrice(t, Rater.Rate(t.Priced, usage, at, planMarkup), byokFeePercent));
+        // A per-token agent's markup sits on top of the model price, so the hold covers it too.
+        if (agent is not null) max = agent.UserPrice(max);
         // A hold of zero is not a hold; one micro-dollar keeps "free" models on the same path.
         return Math.Max(1, max);
     }
 
     /// <summary>The largest output bound (tokens per choice) the available balance covers, or null if not even the prompt.</summary>
-    private static long? Affordable(IReadOnlyList<RouteTarget> targets, long promptTokens, int n, long available, long requested, decimal? planMarkup, decimal byokFeePercent)
+    private static long? Affordable(IReadOnlyList<RouteTarget> targets, long promptTokens, int n, long available, long requested, decimal? planMarkup, decimal byokFeePercent,
+        Marketplace.Agent? agent)
     {
         if (available <= 0) return null;
         var now = DateTimeOffset.UtcNow;
@@ -298,7 +322,7 @@ internal sealed partial class GatewayHandler(
         while (lo < hi)
         {
             var mid = lo + (hi - lo + 1) / 2;
-            if (HoldAmount(targets, promptTokens, mid * n, now, planMarkup, byokFeePercent) <= available) lo = mid; else hi = mid - 1;
+            if (HoldAmount(targets, promptTokens, mid * n, now, planMarkup, byokFeePercent, agent) <= available) lo = mid; else hi = mid - 1;
         }
         return lo > 0 ? lo : null;
     }
@@ -337,6 +361,8 @@ internal sealed partial class GatewayHandler(
         public Task RecordWritten { get; set; } = Task.CompletedTask;
         public string? AnthropicVersion { get; init; }
         public decimal? PlanMarkup { get; init; }
+        /// <summary>The marketplace agent the call goes through (x-tollgate-agent), if any.</summary>
+        public Marketplace.Agent? Agent { get; init; }
         public string? AnthropicBeta { get; init; }
     }
 }

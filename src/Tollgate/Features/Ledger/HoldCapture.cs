@@ -27,10 +27,12 @@ internal static class HoldCapture
     /// <summary>
     /// As above, with <paramref name="companions"/> posted and charged in the same atomic group: the excess is limited
     /// by what each of their accounts has available too. Returns the main results and the companions' apart.
+    /// <paramref name="extra"/>, given the total charged, may add one more transfer to the same atomic group (a
+    /// marketplace creator's share of the charge); its result is not returned (it only ever fails with the group).
     /// </summary>
     public static async Task<(TransferResult[] Main, TransferResult[] Companions)> CaptureAsync(
         LedgerService ledger, Transfer hold, long amount, TransferRequest capture, Func<long, TransferRequest> excess,
-        IReadOnlyList<Companion> companions, Func<long, LedgerCommit>? commit, CancellationToken ct)
+        IReadOnlyList<Companion> companions, Func<long, LedgerCommit>? commit, CancellationToken ct, Func<long, TransferRequest?>? extra = null)
     {
         for (var attempt = 1; ; attempt++)
         {
@@ -44,12 +46,14 @@ internal static class HoldCapture
             foreach (var c in companions)
                 group.Add(new TransferRequest { Id = c.CaptureId, Kind = TransferKind.PostPending, PendingId = c.Hold.Id, Amount = Math.Min(posted, c.Hold.Amount), Code = capture.Code, Reference = capture.Reference });
             if (charge > 0) foreach (var c in companions) group.Add(c.Excess(charge));
+            var extraCount = 0;
+            if (extra?.Invoke(posted + charge) is { } more) { group.Add(more); extraCount = 1; }
             var how = commit?.Invoke(posted + charge) ?? LedgerCommit.Durable;
             var results = group.Count == 1
                 ? [await ledger.TransferAsync(post, how, ct)]
                 : await ledger.TransferAtomicAsync(group, how, ct);
             if (results.Any(r => r.Code == TransferResultCode.InsufficientFunds) && attempt < MaxAttempts) continue;
-            return (results[..mainCount], results[mainCount..]);
+            return (results[..mainCount], results[mainCount..^extraCount]);
         }
     }
 

@@ -39,7 +39,7 @@ internal static class UsageEndpoints
     private static readonly HashSet<string> Fields =
     [
         "id", "model", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
-        "timestamp", "request_id", "metadata", "customer_id",
+        "timestamp", "request_id", "metadata", "customer_id", "agent_id",
     ];
 
     public static RouteGroupBuilder MapUsage(this IEndpointRouteBuilder routes)
@@ -173,7 +173,14 @@ internal static class UsageEndpoints
                 return Bad(id, "invalid_event", $"'customer_id' {Budgets.EndCustomerIds.Rule}.", "customer_id");
             customerId = cu.GetString();
         }
-        return (new UsageEvent(id!, model, tokens, timestamp, requestId, metadata) { CustomerId = customerId }, null);
+        string? agentId = null;
+        if (e.TryGetProperty("agent_id", out var ag) && ag.ValueKind != JsonValueKind.Null)
+        {
+            if (ag.ValueKind != JsonValueKind.String || ag.GetString() is not { Length: > 0 and <= 64 } named)
+                return Bad(id, "invalid_event", "'agent_id' must be a marketplace agent id (agt_…).", "agent_id");
+            agentId = named;
+        }
+        return (new UsageEvent(id!, model, tokens, timestamp, requestId, metadata) { CustomerId = customerId, AgentId = agentId }, null);
     }
 
     private static (UsageEvent?, UsageEventResult?) Bad(string? id, string code, string message, string? param = null) =>

@@ -30,6 +30,9 @@ internal sealed record UsageEvent(string Id, string Model, TokenUsage Tokens, Da
 {
     /// <summary>The end customer the usage was for (its caps apply); a key bound to a customer names it by itself.</summary>
     public string? CustomerId { get; init; }
+
+    /// <summary>The marketplace agent the usage went through: its per-token markup is charged and the creator's share split off.</summary>
+    public string? AgentId { get; init; }
 }
 
 public enum UsageEventStatus { Accepted, Duplicate, Rejected }
@@ -81,7 +84,7 @@ public sealed record UsageEventResult(
 /// </summary>
 internal sealed partial class UsageEventService(
     LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, Plans.PlanCatalog plans, Budgets.BudgetService budgets,
-    IOptions<MeteringOptions> options, TimeProvider time, Alerts.AlertService alerts, ILogger<UsageEventService> logger)
+    IOptions<MeteringOptions> options, TimeProvider time, Alerts.AlertService alerts, Marketplace.MarketplaceService market, ILogger<UsageEventService> logger)
 {
     public const int MaxBatchEvents = 1_000;
     public const int MaxModelLength = 200;
@@ -95,7 +98,11 @@ internal sealed partial class UsageEventService(
     public static string TransferId(Caller c, string id) => $"usage:{c.AccountId}:{id}";
 
     /// <summary>A prepared event: the record to store, and the ledger transfer to make before it (null: nothing to charge).</summary>
-    private sealed record Work(int Index, UsageEvent Event, UsageRecord Record, TransferRequest? Transfer);
+    private sealed record Work(int Index, UsageEvent Event, UsageRecord Record, TransferRequest? Transfer)
+    {
+        /// <summary>The creator's share of an agent's markup, committed atomically with <see cref="Transfer"/>.</summary>
+        public TransferRequest? Share { get; init; }
+    }
 
     /// <param name="events">Per position: a parsed event, or the rejection its parsing produced.</param>
     public async Task<UsageEventResult[]> ProcessAsync(Caller caller, IReadOnlyList<(UsageEvent? Event, UsageEventResult? Rejection)> events, CancellationToken ct)
@@ -107,6 +114,14 @@ internal sealed partial class UsageEventService(
         // An id twice in one batch is ambiguous (which content counts?): every occurrence is rejected, none charged.
         var repeated = events.Where(e => e.Event is not null).GroupBy(e => e.Event!.Id, StringComparer.Ordinal)
             .Where(g => g.Count() > 1).Select(g => g.Key).ToHashSet(StringComparer.Ordinal);
+
+        // Agents named by events: looked up once per batch; unknown or unpaid ones reject their events.
+        var agents = new Dictionary<string, (Marketplace.Agent? Agent, bool Access)>(StringComparer.Ordinal);
+        foreach (var agentId in events.Select(e => e.Event?.AgentId).OfType<string>().Distinct(StringComparer.Ordinal))
+        {
+            var agent = await market.GetAsync(agentId, ct);
+            agents[agentId] = (agent, agent is not null && await market.HasAccessAsync(caller.AccountId, agent, ct));
+        }
 
         var work = new List<Work>();
         for (var i = 0; i < events.Count; i++)
@@ -129,7 +144,24 @@ internal sealed partial class UsageEventService(
                     $"'timestamp' is more than {MaxFutureSkew.TotalMinutes:0} minutes ahead of the server clock ({now:O}).", "timestamp");
                 continue;
             }
-            if (Prepare(caller, revenue, e, i, now, out var rejected) is { } w) work.Add(w);
+            Marketplace.Agent? through = null;
+            if (e.AgentId is { } agentName)
+            {
+                var (agent, access) = agents[agentName];
+                if (agent is null)
+                {
+                    results[i] = UsageEventResult.Rejected(e.Id, "agent_not_found", $"No marketplace agent '{agentName}'.", "agent_id");
+                    continue;
+                }
+                if (!access)
+                {
+                    results[i] = UsageEventResult.Rejected(e.Id, "agent_not_purchased", $"The agent '{agentName}' is sold {agent.PricingMode.Replace('_', ' ')}: buy it first.", "agent_id");
+                    continue;
+                }
+                through = agent;
+            }
+            if (Prepare(caller, revenue, e, i, now, out var rejected) is { } w)
+                work.Add(through is null || w.Transfer is null ? w : await WithAgentAsync(w, through, caller, revenue, ct));
             else results[i] = rejected!;
         }
 
@@ -150,7 +182,7 @@ internal sealed partial class UsageEventService(
         var sink = budgetsByCustomer.Values.Any(b => b.Legs.Count > 0) ? await budgets.SinkAsync(ct) : 0;
         var charges = await Task.WhenAll(fresh.Select(w => w.Transfer is null
             ? Task.FromResult<(TransferResult?, Budgets.CapLeg?)>((null, null))
-            : ChargeAsync(w.Transfer, budgetsByCustomer[w.Record.CustomerId ?? ""], sink, ct)));
+            : ChargeAsync(w.Transfer, budgetsByCustomer[w.Record.CustomerId ?? ""], sink, ct, w.Share)));
         var toStore = new List<(Work Work, UsageRecord Record, bool Replayed)>(fresh.Count);
         long? lowestBalance = null;
         for (var i = 0; i < fresh.Count; i++)
@@ -226,12 +258,16 @@ internal sealed partial class UsageEventService(
     }
 
     /// <summary>The charge and, under caps, its twins as one atomic group; the main result and the cap that refused it, if one did.</summary>
-    private async Task<(TransferResult?, Budgets.CapLeg?)> ChargeAsync(TransferRequest transfer, Budgets.CallBudget budget, long sink, CancellationToken ct)
+    private async Task<(TransferResult?, Budgets.CapLeg?)> ChargeAsync(TransferRequest transfer, Budgets.CallBudget budget, long sink, CancellationToken ct,
+        TransferRequest? share = null)
     {
         // A blocked customer's event is refused before anything moves.
         if (budget.CustomerBlocked) return (null, null);
-        if (budget.Legs.Count == 0) return (await ledger.TransferAsync(transfer, ct), null);
-        var results = await ledger.TransferAtomicAsync(Budgets.CapTransfers.Group(transfer, budget.Legs, sink), ct);
+        if (budget.Legs.Count == 0 && share is null) return (await ledger.TransferAsync(transfer, ct), null);
+        IReadOnlyList<TransferRequest> group = budget.Legs.Count == 0 ? [transfer] : Budgets.CapTransfers.Group(transfer, budget.Legs, sink);
+        // The creator's share rides last in the same atomic group: the charge and the split land together or not at all.
+        if (share is not null) group = [.. group, share];
+        var results = await ledger.TransferAtomicAsync(group, ct);
         var main = results[0];
         if (main.Succeeded && results.Any(r => r.Code == TransferResultCode.IdempotencyConflict)) main = new(TransferResultCode.IdempotencyConflict, null);
         return (main, Budgets.CapTransfers.Refused(results, budget.Legs));
@@ -285,6 +321,26 @@ internal sealed partial class UsageEventService(
             Metadata = JsonSerializer.Serialize(new Dictionary<string, string> { ["model"] = model.Key, ["event_sha256"] = ContentHash(model.Key, e) }),
         };
         return new Work(index, e, record, transfer);
+    }
+
+    /// <summary>
+    /// Usage through a per-token agent: the user price gets the agent's markup (floor(price × bps / 10,000)) and the
+    /// creator's share of that markup moves from revenue to the creator's earnings with the charge. Other pricing modes
+    /// (free, bought monthly or once) leave the price alone.
+    /// </summary>
+    private async Task<Work> WithAgentAsync(Work w, Marketplace.Agent agent, Caller caller, long revenue, CancellationToken ct)
+    {
+        if (agent.PricingMode != Marketplace.PricingModes.PerToken) return w;
+        var basePrice = w.Transfer!.Amount!.Value;
+        var price = agent.UserPrice(basePrice);
+        var charge = new Marketplace.AgentCharge(agent, await market.EarningsAccountAsync(agent.CreatorAccountId, ct), caller.AccountId, basePrice, w.Record.ProviderCostMicros);
+        return w with
+        {
+            Record = w.Record with { UserPriceMicros = price },
+            // The agent is part of the event's content: the same id through another agent is a conflict.
+            Transfer = w.Transfer with { Amount = price, Metadata = w.Transfer.Metadata![..^1] + $",\"agent_id\":{JsonSerializer.Serialize(agent.Id)}}}" },
+            Share = Marketplace.MarketplaceService.ShareTransfer(charge, w.Transfer.Id + ":creator", price, revenue, w.Event.Id),
+        };
     }
 
     /// <summary>An event seen before: the stored charge if the content is the same, else a conflict.</summary>
