@@ -1,0 +1,213 @@
+using System.Data;
+using System.Data.Common;
+using Dapper;
+using Tollgate.Features.Ledger;
+using Tollgate.Features.Metering;
+using Tollgate.Infrastructure;
+using Tollgate.Infrastructure.Data;
+
+namespace Tollgate.Features.Analytics;
+
+/// <summary>What a summary or report groups by.</summary>
+public enum UsageGrouping { Day, Model, Provider, Key, Customer, Tag, Account }
+
+/// <summary>
+/// One group's totals. <see cref="UserPriceMicros"/> sums every record's user price (whatever its billing status);
+/// <see cref="RevenueMicros"/> only <c>billed</c> records' (what was charged); <see cref="ProviderCostMicros"/> the
+/// provider cost of <c>billed</c> and <c>internal</c> records (what the operator pays: BYOK traffic is paid by the
+/// customer, needs-review records have no cost yet).
+/// </summary>
+public sealed record UsageTotals(
+    string? Key, long Requests, long InputTokens, long OutputTokens, long CacheReadTokens, long CacheWriteTokens, long ReasoningTokens,
+    long UserPriceMicros, long RevenueMicros, long ProviderCostMicros);
+
+/// <summary>Read side of usage and ledger data for listings, summaries, exports and operator reports.</summary>
+internal sealed class AnalyticsStore(Database db)
+{
+    private const string RecordColumns = """
+        id, account_id, key_id, model, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+        reasoning_tokens, provider_cost_micros, provider_cost_usd, user_price_micros, billing_status, request_id, metadata,
+        transfer_id, created_at, occurred_at, customer_id
+        """;
+
+    private static UsageRecord ReadRecord(DbDataReader r)
+    {
+        string? S(int i) => r.IsDBNull(i) ? null : r.GetString(i);
+        long? L(int i) => r.IsDBNull(i) ? null : r.GetInt64(i);
+        return new UsageRecord(r.GetString(0), r.GetString(1), S(2), r.GetString(3), S(4), r.GetInt64(5), r.GetInt64(6), r.GetInt64(7),
+            r.GetInt64(8), r.GetInt64(9), L(10), S(11), L(12), UsageStore.ParseStatus(r.GetString(13)), S(14), S(15), S(16),
+            UnixMicros.ToDateTimeOffset(r.GetInt64(17)), UnixMicros.ToDateTimeOffset(r.GetInt64(18))) { CustomerId = S(19) };
+    }
+
+    private bool Postgres => db.Engine == DatabaseEngine.Postgres;
+
+    /// <summary>The condition on usage_records for <paramref name="f"/> (parameters added to <paramref name="p"/>).</summary>
+    private List<string> RecordConditions(UsageFilter f, DynamicParameters p, bool withTime = true)
+    {
+        var where = new List<string>();
+        if (f.AccountId is { } a) { where.Add("account_id = @account"); p.Add("account", a); }
+        if (withTime && f.FromMicros is { } from) { where.Add("occurred_at >= @from"); p.Add("from", from); }
+        if (withTime && f.ToMicros is { } to) { where.Add("occurred_at < @to"); p.Add("to", to); }
+        AddDimensions(f, p, where);
+        if (f.Tag is { } tag)
+        {
+            // Only string members match: "team":"alpha" is tag team:alpha; numbers and booleans are not tags.
+            where.Add(Postgres ? "metadata::jsonb -> @tagKey = to_jsonb(CAST(@tagValue AS text))"
+                : "json_type(metadata, @tagPath) = 'text' AND json_extract(metadata, @tagPath) = @tagValue");
+            if (Postgres) p.Add("tagKey", tag.Key); else p.Add("tagPath", SqlitePath(tag.Key));
+            p.Add("tagValue", tag.Value);
+        }
+        return where;
+    }
+
+    private static void AddDimensions(UsageFilter f, DynamicParameters p, List<string> where)
+    {
+        if (f.Model is { } m) { where.Add("model = @model"); p.Add("model", m); }
+        if (f.Provider is { } pr) { where.Add("provider = @provider"); p.Add("provider", pr); }
+        if (f.KeyId is { } k) { where.Add("key_id = @keyId"); p.Add("keyId", k); }
+        if (f.CustomerId is { } c) { where.Add("customer_id = @customerId"); p.Add("customerId", c); }
+        if (f.BillingStatus is { } s) { where.Add("billing_status = @status"); p.Add("status", s); }
+    }
+
+    // Tag keys are letters, digits and _.- only (AnalyticsQuery), so quoting the member name is enough.
+    private static string SqlitePath(string key) => "$.\"" + key + "\"";
+
+    private static string Where(List<string> conditions) => conditions.Count == 0 ? "" : "WHERE " + string.Join(" AND ", conditions);
+
+    /// <summary>Records matching <paramref name="f"/>, newest first, strictly older than <paramref name="before"/>.</summary>
+    public async Task<IReadOnlyList<UsageRecord>> ListAsync(UsageFilter f, UsageCursor? before, int limit, CancellationToken ct)
+    {
+        var list = new List<UsageRecord>(limit);
+        await foreach (var r in StreamAsync(f, before, limit, ct)) list.Add(r);
+        return list;
+    }
+
+    /// <summary>
+    /// Records matching <paramref name="f"/>, newest first, read from the database as they are consumed (one open
+    /// reader), so an export of any size holds one row at a time.
+    /// </summary>
+    public async IAsyncEnumerable<UsageRecord> StreamAsync(UsageFilter f, UsageCursor? before, int? limit,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    {
+        var p = new DynamicParameters();
+        var where = RecordConditions(f, p);
+        if (before is not null)
+        {
+            where.Add("(occurred_at < @beforeAt OR (occurred_at = @beforeAt AND id < @beforeId))");
+            p.Add("beforeAt", UnixMicros.From(before.OccurredAt)); p.Add("beforeId", before.Id);
+        }
+        if (limit is { } n) p.Add("limit", n);
+        var sql = $"SELECT {RecordColumns} FROM usage_records {Where(where)} ORDER BY occurred_at DESC, id DESC {(limit is null ? "" : "LIMIT @limit")}";
+        await using var c = await db.OpenAsync(ct);
+        await using var reader = await c.ExecuteReaderAsync(new CommandDefinition(sql, p, cancellationToken: ct), CommandBehavior.SequentialAccess);
+        while (await reader.ReadAsync(ct)) yield return ReadRecord(reader);
+    }
+
+    private static string GroupKey(UsageGrouping g, bool rollup, bool postgres) => g switch
+    {
+        UsageGrouping.Day => rollup ? "day" : "occurred_at / 86400000000",
+        UsageGrouping.Model => "model",
+        UsageGrouping.Provider => rollup ? "provider" : "coalesce(provider, '')",
+        UsageGrouping.Key => rollup ? "key_id" : "coalesce(key_id, '')",
+        UsageGrouping.Customer => rollup ? "customer_id" : "coalesce(customer_id, '')",
+        UsageGrouping.Account => "account_id",
+        UsageGrouping.Tag => postgres
+            ? "CASE WHEN jsonb_typeof(metadata::jsonb -> @groupTag) = 'string' THEN metadata::jsonb ->> @groupTag ELSE '' END"
+            : "CASE WHEN json_type(metadata, @groupTagPath) = 'text' THEN json_extract(metadata, @groupTagPath) ELSE '' END",
+        _ => throw new ArgumentOutOfRangeException(nameof(g)),
+    };
+
+    /// <summary>
+    /// Totals of the records matching <paramref name="f"/> (which must have both bounds) per group. Whole UTC days
+    /// inside the range come from usage_rollups; the partial days at either end (when a bound is not midnight) and any
+    /// tag filter or tag grouping read usage_records. Without an account (operator reports) the range must be whole days.
+    /// </summary>
+    public async Task<IReadOnlyList<UsageTotals>> SummaryAsync(UsageFilter f, UsageGrouping groupBy, string? groupTag, CancellationToken ct)
+    {
+        var from = f.FromMicros ?? throw new ArgumentException("A range is required.", nameof(f));
+        var to = f.ToMicros ?? throw new ArgumentException("A range is required.", nameof(f));
+        const long D = AnalyticsQuery.MicrosPerDay;
+        var p = new DynamicParameters();
+        var parts = new List<string>();
+        var useRollups = f.RollupsCanAnswer && groupBy != UsageGrouping.Tag;
+        long firstFull = (from + D - 1) / D, endFull = to / D;
+        var ranges = (R0: from, R1: to, R2: 0L, R3: 0L);
+        if (useRollups && firstFull < endFull)
+        {
+            var where = new List<string>();
+            if (f.AccountId is { } a) { where.Add("account_id = @account"); p.Add("account", a); }
+            AddDimensions(f, p, where);
+            where.Add("day >= @d0 AND day < @d1");
+            p.Add("d0", firstFull); p.Add("d1", endFull);
+            parts.Add($"""
+                SELECT CAST({GroupKey(groupBy, true, Postgres)} AS text) AS k, billing_status, requests, input_tokens, output_tokens, cache_read_tokens,
+                       cache_write_tokens, reasoning_tokens, user_price_micros, provider_cost_micros
+                FROM usage_rollups {Where(where)}
+                """);
+            // The raw remainder: [from, first full day) and [end of full days, to).
+            ranges = (from, firstFull * D, endFull * D, to);
+        }
+        if (f.AccountId is null && (!useRollups || from % D != 0 || to % D != 0))
+            throw new ArgumentException("Reports across accounts work in whole UTC days from rollups.", nameof(f));
+        var raw = RecordConditions(f with { FromMicros = null, ToMicros = null }, p);
+        raw.Add("((occurred_at >= @r0 AND occurred_at < @r1) OR (occurred_at >= @r2 AND occurred_at < @r3))");
+        var rawNeeded = ranges.R0 < ranges.R1 || ranges.R2 < ranges.R3;
+        if (rawNeeded) { p.Add("r0", ranges.R0); p.Add("r1", ranges.R1); p.Add("r2", ranges.R2); p.Add("r3", ranges.R3); }
+        if (groupTag is not null)
+        {
+            if (Postgres) p.Add("groupTag", groupTag); else p.Add("groupTagPath", SqlitePath(groupTag));
+        }
+        if (rawNeeded) parts.Add($"""
+            SELECT CAST({GroupKey(groupBy, false, Postgres)} AS text) AS k, billing_status, 1 AS requests, input_tokens, output_tokens, cache_read_tokens,
+                   cache_write_tokens, reasoning_tokens, coalesce(user_price_micros, 0) AS user_price_micros,
+                   coalesce(provider_cost_micros, 0) AS provider_cost_micros
+            FROM usage_records {Where(raw)}
+            """);
+        var sql = $"""
+            SELECT k, CAST(sum(requests) AS bigint), CAST(sum(input_tokens) AS bigint), CAST(sum(output_tokens) AS bigint),
+                   CAST(sum(cache_read_tokens) AS bigint), CAST(sum(cache_write_tokens) AS bigint), CAST(sum(reasoning_tokens) AS bigint),
+                   CAST(sum(user_price_micros) AS bigint),
+                   CAST(sum(CASE WHEN billing_status = 'billed' THEN user_price_micros ELSE 0 END) AS bigint),
+                   CAST(sum(CASE WHEN billing_status IN ('billed', 'internal') THEN provider_cost_micros ELSE 0 END) AS bigint)
+            FROM ({string.Join("\nUNION ALL\n", parts)}) x
+            GROUP BY k
+            HAVING sum(requests) > 0
+            ORDER BY k
+            """;
+        await using var c = await db.OpenAsync(ct);
+        await using var r = await c.ExecuteReaderAsync(new CommandDefinition(sql, p, cancellationToken: ct));
+        var rows = new List<UsageTotals>();
+        while (await r.ReadAsync(ct))
+        {
+            var key = r.IsDBNull(0) ? null : r.GetString(0);
+            if (groupBy == UsageGrouping.Day && key is not null)
+                key = DateOnly.FromDayNumber(DateOnly.FromDateTime(DateTime.UnixEpoch).DayNumber + int.Parse(key, System.Globalization.CultureInfo.InvariantCulture)).ToString("yyyy-MM-dd");
+            rows.Add(new UsageTotals(key == "" ? null : key, r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), r.GetInt64(4), r.GetInt64(5), r.GetInt64(6),
+                r.GetInt64(7), r.GetInt64(8), r.GetInt64(9)));
+        }
+        return rows;
+    }
+
+    /// <summary>A ledger account's entries with their transfers, newest first, within [from, to) when given, read as consumed.</summary>
+    public async IAsyncEnumerable<StatementLine> StreamLedgerAsync(long ledgerAccountId, long? fromMicros, long? toMicros,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    {
+        var p = new DynamicParameters();
+        p.Add("a", ledgerAccountId);
+        var where = "e.account_id = @a";
+        if (fromMicros is { } f) { where += " AND e.ts >= @from"; p.Add("from", f); }
+        if (toMicros is { } t) { where += " AND e.ts < @to"; p.Add("to", t); }
+        var sql = $"""
+            SELECT e.account_id, e.version, e.transfer_id, e.is_debit, e.pending_delta, e.posted_delta, e.balance_after,
+                   e.debits_pending_after, e.credits_pending_after, e.ts,
+                   t.id, t.kind, t.debit_account_id, t.credit_account_id, t.amount, t.pending_id, t.timeout_seconds, t.expires_at,
+                   t.status, t.code, t.reference, t.description, t.metadata, t.ts, t.debit_balance_after, t.credit_balance_after
+            FROM ledger_entries e JOIN ledger_transfers t ON t.id = e.transfer_id
+            WHERE {where}
+            ORDER BY e.version DESC
+            """;
+        await using var c = await db.OpenAsync(ct);
+        await using var r = await c.ExecuteReaderAsync(new CommandDefinition(sql, p, cancellationToken: ct));
+        while (await r.ReadAsync(ct)) yield return new StatementLine(LedgerSql.ReadEntry(r), LedgerSql.ReadTransfer(r, 10));
+    }
+}
