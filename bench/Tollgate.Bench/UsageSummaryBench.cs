@@ -83,6 +83,8 @@ internal static class UsageSummaryBench
         await using var c = new NpgsqlConnection(target);
         await c.OpenAsync();
         Console.WriteLine($"postgres: {await Scalar(c, "SELECT version()")}");
+        // The API turns JIT off for its summary transaction (AnalyticsStore); the baseline gets the same treatment.
+        await Exec(c, "SET jit = off");
         if (!reuse)
         {
             await Exec(c, $"""

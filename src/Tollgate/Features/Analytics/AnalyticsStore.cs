@@ -131,7 +131,7 @@ internal sealed class AnalyticsStore(Database db)
         var parts = new List<string>();
         var useRollups = f.RollupsCanAnswer && groupBy != UsageGrouping.Tag;
         long firstFull = (from + D - 1) / D, endFull = to / D;
-        var ranges = (R0: from, R1: to, R2: 0L, R3: 0L);
+        (long Start, long End)[] ranges;
         if (useRollups && firstFull < endFull)
         {
             var where = new List<string>();
@@ -140,29 +140,43 @@ internal sealed class AnalyticsStore(Database db)
             where.Add("day >= @d0 AND day < @d1");
             p.Add("d0", firstFull); p.Add("d1", endFull);
             parts.Add($"""
-                SELECT CAST({GroupKey(groupBy, true, Postgres)} AS text) AS k, billing_status, requests, input_tokens, output_tokens, cache_read_tokens,
-                       cache_write_tokens, reasoning_tokens, user_price_micros, provider_cost_micros
+                SELECT CAST({GroupKey(groupBy, true, Postgres)} AS text) AS k, billing_status, sum(requests) AS requests,
+                       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens,
+                       sum(cache_write_tokens) AS cache_write_tokens, sum(reasoning_tokens) AS reasoning_tokens,
+                       sum(user_price_micros) AS user_price_micros, sum(provider_cost_micros) AS provider_cost_micros
                 FROM usage_rollups {Where(where)}
+                GROUP BY 1, 2
                 """);
             // The raw remainder: [from, first full day) and [end of full days, to).
-            ranges = (from, firstFull * D, endFull * D, to);
+            ranges = [(from, firstFull * D), (endFull * D, to)];
+        }
+        else
+        {
+            ranges = [(from, to)];
         }
         if (f.AccountId is null && (!useRollups || from % D != 0 || to % D != 0))
             throw new ArgumentException("Reports across accounts work in whole UTC days from rollups.", nameof(f));
-        var raw = RecordConditions(f with { FromMicros = null, ToMicros = null }, p);
-        raw.Add("((occurred_at >= @r0 AND occurred_at < @r1) OR (occurred_at >= @r2 AND occurred_at < @r3))");
-        var rawNeeded = ranges.R0 < ranges.R1 || ranges.R2 < ranges.R3;
-        if (rawNeeded) { p.Add("r0", ranges.R0); p.Add("r1", ranges.R1); p.Add("r2", ranges.R2); p.Add("r3", ranges.R3); }
         if (groupTag is not null)
         {
             if (Postgres) p.Add("groupTag", groupTag); else p.Add("groupTagPath", SqlitePath(groupTag));
         }
-        if (rawNeeded) parts.Add($"""
-            SELECT CAST({GroupKey(groupBy, false, Postgres)} AS text) AS k, billing_status, 1 AS requests, input_tokens, output_tokens, cache_read_tokens,
-                   cache_write_tokens, reasoning_tokens, coalesce(user_price_micros, 0) AS user_price_micros,
-                   coalesce(provider_cost_micros, 0) AS provider_cost_micros
-            FROM usage_records {Where(raw)}
-            """);
+        // One branch per range (not an OR of both), so each is a plain range scan of the (account_id, occurred_at) index.
+        foreach (var (start, end) in ranges.Where(r => r.Start < r.End))
+        {
+            var n = parts.Count;
+            var raw = RecordConditions(f with { FromMicros = null, ToMicros = null }, p);
+            raw.Add($"occurred_at >= @start{n} AND occurred_at < @end{n}");
+            p.Add($"start{n}", start); p.Add($"end{n}", end);
+            parts.Add($"""
+                SELECT CAST({GroupKey(groupBy, false, Postgres)} AS text) AS k, billing_status, count(*) AS requests,
+                       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens,
+                       sum(cache_write_tokens) AS cache_write_tokens, sum(reasoning_tokens) AS reasoning_tokens,
+                       sum(coalesce(user_price_micros, 0)) AS user_price_micros, sum(coalesce(provider_cost_micros, 0)) AS provider_cost_micros
+                FROM usage_records {Where(raw)}
+                GROUP BY 1, 2
+                """);
+        }
+        if (parts.Count == 0) return [];
         var sql = $"""
             SELECT k, CAST(sum(requests) AS bigint), CAST(sum(input_tokens) AS bigint), CAST(sum(output_tokens) AS bigint),
                    CAST(sum(cache_read_tokens) AS bigint), CAST(sum(cache_write_tokens) AS bigint), CAST(sum(reasoning_tokens) AS bigint),
@@ -175,7 +189,12 @@ internal sealed class AnalyticsStore(Database db)
             ORDER BY k
             """;
         await using var c = await db.OpenAsync(ct);
-        await using var r = await c.ExecuteReaderAsync(new CommandDefinition(sql, p, cancellationToken: ct));
+        // PostgreSQL's JIT compiles this plan for seconds once its estimated cost passes jit_above_cost (a month of
+        // rollups does), longer than the query runs. Off for this transaction only. (SQLite: no transaction, which
+        // would take its write lock.)
+        await using var tx = Postgres ? await c.BeginTransactionAsync(ct) : null;
+        if (tx is not null) await c.ExecuteAsync(new CommandDefinition("SET LOCAL jit = off", transaction: tx, cancellationToken: ct));
+        await using var r = await c.ExecuteReaderAsync(new CommandDefinition(sql, p, tx, cancellationToken: ct));
         var rows = new List<UsageTotals>();
         while (await r.ReadAsync(ct))
         {
