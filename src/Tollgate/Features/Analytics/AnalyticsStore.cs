@@ -118,9 +118,10 @@ internal sealed class AnalyticsStore(Database db)
     };
 
     /// <summary>
-    /// Totals of the records matching <paramref name="f"/> (which must have both bounds) per group. Whole UTC days
-    /// inside the range come from usage_rollups; the partial days at either end (when a bound is not midnight) and any
-    /// tag filter or tag grouping read usage_records. Without an account (operator reports) the range must be whole days.
+    /// Totals of the records matching <paramref name="f"/> (which must have both bounds) per group. Whole UTC days come
+    /// from usage_rollups; a partial day at either end (a bound that is not midnight) reads at most 12 hours of
+    /// usage_records (see below); a tag filter or tag grouping reads usage_records for the whole range. Without an
+    /// account (operator reports) the range must be whole days.
     /// </summary>
     public async Task<IReadOnlyList<UsageTotals>> SummaryAsync(UsageFilter f, UsageGrouping groupBy, string? groupTag, CancellationToken ct)
     {
@@ -130,15 +131,31 @@ internal sealed class AnalyticsStore(Database db)
         var p = new DynamicParameters();
         var parts = new List<string>();
         var useRollups = f.RollupsCanAnswer && groupBy != UsageGrouping.Tag;
-        long firstFull = (from + D - 1) / D, endFull = to / D;
-        (long Start, long End)[] ranges;
-        if (useRollups && firstFull < endFull)
+        // Raw ranges to add (+1) or take away (−1). A partial day at either end is read from the records when it is at
+        // most half a day; otherwise the whole day comes from the rollups and the records of the rest of it are taken
+        // away. So at most 12 hours of records are read at each end.
+        var ranges = new List<(long Start, long End, int Sign)>();
+        long fromDay = from / D, toDay = to / D, d0 = 0, d1 = 0;
+        if (useRollups && fromDay < toDay)
+        {
+            if (from % D == 0) d0 = fromDay;
+            else if ((fromDay + 1) * D - from > D / 2) { d0 = fromDay; ranges.Add((fromDay * D, from, -1)); }
+            else { d0 = fromDay + 1; ranges.Add((from, (fromDay + 1) * D, 1)); }
+            if (to % D == 0) d1 = toDay;
+            else if (to - toDay * D > D / 2) { d1 = toDay + 1; ranges.Add((to, (toDay + 1) * D, -1)); }
+            else { d1 = toDay; ranges.Add((toDay * D, to, 1)); }
+        }
+        else
+        {
+            ranges.Add((from, to, 1));
+        }
+        if (d0 < d1)
         {
             var where = new List<string>();
             if (f.AccountId is { } a) { where.Add("account_id = @account"); p.Add("account", a); }
             AddDimensions(f, p, where);
             where.Add("day >= @d0 AND day < @d1");
-            p.Add("d0", firstFull); p.Add("d1", endFull);
+            p.Add("d0", d0); p.Add("d1", d1);
             parts.Add($"""
                 SELECT CAST({GroupKey(groupBy, true, Postgres)} AS text) AS k, billing_status, sum(requests) AS requests,
                        sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens,
@@ -147,12 +164,6 @@ internal sealed class AnalyticsStore(Database db)
                 FROM usage_rollups {Where(where)}
                 GROUP BY 1, 2
                 """);
-            // The raw remainder: [from, first full day) and [end of full days, to).
-            ranges = [(from, firstFull * D), (endFull * D, to)];
-        }
-        else
-        {
-            ranges = [(from, to)];
         }
         if (f.AccountId is null && (!useRollups || from % D != 0 || to % D != 0))
             throw new ArgumentException("Reports across accounts work in whole UTC days from rollups.", nameof(f));
@@ -161,17 +172,18 @@ internal sealed class AnalyticsStore(Database db)
             if (Postgres) p.Add("groupTag", groupTag); else p.Add("groupTagPath", SqlitePath(groupTag));
         }
         // One branch per range (not an OR of both), so each is a plain range scan of the (account_id, occurred_at) index.
-        foreach (var (start, end) in ranges.Where(r => r.Start < r.End))
+        foreach (var (start, end, sign) in ranges.Where(r => r.Start < r.End))
         {
             var n = parts.Count;
             var raw = RecordConditions(f with { FromMicros = null, ToMicros = null }, p);
             raw.Add($"occurred_at >= @start{n} AND occurred_at < @end{n}");
             p.Add($"start{n}", start); p.Add($"end{n}", end);
             parts.Add($"""
-                SELECT CAST({GroupKey(groupBy, false, Postgres)} AS text) AS k, billing_status, count(*) AS requests,
-                       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens,
-                       sum(cache_write_tokens) AS cache_write_tokens, sum(reasoning_tokens) AS reasoning_tokens,
-                       sum(coalesce(user_price_micros, 0)) AS user_price_micros, sum(coalesce(provider_cost_micros, 0)) AS provider_cost_micros
+                SELECT CAST({GroupKey(groupBy, false, Postgres)} AS text) AS k, billing_status, {sign} * count(*) AS requests,
+                       {sign} * sum(input_tokens) AS input_tokens, {sign} * sum(output_tokens) AS output_tokens,
+                       {sign} * sum(cache_read_tokens) AS cache_read_tokens, {sign} * sum(cache_write_tokens) AS cache_write_tokens,
+                       {sign} * sum(reasoning_tokens) AS reasoning_tokens, {sign} * sum(coalesce(user_price_micros, 0)) AS user_price_micros,
+                       {sign} * sum(coalesce(provider_cost_micros, 0)) AS provider_cost_micros
                 FROM usage_records {Where(raw)}
                 GROUP BY 1, 2
                 """);
