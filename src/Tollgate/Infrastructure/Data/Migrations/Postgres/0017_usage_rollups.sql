@@ -68,6 +68,29 @@ CREATE TRIGGER usage_rollups_on_insert AFTER INSERT ON usage_records
 CREATE TRIGGER usage_rollups_on_update AFTER UPDATE ON usage_records
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION usage_rollups_apply();
 
+-- Deleting records (no code does today; an operator purging data would) takes them out of the rollups too.
+CREATE FUNCTION usage_rollups_remove() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE usage_rollups u SET
+        requests = u.requests - o.requests, input_tokens = u.input_tokens - o.input_tokens, output_tokens = u.output_tokens - o.output_tokens,
+        cache_read_tokens = u.cache_read_tokens - o.cache_read_tokens, cache_write_tokens = u.cache_write_tokens - o.cache_write_tokens,
+        reasoning_tokens = u.reasoning_tokens - o.reasoning_tokens, user_price_micros = u.user_price_micros - o.user_price_micros,
+        provider_cost_micros = u.provider_cost_micros - o.provider_cost_micros
+    FROM (SELECT account_id, occurred_at / 86400000000 AS day, model, coalesce(provider, '') AS provider, coalesce(key_id, '') AS key_id,
+                 coalesce(customer_id, '') AS customer_id, billing_status, count(*) AS requests, sum(input_tokens) AS input_tokens,
+                 sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens, sum(cache_write_tokens) AS cache_write_tokens,
+                 sum(reasoning_tokens) AS reasoning_tokens, sum(coalesce(user_price_micros, 0)) AS user_price_micros,
+                 sum(coalesce(provider_cost_micros, 0)) AS provider_cost_micros
+          FROM old_rows GROUP BY 1, 2, 3, 4, 5, 6, 7) o
+    WHERE u.account_id = o.account_id AND u.day = o.day AND u.model = o.model AND u.provider = o.provider AND u.key_id = o.key_id
+      AND u.customer_id = o.customer_id AND u.billing_status = o.billing_status;
+    DELETE FROM usage_rollups WHERE requests = 0 AND (account_id, day) IN (SELECT account_id, occurred_at / 86400000000 FROM old_rows);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER usage_rollups_on_delete AFTER DELETE ON usage_records
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION usage_rollups_remove();
+
 -- Existing records.
 INSERT INTO usage_rollups
 SELECT account_id, occurred_at / 86400000000, model, coalesce(provider, ''), coalesce(key_id, ''), coalesce(customer_id, ''),

@@ -60,6 +60,21 @@ CREATE TRIGGER usage_rollups_on_update AFTER UPDATE ON usage_records BEGIN
         provider_cost_micros = provider_cost_micros + excluded.provider_cost_micros;
 END;
 
+-- Deleting records (no code does today; an operator purging data would) takes them out of the rollups too.
+CREATE TRIGGER usage_rollups_on_delete AFTER DELETE ON usage_records BEGIN
+    UPDATE usage_rollups SET requests = requests - 1, input_tokens = input_tokens - OLD.input_tokens,
+        output_tokens = output_tokens - OLD.output_tokens, cache_read_tokens = cache_read_tokens - OLD.cache_read_tokens,
+        cache_write_tokens = cache_write_tokens - OLD.cache_write_tokens, reasoning_tokens = reasoning_tokens - OLD.reasoning_tokens,
+        user_price_micros = user_price_micros - coalesce(OLD.user_price_micros, 0),
+        provider_cost_micros = provider_cost_micros - coalesce(OLD.provider_cost_micros, 0)
+    WHERE account_id = OLD.account_id AND day = OLD.occurred_at / 86400000000 AND model = OLD.model AND provider = coalesce(OLD.provider, '')
+      AND key_id = coalesce(OLD.key_id, '') AND customer_id = coalesce(OLD.customer_id, '') AND billing_status = OLD.billing_status;
+    DELETE FROM usage_rollups
+    WHERE requests = 0 AND account_id = OLD.account_id AND day = OLD.occurred_at / 86400000000 AND model = OLD.model
+      AND provider = coalesce(OLD.provider, '') AND key_id = coalesce(OLD.key_id, '') AND customer_id = coalesce(OLD.customer_id, '')
+      AND billing_status = OLD.billing_status;
+END;
+
 -- Existing records.
 INSERT INTO usage_rollups
 SELECT account_id, occurred_at / 86400000000, model, coalesce(provider, ''), coalesce(key_id, ''), coalesce(customer_id, ''),
