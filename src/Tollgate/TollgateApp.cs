@@ -72,6 +72,7 @@ public static class TollgateApp
         services.AddSingleton<ApiKeyAuthenticator>();
         services.AddSingleton<AuthorizationService>();
         services.AddSingleton<IUsageStore, UsageStore>();
+        services.AddSingleton<Features.Analytics.AnalyticsStore>();
         services.AddOptions<MeteringOptions>().BindConfiguration(MeteringOptions.Section)
             .Validate(o => o.UnknownModelPolicy is MeteringOptions.Reject or MeteringOptions.AllowAndReview,
                 "Tollgate:Metering:UnknownModelPolicy must be 'reject' or 'allow_and_review'.")
@@ -129,6 +130,7 @@ public static class TollgateApp
         app.MapAccountApi();
         app.MapMetering();
         app.MapUsage();
+        Features.Analytics.AnalyticsEndpoints.MapAnalytics(app);
         app.MapAdminUsage();
         app.MapPricing();
         app.MapGateway();

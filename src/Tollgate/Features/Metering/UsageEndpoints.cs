@@ -10,19 +10,6 @@ using Tollgate.Infrastructure.Http;
 namespace Tollgate.Features.Metering;
 
 /// <summary>Answer of <c>POST /api/v1/usage/events</c>: one result per event, in request order, and the counts.</summary>
-/// <summary>One usage record as its account sees it (no provider cost).</summary>
-public sealed record UsageRow(
-    string Id, string Model, string? Provider, string? KeyId, long InputTokens, long OutputTokens, long CacheReadTokens,
-    long CacheWriteTokens, long ReasoningTokens, long? UserPriceMicros, string BillingStatus, string? RequestId, JsonElement? Metadata,
-    DateTimeOffset OccurredAt)
-{
-    public static UsageRow From(UsageRecord r) => new(r.Id, r.Model, r.Provider, r.KeyId, r.InputTokens, r.OutputTokens, r.CacheReadTokens,
-        r.CacheWriteTokens, r.ReasoningTokens, r.UserPriceMicros, UsageStore.StatusText(r.BillingStatus), r.RequestId,
-        r.Metadata is { } m ? JsonDocument.Parse(m).RootElement.Clone() : null, r.OccurredAt);
-}
-
-public sealed record UsagePage(IReadOnlyList<UsageRow> Data, bool HasMore, string? NextCursor);
-
 public sealed record UsageEventsResponse(IReadOnlyList<UsageEventResult> Data, int Accepted, int Duplicates, int Rejected);
 
 /// <summary>
@@ -46,32 +33,7 @@ internal static class UsageEndpoints
     {
         var group = routes.MapGroup("/api/v1/usage").RequireApiKey().WithTags("Metering");
         group.MapPost("/events", PostEvents);
-        group.MapGet("/", List);
         return group;
-    }
-
-    public const int MaxPageSize = 500;
-
-    /// <summary>
-    /// <c>GET /api/v1/usage</c>: the caller's account's usage records, newest first, <c>limit</c> (1–500, default 50) at a
-    /// time; <c>next_cursor</c> continues. Provider costs are the operator's business and are not shown here.
-    /// </summary>
-    private static async Task<Results<Ok<UsagePage>, ProblemHttpResult>> List(HttpContext http, IUsageStore store, int? limit, string? cursor, CancellationToken ct)
-    {
-        var size = limit ?? 50;
-        if (size is < 1 or > MaxPageSize) return Problems.BadRequest("invalid_request", $"'limit' must be 1–{MaxPageSize}.", "limit");
-        UsageCursor? before = null;
-        if (!string.IsNullOrEmpty(cursor))
-        {
-            var colon = cursor.IndexOf(':');
-            if (colon <= 0 || !long.TryParse(cursor.AsSpan(0, colon), System.Globalization.NumberStyles.None, null, out var at) || colon == cursor.Length - 1)
-                return Problems.BadRequest("invalid_request", "'cursor' is not a cursor returned by this endpoint.", "cursor");
-            before = new UsageCursor(UnixMicros.ToDateTimeOffset(at), cursor[(colon + 1)..]);
-        }
-        var records = await store.ListAsync(http.GetCaller().AccountId, before, size + 1, ct);
-        var page = records.Take(size).Select(UsageRow.From).ToList();
-        var last = records.Count > size ? records[size - 1] : null;
-        return TypedResults.Ok(new UsagePage(page, last is not null, last is null ? null : $"{UnixMicros.From(last.OccurredAt)}:{last.Id}"));
     }
 
     private static async Task<Results<Ok<UsageEventsResponse>, ProblemHttpResult>> PostEvents(
