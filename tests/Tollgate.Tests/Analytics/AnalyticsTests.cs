@@ -11,34 +11,12 @@ using static Tollgate.Tests.Metering.MeteringApi;
 namespace Tollgate.Tests.Analytics;
 
 /// <summary>One app per engine: a priced model, unknown models recorded for review, and the demo provider.</summary>
-public sealed class AnalyticsFixture : IAsyncLifetime
+public sealed class AnalyticsFixture() : SharedEngineApps(new Dictionary<string, string?>
 {
-    private readonly Dictionary<string, Task<TestApp>> _apps = new();
-
-    public Task<TestApp> AppAsync(string engine)
-    {
-        lock (_apps)
-        {
-            if (!_apps.TryGetValue(engine, out var app))
-            {
-                _apps[engine] = app = TestApp.StartAsync(engine, new Dictionary<string, string?>
-                {
-                    ["Tollgate:Pricing:Models:acme/meter-1:InputMtok"] = "3",
-                    ["Tollgate:Pricing:Models:acme/meter-1:OutputMtok"] = "15",
-                    ["Tollgate:Metering:UnknownModelPolicy"] = MeteringOptions.AllowAndReview,
-                });
-            }
-            return app;
-        }
-    }
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        foreach (var app in _apps.Values) await (await app).DisposeAsync();
-    }
-}
+    ["Tollgate:Pricing:Models:acme/meter-1:InputMtok"] = "3",
+    ["Tollgate:Pricing:Models:acme/meter-1:OutputMtok"] = "15",
+    ["Tollgate:Metering:UnknownModelPolicy"] = MeteringOptions.AllowAndReview,
+});
 
 /// <summary>
 /// Usage listings, summaries, exports, the account ledger and operator reports, checked against the records themselves

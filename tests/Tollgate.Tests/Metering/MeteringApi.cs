@@ -4,26 +4,7 @@ using Tollgate.Tests.Api;
 namespace Tollgate.Tests.Metering;
 
 /// <summary>One running app per engine, shared by the tests of one class; every test makes its own accounts.</summary>
-public sealed class MeteringFixture : IAsyncLifetime
-{
-    private readonly Dictionary<string, Task<TestApp>> _apps = new();
-
-    public Task<TestApp> AppAsync(string engine)
-    {
-        lock (_apps)
-        {
-            if (!_apps.TryGetValue(engine, out var app)) _apps[engine] = app = TestApp.StartAsync(engine);
-            return app;
-        }
-    }
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        foreach (var app in _apps.Values) await (await app).DisposeAsync();
-    }
-}
+public sealed class MeteringFixture() : SharedEngineApps();
 
 /// <summary>An account with credits and an API key, and a client that sends the key.</summary>
 internal sealed record Customer(string AccountId, string KeyId, string Key, HttpClient Client) : IDisposable

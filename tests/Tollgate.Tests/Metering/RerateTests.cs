@@ -9,36 +9,14 @@ using static Tollgate.Tests.Metering.MeteringApi;
 namespace Tollgate.Tests.Metering;
 
 /// <summary>One app per engine under <c>allow_and_review</c>; tests isolate themselves by account and model names.</summary>
-public sealed class RerateFixture : IAsyncLifetime
+public sealed class RerateFixture() : SharedEngineApps(new Dictionary<string, string?>
 {
-    private readonly Dictionary<string, Task<TestApp>> _apps = new();
-
-    public Task<TestApp> AppAsync(string engine)
-    {
-        lock (_apps)
-        {
-            if (!_apps.TryGetValue(engine, out var app))
-            {
-                _apps[engine] = app = TestApp.StartAsync(engine, new Dictionary<string, string?>
-                {
-                    ["Tollgate:Pricing:CatalogFile"] = Path.Combine(Path.GetTempPath(), $"tollgate-no-catalog-{Guid.NewGuid():N}.json"),
-                    ["Tollgate:Pricing:DefaultMarkup"] = "2",
-                    ["Tollgate:Pricing:Models:acme/meter-1:InputMtok"] = "3",
-                    ["Tollgate:Pricing:Models:acme/meter-1:OutputMtok"] = "15",
-                    ["Tollgate:Metering:UnknownModelPolicy"] = MeteringOptions.AllowAndReview,
-                });
-            }
-            return app;
-        }
-    }
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        foreach (var app in _apps.Values) await (await app).DisposeAsync();
-    }
-}
+    ["Tollgate:Pricing:CatalogFile"] = Path.Combine(Path.GetTempPath(), $"tollgate-no-catalog-{Guid.NewGuid():N}.json"),
+    ["Tollgate:Pricing:DefaultMarkup"] = "2",
+    ["Tollgate:Pricing:Models:acme/meter-1:InputMtok"] = "3",
+    ["Tollgate:Pricing:Models:acme/meter-1:OutputMtok"] = "15",
+    ["Tollgate:Metering:UnknownModelPolicy"] = MeteringOptions.AllowAndReview,
+});
 
 /// <summary>The needs-review queue, re-rating it through the ledger, internal keys, and ambiguous bare model names.</summary>
 public sealed class RerateTests(RerateFixture fixture) : IClassFixture<RerateFixture>

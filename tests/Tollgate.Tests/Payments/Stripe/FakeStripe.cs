@@ -224,6 +224,14 @@ public sealed class FakeStripe : IAsyncDisposable
         await http.Response.WriteAsync(body);
     }
 
+    /// <summary>The settings that point an app at this fake, with <paramref name="webhookSecrets"/> configured in order.</summary>
+    public Dictionary<string, string?> Settings(params string[] webhookSecrets)
+    {
+        var settings = new Dictionary<string, string?> { ["Tollgate:Stripe:SecretKey"] = SecretKey, ["Tollgate:Stripe:ApiBaseUrl"] = BaseUrl.ToString() };
+        for (var i = 0; i < webhookSecrets.Length; i++) settings[$"Tollgate:Stripe:WebhookSecrets:{i}"] = webhookSecrets[i];
+        return settings;
+    }
+
     /// <summary>A <c>Stripe-Signature</c> header computed as Stripe does (independently of Tollgate's verifier).</summary>
     public static string Sign(string payload, string secret, long timestamp)
     {

@@ -48,12 +48,8 @@ public sealed class StripeTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _stripe = await FakeStripe.StartAsync();
-        var settings = new Dictionary<string, string?>
+        var settings = new Dictionary<string, string?>(_stripe.Settings(Secret, RotatedSecret))
         {
-            ["Tollgate:Stripe:SecretKey"] = FakeStripe.SecretKey,
-            ["Tollgate:Stripe:WebhookSecrets:0"] = Secret,
-            ["Tollgate:Stripe:WebhookSecrets:1"] = RotatedSecret,
-            ["Tollgate:Stripe:ApiBaseUrl"] = _stripe.BaseUrl.ToString(),
             ["Tollgate:Billing:CreditPacks:starter:PriceCents"] = "500",
             ["Tollgate:Billing:CreditPacks:starter:Credits"] = "5000",
             ["Tollgate:Billing:CreditPacks:big:PriceCents"] = "2000",
@@ -398,11 +394,8 @@ public sealed class PostpaidInvoiceTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _stripe = await FakeStripe.StartAsync();
-        var settings = new Dictionary<string, string?>
+        var settings = new Dictionary<string, string?>(_stripe.Settings(Secret))
         {
-            ["Tollgate:Stripe:SecretKey"] = FakeStripe.SecretKey,
-            ["Tollgate:Stripe:WebhookSecrets:0"] = Secret,
-            ["Tollgate:Stripe:ApiBaseUrl"] = _stripe.BaseUrl.ToString(),
             ["Tollgate:Stripe:InvoicePostpaidUsage"] = "false",
         };
         foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres })
