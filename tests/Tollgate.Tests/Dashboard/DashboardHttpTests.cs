@@ -64,6 +64,36 @@ public sealed class DashboardHttpTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Earnings_page_shows_a_creators_share_of_an_agent_sale()
+    {
+        using var creator = await _app.CustomerAsync(0);
+        using var buyer = await _app.CustomerAsync(5_000_000);
+        await MeteringApi.BodyAsync(await _app.Admin.PostAsync($"/admin/v1/accounts/{creator.AccountId}/members",
+            AdminApi.JsonBody("""{"email":"creator@example.com","password":"correct horse battery","role":"owner"}""")), HttpStatusCode.Created);
+        var agent = await MeteringApi.BodyAsync(await creator.Client.PostAsync("/api/v1/agents",
+            AdminApi.JsonBody("""{"name":"Helper","pricing_mode":"one_time","price_micros":1000000}""")), HttpStatusCode.Created);
+        var purchase = await buyer.Client.PostAsync($"/api/v1/agents/{agent.Str("id")}/purchase", AdminApi.JsonBody("{}"));
+        Assert.True(purchase.IsSuccessStatusCode, await purchase.Content.ReadAsStringAsync());
+
+        using var client = new HttpClient(new HttpClientHandler { UseCookies = false, AllowAutoRedirect = false }) { BaseAddress = _app.BaseAddress };
+        var page = await client.GetAsync("/");
+        var csrfCookie = Cookie(page, "tg_csrf").Split(';')[0];
+        var token = Regex.Match(await page.Content.ReadAsStringAsync(), "name=\"__csrf\" value=\"([^\"]+)\"").Groups[1].Value;
+        var signedIn = await client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/sign-in")
+        {
+            Content = new FormUrlEncodedContent(new Dictionary<string, string> { ["email"] = "creator@example.com", ["password"] = "correct horse battery", ["__csrf"] = token }),
+            Headers = { { "Cookie", csrfCookie } },
+        });
+        var session = Cookie(signedIn, "tg_session").Split(';')[0];
+        var earnings = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/earnings") { Headers = { { "Cookie", session + "; " + csrfCookie } } });
+        Assert.Equal(HttpStatusCode.OK, earnings.StatusCode);
+        var html = await earnings.Content.ReadAsStringAsync();
+        // 90 % of $1.00 to the creator, not yet paid out.
+        Assert.Matches("id=\"earnings-balance\">\\$0\\.90<", html);
+        Assert.Contains(agent.Str("id")!, html);
+    }
+
+    [Fact]
     public async Task JsonApis_NeedNoAntiforgeryToken_AndRootlessRoutesStillAnswerProblems()
     {
         var accountId = await _app.CreateAccountAsync("Api");

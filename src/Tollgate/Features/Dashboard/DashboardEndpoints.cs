@@ -49,6 +49,7 @@ internal static class DashboardEndpoints
         group.MapPost("/keys", CreateKey);
         group.MapPost("/keys/{keyId}/revoke", RevokeKey);
         group.MapGet("/billing", Billing);
+        group.MapGet("/earnings", Earnings);
         group.MapPost("/billing/credits", BuyCredits);
         group.MapPost("/billing/subscription/cancel", CancelSubscription);
         // Stripe Checkout's default return addresses (Tollgate:Stripe:SuccessUrl / CancelUrl).
@@ -206,6 +207,29 @@ internal static class DashboardEndpoints
             </section>
             """;
         return HtmlPage(http, Page("Usage", d, body, "/usage"));
+    }
+
+    /// <summary>A creator's earnings from agents sold on the marketplace: the balance not yet paid out, and per month and agent what came in.</summary>
+    private static async Task<IResult> Earnings(HttpContext http, Marketplace.MarketplaceService market, Ledger.LedgerService ledger, CancellationToken ct)
+    {
+        var d = await DashboardAuth.LoadAsync(http, ct);
+        if (d.Member is not { } caller) return Results.Redirect("/");
+        var rows = await market.EarningsAsync(caller.AccountId, ct);
+        var balance = (await ledger.GetAccountAsync(await market.EarningsAccountAsync(caller.AccountId, ct), ct))?.BalanceMicros ?? 0;
+        var byMonth = rows.GroupBy(r => r.Period).OrderBy(g => g.Key, StringComparer.Ordinal).ToList();
+        var table = string.Concat(rows.OrderByDescending(r => r.Period, StringComparer.Ordinal).ThenBy(r => r.AgentId, StringComparer.Ordinal).Select(r =>
+            $"<tr><td>{E(r.Period)}</td><td>{E(r.AgentId)}</td><td>{(r.Code == "agent_share" ? "usage share" : "purchases")}</td>"
+            + $"<td class=\"num\">{N(r.Count)}</td><td class=\"num\">{Usd(r.AmountMicros)}</td></tr>"));
+        var empty = "<tr><td colspan=\"5\" class=\"muted\">No earnings yet: publish an agent (POST /api/v1/agents) and they appear here.</td></tr>";
+        var body = $"""
+            <p>Not yet paid out: <strong id="earnings-balance">{Usd(balance)}</strong>. Earned in all: <strong id="earnings-total">{Usd(rows.Sum(r => r.AmountMicros))}</strong>.</p>
+            {BarChart("Earnings per month (UTC)", byMonth.Select(g => g.Key).ToList(), byMonth.Select(g => g.Sum(r => r.AmountMicros)).ToList(), Usd, "chart-earnings")}
+            <section aria-labelledby="earn-h"><h2 id="earn-h">By month and agent</h2>
+            <div class="scroll"><table id="earnings"><thead><tr><th scope="col">Month</th><th scope="col">Agent</th><th scope="col">From</th><th scope="col" class="num">Count</th><th scope="col" class="num">Earned</th></tr></thead>
+            <tbody>{(table.Length == 0 ? empty : table)}</tbody></table></div>
+            </section>
+            """;
+        return HtmlPage(http, Page("Earnings", d, body, "/earnings"));
     }
 
     private static async Task<IResult> Keys(HttpContext http, IApiKeyStore keys, string? done, CancellationToken ct)
