@@ -327,6 +327,12 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
     {
         var app = await AppAsync(TestDatabases.Sqlite);
         var (accountId, member) = await AccountWithMemberAsync(app, "Operator visible", 3_500_000);
+        // One billed call, so the margin page has this account's revenue to show.
+        var key = await (await app.Admin.PostAsync($"/admin/v1/accounts/{accountId}/keys", AdminApi.JsonBody("{}"))).Content.ReadFromJsonAsync<JsonElement>();
+        using var caller = new HttpClient { BaseAddress = app.BaseAddress };
+        caller.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key.GetProperty("key").GetString());
+        var call = await caller.PostAsync("/v1/chat/completions", AdminApi.JsonBody("""{"model":"demo/echo","messages":[{"role":"user","content":"margin"}]}"""));
+        var charge = long.Parse(call.Headers.GetValues("x-tollgate-charge-micros").Single());
         await using var context = await _browser.ContextAsync(app.BaseAddress);
         var page = await context.NewPageAsync();
 
@@ -343,7 +349,7 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
         await page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
         Assert.Equal("Accounts", await TextAsync(page, "h1"));
         var row = page.Locator("#accounts tr", new() { HasText = accountId });
-        Assert.Contains("$3.50", await row.TextContentAsync());
+        Assert.Contains(Tollgate.Features.Dashboard.Html.Usd(3_500_000 - charge), await row.TextContentAsync());
         Assert.DoesNotContain(await context.CookiesAsync(), c => c.Name == "tg_session");
         using (var stale = new HttpClient { BaseAddress = app.BaseAddress })
         {
@@ -358,6 +364,12 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
         await page.GetByLabel("Model contains").FillAsync("demo/echo");
         await page.GetByRole(AriaRole.Button, new() { Name = "Search" }).ClickAsync();
         Assert.Contains("demo/echo", await TextAsync(page, "#pricing"));
+        await page.GetByRole(AriaRole.Link, new() { Name = "Margin" }).ClickAsync();
+        await page.GetByLabel("Group by").SelectOptionAsync("account");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Show" }).ClickAsync();
+        var marginRow = page.Locator("#margin tr", new() { HasText = accountId });
+        Assert.Contains(Tollgate.Features.Dashboard.Html.Usd(charge), await marginRow.TextContentAsync());
+        await ShotAsync(page, "admin-margin");
         await page.GetByRole(AriaRole.Link, new() { Name = "Needs review" }).ClickAsync();
         Assert.Equal("Needs review", await TextAsync(page, "h1"));
         await page.GetByRole(AriaRole.Link, new() { Name = "Reconciliation" }).ClickAsync();

@@ -25,6 +25,7 @@ internal static class AdminDashboardEndpoints
         group.MapPost("/admin/sign-out", SignOut);
         group.MapGet("/admin/pricing", Pricing);
         group.MapGet("/admin/review", Review);
+        group.MapGet("/admin/margin", Margin);
         group.MapGet("/admin/reconciliation", Reconciliation);
     }
 
@@ -103,6 +104,36 @@ internal static class AdminDashboardEndpoints
 
     /// <summary>A user price in micro-USD per million tokens, shown as dollars (the catalog's decimal rates are display-only here).</summary>
     private static string Micros(decimal micros) => "$" + (micros / 1_000_000m).ToString("0.######", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>Revenue, provider cost and margin over the last <c>days</c> whole UTC days, by model or account (the margin report's numbers).</summary>
+    private static async Task<IResult> Margin(HttpContext http, Analytics.AnalyticsStore store, TimeProvider time, int? days, string? by, CancellationToken ct)
+    {
+        var d = await DashboardAuth.LoadAsync(http, ct);
+        if (!d.IsOperator) return Results.Redirect("/admin/sign-in");
+        var span = Math.Clamp(days ?? 30, 1, Analytics.AnalyticsQuery.MaxRangeDays);
+        var grouping = by switch { "account" => Analytics.UsageGrouping.Account, "provider" => Analytics.UsageGrouping.Provider, "day" => Analytics.UsageGrouping.Day, _ => Analytics.UsageGrouping.Model };
+        const long day = Analytics.AnalyticsQuery.MicrosPerDay;
+        var to = (Infrastructure.UnixMicros.From(time.GetUtcNow()) / day + 1) * day;
+        var filter = new Analytics.UsageFilter(null, to - span * day, to, null, null, null, null, null, null);
+        var rows = (await store.SummaryAsync(filter, grouping, null, ct)).Select(Analytics.MarginRow.From).OrderByDescending(r => r.RevenueMicros).ToList();
+        var table = string.Concat(rows.Select(r =>
+            $"<tr><td>{E(r.Key ?? "—")}</td><td class=\"num\">{N(r.Requests)}</td><td class=\"num\">{Usd(r.RevenueMicros)}</td>"
+            + $"<td class=\"num\">{Usd(r.ProviderCostMicros)}</td><td class=\"num\">{Usd(r.MarginMicros)}</td></tr>"));
+        var options = string.Concat(new[] { "model", "provider", "account", "day" }.Select(o => $"<option{(o == (by ?? "model") ? " selected" : "")}>{o}</option>"));
+        var body = $"""
+            <form method="get" action="/admin/margin" class="filters">
+              <div class="field"><label for="days">Days back</label><input id="days" name="days" type="number" min="1" max="366" value="{span}"></div>
+              <div class="field"><label for="by">Group by</label><select id="by" name="by">{options}</select></div>
+              <button type="submit">Show</button>
+            </form>
+            <p>Revenue <strong id="margin-revenue">{Usd(rows.Sum(r => r.RevenueMicros))}</strong>, provider cost <strong>{Usd(rows.Sum(r => r.ProviderCostMicros))}</strong>,
+            margin <strong id="margin-total">{Usd(rows.Sum(r => r.MarginMicros))}</strong>.</p>
+            {BarChart("Margin", rows.Select(r => r.Key ?? "—").ToList(), rows.Select(r => Math.Max(0, r.MarginMicros)).ToList(), Usd, "chart-margin")}
+            <div class="scroll"><table id="margin"><thead><tr><th scope="col">{E(by ?? "model")}</th><th scope="col" class="num">Requests</th><th scope="col" class="num">Revenue</th><th scope="col" class="num">Provider cost</th><th scope="col" class="num">Margin</th></tr></thead>
+            <tbody>{(table.Length == 0 ? "<tr><td colspan=\"5\" class=\"muted\">No usage in this range.</td></tr>" : table)}</tbody></table></div>
+            """;
+        return DashboardEndpoints.HtmlPage(http, Page("Margin", d, body, "/admin/margin"));
+    }
 
     private static async Task<IResult> Review(HttpContext http, IUsageStore usage, CancellationToken ct)
     {

@@ -52,7 +52,7 @@ internal static class Html
         {
             sb.Append("<nav aria-label=\"Main\"><ul>");
             var links = d.IsOperator
-                ? new[] { ("/admin", "Accounts"), ("/admin/pricing", "Pricing"), ("/admin/review", "Needs review"), ("/admin/reconciliation", "Reconciliation") }
+                ? new[] { ("/admin", "Accounts"), ("/admin/pricing", "Pricing"), ("/admin/margin", "Margin"), ("/admin/review", "Needs review"), ("/admin/reconciliation", "Reconciliation") }
                 : new[] { ("/", "Overview"), ("/usage", "Usage"), ("/keys", "Keys"), ("/billing", "Billing"), ("/earnings", "Earnings") };
             foreach (var (href, label) in links)
                 sb.Append("<li><a href=\"").Append(href).Append('"').Append(href == active ? " aria-current=\"page\"" : "").Append('>').Append(label).Append("</a></li>");
