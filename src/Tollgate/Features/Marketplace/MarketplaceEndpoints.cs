@@ -26,9 +26,13 @@ public sealed record EarningsGroup(string? AgentId, string? Period, long Count, 
 public sealed record EarningsResponse(string AccountId, long EarningsLedgerAccountId, long BalanceMicros, long TotalEarnedMicros, string GroupBy,
     IReadOnlyList<EarningsGroup> Data);
 
-public sealed record PayoutInput(string? Id, long? AmountMicros);
+/// <param name="StripeDestination">The creator's Stripe connected account (<c>acct_…</c>): with Stripe configured the payout is also sent there.</param>
+public sealed record PayoutInput(string? Id, long? AmountMicros, string? StripeDestination = null);
 
-public sealed record PayoutResponse(string Id, string CreatorAccountId, long AmountMicros, string TransferId, DateTimeOffset CreatedAt, bool Replayed);
+public sealed record PayoutResponse(string Id, string CreatorAccountId, long AmountMicros, string TransferId, DateTimeOffset CreatedAt, bool Replayed)
+{
+    public string? StripeTransferId { get; init; }
+}
 
 /// <summary>
 /// <c>POST/GET /api/v1/agents</c>, <c>GET /api/v1/agents/{agentId}</c>, <c>POST /api/v1/agents/{agentId}/purchase</c>,
@@ -39,6 +43,7 @@ public static class MarketplaceEndpoints
 {
     public static void AddMarketplace(IServiceCollection services)
     {
+        services.AddSingleton<ConnectPayouts>();
         services.AddOptions<MarketplaceOptions>().BindConfiguration(MarketplaceOptions.Section)
             .Validate(o => o.CreatorSharePercent is >= 0 and <= 100, "Tollgate:Marketplace:CreatorSharePercent must be an integer 0–100.")
             .ValidateOnStart();
@@ -134,8 +139,16 @@ public static class MarketplaceEndpoints
     }
 
     private static async Task<Results<Ok<PayoutResponse>, ProblemHttpResult>> PayoutAsync(string account, PayoutInput? input, MarketplaceService market,
-        Accounts.IAccountStore accounts, CancellationToken ct)
+        Accounts.IAccountStore accounts, ConnectPayouts connect, Microsoft.Extensions.Options.IOptions<Payments.Stripe.StripeOptions> stripe, CancellationToken ct)
     {
+        if (input?.StripeDestination is { } destination)
+        {
+            if (!stripe.Value.Enabled) return Problems.Create(StatusCodes.Status503ServiceUnavailable, "stripe_not_configured", "A Stripe payout needs Stripe configured (Tollgate:Stripe:SecretKey).");
+            if (!destination.StartsWith("acct_", StringComparison.Ordinal) || destination.Length > 100)
+                return Problems.BadRequest("invalid_request", "'stripe_destination' is a connected account id (acct_…).", "stripe_destination");
+            if (input.AmountMicros is not { } whole || whole % 10_000 != 0)
+                return Problems.BadRequest("invalid_request", "A Stripe payout needs 'amount_micros' in whole cents (a multiple of 10,000).", "amount_micros");
+        }
         if (input?.Id is not { Length: > 0 and <= 80 } id || !LedgerService.IsValidId(id))
             return Problems.BadRequest("invalid_request", "'id' is required: your idempotency key for this payout (1–80 letters, digits and _-.:@+).", "id");
         if (input.AmountMicros is { } a && a is <= 0 or > LedgerService.MaxAmountMicros)
@@ -147,7 +160,22 @@ public static class MarketplaceEndpoints
             MarketplaceService.PayoutOutcome.Conflict => Problems.Conflict("idempotency_conflict", $"Payout id '{id}' was already used with another amount; nothing moved."),
             MarketplaceService.PayoutOutcome.InsufficientEarnings => Problems.Create(StatusCodes.Status409Conflict, "insufficient_earnings", "The creator has not earned that much (less what was paid out); nothing moved."),
             MarketplaceService.PayoutOutcome.NothingToPay => Problems.Create(StatusCodes.Status409Conflict, "nothing_to_pay", "The creator has no earnings to pay out."),
-            _ => TypedResults.Ok(new PayoutResponse(payout!.Id, payout.CreatorAccountId, payout.AmountMicros, payout.TransferId, payout.CreatedAt, payout.Replayed)),
+            _ => await SentAsync(payout!),
         };
+
+        async Task<Results<Ok<PayoutResponse>, ProblemHttpResult>> SentAsync(MarketplaceService.Payout p)
+        {
+            var response = new PayoutResponse(p.Id, p.CreatorAccountId, p.AmountMicros, p.TransferId, p.CreatedAt, p.Replayed);
+            if (input.StripeDestination is not { } to) return TypedResults.Ok(response);
+            try
+            {
+                return TypedResults.Ok(response with { StripeTransferId = await connect.SendAsync(p.CreatorAccountId, p.Id, p.AmountMicros, to, ct) });
+            }
+            catch (Payments.Stripe.StripeException e)
+            {
+                return Problems.Create(StatusCodes.Status502BadGateway, "payment_provider_error",
+                    $"The payout is recorded in the ledger but Stripe refused or failed the transfer ({e.Message}); repeat the same request to send it.");
+            }
+        }
     }
 }

@@ -161,6 +161,14 @@ public sealed class FakeStripe : IAsyncDisposable
                     ["id"] = $"bps_fake{n}", ["object"] = "billing_portal.session", ["customer"] = call.Field("customer"),
                     ["url"] = $"https://billing.stripe.com/p/session/fake{n}", ["return_url"] = call.Field("return_url"),
                 }));
+            case ("POST", "/v1/transfers"):
+                if (call.Field("destination") is not { } destination || !destination.StartsWith("acct_", StringComparison.Ordinal))
+                    return (400, Error("invalid_request_error", "parameter_missing", "Missing required param: destination.", "destination"));
+                return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
+                {
+                    ["id"] = $"tr_fake{n}", ["object"] = "transfer", ["amount"] = long.Parse(call.Field("amount")!), ["currency"] = call.Field("currency"),
+                    ["destination"] = destination, ["transfer_group"] = call.Field("transfer_group"), ["metadata"] = Metadata(call),
+                }));
             case ("POST", "/v1/invoiceitems"):
                 if (call.Field("customer") is null || call.Field("amount") is null) return (400, Error("invalid_request_error", "parameter_missing", "Missing required param: customer.", "customer"));
                 return (200, JsonSerializer.Serialize(new Dictionary<string, object?>

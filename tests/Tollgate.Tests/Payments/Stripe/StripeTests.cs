@@ -287,6 +287,35 @@ public sealed class StripeTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.Unauthorized, (await app.Anonymous.GetAsync("/admin/v1/payments/reconciliation")).StatusCode);
     }
 
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_creator_payout_is_sent_to_the_connected_account_once_even_when_Stripe_fails_first(string engine)
+    {
+        var app = _apps[engine];
+        using var creator = await app.CustomerAsync(0);
+        using var buyer = await app.CustomerAsync(10_000_000);
+        var agent = await MeteringApi.BodyAsync(await creator.Client.PostAsync("/api/v1/agents",
+            AdminApi.JsonBody("""{"name":"Paid helper","pricing_mode":"one_time","price_micros":5000000}""")), HttpStatusCode.Created);
+        Assert.True((await buyer.Client.PostAsync($"/api/v1/agents/{agent.Str("id")}/purchase", AdminApi.JsonBody("{}"))).IsSuccessStatusCode);
+        Task<HttpResponseMessage> Payout(string body) => app.Admin.PostAsync($"/admin/v1/creators/{creator.AccountId}/payouts", AdminApi.JsonBody(body));
+
+        // Earned 4.5 USD (90 %). A Stripe payout must be whole cents.
+        Assert.Equal(HttpStatusCode.BadRequest, (await Payout("""{"id":"p1","amount_micros":4500001,"stripe_destination":"acct_creator1"}""")).StatusCode);
+        _stripe.FailNext(10);
+        var failed = await MeteringApi.BodyAsync(await Payout("""{"id":"p1","amount_micros":4500000,"stripe_destination":"acct_creator1"}"""), HttpStatusCode.BadGateway);
+        Assert.Equal("payment_provider_error", failed.Str("code"));
+        _stripe.FailNext(0);
+        var sent = await MeteringApi.BodyAsync(await Payout("""{"id":"p1","amount_micros":4500000,"stripe_destination":"acct_creator1"}"""), HttpStatusCode.OK);
+        Assert.StartsWith("tr_", sent.Str("stripe_transfer_id"));
+        var again = await MeteringApi.BodyAsync(await Payout("""{"id":"p1","amount_micros":4500000,"stripe_destination":"acct_creator1"}"""), HttpStatusCode.OK);
+        Assert.Equal(sent.Str("stripe_transfer_id"), again.Str("stripe_transfer_id"));
+        var transfers = _stripe.Calls.Where(c => c.Path == "/v1/transfers" && c.Field("metadata[tollgate_account]") == creator.AccountId).ToList();
+        Assert.Single(transfers.Select(t => t.IdempotencyKey).Distinct());
+        Assert.Equal(("450", "usd", "acct_creator1"), (transfers[^1].Field("amount"), transfers[^1].Field("currency"), transfers[^1].Field("destination")));
+        // Paid out once in the ledger: nothing is left to pay.
+        Assert.Equal(HttpStatusCode.Conflict, (await Payout("""{"id":"p2"}""")).StatusCode);
+        await AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+
     private static string Subscription(string id, string account, string status, bool cancelAtPeriodEnd, long start, long end) =>
         $$$$"""{"id":"{{{{id}}}}","object":"subscription","customer":"cus_x","status":"{{{{status}}}}","cancel_at_period_end":{{{{(cancelAtPeriodEnd ? "true" : "false")}}}},"metadata":{"tollgate_account":"{{{{account}}}}"},"items":{"object":"list","data":[{"id":"si_1","price":{"id":"price_pro_monthly","recurring":{"interval":"month"}},"quantity":1,"current_period_start":{{{{start}}}},"current_period_end":{{{{end}}}}}]}}""";
 
