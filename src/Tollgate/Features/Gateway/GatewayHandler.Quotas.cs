@@ -26,11 +26,11 @@ internal sealed partial class GatewayHandler
             {
                 if (!plan.BillsOverage)
                     return (null, QuotaExceeded(http, plan, period, now, $"includes {included} requests per period", included, QuotaStore.Requests));
-                await quotas.AddAsync(caller.AccountId, QuotaStore.Requests, period.Start, 1, CancellationToken.None);
+                used = await quotas.AddAsync(caller.AccountId, QuotaStore.Requests, period.Start, 1, CancellationToken.None);
             }
             // Off the response's path: queued for the alerts engine, which writes only when a threshold is crossed.
             var (subject, periodKey) = QuotaStore.AlertSubject(QuotaStore.Requests, period.Start);
-            alerts.PostUsage(caller.AccountId, subject, periodKey, used ?? included + 1, included);
+            alerts.PostUsage(caller.AccountId, subject, periodKey, used.Value, included);
         }
         return (period, null);
     }
@@ -45,9 +45,9 @@ internal sealed partial class GatewayHandler
         }
         if (plan.IncludedTokens is { } tokens)
         {
-            await quotas.AddAsync(caller.AccountId, QuotaStore.Tokens, period.Start, usedTokens, CancellationToken.None);
+            var used = await quotas.AddAsync(caller.AccountId, QuotaStore.Tokens, period.Start, usedTokens, CancellationToken.None);
             var (subject, periodKey) = QuotaStore.AlertSubject(QuotaStore.Tokens, period.Start);
-            alerts.PostUsage(caller.AccountId, subject, periodKey, await quotas.UsedAsync(caller.AccountId, QuotaStore.Tokens, period.Start, CancellationToken.None), tokens);
+            alerts.PostUsage(caller.AccountId, subject, periodKey, used, tokens);
         }
     }
 

@@ -46,14 +46,15 @@ internal sealed class QuotaStore(Database db)
     /// <summary>Gateway input + output tokens, added at settlement.</summary>
     public const string Tokens = "tokens";
 
-    /// <summary>Adds <paramref name="amount"/> units whatever the limit (tokens at settlement, requests billed as overage).</summary>
-    public async Task AddAsync(string accountId, string kind, DateTimeOffset periodStart, long amount, CancellationToken ct)
+    /// <summary>Adds <paramref name="amount"/> units whatever the limit (tokens at settlement, requests billed as overage); returns the period's use after it.</summary>
+    public async Task<long> AddAsync(string accountId, string kind, DateTimeOffset periodStart, long amount, CancellationToken ct)
     {
-        if (amount <= 0) return;
+        if (amount <= 0) return await UsedAsync(accountId, kind, periodStart, ct);
         await using var c = await db.OpenAsync(ct);
-        await c.ExecuteAsync(new CommandDefinition("""
+        return await c.ExecuteScalarAsync<long>(new CommandDefinition("""
             INSERT INTO quota_usage (account_id, kind, period_start, used) VALUES (@accountId, @kind, @start, @amount)
             ON CONFLICT (account_id, kind, period_start) DO UPDATE SET used = quota_usage.used + @amount
+            RETURNING used
             """, new { accountId, kind, start = UnixMicros.From(periodStart), amount }, cancellationToken: ct));
     }
 
