@@ -33,15 +33,27 @@ public sealed class MetricsTests(MeteringFixture fixture) : IClassFixture<Meteri
         var usage = (await MeteringApi.BodyAsync(response, HttpStatusCode.OK)).GetProperty("usage");
         var charge = long.Parse(response.Headers.GetValues("x-tollgate-charge-micros").Single());
 
-        var metrics = await app.Admin.GetAsync("/metrics");
+        // The request counter is written when the response has completed, which can be just after the client has read
+        // it: wait (bounded) for it rather than racing the server's middleware.
+        const string requestSeries = "tollgate_http_requests_total{method=\"POST\",route=\"/v1/chat/completions\",status=\"200\"}";
+        HttpResponseMessage metrics;
+        string after;
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        do
+        {
+            metrics = await app.Admin.GetAsync("/metrics");
+            after = await metrics.Content.ReadAsStringAsync();
+            if (Sample(after, requestSeries) > Sample(before, requestSeries)) break;
+            await Task.Delay(20);
+        }
+        while (DateTime.UtcNow < deadline);
         Assert.Equal("text/plain; version=0.0.4; charset=utf-8", metrics.Content.Headers.ContentType!.ToString());
-        var after = await metrics.Content.ReadAsStringAsync();
         Assert.EndsWith("\n", after);
         long Delta(string series) => Sample(after, series) - Sample(before, series);
         Assert.Equal(charge, Delta("tollgate_gateway_charged_microusd_total{model=\"demo/echo\"}"));
         Assert.Equal(usage.GetProperty("prompt_tokens").GetInt64(), Delta("tollgate_gateway_tokens_total{kind=\"input\",model=\"demo/echo\"}"));
         Assert.Equal(usage.GetProperty("completion_tokens").GetInt64(), Delta("tollgate_gateway_tokens_total{kind=\"output\",model=\"demo/echo\"}"));
-        Assert.Equal(1, Delta("tollgate_http_requests_total{method=\"POST\",route=\"/v1/chat/completions\",status=\"200\"}"));
+        Assert.Equal(1, Delta(requestSeries));
         // Histograms: cumulative buckets ending in +Inf, equal to _count.
         var inf = Regex.Match(after, @"tollgate_ledger_commit_seconds_bucket\{le=""\+Inf""\} (\d+)");
         Assert.True(inf.Success);
