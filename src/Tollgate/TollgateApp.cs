@@ -47,6 +47,7 @@ public static class TollgateApp
         // appsettings.json ships next to the binary, so read it from there whatever the working directory is.
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder);
+        AddConfigFile(builder.Configuration);
         AddPlanSet(builder.Configuration);
         var target = DatabaseTarget.Parse(database ?? builder.Configuration["TOLLGATE_DATABASE"] ?? builder.Configuration["Tollgate:Database"]);
         var services = builder.Services;
@@ -157,6 +158,21 @@ public static class TollgateApp
     }
 
     /// <summary>
+    /// <c>--config &lt;file&gt;</c> (or <c>Tollgate:ConfigFile</c>) adds one JSON file of settings — a deployment's or an
+    /// example's whole configuration — above the shipped defaults and below environment variables and the command line.
+    /// A relative path is taken from the working directory, where the user typed it, not from the binary's folder.
+    /// </summary>
+    private static void AddConfigFile(ConfigurationManager configuration)
+    {
+        if ((configuration["config"] ?? configuration["Tollgate:ConfigFile"]) is not { Length: > 0 } path) return;
+        var file = Path.GetFullPath(path);
+        if (!File.Exists(file))
+            throw new Microsoft.Extensions.Options.OptionsValidationException("Tollgate:ConfigFile", typeof(string),
+                [$"Configuration file '{file}' does not exist."]);
+        InsertAboveDefaults(configuration, file);
+    }
+
+    /// <summary>
     /// <c>Tollgate:PlanSet=&lt;name&gt;</c> loads one of the shipped example plan sets (<c>Plans/&lt;name&gt;.json</c> next to
     /// the binary: chat, saas, builder) beneath the other sources, so explicit settings still override it.
     /// </summary>
@@ -167,8 +183,16 @@ public static class TollgateApp
         if (set.Any(c => !char.IsAsciiLetterOrDigit(c) && c != '-') || !File.Exists(file))
             throw new Microsoft.Extensions.Options.OptionsValidationException("Tollgate:PlanSet", typeof(string),
                 [$"Tollgate:PlanSet '{set}' is not a shipped plan set; use one of: {string.Join(", ", Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "Plans"), "*.json").Select(Path.GetFileNameWithoutExtension))}."]);
+        InsertAboveDefaults(configuration, file);
+    }
+
+    /// <summary>
+    /// Right after appsettings.json: above the defaults, below appsettings.{Environment}.json, environment and command
+    /// line. Each insert goes beneath the previous one, so a config file outranks the plan set it names.
+    /// </summary>
+    private static void InsertAboveDefaults(ConfigurationManager configuration, string file)
+    {
         var sources = (IList<Microsoft.Extensions.Configuration.IConfigurationSource>)((Microsoft.Extensions.Configuration.IConfigurationBuilder)configuration).Sources;
-        // Right after appsettings.json: above the defaults, below appsettings.{Environment}.json, environment and command line.
         var at = sources.Select((s, i) => (s, i)).FirstOrDefault(x => x.s is Microsoft.Extensions.Configuration.Json.JsonConfigurationSource j && j.Path == "appsettings.json").i + 1;
         var json = new Microsoft.Extensions.Configuration.Json.JsonConfigurationSource { Path = file, Optional = false, ReloadOnChange = false };
         json.ResolveFileProvider();

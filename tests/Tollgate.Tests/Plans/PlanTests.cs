@@ -131,6 +131,29 @@ public sealed class PlanSetTests
     }
 
     [Fact]
+    public async Task A_config_file_names_a_plan_set_and_outranks_it()
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"tollgate-config-{Guid.NewGuid():N}.json");
+        await File.WriteAllTextAsync(file, """{"Tollgate":{"PlanSet":"saas","Plans":{"default":{"Name":"Hobby"}}}}""");
+        try
+        {
+            await using var app = await TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?> { ["Tollgate:ConfigFile"] = file });
+            using var c = await app.CustomerAsync(1_000_000);
+            var plan = await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/plan");
+            Assert.Equal(("Hobby", 1000L), (plan.Str("name"), plan.GetProperty("quotas")[0].Long("limit")));
+        }
+        finally { File.Delete(file); }
+    }
+
+    [Fact]
+    public async Task A_missing_config_file_stops_start_up_naming_it()
+    {
+        var error = await Assert.ThrowsAsync<OptionsValidationException>(() =>
+            TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?> { ["Tollgate:ConfigFile"] = "/nonexistent/tollgate.json" }));
+        Assert.Contains("/nonexistent/tollgate.json", error.Message);
+    }
+
+    [Fact]
     public async Task An_unknown_plan_set_stops_start_up_with_the_choices()
     {
         var error = await Assert.ThrowsAsync<OptionsValidationException>(() =>
