@@ -5,12 +5,15 @@
 #   tollgate-sqlite   wrk -> Tollgate (published Release build, fresh SQLite file) -> fake upstream
 #   tollgate-postgres wrk -> Tollgate (durable PostgreSQL cluster of bench/bench-env.sh, fresh database) -> fake upstream
 # Closed loop (wrk keeps each connection busy) at 1 and 32 connections; prints RESULT lines, the tollgate/portkey
-# throughput ratio per connection count, and the processes' RSS.
+# throughput ratio per connection count, and the processes' RSS. Then open loop (bench/Tollgate.Bench --suite
+# http-open: a fixed arrival rate, latency from each request's release, whatever the backlog) at RATES requests/s
+# against each target, and Tollgate's added latency = its p50/p99 minus the direct upstream's at the same rate.
 #
 #   bench/run-gateway.sh                 # the throughput comparison above
 #   bench/run-gateway.sh stream          # streaming memory check: N concurrent long streams through Tollgate, RSS sampled
 #
 # Environment: D (seconds per wrk run, default 20), CONNS (default "1 32"), ENGINES (default "sqlite postgres"),
+#   RATES (open-loop arrival rates, default "1000"; "" skips the open-loop runs),
 #   WORK (default /tmp/tollgate-gateway-bench: Portkey install, published Tollgate, logs, SQLite files),
 #   UP_PORT (18080), PK_PORT (18787), TG_PORT (18090), PGPORT/PGROOT (bench/bench-env.sh: 54330, /tmp/tollgate-pg-bench),
 #   TOLLGATE_DLL (skip the publish step and run this build instead).
@@ -23,7 +26,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 MODE=${1:-http}
 HERE=$ROOT/bench/gateway
-D=${D:-20}; CONNS=${CONNS:-"1 32"}
+D=${D:-20}; CONNS=${CONNS:-"1 32"}; RATES=${RATES-1000}
 WORK=${WORK:-/tmp/tollgate-gateway-bench}
 UP_PORT=${UP_PORT:-18080}; PK_PORT=${PK_PORT:-18787}; TG_PORT=${TG_PORT:-18090}
 if [ "$MODE" = stream ]; then ENGINES=${ENGINES:-sqlite}; else ENGINES=${ENGINES:-"sqlite postgres"}; fi
@@ -188,7 +191,23 @@ if [ "$MODE" = stream ]; then
   exit 0
 fi
 
+OPEN_DLL=$ROOT/bench/Tollgate.Bench/bin/Release/net10.0/Tollgate.Bench.dll
+if [ -n "$RATES" ]; then
+  say "building the open-loop client (bench/Tollgate.Bench)"
+  dotnet build bench/Tollgate.Bench -c Release -v q -nologo >"$WORK/bench-build.log" 2>&1 || { tail -20 "$WORK/bench-build.log"; exit 1; }
+fi
+
 declare -A RPS
+declare -A P50 P99
+run_open() {   # target rate url [--header 'Name: value' ...] [--body JSON]
+  local target=$1 rate=$2 url=$3; shift 3
+  local r
+  r=$(dotnet "$OPEN_DLL" --suite http-open --url "$url" --rate "$rate" --seconds "$D" --warmup 3 "$@" | grep RESULT)
+  echo "RESULT mode=open target=$target ${r#RESULT }"
+  P50[$target/$rate]=$(sed -E 's/.*p50_ms=([0-9.]+).*/\1/' <<<"$r")
+  P99[$target/$rate]=$(sed -E 's/.*p99_ms=([0-9.]+).*/\1/' <<<"$r")
+}
+added() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "") printf "%.3f", a - b; else print "n/a" }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 run_wrk() {   # target conns url script [headers...]
   local target=$1 c=$2 url=$3 script=$4; shift 4
@@ -208,6 +227,11 @@ for c in $CONNS; do
   run_wrk portkey "$c" "http://127.0.0.1:$PK_PORT/v1/chat/completions" "$HERE/chat.lua" "${PKH[@]}"
   echo "RESULT ratio target=portkey/direct conns=$c rps_ratio=$(ratio "${RPS[portkey/$c]:-0}" "${RPS[direct/$c]:-0}")"
 done
+for rate in $RATES; do
+  run_open direct "$rate" "http://127.0.0.1:$UP_PORT/v1/chat/completions" --header "Authorization: Bearer sk-fake-test-key"
+  run_open portkey "$rate" "http://127.0.0.1:$PK_PORT/v1/chat/completions" --header "Authorization: Bearer sk-fake-test-key" \
+    --header "x-portkey-provider: openai" --header "x-portkey-custom-host: http://127.0.0.1:$UP_PORT/v1"
+done
 echo "portkey RSS(kB): $(rss "$PK_PID")"
 
 for engine in $ENGINES; do
@@ -223,6 +247,11 @@ for engine in $ENGINES; do
   for c in $CONNS; do
     run_wrk "tollgate-$engine" "$c" "http://127.0.0.1:$TG_PORT/v1/chat/completions" "$HERE/chat-tollgate.lua"
     echo "RESULT ratio target=tollgate-$engine/portkey conns=$c rps_ratio=$(ratio "${RPS[tollgate-$engine/$c]:-0}" "${RPS[portkey/$c]:-0}")"
+  done
+  for rate in $RATES; do
+    run_open "tollgate-$engine" "$rate" "http://127.0.0.1:$TG_PORT/v1/chat/completions" --header "Authorization: Bearer $TG_KEY" \
+      --body "{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello in one short sentence.\"}],\"max_tokens\":16}"
+    echo "RESULT added target=tollgate-$engine rate=$rate added_p50_ms=$(added "${P50[tollgate-$engine/$rate]:-}" "${P50[direct/$rate]:-}") added_p99_ms=$(added "${P99[tollgate-$engine/$rate]:-}" "${P99[direct/$rate]:-}")"
   done
   echo "tollgate-$engine RSS(kB): $(rss "$TG_PID")"
   stop_tollgate

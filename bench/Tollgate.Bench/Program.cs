@@ -15,7 +15,8 @@ if (args.Length >= 2 && args[0] == "--suite")
     if (args[1] == "usage") return await UsageBench.RunAsync(args[2..]);
     if (args[1] == "tokenizer") return TokenizerBench.Run(args);
     if (args[1] == "usage-summary") return await UsageSummaryBench.RunAsync(args[2..]);
-    if (args[1] != "ledger") { Console.Error.WriteLine($"Unknown suite '{args[1]}' (ledger, rating, usage, usage-summary, tokenizer)."); return 2; }
+    if (args[1] == "http-open") return await HttpOpenLoopBench.RunAsync(args[2..]);
+    if (args[1] != "ledger") { Console.Error.WriteLine($"Unknown suite '{args[1]}' (ledger, rating, usage, usage-summary, tokenizer, http-open)."); return 2; }
     args = args[2..];
 }
 
