@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Tollgate.Features.Keys;
 using Tollgate.Features.Ledger;
+using Tollgate.Infrastructure;
 
 namespace Tollgate.Features.Budgets;
 
@@ -52,9 +53,9 @@ internal sealed class BudgetService(LedgerService ledger, SystemAccounts system,
     public static readonly TimeSpan CacheTtl = TimeSpan.FromSeconds(1);
     private const int MaxCacheEntries = 100_000;
 
-    private sealed record Entry(IReadOnlyList<SpendCap> Caps, bool CustomerBlocked, long ExpiresAtTicks);
+    private sealed record Entry(IReadOnlyList<SpendCap> Caps, bool CustomerBlocked);
 
-    private readonly ConcurrentDictionary<(string Account, string? Key, string? Customer), Entry> _cache = new();
+    private readonly SingleFlightCache<(string Account, string? Key, string? Customer), Entry> _cache = new(CacheTtl, MaxCacheEntries);
     /// <summary>Ledger account per cap window, with the cap this process last set as its limit.</summary>
     private readonly ConcurrentDictionary<string, (long Id, long Limit)> _accounts = new(StringComparer.Ordinal);
 
@@ -66,19 +67,18 @@ internal sealed class BudgetService(LedgerService ledger, SystemAccounts system,
         // A session (no key) has no key caps; a key without a stored lineage is its own.
         var lineage = caller.Role is null ? caller.KeyLineageId ?? caller.KeyId : null;
         var cacheKey = (caller.AccountId, lineage, customerId);
-        if (!_cache.TryGetValue(cacheKey, out var entry) || entry.ExpiresAtTicks < Environment.TickCount64)
+        // The cache's clock is the machine's, not the injected one: it bounds staleness in real time, as in every process.
+        var entry = await _cache.GetAsync(cacheKey, DateTimeOffset.UtcNow, (Caps: caps, Customers: customers), static async (k, s) =>
         {
-            var found = await caps.ForCallAsync(caller.AccountId, lineage, customerId, ct);
+            var found = await s.Caps.ForCallAsync(k.Account, k.Key, k.Customer, CancellationToken.None);
             var blocked = false;
-            if (customerId is not null)
+            if (k.Customer is not null)
             {
-                if (await customers.GetAsync(caller.AccountId, customerId, ct) is { } customer) blocked = customer.Blocked;
-                else await customers.EnsureAsync(caller.AccountId, customerId, ct);
+                if (await s.Customers.GetAsync(k.Account, k.Customer, CancellationToken.None) is { } customer) blocked = customer.Blocked;
+                else await s.Customers.EnsureAsync(k.Account, k.Customer, CancellationToken.None);
             }
-            entry = new Entry(found, blocked, Environment.TickCount64 + (long)CacheTtl.TotalMilliseconds);
-            if (_cache.Count >= MaxCacheEntries) _cache.Clear();
-            _cache[cacheKey] = entry;
-        }
+            return new Entry(found, blocked);
+        }, ct);
         if (entry.Caps.Count == 0) return entry.CustomerBlocked ? new CallBudget([], true) : CallBudget.None;
         var legs = new CapLeg[entry.Caps.Count];
         for (var i = 0; i < legs.Length; i++)
@@ -93,8 +93,7 @@ internal sealed class BudgetService(LedgerService ledger, SystemAccounts system,
     /// <summary>Forgets cached caps of an account, after a change made in this process.</summary>
     public void Invalidate(string accountId)
     {
-        foreach (var key in _cache.Keys)
-            if (key.Account == accountId) _cache.TryRemove(key, out _);
+        _cache.RemoveWhere(key => key.Account == accountId);
     }
 
     /// <summary>Spending against each of a subject's caps in its current window.</summary>

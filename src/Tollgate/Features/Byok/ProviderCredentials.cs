@@ -36,8 +36,8 @@ internal sealed class ProviderCredentialService(Database db, IDataProtectionProv
     public const int MaxKeyLength = 1_000;
     private const int MaxCacheEntries = 100_000;
     private readonly IDataProtector _protector = protection.CreateProtector("tollgate.byok.v1");
-    private readonly ConcurrentDictionary<(string, string), (string? Key, DateTimeOffset Until)> _cache = new();
-    private readonly ConcurrentDictionary<string, (IReadOnlySet<string> Providers, DateTimeOffset Until)> _providers = new(StringComparer.Ordinal);
+    private readonly SingleFlightCache<(string Account, string Provider), string?> _cache = new(CacheTtl, MaxCacheEntries);
+    private readonly SingleFlightCache<string, IReadOnlySet<string>> _providers = new(CacheTtl, MaxCacheEntries);
     private static readonly IReadOnlySet<string> None = new HashSet<string>();
 
     private sealed record Row(string provider, string ciphertext, string last4, long created_at);
@@ -51,8 +51,8 @@ internal sealed class ProviderCredentialService(Database db, IDataProtectionProv
             INSERT INTO provider_credentials (account_id, provider, ciphertext, last4, created_at) VALUES (@accountId, @provider, @ciphertext, @last4, @at)
             ON CONFLICT (account_id, provider) DO UPDATE SET ciphertext = excluded.ciphertext, last4 = excluded.last4, created_at = excluded.created_at
             """, new { accountId, provider, ciphertext = _protector.Protect(apiKey), last4, at = UnixMicros.From(now) }, cancellationToken: ct));
-        _cache.TryRemove((accountId, provider), out _);
-        _providers.TryRemove(accountId, out _);
+        _cache.Remove((accountId, provider));
+        _providers.Remove(accountId);
         return new ProviderCredentialView(provider, last4, now);
     }
 
@@ -70,39 +70,31 @@ internal sealed class ProviderCredentialService(Database db, IDataProtectionProv
         await using var c = await db.OpenAsync(ct);
         var deleted = await c.ExecuteAsync(new CommandDefinition(
             "DELETE FROM provider_credentials WHERE account_id = @accountId AND provider = @provider", new { accountId, provider }, cancellationToken: ct));
-        _cache.TryRemove((accountId, provider), out _);
-        _providers.TryRemove(accountId, out _);
+        _cache.Remove((accountId, provider));
+        _providers.Remove(accountId);
         return deleted == 1;
     }
 
     /// <summary>The providers the account has its own keys for (cached like the keys: one lookup per account per second on the gateway's path).</summary>
-    public async ValueTask<IReadOnlySet<string>> ProvidersAsync(string accountId, CancellationToken ct)
-    {
-        var now = time.GetUtcNow();
-        if (_providers.TryGetValue(accountId, out var cached) && cached.Until > now) return cached.Providers;
-        await using var c = await db.OpenAsync(ct);
-        var names = (await c.QueryAsync<string>(new CommandDefinition(
-            "SELECT provider FROM provider_credentials WHERE account_id = @accountId", new { accountId }, cancellationToken: ct))).ToHashSet(StringComparer.Ordinal);
-        IReadOnlySet<string> set = names.Count == 0 ? None : names;
-        if (_providers.Count >= MaxCacheEntries) _providers.Clear();
-        _providers[accountId] = (set, now + CacheTtl);
-        return set;
-    }
+    public ValueTask<IReadOnlySet<string>> ProvidersAsync(string accountId, CancellationToken ct) =>
+        _providers.GetAsync(accountId, time.GetUtcNow(), db, static async (accountId, db) =>
+        {
+            await using var c = await db.OpenAsync(CancellationToken.None);
+            var names = (await c.QueryAsync<string>(new CommandDefinition(
+                "SELECT provider FROM provider_credentials WHERE account_id = @accountId", new { accountId }))).ToHashSet(StringComparer.Ordinal);
+            return names.Count == 0 ? None : names;
+        }, ct);
 
     /// <summary>The account's own key for the provider (decrypted), or null.</summary>
-    public async ValueTask<string?> FindAsync(string accountId, string provider, CancellationToken ct)
-    {
-        var now = time.GetUtcNow();
-        if (_cache.TryGetValue((accountId, provider), out var cached) && cached.Until > now) return cached.Key;
-        await using var c = await db.OpenAsync(ct);
-        var ciphertext = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
-            "SELECT ciphertext FROM provider_credentials WHERE account_id = @accountId AND provider = @provider",
-            new { accountId, provider }, cancellationToken: ct));
-        var key = ciphertext is null ? null : _protector.Unprotect(ciphertext);
-        if (_cache.Count >= MaxCacheEntries) _cache.Clear();
-        _cache[(accountId, provider)] = (key, now + CacheTtl);
-        return key;
-    }
+    public ValueTask<string?> FindAsync(string accountId, string provider, CancellationToken ct) =>
+        _cache.GetAsync((accountId, provider), time.GetUtcNow(), (Db: db, Protector: _protector), static async (k, s) =>
+        {
+            await using var c = await s.Db.OpenAsync(CancellationToken.None);
+            var ciphertext = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+                "SELECT ciphertext FROM provider_credentials WHERE account_id = @accountId AND provider = @provider",
+                new { accountId = k.Account, provider = k.Provider }));
+            return ciphertext is null ? null : s.Protector.Unprotect(ciphertext);
+        }, ct);
 }
 
 /// <summary>

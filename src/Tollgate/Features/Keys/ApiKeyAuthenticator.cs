@@ -67,10 +67,8 @@ internal sealed class ApiKeyAuthenticator(IApiKeyStore keys, IAccountStore accou
     /// <summary>Bound on cached hashes: unknown keys are cached too, so a flood of random keys must not grow memory without limit.</summary>
     private const int MaxCacheEntries = 10_000;
 
-    private readonly ConcurrentDictionary<string, Entry> _cache = new(StringComparer.Ordinal);
+    private readonly SingleFlightCache<string, Caller?> _cache = new(CacheTtl, MaxCacheEntries);
     private readonly ConcurrentDictionary<string, DateTimeOffset> _touched = new(StringComparer.Ordinal);
-
-    private sealed record Entry(Caller? Caller, DateTimeOffset ExpiresAt);
 
     /// <summary>The caller for a presented key, or null if it is missing, malformed, unknown or revoked.</summary>
     public async ValueTask<Caller?> AuthenticateAsync(string? presented, CancellationToken ct)
@@ -80,23 +78,23 @@ internal sealed class ApiKeyAuthenticator(IApiKeyStore keys, IAccountStore accou
             || presented.StartsWith("tg_admin_", StringComparison.Ordinal) || presented.Length > 200)
             return null;
         var hash = Secrets.Hash(presented);
-        var cacheKey = Convert.ToHexString(hash);
         var now = time.GetUtcNow();
-        if (_cache.TryGetValue(cacheKey, out var cached) && cached.ExpiresAt > now) return Live(cached.Caller, now);
-
-        Caller? caller = null;
-        if (await keys.FindByHashAsync(hash, ct) is { } key && await accounts.GetAsync(key.AccountId, ct) is { } account)
-        {
-            caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type)
-            {
-                Settings = key.Settings, PlanId = account.PlanId, PlanAnchor = account.PlanAnchor, PlanVersion = account.PlanVersion,
-                PlanPeriodMonths = account.PlanPeriodMonths, KeyLineageId = key.LineageId,
-            };
-            if (Live(caller, now) is not null) await TouchAsync(key, now, ct);
-        }
-        if (_cache.Count >= MaxCacheEntries) _cache.Clear();
-        _cache[cacheKey] = new Entry(caller, now + CacheTtl);
+        var caller = await _cache.GetAsync(Convert.ToHexString(hash), now, (Self: this, Hash: hash, Now: now), static (_, s) => s.Self.LoadAsync(s.Hash, s.Now), ct);
         return Live(caller, now);
+    }
+
+    private async Task<Caller?> LoadAsync(byte[] hash, DateTimeOffset now)
+    {
+        if (await keys.FindByHashAsync(hash, CancellationToken.None) is not { } key
+            || await accounts.GetAsync(key.AccountId, CancellationToken.None) is not { } account)
+            return null;
+        var caller = new Caller(key.Id, account.Id, account.LedgerAccountId, key.Type)
+        {
+            Settings = key.Settings, PlanId = account.PlanId, PlanAnchor = account.PlanAnchor, PlanVersion = account.PlanVersion,
+            PlanPeriodMonths = account.PlanPeriodMonths, KeyLineageId = key.LineageId,
+        };
+        if (Live(caller, now) is not null) await TouchAsync(key, now, CancellationToken.None);
+        return caller;
     }
 
     /// <summary>An expired key is refused like a revoked one (the check is made on every use, cached or not).</summary>
