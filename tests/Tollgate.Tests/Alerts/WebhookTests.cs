@@ -126,6 +126,43 @@ public sealed class WebhookTests() : EngineApps(AlertApi.FastSettings())
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task A_rotation_keeps_the_old_secret_signing_for_the_overlap_and_a_zero_overlap_stops_it_at_once(string engine)
+    {
+        var app = App(engine);
+        await using var receiver = await WebhookReceiver.StartAsync();
+        using var c = await app.CustomerAsync(0);
+        var hook = await c.CreateWebhookAsync(receiver.Url);
+        var (id, original) = (hook.Str("id")!, hook.Str("secret")!);
+        Assert.Equal(JsonValueKind.Null, hook.GetProperty("previous_secret_expires_at").ValueKind);
+
+        var tooLong = await c.Client.PostAsync($"/api/v1/webhooks/{id}/rotate-secret", AdminApi.JsonBody("""{"expire_previous_in_seconds":604801}"""));
+        Assert.Equal("expire_previous_in_seconds", (await MeteringApi.BodyAsync(tooLong, HttpStatusCode.BadRequest)).Str("param"));
+
+        // Default overlap (no body): a day, during which both secrets sign.
+        var rotated = await MeteringApi.BodyAsync(await c.Client.PostAsync($"/api/v1/webhooks/{id}/rotate-secret", null), HttpStatusCode.OK);
+        var current = rotated.Str("secret")!;
+        var until = rotated.GetProperty("previous_secret_expires_at").GetDateTimeOffset();
+        Assert.InRange(until, DateTimeOffset.UtcNow.AddHours(23.9), DateTimeOffset.UtcNow.AddHours(24.1));
+        Assert.Equal(until, (await c.Client.GetFromJsonAsync<JsonElement>($"/api/v1/webhooks/{id}")).GetProperty("previous_secret_expires_at").GetDateTimeOffset());
+        await FireOneAsync(app, c, "test:overlap");
+        var during = Assert.Single(await receiver.WaitForAsync(1));
+        Assert.Equal(2, during.Signature!.Split(',').Count(p => p.StartsWith("v1=", StringComparison.Ordinal)));
+        Assert.True(ReceiverSignature.Verify(during.Signature, during.Body, current, TimeSpan.FromMinutes(5), DateTimeOffset.UtcNow));
+        Assert.True(ReceiverSignature.Verify(during.Signature, during.Body, original, TimeSpan.FromMinutes(5), DateTimeOffset.UtcNow));
+
+        // Rotating again with no overlap: only the newest secret signs; neither older one verifies.
+        var immediate = await MeteringApi.BodyAsync(await c.Client.PostAsync($"/api/v1/webhooks/{id}/rotate-secret",
+            AdminApi.JsonBody("""{"expire_previous_in_seconds":0}""")), HttpStatusCode.OK);
+        Assert.Equal(JsonValueKind.Null, immediate.GetProperty("previous_secret_expires_at").ValueKind);
+        await FireOneAsync(app, c, "test:after");
+        var after = (await receiver.WaitForAsync(2))[1];
+        Assert.Single(after.Signature!.Split(","), p => p.StartsWith("v1=", StringComparison.Ordinal));
+        Assert.True(ReceiverSignature.Verify(after.Signature, after.Body, immediate.Str("secret")!, TimeSpan.FromMinutes(5), DateTimeOffset.UtcNow));
+        Assert.False(ReceiverSignature.Verify(after.Signature, after.Body, current, TimeSpan.FromMinutes(5), DateTimeOffset.UtcNow));
+        Assert.False(ReceiverSignature.Verify(after.Signature, after.Body, original, TimeSpan.FromMinutes(5), DateTimeOffset.UtcNow));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task A_failed_delivery_is_retried_after_the_backoff_and_then_succeeds(string engine)
     {
         var app = App(engine);

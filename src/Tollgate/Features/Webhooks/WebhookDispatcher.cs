@@ -42,8 +42,11 @@ internal sealed partial class WebhookSender(IHttpClientFactory clients, IDataPro
         var started = Stopwatch.GetTimestamp();
         using var request = new HttpRequestMessage(HttpMethod.Post, target.Url) { Content = new ByteArrayContent(body) };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json") { CharSet = "utf-8" };
-        request.Headers.TryAddWithoutValidation(WebhookSignature.Header,
-            WebhookSignature.Sign(_protector.Unprotect(target.SecretCiphertext), time.GetUtcNow().ToUnixTimeSeconds(), body));
+        var now = time.GetUtcNow();
+        var secrets = target.PreviousSecretCiphertext is { } previous && target.PreviousSecretExpiresAt > now
+            ? new[] { _protector.Unprotect(target.SecretCiphertext), _protector.Unprotect(previous) }
+            : [_protector.Unprotect(target.SecretCiphertext)];
+        request.Headers.TryAddWithoutValidation(WebhookSignature.Header, WebhookSignature.Sign(secrets, now.ToUnixTimeSeconds(), body));
         request.Headers.TryAddWithoutValidation("Tollgate-Event-Id", target.EventId);
         request.Headers.TryAddWithoutValidation("Tollgate-Event-Type", target.EventType);
         request.Headers.TryAddWithoutValidation("Tollgate-Delivery-Id", target.DeliveryId);

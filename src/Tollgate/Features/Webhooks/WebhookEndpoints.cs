@@ -8,14 +8,18 @@ using Tollgate.Infrastructure.Http;
 namespace Tollgate.Features.Webhooks;
 
 /// <summary>An endpoint as shown: never its secret (that exists only in the creation and rotation responses).</summary>
-public sealed record WebhookResponse(string Id, string Url, string? Description, IReadOnlyList<string> Events, bool Enabled, DateTimeOffset CreatedAt, DateTimeOffset UpdatedAt)
+public sealed record WebhookResponse(string Id, string Url, string? Description, IReadOnlyList<string> Events, bool Enabled, DateTimeOffset CreatedAt, DateTimeOffset UpdatedAt,
+    DateTimeOffset? PreviousSecretExpiresAt)
 {
-    public static WebhookResponse From(WebhookEndpoint e) => new(e.Id, e.Url, e.Description, e.Events, e.Enabled, e.CreatedAt, e.UpdatedAt);
+    public static WebhookResponse From(WebhookEndpoint e) => new(e.Id, e.Url, e.Description, e.Events, e.Enabled, e.CreatedAt, e.UpdatedAt, e.PreviousSecretExpiresAt);
 }
 
 /// <summary>The creation or rotation response: the only time the signing <see cref="Secret"/> is shown.</summary>
 public sealed record WebhookWithSecretResponse(string Id, string Url, string? Description, IReadOnlyList<string> Events, bool Enabled, DateTimeOffset CreatedAt,
-    DateTimeOffset UpdatedAt, string Secret);
+    DateTimeOffset UpdatedAt, DateTimeOffset? PreviousSecretExpiresAt, string Secret);
+
+/// <summary>How long the replaced secret keeps signing (0: it stops at once); absent: <see cref="WebhookEndpoints.DefaultOverlap"/>.</summary>
+public sealed record RotateSecretInput(long? ExpirePreviousInSeconds = null);
 
 public sealed record NewWebhookInput(string? Url = null, IReadOnlyList<string>? Events = null, string? Description = null);
 
@@ -98,13 +102,25 @@ internal static partial class WebhookEndpoints
             : Problems.NotFound("webhook endpoint", id);
     }
 
-    /// <summary>A new secret at once (the old one stops signing immediately: receivers must switch at the same time).</summary>
+    /// <summary>Default overlap of a rotation: the replaced secret signs too for a day, so receivers can switch unhurried.</summary>
+    public static readonly TimeSpan DefaultOverlap = TimeSpan.FromHours(24);
+    public static readonly TimeSpan MaxOverlap = TimeSpan.FromDays(7);
+
+    /// <summary>
+    /// A new secret, which signs every delivery from now on; the replaced one keeps signing beside it (a second
+    /// <c>v1</c>) for the overlap asked for, so a receiver that still has the old secret keeps verifying.
+    /// </summary>
     private static async Task<Results<Ok<WebhookWithSecretResponse>, ProblemHttpResult>> RotateSecret(
-        string id, HttpContext http, WebhookStore store, WebhookSender sender, TimeProvider time, CancellationToken ct)
+        string id, RotateSecretInput? input, HttpContext http, WebhookStore store, WebhookSender sender, TimeProvider time, CancellationToken ct)
     {
+        var overlapSeconds = input?.ExpirePreviousInSeconds ?? (long)DefaultOverlap.TotalSeconds;
+        if (overlapSeconds < 0 || overlapSeconds > (long)MaxOverlap.TotalSeconds)
+            return Problems.BadRequest("invalid_request", $"'expire_previous_in_seconds' must be 0–{(long)MaxOverlap.TotalSeconds} (7 days).", "expire_previous_in_seconds");
         var accountId = http.GetCaller().AccountId;
         var secret = WebhookSignature.NewSecret();
-        if (!await store.SetSecretAsync(accountId, id, sender.Protect(secret), time.GetUtcNow(), ct)) return Problems.NotFound("webhook endpoint", id);
+        var now = time.GetUtcNow();
+        if (!await store.SetSecretAsync(accountId, id, sender.Protect(secret), now, overlapSeconds == 0 ? null : now.AddSeconds(overlapSeconds), ct))
+            return Problems.NotFound("webhook endpoint", id);
         return TypedResults.Ok(WithSecret((await store.GetAsync(accountId, id, ct))!, secret));
     }
 
@@ -144,7 +160,7 @@ internal static partial class WebhookEndpoints
     }
 
     private static WebhookWithSecretResponse WithSecret(WebhookEndpoint e, string secret) =>
-        new(e.Id, e.Url, e.Description, e.Events, e.Enabled, e.CreatedAt, e.UpdatedAt, secret);
+        new(e.Id, e.Url, e.Description, e.Events, e.Enabled, e.CreatedAt, e.UpdatedAt, e.PreviousSecretExpiresAt, secret);
 
     private static string? NullIfEmpty(string? s) => string.IsNullOrEmpty(s) ? null : s;
 

@@ -78,13 +78,19 @@ public static class WebhookSignature
 
     public static string NewSecret() => SecretPrefix + Infrastructure.Secrets.RandomBase62(40);
 
-    public static string Sign(string secret, long unixSeconds, ReadOnlySpan<byte> body)
+    public static string Sign(string secret, long unixSeconds, ReadOnlySpan<byte> body) => Sign([secret], unixSeconds, body);
+
+    /// <summary>One <c>v1</c> per secret (the current one first), as Stripe does while an old secret is still honoured.</summary>
+    public static string Sign(IReadOnlyList<string> secrets, long unixSeconds, ReadOnlySpan<byte> body)
     {
-        var prefix = Encoding.UTF8.GetBytes(unixSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture) + ".");
+        var t = unixSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var prefix = Encoding.UTF8.GetBytes(t + ".");
         var message = new byte[prefix.Length + body.Length];
         prefix.CopyTo(message, 0);
         body.CopyTo(message.AsSpan(prefix.Length));
-        var mac = HMACSHA256.HashData(Encoding.UTF8.GetBytes(secret), message);
-        return $"t={unixSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)},v1={Convert.ToHexStringLower(mac)}";
+        var header = new StringBuilder("t=").Append(t);
+        foreach (var secret in secrets)
+            header.Append(",v1=").Append(Convert.ToHexStringLower(HMACSHA256.HashData(Encoding.UTF8.GetBytes(secret), message)));
+        return header.ToString();
     }
 }

@@ -8,7 +8,11 @@ namespace Tollgate.Features.Webhooks;
 
 /// <summary>An endpoint as stored (the secret only as ciphertext, never shown).</summary>
 public sealed record WebhookEndpoint(
-    string Id, string AccountId, string Url, string? Description, IReadOnlyList<string> Events, bool Enabled, DateTimeOffset CreatedAt, DateTimeOffset UpdatedAt);
+    string Id, string AccountId, string Url, string? Description, IReadOnlyList<string> Events, bool Enabled, DateTimeOffset CreatedAt, DateTimeOffset UpdatedAt)
+{
+    /// <summary>Until when the secret replaced by the last rotation still signs deliveries (null: it does not).</summary>
+    public DateTimeOffset? PreviousSecretExpiresAt { get; init; }
+}
 
 /// <summary>One event of the outbox as listed: its type, when, and its payload's <c>data</c>.</summary>
 public sealed record WebhookEvent(string Id, string AccountId, string Type, DateTimeOffset CreatedAt, string Payload);
@@ -22,9 +26,16 @@ public sealed record WebhookDelivery(
 /// <summary>A delivery claimed by this process until <see cref="LeaseUntil"/> (Unix µs).</summary>
 internal sealed record ClaimedDelivery(string Id, int Attempts, long LeaseUntil);
 
-/// <summary>What one attempt sends: the stored body, the endpoint's URL and encrypted secret.</summary>
+/// <summary>
+/// What one attempt sends: the stored body, the endpoint's URL and encrypted secret, and the previous secret while a
+/// rotation's overlap lasts (it signs too until <see cref="PreviousSecretExpiresAt"/>).
+/// </summary>
 internal sealed record DeliveryTarget(string DeliveryId, string AccountId, string EventId, string EventType, string Payload, string Url,
-    string SecretCiphertext, bool EndpointUsable, string Status, int Attempts);
+    string SecretCiphertext, bool EndpointUsable, string Status, int Attempts)
+{
+    public string? PreviousSecretCiphertext { get; init; }
+    public DateTimeOffset? PreviousSecretExpiresAt { get; init; }
+}
 
 /// <summary>
 /// The outbox and its deliveries. <see cref="AppendAsync"/> writes an event and one pending delivery per matching
@@ -37,18 +48,22 @@ internal sealed class WebhookStore(Database db)
     public const string Pending = "pending", Succeeded = "succeeded", Failed = "failed";
     public const string Scheduled = "scheduled", Replay = "replay";
 
-    private sealed record EndpointRow(string id, string account_id, string url, string? description, string events, long enabled, long created_at, long updated_at);
+    private sealed record EndpointRow(string id, string account_id, string url, string? description, string events, long enabled, long created_at, long updated_at,
+        long? previous_secret_expires_at);
     private sealed record EventRow(string id, string account_id, string type, long created_at, string payload);
     private sealed record DeliveryRow(string id, string event_id, string type, string endpoint_id, string account_id, string status, long attempts,
         long? next_attempt_at, long? last_status_code, string? last_error, long created_at, long updated_at);
     private sealed record AttemptRow(string id, string delivery_id, string kind, long attempted_at, long? status_code, string? error, long duration_ms, long? next_attempt_at);
     private sealed record TargetRow(string id, string account_id, string event_id, string type, string payload, string url, string secret_ciphertext,
-        long enabled, long? deleted_at, string status, long attempts);
+        long enabled, long? deleted_at, string status, long attempts, string? previous_secret_ciphertext, long? previous_secret_expires_at);
 
     private static WebhookEndpoint Map(EndpointRow r) => new(r.id, r.account_id, r.url, r.description,
-        JsonSerializer.Deserialize<string[]>(r.events) ?? [], r.enabled != 0, UnixMicros.ToDateTimeOffset(r.created_at), UnixMicros.ToDateTimeOffset(r.updated_at));
+        JsonSerializer.Deserialize<string[]>(r.events) ?? [], r.enabled != 0, UnixMicros.ToDateTimeOffset(r.created_at), UnixMicros.ToDateTimeOffset(r.updated_at))
+    {
+        PreviousSecretExpiresAt = r.previous_secret_expires_at is { } e ? UnixMicros.ToDateTimeOffset(e) : null,
+    };
 
-    private const string EndpointColumns = "id, account_id, url, description, events, enabled, created_at, updated_at";
+    private const string EndpointColumns = "id, account_id, url, description, events, enabled, created_at, updated_at, previous_secret_expires_at";
 
     public async Task<WebhookEndpoint> CreateAsync(string accountId, string url, IReadOnlyList<string> events, string? description, string secretCiphertext,
         DateTimeOffset now, CancellationToken ct)
@@ -102,12 +117,22 @@ internal sealed class WebhookStore(Database db)
         return changed == 0 ? null : await GetAsync(accountId, id, ct);
     }
 
-    public async Task<bool> SetSecretAsync(string accountId, string id, string secretCiphertext, DateTimeOffset now, CancellationToken ct)
+    /// <summary>
+    /// Replaces the signing secret. With <paramref name="previousUntil"/> the secret being replaced keeps signing until
+    /// then (a rotation during an overlap replaces the older previous secret); without it, it stops at once.
+    /// </summary>
+    public async Task<bool> SetSecretAsync(string accountId, string id, string secretCiphertext, DateTimeOffset now, DateTimeOffset? previousUntil, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
-        return await c.ExecuteAsync(new CommandDefinition(
-            "UPDATE webhook_endpoints SET secret_ciphertext = @secretCiphertext, updated_at = @at WHERE id = @id AND account_id = @accountId AND deleted_at IS NULL",
-            new { id, accountId, secretCiphertext, at = UnixMicros.From(now) }, cancellationToken: ct)) == 1;
+        // The right-hand sides read the row as it was, on both engines: the old secret moves to previous_secret_ciphertext.
+        return await c.ExecuteAsync(new CommandDefinition("""
+            UPDATE webhook_endpoints SET
+                previous_secret_ciphertext = CASE WHEN @until IS NULL THEN NULL ELSE secret_ciphertext END,
+                previous_secret_expires_at = @until,
+                secret_ciphertext = @secretCiphertext, updated_at = @at
+            WHERE id = @id AND account_id = @accountId AND deleted_at IS NULL
+            """, new { id, accountId, secretCiphertext, at = UnixMicros.From(now), until = previousUntil is { } u ? UnixMicros.From(u) : (long?)null },
+            cancellationToken: ct)) == 1;
     }
 
     /// <summary>Soft delete: the endpoint stops receiving, its delivery log stays; pending deliveries to it are failed when claimed.</summary>
@@ -200,12 +225,17 @@ internal sealed class WebhookStore(Database db)
     {
         await using var c = await db.OpenAsync(ct);
         var r = await c.QuerySingleOrDefaultAsync<TargetRow>(new CommandDefinition("""
-            SELECT d.id, d.account_id, d.event_id, e.type, e.payload, w.url, w.secret_ciphertext, w.enabled, w.deleted_at, d.status, d.attempts
+            SELECT d.id, d.account_id, d.event_id, e.type, e.payload, w.url, w.secret_ciphertext, w.enabled, w.deleted_at, d.status, d.attempts,
+                   w.previous_secret_ciphertext, w.previous_secret_expires_at
             FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id
             WHERE d.id = @deliveryId AND (@accountId IS NULL OR d.account_id = @accountId)
             """, new { deliveryId, accountId }, cancellationToken: ct));
         return r is null ? null : new DeliveryTarget(r.id, r.account_id, r.event_id, r.type, r.payload, r.url, r.secret_ciphertext,
-            r.enabled != 0 && r.deleted_at is null, r.status, (int)r.attempts);
+            r.enabled != 0 && r.deleted_at is null, r.status, (int)r.attempts)
+        {
+            PreviousSecretCiphertext = r.previous_secret_ciphertext,
+            PreviousSecretExpiresAt = r.previous_secret_expires_at is { } e ? UnixMicros.ToDateTimeOffset(e) : null,
+        };
     }
 
     /// <summary>
