@@ -73,6 +73,9 @@ public sealed class ChatTiersExampleTests : IAsyncLifetime
         using var user = ExampleApp.Client(app, key);
         var plan = await user.GetJsonAsync("/api/v1/plan");
         Assert.Equal("Free", plan.GetProperty("name").GetString());
+        // The shipped default packs the example switched off cannot be bought either.
+        var off = await user.PostJsonAsync("/api/v1/billing/checkout/credits", """{"pack":"usd10"}""", HttpStatusCode.BadRequest);
+        Assert.Equal("unknown_pack", off.GetProperty("code").GetString());
 
         var openai = Sdks.OpenAi(new Uri(app.BaseAddress, "v1"), key);
         var small = openai.GetChatClient("openai/gpt-4o-mini");
