@@ -23,6 +23,14 @@ public sealed record MeteringOptions
     /// costs, nothing charged).
     /// </summary>
     public string UnknownModelPolicy { get; init; } = Reject;
+
+    /// <summary>
+    /// <c>true</c>: every new usage event counts as one of the plan's included requests (<c>IncludedRequests</c>) in the
+    /// plan period it occurred in, like a gateway call — for apps that call providers themselves and report usage.
+    /// Past the quota an event is rejected with <c>quota_exceeded</c> (nothing charged or recorded) unless the plan
+    /// bills overage; usage alerts (<c>quota:requests</c>) are observed as for gateway calls. Default <c>false</c>.
+    /// </summary>
+    public bool CountTowardPlanQuota { get; init; }
 }
 
 /// <summary>One well-formed usage event. <see cref="Metadata"/> is compact JSON object text; <see cref="Timestamp"/> is whole micro-seconds.</summary>
@@ -84,7 +92,8 @@ public sealed record UsageEventResult(
 /// </summary>
 internal sealed partial class UsageEventService(
     LedgerService ledger, SystemAccounts system, IUsageStore store, PricingCatalog catalog, Plans.PlanCatalog plans, Budgets.BudgetService budgets,
-    IOptions<MeteringOptions> options, TimeProvider time, Alerts.AlertService alerts, Marketplace.MarketplaceService market, ILogger<UsageEventService> logger)
+    IOptions<MeteringOptions> options, TimeProvider time, Alerts.AlertService alerts, Marketplace.MarketplaceService market, Plans.QuotaStore quotas,
+    ILogger<UsageEventService> logger)
 {
     public const int MaxBatchEvents = 1_000;
     public const int MaxModelLength = 200;
@@ -94,6 +103,7 @@ internal sealed partial class UsageEventService(
     public static readonly TimeSpan MaxFutureSkew = TimeSpan.FromMinutes(5);
 
     private readonly bool _allowUnknown = options.Value.UnknownModelPolicy == MeteringOptions.AllowAndReview;
+    private readonly bool _countQuota = options.Value.CountTowardPlanQuota;
 
     public static string TransferId(Caller c, string id) => $"usage:{c.AccountId}:{id}";
 
@@ -172,6 +182,32 @@ internal sealed partial class UsageEventService(
         {
             if (existing.TryGetValue(w.Event.Id, out var stored)) results[w.Index] = Replay(w, stored);
             else fresh.Add(w);
+        }
+
+        // 1b. Under CountTowardPlanQuota each new event takes one of the plan's included requests first; an event past
+        // the quota is refused before anything is charged. A unit taken for an event that is then not charged and
+        // recorded by this request (refused, or charged by a concurrent twin that counted it) is given back below.
+        var quotaUnits = new Dictionary<int, Plans.PlanPeriod>();
+        if (_countQuota && plans.For(caller) is { IncludedRequests: { } included } plan)
+        {
+            var counted = new List<Work>(fresh.Count);
+            foreach (var w in fresh)
+            {
+                var period = Plans.PlanPeriod.Of(caller, w.Event.Timestamp ?? now);
+                var used = await quotas.TryConsumeCountedAsync(caller.AccountId, Plans.QuotaStore.Requests, period.Start, included, ct);
+                if (used is null && plan.BillsOverage) used = await quotas.AddAsync(caller.AccountId, Plans.QuotaStore.Requests, period.Start, 1, ct);
+                if (used is null)
+                {
+                    results[w.Index] = UsageEventResult.Rejected(w.Event.Id, "quota_exceeded",
+                        $"The plan '{plan.Id}' includes {included} requests per period and they are used up; the quota resets at {period.End:O}. Nothing was charged or recorded.");
+                    continue;
+                }
+                quotaUnits[w.Index] = period;
+                var (subject, periodKey) = Plans.QuotaStore.AlertSubject(Plans.QuotaStore.Requests, period.Start);
+                alerts.PostUsage(caller.AccountId, subject, periodKey, used.Value, included);
+                counted.Add(w);
+            }
+            fresh = counted;
         }
 
         // 2. Charge every fresh event at once: the ledger's writer commits whatever is queued as one transaction.
@@ -254,6 +290,10 @@ internal sealed partial class UsageEventService(
                     : result;
             }
         }
+        // Units taken for events this request did not accept (refused, or already counted by an earlier or concurrent delivery).
+        foreach (var (index, period) in quotaUnits)
+            if (results[index].Status != UsageEventStatus.Accepted)
+                await quotas.ReleaseAsync(caller.AccountId, Plans.QuotaStore.Requests, period.Start);
         return results;
     }
 

@@ -17,6 +17,8 @@ public sealed record CreditPackOptions
     public long BonusCredits { get; init; }
     /// <summary>A Stripe Price to sell it with; without one the checkout sends the amount inline (<c>price_data</c>).</summary>
     public string? StripePriceId { get; init; }
+    /// <summary><c>false</c> takes the pack off sale — e.g. one of the shipped default packs that a deployment's config file cannot delete.</summary>
+    public bool Enabled { get; init; } = true;
 }
 
 /// <summary>A pack ready to sell: <see cref="AmountMicros"/> is what the account is credited.</summary>
@@ -34,7 +36,7 @@ internal sealed class CreditPackCatalog
 
     public CreditPackCatalog(IOptions<Dictionary<string, CreditPackOptions>> options, CreditUnit credits)
     {
-        _packs = options.Value.ToDictionary(p => p.Key, p => new CreditPack(p.Key, p.Value.Name ?? p.Key, p.Value.PriceCents,
+        _packs = options.Value.Where(p => p.Value.Enabled).ToDictionary(p => p.Key, p => new CreditPack(p.Key, p.Value.Name ?? p.Key, p.Value.PriceCents,
             p.Value.Currency.ToLowerInvariant(), p.Value.Credits, p.Value.BonusCredits,
             checked((p.Value.Credits + p.Value.BonusCredits) * credits.MicrosPerCredit), p.Value.StripePriceId), StringComparer.Ordinal);
     }
@@ -52,7 +54,7 @@ internal sealed class CreditPackCatalog
     private static bool Validate(Dictionary<string, CreditPackOptions> packs)
     {
         var errors = new List<string>();
-        foreach (var (id, p) in packs)
+        foreach (var (id, p) in packs.Where(p => p.Value.Enabled))
         {
             var at = $"Tollgate:Billing:CreditPacks:{id}";
             if (id.Length is 0 or > 64 || !id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
