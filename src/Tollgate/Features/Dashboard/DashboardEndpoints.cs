@@ -146,9 +146,20 @@ internal static class DashboardEndpoints
         var accountId = form["account"].ToString() is { Length: > 0 } a ? a.Trim() : null;
         if (email.Length is 0 or > 254 || password.Length is 0 or > MemberService.MaxPasswordLength)
             return SignInPage(http, d, "Enter your email and password.", email, StatusCodes.Status400BadRequest);
+        var attempts = http.RequestServices.GetRequiredService<Admin.SignInAttempts>();
+        var ip = http.Connection.RemoteIpAddress;
+        if (attempts.RetryAfter(Admin.SignInAttempts.PasswordScope, ip, email) is { } wait)
+        {
+            http.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(wait.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return SignInPage(http, d, "Too many failed sign-in attempts; try again later.", email, StatusCodes.Status429TooManyRequests);
+        }
         var session = await members.SignInAsync(email, password, accountId, ct);
         if (session is not { } s)
+        {
+            attempts.RecordFailure(Admin.SignInAttempts.PasswordScope, ip, email);
             return SignInPage(http, d, "Wrong email or password (or, if you belong to several accounts, give the account id).", email, StatusCodes.Status401Unauthorized);
+        }
+        attempts.RecordSuccess(Admin.SignInAttempts.PasswordScope, email);
         http.Response.Cookies.Delete(DashboardAuth.OperatorCookie);
         http.Response.Cookies.Append(DashboardAuth.SessionCookie, s.Token, DashboardAuth.Cookie(http, s.ExpiresAt));
         return Results.Redirect("/", permanent: false);
