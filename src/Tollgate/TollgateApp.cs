@@ -60,6 +60,7 @@ public static class TollgateApp
         services.AddSingleton<Migrator>();
         services.AddSingleton<Infrastructure.Metrics.TollgateMetrics>();
         services.AddSingleton<Infrastructure.Metrics.PrometheusExporter>();
+        services.AddSingleton<HoldGauges>();
         services.AddOptions<CreditsOptions>().BindConfiguration(CreditsOptions.Section).ValidateDataAnnotations()
             .Validate(o => Money.MicrosPerUsd % o.MicrosPerCredit == 0, "Credits:MicrosPerCredit must divide 1,000,000 evenly (e.g. 1, 10, 1000, 10000).")
             .ValidateOnStart();
