@@ -41,7 +41,7 @@ internal static class AuditFilter
         var http = context.HttpContext;
         var services = http.RequestServices;
         var pattern = (http.GetEndpoint() as RouteEndpoint)?.RoutePattern;
-        var template = pattern?.RawText ?? http.Request.Path.Value ?? "";
+        var template = http.RouteTemplate() ?? http.Request.Path.Value ?? "";
         var (targetType, targetId) = Target(pattern, http.Request.RouteValues);
         var accountId = callerAccountId ?? AccountFromRoute(template, http.Request.RouteValues);
         var snapshots = services.GetRequiredService<AuditSnapshots>();

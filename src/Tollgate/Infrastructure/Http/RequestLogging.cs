@@ -26,6 +26,10 @@ public static partial class RequestLogging
     public static RequestId GetRequestId(this HttpContext http) =>
         http.Items[Item] as RequestId ?? new RequestId(http.TraceIdentifier, FromClient: false);
 
+    /// <summary>The matched route's template without a trailing slash (<c>/api/v1/keys</c>, not <c>/api/v1/keys/</c>), or null.</summary>
+    public static string? RouteTemplate(this HttpContext http) =>
+        (http.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText is { } raw ? raw.Length > 1 ? raw.TrimEnd('/') : raw : null;
+
     /// <summary>True for an inbound id we are willing to echo and log: bounded length, no characters that could forge a log line or header.</summary>
     public static bool IsAcceptable(string? value)
     {
@@ -64,7 +68,7 @@ public static partial class RequestLogging
                 if (access.IsEnabled(LogLevel.Information))
                 {
                     var caller = http.TryGetCaller();
-                    LogAccess(access, http.Request.Method, (http.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "unmatched",
+                    LogAccess(access, http.Request.Method, http.RouteTemplate() ?? "unmatched",
                         http.Response.StatusCode, Math.Round(Stopwatch.GetElapsedTime(started).TotalMilliseconds, 3),
                         caller?.KeyId ?? (http.Items.TryGetValue(Features.Admin.AdminAuthFilter.ActorItem, out var admin) ? admin as string : null), caller?.AccountId);
                 }

@@ -13,7 +13,7 @@ CREATE TABLE audit_log (
     action       text    NOT NULL,
     target_type  text,
     target_id    text,
-    status       integer NOT NULL,
+    status       bigint  NOT NULL,
     before_json  text,
     after_json   text,
     request_id   text    NOT NULL,
