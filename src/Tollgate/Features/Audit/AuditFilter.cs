@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Http.Metadata;
 using Microsoft.AspNetCore.Routing.Patterns;
 using Tollgate.Features.Accounts;
@@ -51,7 +52,8 @@ internal static class AuditFilter
 
         var status = StatusOf(result, http);
         string? after = null;
-        if (status is >= 200 and < 300)
+        // 2xx, or the dashboard's redirect after a successful form post.
+        if (status is >= 200 and < 400)
         {
             var value = ValueOf(result);
             var node = value is null ? null : JsonSerializer.SerializeToNode(value, value.GetType(), TollgateApp.Json);
@@ -70,6 +72,19 @@ internal static class AuditFilter
         // Committed before the response goes out; not cancelled by a client that went away (the change itself was made).
         await services.GetRequiredService<AuditLog>().AppendAsync(entry);
         return result;
+    }
+
+    /// <summary>
+    /// For the dashboard's account-changing form posts (keys, billing): audited like their <c>/api/v1</c> twins when a
+    /// member who may manage the account is signed in (anyone else's post changes nothing and is answered by the page).
+    /// </summary>
+    public static async ValueTask<object?> DashboardAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+    {
+        var http = context.HttpContext;
+        if (http.Request.Cookies[Dashboard.DashboardAuth.SessionCookie] is { } token && Members.MemberService.IsSessionToken(token)
+            && await http.RequestServices.GetRequiredService<Members.MemberService>().AuthenticateAsync(token, http.RequestAborted) is { CanManage: true } member)
+            return await AroundAsync(context, next, AuditActor.For(member), member.AccountId);
+        return await next(context);
     }
 
     /// <summary>The resource named by the last route parameter, as (the literal segment before it, its value).</summary>
@@ -104,6 +119,8 @@ internal static class AuditFilter
         for (var r = result; r is not null;)
         {
             if (r is IStatusCodeHttpResult { StatusCode: { } code }) return code;
+            if (r is RedirectHttpResult redirect)
+                return (redirect.Permanent, redirect.PreserveMethod) switch { (true, true) => 308, (true, false) => 301, (false, true) => 307, _ => 302 };
             r = r is INestedHttpResult nested ? nested.Result : null;
         }
         return result is IResult ? StatusCodes.Status200OK : http.Response.StatusCode;
@@ -183,7 +200,8 @@ internal sealed class AuditSnapshots(AccountService accounts, IApiKeyStore keys)
                     ? JsonSerializer.SerializeToNode(new { k.Id, k.AccountId, k.Name, k.Prefix, k.Type, k.CreatedAt, k.RevokedAt, k.RotatedFrom }, TollgateApp.Json)
                     : null;
             // The self-service subscription and plan routes change the caller's account.
-            case "subscription" or "cancel" or "resume" when accountId is not null && template.StartsWith("/api/v1/subscription", StringComparison.Ordinal):
+            case "subscription" or "cancel" or "resume" when accountId is not null
+                && (template.StartsWith("/api/v1/subscription", StringComparison.Ordinal) || template.StartsWith("/billing/subscription", StringComparison.Ordinal)):
                 return await AccountAsync(accountId, ct);
             default:
                 return null;

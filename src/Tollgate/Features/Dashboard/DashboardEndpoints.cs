@@ -46,12 +46,12 @@ internal static class DashboardEndpoints
         group.MapPost("/sign-out", SignOut);
         group.MapGet("/usage", Usage);
         group.MapGet("/keys", Keys);
-        group.MapPost("/keys", CreateKey);
-        group.MapPost("/keys/{keyId}/revoke", RevokeKey);
+        group.MapPost("/keys", CreateKey).AddEndpointFilter(Audit.AuditFilter.DashboardAsync);
+        group.MapPost("/keys/{keyId}/revoke", RevokeKey).AddEndpointFilter(Audit.AuditFilter.DashboardAsync);
         group.MapGet("/billing", Billing);
         group.MapGet("/earnings", Earnings);
-        group.MapPost("/billing/credits", BuyCredits);
-        group.MapPost("/billing/subscription/cancel", CancelSubscription);
+        group.MapPost("/billing/credits", BuyCredits).AddEndpointFilter(Audit.AuditFilter.DashboardAsync);
+        group.MapPost("/billing/subscription/cancel", CancelSubscription).AddEndpointFilter(Audit.AuditFilter.DashboardAsync);
         // Stripe Checkout's default return addresses (Tollgate:Stripe:SuccessUrl / CancelUrl).
         group.MapGet("/billing/success", () => Results.Redirect("/billing?done=paid"));
         group.MapGet("/billing/cancel", () => Results.Redirect("/billing?done=checkout_cancelled"));
