@@ -65,6 +65,29 @@ public sealed class AuditTests(MeteringFixture fixture) : IClassFixture<Metering
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task A_plan_definition_and_an_accounts_plan_change_are_recorded_with_the_plan_before_and_after(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(0);
+        var planId = "audit" + Guid.NewGuid().ToString("N")[..10];
+        Assert.Equal(HttpStatusCode.Created, (await app.Admin.PutAsync($"/admin/v1/plans/{planId}",
+            AdminApi.JsonBody("""{"name":"Audited","monthly_price_cents":500}"""))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", AdminApi.JsonBody($$"""{"plan":"{{planId}}"}"""))).StatusCode);
+        // A refused change is recorded as an attempt, with nothing after it.
+        Assert.Equal(HttpStatusCode.BadRequest, (await app.Admin.PutAsync($"/admin/v1/accounts/{c.AccountId}/plan", AdminApi.JsonBody("""{"plan":"no-such-plan"}"""))).StatusCode);
+
+        var definition = Assert.Single(await EntriesAsync(app.Admin, $"/admin/v1/audit?target=plans:{planId}"));
+        Assert.Equal(("PUT /admin/v1/plans/{id}", 201), (definition.Str("action"), definition.GetProperty("status").GetInt32()));
+        Assert.Equal("Audited", definition.GetProperty("after").GetProperty("definition").Str("name"));
+
+        var changes = await EntriesAsync(app.Admin, $"/admin/v1/audit?target=accounts:{c.AccountId}&action=" + Uri.EscapeDataString("PUT /admin/v1/accounts/{id}/plan"));
+        Assert.Equal([400, 200], changes.Select(e => e.GetProperty("status").GetInt32()));
+        Assert.Equal(JsonValueKind.Null, changes[0].GetProperty("after").ValueKind);
+        Assert.Equal(planId, changes[0].GetProperty("before").Str("plan"));
+        Assert.Equal(("default", planId), (changes[1].GetProperty("before").Str("plan"), changes[1].GetProperty("after").Str("plan")));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task An_account_sees_only_its_own_entries_newest_first_in_pages(string engine)
     {
         var app = await fixture.AppAsync(engine);
