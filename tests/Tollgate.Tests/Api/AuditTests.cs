@@ -14,6 +14,20 @@ public sealed class AuditTests(MeteringFixture fixture) : IClassFixture<Metering
         return page.GetProperty("data").EnumerateArray().ToList();
     }
 
+    [Theory]
+    [InlineData("/admin/v1/accounts/{id}/keys/{keyId}", "keys", "key_2")]
+    [InlineData("/admin/v1/accounts/{id}/credits", "accounts", "acct_1")]
+    [InlineData("/admin/v1/pricing/models/{provider}/{**model}", "models", "openai/gpt-x/mini")]
+    [InlineData("/api/v1/keys", "keys", null)]
+    public void The_target_is_what_the_last_route_parameters_name(string template, string type, string? id)
+    {
+        var values = new Microsoft.AspNetCore.Routing.RouteValueDictionary
+        {
+            ["id"] = "acct_1", ["keyId"] = "key_2", ["provider"] = "openai", ["model"] = "gpt-x/mini",
+        };
+        Assert.Equal((type, id), Tollgate.Features.Audit.AuditFilter.Target(Microsoft.AspNetCore.Routing.Patterns.RoutePatternFactory.Parse(template), values));
+    }
+
     [Theory, MemberData(nameof(Engines))]
     public async Task Admin_and_account_changes_are_recorded_with_actor_target_and_before_after(string engine)
     {

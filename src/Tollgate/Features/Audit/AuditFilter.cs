@@ -92,15 +92,22 @@ internal static class AuditFilter
     {
         if (pattern is null) return (null, null);
         string? lastLiteral = null, type = null, id = null;
+        // Parameters that follow each other (pricing's {provider}/{**model}) name one resource together.
+        var run = new List<string?>();
         foreach (var segment in pattern.PathSegments)
         {
             foreach (var part in segment.Parts)
             {
-                if (part is RoutePatternLiteralPart literal) lastLiteral = literal.Content;
+                if (part is RoutePatternLiteralPart literal)
+                {
+                    lastLiteral = literal.Content;
+                    run.Clear();
+                }
                 else if (part is RoutePatternParameterPart parameter)
                 {
+                    run.Add(Convert.ToString(values[parameter.Name], System.Globalization.CultureInfo.InvariantCulture));
                     type = lastLiteral;
-                    id = Convert.ToString(values[parameter.Name], System.Globalization.CultureInfo.InvariantCulture);
+                    id = string.Join('/', run);
                 }
             }
         }
