@@ -49,6 +49,7 @@ public static class TollgateApp
         configure?.Invoke(builder);
         AddConfigFile(builder.Configuration);
         AddPlanSet(builder.Configuration);
+        RequestLogging.ConfigureConsole(builder);
         var target = DatabaseTarget.Parse(database ?? builder.Configuration["TOLLGATE_DATABASE"] ?? builder.Configuration["Tollgate:Database"]);
         var services = builder.Services;
 
@@ -59,6 +60,7 @@ public static class TollgateApp
         services.AddSingleton<Migrator>();
         services.AddSingleton<Infrastructure.Metrics.TollgateMetrics>();
         services.AddSingleton<Infrastructure.Metrics.PrometheusExporter>();
+        services.AddSingleton<HoldGauges>();
         services.AddOptions<CreditsOptions>().BindConfiguration(CreditsOptions.Section).ValidateDataAnnotations()
             .Validate(o => Money.MicrosPerUsd % o.MicrosPerCredit == 0, "Credits:MicrosPerCredit must divide 1,000,000 evenly (e.g. 1, 10, 1000, 10000).")
             .ValidateOnStart();
@@ -70,6 +72,9 @@ public static class TollgateApp
         services.AddSingleton<IAccountStore, AccountStore>();
         services.AddSingleton<AccountService>();
         services.AddSingleton<AdminKeys>();
+        services.AddOptions<SignInLimitOptions>().BindConfiguration(SignInLimitOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton<SignInAttempts>();
+        Features.Audit.AuditEndpoints.AddAudit(services);
         services.AddSingleton<ApiKeyAuthenticator>();
         services.AddSingleton<AuthorizationService>();
         services.AddSingleton<IUsageStore, UsageStore>();
@@ -122,6 +127,8 @@ public static class TollgateApp
         var app = builder.Build();
         // Created before any instrument records, so nothing is missed.
         app.Services.GetRequiredService<Infrastructure.Metrics.PrometheusExporter>();
+        // First: every later middleware and handler logs inside the request id's scope.
+        RequestLogging.UseRequestIds(app);
         Infrastructure.Metrics.MetricsEndpoints.UseRequestMetrics(app);
         app.UseTollgateErrors();
         app.MapHealth();
@@ -152,6 +159,7 @@ public static class TollgateApp
         app.MapAdminPricing();
         Features.Webhooks.WebhookEndpoints.MapWebhooks(app);
         Features.Alerts.AlertEndpoints.MapAlerts(app);
+        Features.Audit.AuditEndpoints.MapAudit(app);
         // Server-rendered HTML at /, /usage, /keys, /billing and /admin/*; its forms carry antiforgery tokens, the JSON APIs do not.
         Features.Dashboard.DashboardEndpoints.MapDashboard(app);
         return app;

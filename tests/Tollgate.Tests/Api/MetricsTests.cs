@@ -5,8 +5,11 @@ using Tollgate.Tests.Metering;
 
 namespace Tollgate.Tests.Api;
 
+/// <summary>Apps whose hold gauges are re-read on every scrape, so a test sees its own hold at once.</summary>
+public sealed class MetricsFixture() : SharedEngineApps(new Dictionary<string, string?> { ["Tollgate:Metrics:HoldGaugeRefreshMs"] = "0" });
+
 /// <summary><c>/metrics</c>: Prometheus text format, admin only, and numbers that match what happened.</summary>
-public sealed class MetricsTests(MeteringFixture fixture) : IClassFixture<MeteringFixture>
+public sealed class MetricsTests(MetricsFixture fixture) : IClassFixture<MetricsFixture>
 {
     public static TheoryData<string> Engines => TestDatabases.Engines;
 
@@ -59,5 +62,28 @@ public sealed class MetricsTests(MeteringFixture fixture) : IClassFixture<Meteri
         Assert.True(inf.Success);
         Assert.Equal(inf.Groups[1].Value, Regex.Match(after, @"tollgate_ledger_commit_seconds_count (\d+)").Groups[1].Value);
         Assert.Single(Regex.Matches(after, "^# TYPE tollgate_gateway_tokens_total counter$", RegexOptions.Multiline));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Open_holds_and_held_micro_dollars_are_gauges_that_follow_holds(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(1_000_000);
+        var before = await app.Admin.GetStringAsync("/metrics");
+        Assert.Single(Regex.Matches(before, "^# TYPE tollgate_ledger_holds_open gauge$", RegexOptions.Multiline));
+        Assert.Single(Regex.Matches(before, "^# TYPE tollgate_ledger_held_microusd gauge$", RegexOptions.Multiline));
+
+        Assert.Equal(HttpStatusCode.Created, (await c.AuthorizeAsync("gauge-hold-1", 300_000)).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await c.AuthorizeAsync("gauge-hold-2", 200_000)).StatusCode);
+        var held = await app.Admin.GetStringAsync("/metrics");
+        Assert.Equal(2, Sample(held, "tollgate_ledger_holds_open") - Sample(before, "tollgate_ledger_holds_open"));
+        Assert.Equal(500_000, Sample(held, "tollgate_ledger_held_microusd") - Sample(before, "tollgate_ledger_held_microusd"));
+
+        // A gauge is a level, not a sum: settling the holds takes it back down.
+        Assert.Equal(HttpStatusCode.OK, (await c.CaptureAsync("gauge-hold-1", 100_000)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await c.VoidAsync("gauge-hold-2")).StatusCode);
+        var settled = await app.Admin.GetStringAsync("/metrics");
+        Assert.Equal(Sample(before, "tollgate_ledger_holds_open"), Sample(settled, "tollgate_ledger_holds_open"));
+        Assert.Equal(Sample(before, "tollgate_ledger_held_microusd"), Sample(settled, "tollgate_ledger_held_microusd"));
     }
 }

@@ -59,6 +59,23 @@ public sealed class DashboardHttpTests : IAsyncLifetime
         Assert.StartsWith("tg_session=tg_sess_", session);
         foreach (var attribute in new[] { "secure", "httponly", "samesite=strict", "path=/", "expires=" }) Assert.Contains(attribute, session.ToLowerInvariant());
 
+        // A member's change through a dashboard form is audited as that member.
+        var key = await MeteringApi.BodyAsync(await _app.Admin.PostAsync($"/admin/v1/accounts/{accountId}/keys", AdminApi.JsonBody("{}")), HttpStatusCode.Created);
+        var cookies = csrfCookie.Split(';')[0] + "; " + session.Split(';')[0];
+        var keysPage = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/keys") { Headers = { { "Cookie", cookies } } });
+        var memberToken = Regex.Match(await keysPage.Content.ReadAsStringAsync(), "name=\"__csrf\" value=\"([^\"]+)\"").Groups[1].Value;
+        var revoked = await client.SendAsync(new HttpRequestMessage(HttpMethod.Post, $"/keys/{key.Str("id")}/revoke")
+        {
+            Content = new FormUrlEncodedContent(new Dictionary<string, string> { ["__csrf"] = memberToken }),
+            Headers = { { "Cookie", cookies } },
+        });
+        Assert.Equal(HttpStatusCode.Redirect, revoked.StatusCode);
+        var audit = (await _app.Admin.GetFromJsonAsync<JsonElement>($"/admin/v1/audit?target=keys:{key.Str("id")}")).GetProperty("data");
+        var entry = Assert.Single(audit.EnumerateArray());
+        Assert.Equal(("member", "POST /keys/{keyId}/revoke", 302), (entry.Str("actor_type"), entry.Str("action"), entry.GetProperty("status").GetInt32()));
+        Assert.Equal(JsonValueKind.Null, entry.GetProperty("before").GetProperty("revoked_at").ValueKind);
+        Assert.Equal(JsonValueKind.String, entry.GetProperty("after").GetProperty("revoked_at").ValueKind);
+
         var css = await client.GetAsync("/dashboard.css");
         Assert.Equal("text/css", css.Content.Headers.ContentType!.MediaType);
     }

@@ -50,6 +50,10 @@ public sealed class TestApp : IAsyncDisposable
             {
                 ["Tollgate:AdminKey"] = AdminKey,
                 ["Tollgate:Ledger:ExpirySweepIntervalMs"] = "100",
+                // Every test client is 127.0.0.1: the suite's deliberate wrong credentials must not lock out the next test.
+                // Sign-in limiting itself is tested on apps of its own (Api/SignInLimitTests).
+                ["Tollgate:SignIn:MaxFailuresPerIp"] = "1000000",
+                ["Tollgate:SignIn:MaxFailuresPerEmail"] = "1000000",
             });
             if (settings is not null) b.Configuration.AddInMemoryCollection(settings);
             b.Logging.SetMinimumLevel(LogLevel.Warning);

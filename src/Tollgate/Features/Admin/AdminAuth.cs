@@ -36,14 +36,20 @@ internal sealed class AdminKeys(IConfiguration configuration, IApiKeyStore store
         return created;
     }
 
-    public bool IsAdmin(string? presented)
+    public bool IsAdmin(string? presented) => Authenticate(presented) is not null;
+
+    /// <summary>
+    /// The admin actor id for a valid admin key (<c>adm_</c> + the first 12 hex digits of its SHA-256: names the key in
+    /// logs and the audit without revealing it), or null.
+    /// </summary>
+    public string? Authenticate(string? presented)
     {
-        if (string.IsNullOrEmpty(presented)) return false;
+        if (string.IsNullOrEmpty(presented)) return null;
         var hash = Secrets.Hash(presented);
         var match = false;
         // Check every stored hash without stopping early, so timing does not tell which (if any) matched.
         foreach (var h in _hashes) match |= Secrets.HashEquals(hash, h);
-        return match;
+        return match ? "adm_" + Convert.ToHexStringLower(hash, 0, 6) : null;
     }
 }
 
@@ -54,16 +60,29 @@ internal static class AdminAuthFilter
     {
         group.AddEndpointFilter(async (context, next) =>
         {
-            var keys = context.HttpContext.RequestServices.GetRequiredService<AdminKeys>();
-            if (!keys.IsAdmin(BearerToken(context.HttpContext.Request)))
+            var http = context.HttpContext;
+            var keys = http.RequestServices.GetRequiredService<AdminKeys>();
+            var presented = BearerToken(http.Request);
+            var attempts = http.RequestServices.GetRequiredService<SignInAttempts>();
+            var ip = http.Connection.RemoteIpAddress;
+            // Someone guessing admin keys from one address is stopped before the comparison, right or wrong.
+            if (presented is not null && attempts.RetryAfter(SignInAttempts.AdminScope, ip, null) is { } wait) return SignInAttempts.TooMany(http, wait);
+            if (keys.Authenticate(presented) is not { } actor)
             {
-                context.HttpContext.Response.Headers.WWWAuthenticate = "Bearer";
+                if (presented is not null) attempts.RecordFailure(SignInAttempts.AdminScope, ip, null);
+                http.Response.Headers.WWWAuthenticate = "Bearer";
                 return Problems.Unauthorized("An admin key is required: send 'Authorization: Bearer <admin key>'.");
             }
+            http.Items[ActorItem] = actor;
+            if (Audit.AuditFilter.IsMutation(http.Request.Method))
+                return await Audit.AuditFilter.AroundAsync(context, next, new Audit.AuditActor("admin", actor), null);
             return await next(context);
         });
         return group;
     }
+
+    /// <summary>HttpContext item: the admin actor id of a request authenticated by <see cref="RequireAdminKey"/>.</summary>
+    public const string ActorItem = "tollgate.admin_actor";
 
     public static string? BearerToken(HttpRequest request)
     {

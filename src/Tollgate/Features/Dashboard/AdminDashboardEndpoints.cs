@@ -45,7 +45,17 @@ internal static class AdminDashboardEndpoints
         var d = await DashboardAuth.LoadAsync(http, ct);
         if (!await DashboardAuth.ValidFormAsync(http)) return DashboardEndpoints.Forged(http, d);
         var key = (await http.Request.ReadFormAsync(ct))["admin_key"].ToString().Trim();
-        if (key.Length is 0 or > 200 || !keys.IsAdmin(key)) return SignInPage(http, d, "That is not an admin key.", StatusCodes.Status401Unauthorized);
+        var attempts = http.RequestServices.GetRequiredService<SignInAttempts>();
+        if (attempts.RetryAfter(SignInAttempts.AdminScope, http.Connection.RemoteIpAddress, null) is { } wait)
+        {
+            http.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(wait.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return SignInPage(http, d, "Too many failed sign-in attempts; try again later.", StatusCodes.Status429TooManyRequests);
+        }
+        if (key.Length is 0 or > 200 || !keys.IsAdmin(key))
+        {
+            attempts.RecordFailure(SignInAttempts.AdminScope, http.Connection.RemoteIpAddress, null);
+            return SignInPage(http, d, "That is not an admin key.", StatusCodes.Status401Unauthorized);
+        }
         var lifetime = TimeSpan.FromHours(options.Value.OperatorSessionHours);
         // One role per browser: a member session open here is ended, not just forgotten.
         if (http.Request.Cookies[DashboardAuth.SessionCookie] is { } session && Members.MemberService.IsSessionToken(session)) await members.SignOutAsync(session, ct);

@@ -46,12 +46,12 @@ internal static class DashboardEndpoints
         group.MapPost("/sign-out", SignOut);
         group.MapGet("/usage", Usage);
         group.MapGet("/keys", Keys);
-        group.MapPost("/keys", CreateKey);
-        group.MapPost("/keys/{keyId}/revoke", RevokeKey);
+        group.MapPost("/keys", CreateKey).AddEndpointFilter(Audit.AuditFilter.DashboardAsync);
+        group.MapPost("/keys/{keyId}/revoke", RevokeKey).AddEndpointFilter(Audit.AuditFilter.DashboardAsync);
         group.MapGet("/billing", Billing);
         group.MapGet("/earnings", Earnings);
-        group.MapPost("/billing/credits", BuyCredits);
-        group.MapPost("/billing/subscription/cancel", CancelSubscription);
+        group.MapPost("/billing/credits", BuyCredits).AddEndpointFilter(Audit.AuditFilter.DashboardAsync);
+        group.MapPost("/billing/subscription/cancel", CancelSubscription).AddEndpointFilter(Audit.AuditFilter.DashboardAsync);
         // Stripe Checkout's default return addresses (Tollgate:Stripe:SuccessUrl / CancelUrl).
         group.MapGet("/billing/success", () => Results.Redirect("/billing?done=paid"));
         group.MapGet("/billing/cancel", () => Results.Redirect("/billing?done=checkout_cancelled"));
@@ -146,9 +146,20 @@ internal static class DashboardEndpoints
         var accountId = form["account"].ToString() is { Length: > 0 } a ? a.Trim() : null;
         if (email.Length is 0 or > 254 || password.Length is 0 or > MemberService.MaxPasswordLength)
             return SignInPage(http, d, "Enter your email and password.", email, StatusCodes.Status400BadRequest);
+        var attempts = http.RequestServices.GetRequiredService<Admin.SignInAttempts>();
+        var ip = http.Connection.RemoteIpAddress;
+        if (attempts.RetryAfter(Admin.SignInAttempts.PasswordScope, ip, email) is { } wait)
+        {
+            http.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(wait.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return SignInPage(http, d, "Too many failed sign-in attempts; try again later.", email, StatusCodes.Status429TooManyRequests);
+        }
         var session = await members.SignInAsync(email, password, accountId, ct);
         if (session is not { } s)
+        {
+            attempts.RecordFailure(Admin.SignInAttempts.PasswordScope, ip, email);
             return SignInPage(http, d, "Wrong email or password (or, if you belong to several accounts, give the account id).", email, StatusCodes.Status401Unauthorized);
+        }
+        attempts.RecordSuccess(Admin.SignInAttempts.PasswordScope, email);
         http.Response.Cookies.Delete(DashboardAuth.OperatorCookie);
         http.Response.Cookies.Append(DashboardAuth.SessionCookie, s.Token, DashboardAuth.Cookie(http, s.ExpiresAt));
         return Results.Redirect("/", permanent: false);

@@ -13,6 +13,8 @@ using Tollgate.Features.Metering;
 using Tollgate.Features.Pricing;
 using Tollgate.Infrastructure.Money;
 
+using Tollgate.Infrastructure.Http;
+
 namespace Tollgate.Features.Gateway;
 
 /// <summary>How a call ended, as recorded on its usage record.</summary>
@@ -52,11 +54,14 @@ internal sealed partial class GatewayHandler(
     public async Task HandleAsync(HttpContext http, ApiDialect dialect)
     {
         var started = Stopwatch.GetTimestamp();
-        var requestId = NewRequestId();
+        // The request's own id when Tollgate made it (so logs, x-request-id and usage records agree); a client's
+        // x-request-id is only a label that may repeat, and holds and usage records are keyed on this id.
+        var requestId = http.GetRequestId() is { FromClient: false } own ? own.Value : NewRequestId();
         http.Response.Headers["x-tollgate-request-id"] = requestId;
         var ct = http.RequestAborted;
 
         var caller = await authenticator.AuthenticateAsync(PresentedKey(http.Request, dialect), ct);
+        if (caller is not null) http.SetCaller(caller);
         if (caller is null)
         {
             http.Response.Headers.WWWAuthenticate = "Bearer";

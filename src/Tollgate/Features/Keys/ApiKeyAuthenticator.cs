@@ -134,6 +134,9 @@ internal static class ApiKeyAuthFilter
             if (!HttpMethods.IsGet(http.Request.Method) && !caller.CanManage && context.HttpContext.GetEndpoint()?.Metadata.GetMetadata<ManagerOnly>() is not null)
                 return Problems.Create(StatusCodes.Status403Forbidden, "forbidden", $"Your role '{caller.Role}' cannot change this; an owner or admin can.");
             http.Items[CallerItem] = caller;
+            // Account-admin changes (the ManagersOnly groups) are audited; data-plane writes (usage, holds) are not.
+            if (Audit.AuditFilter.IsMutation(http.Request.Method) && http.GetEndpoint()?.Metadata.GetMetadata<ManagerOnly>() is not null)
+                return await Audit.AuditFilter.AroundAsync(context, next, Audit.AuditActor.For(caller), caller.AccountId);
             return await next(context);
         });
         return group;
@@ -141,6 +144,12 @@ internal static class ApiKeyAuthFilter
 
     /// <summary>Marks a route group whose changes (non-GET) need an API key or an owner's or admin's session.</summary>
     public static RouteGroupBuilder ManagersOnly(this RouteGroupBuilder group) => group.WithMetadata(new ManagerOnly());
+
+    /// <summary>The caller, if the request has been authenticated as one (null on other routes, for logs).</summary>
+    public static Caller? TryGetCaller(this HttpContext http) => http.Items.TryGetValue(CallerItem, out var c) ? c as Caller : null;
+
+    /// <summary>Records the caller of a route that authenticates by itself (the gateway), for the access log.</summary>
+    public static void SetCaller(this HttpContext http, Caller caller) => http.Items[CallerItem] = caller;
 
     /// <summary>The caller set by <see cref="RequireApiKey"/>; only valid inside such a group.</summary>
     public static Caller GetCaller(this HttpContext http) =>

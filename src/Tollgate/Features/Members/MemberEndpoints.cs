@@ -63,12 +63,20 @@ internal static class MemberEndpoints
         }
     }
 
-    private static async Task<Results<Created<SessionResponse>, ProblemHttpResult>> SignIn(SessionInput input, MemberService members, CancellationToken ct)
+    private static async Task<Results<Created<SessionResponse>, ProblemHttpResult>> SignIn(
+        SessionInput input, HttpContext http, MemberService members, SignInAttempts attempts, CancellationToken ct)
     {
         if (string.IsNullOrEmpty(input.Email) || string.IsNullOrEmpty(input.Password) || input.Password.Length > MemberService.MaxPasswordLength)
             return Problems.BadRequest("invalid_request", "'email' and 'password' are required.", "email");
+        var ip = http.Connection.RemoteIpAddress;
+        if (attempts.RetryAfter(SignInAttempts.PasswordScope, ip, input.Email) is { } wait) return SignInAttempts.TooMany(http, wait);
         var session = await members.SignInAsync(input.Email, input.Password, input.AccountId, ct);
-        if (session is not { } s) return Problems.Unauthorized("Wrong email or password.");
+        if (session is not { } s)
+        {
+            attempts.RecordFailure(SignInAttempts.PasswordScope, ip, input.Email);
+            return Problems.Unauthorized("Wrong email or password.");
+        }
+        attempts.RecordSuccess(SignInAttempts.PasswordScope, input.Email);
         return TypedResults.Created("/api/v1/sessions/current", new SessionResponse(s.Token, s.ExpiresAt, s.AccountId, s.Role));
     }
 }

@@ -86,7 +86,7 @@ internal sealed partial class WebhookSender(IHttpClientFactory clients, IDataPro
 /// Several processes on one PostgreSQL share the work: a claimed delivery is skipped by the others until its lease ends.
 /// </summary>
 internal sealed partial class WebhookDispatcher(WebhookStore store, WebhookSender sender, WebhookSignal signal, IOptions<WebhookOptions> options,
-    TimeProvider time, ILogger<WebhookDispatcher> logger) : BackgroundService
+    TimeProvider time, Infrastructure.Metrics.TollgateMetrics metrics, ILogger<WebhookDispatcher> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -134,6 +134,7 @@ internal sealed partial class WebhookDispatcher(WebhookStore store, WebhookSende
             {
                 await store.RecordAttemptAsync(claimed.Id, WebhookStore.Scheduled, claimed.LeaseUntil, time.GetUtcNow(), null,
                     "the endpoint was deleted or disabled", 0, WebhookStore.Failed, null, ct);
+                metrics.WebhookDeliveries.Add(1, new KeyValuePair<string, object?>("outcome", "endpoint_gone"));
                 return;
             }
             var (code, error, ms) = await sender.SendAsync(target, ct);
@@ -143,6 +144,8 @@ internal sealed partial class WebhookDispatcher(WebhookStore store, WebhookSende
                 : attempt >= o.MaxAttempts ? (WebhookStore.Failed, null)
                 : (WebhookStore.Pending, at + o.DelayAfter(attempt));
             await store.RecordAttemptAsync(claimed.Id, WebhookStore.Scheduled, claimed.LeaseUntil, at, code, error, ms, status, next, ct);
+            metrics.WebhookDeliveries.Add(1, new KeyValuePair<string, object?>("outcome",
+                status == WebhookStore.Succeeded ? "delivered" : status == WebhookStore.Failed ? "failed" : "retrying"));
             if (error is not null) LogAttemptFailed(logger, claimed.Id, attempt, error);
         }
         catch (Exception e) when (!ct.IsCancellationRequested)

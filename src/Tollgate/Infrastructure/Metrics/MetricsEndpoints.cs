@@ -28,8 +28,9 @@ internal static class MetricsEndpoints
 
     /// <summary><c>GET /metrics</c>: Prometheus text format 0.0.4, for operators (admin key).</summary>
     public static void MapMetrics(IEndpointRouteBuilder routes) =>
-        routes.MapGroup("/metrics").RequireAdminKey().WithTags("Operations").MapGet("/", (PrometheusExporter exporter) =>
+        routes.MapGroup("/metrics").RequireAdminKey().WithTags("Operations").MapGet("/", async (PrometheusExporter exporter, Features.Ledger.HoldGauges holds, CancellationToken ct) =>
         {
+            await holds.RefreshIfStaleAsync(ct);
             var writer = new StringWriter { NewLine = "\n" };
             exporter.Write(writer);
             return Results.Text(writer.ToString(), "text/plain; version=0.0.4; charset=utf-8");

@@ -30,6 +30,21 @@ public sealed class TollgateMetrics : IDisposable
         LedgerBatchCommands = _meter.CreateHistogram<long>("tollgate_ledger_batch_commands", description: "Commands committed per ledger database transaction.");
         LedgerCommit = _meter.CreateHistogram<double>("tollgate_ledger_commit_seconds", "s", "Time to apply and commit one ledger batch.");
         Webhooks = _meter.CreateCounter<long>("tollgate_stripe_webhooks_total", description: "Stripe webhook deliveries, by outcome.");
+        WebhookDeliveries = _meter.CreateCounter<long>("tollgate_webhook_deliveries_total",
+            description: "Outgoing webhook delivery attempts, by outcome (delivered, retrying, failed, endpoint_gone).");
+        _meter.CreateObservableGauge("tollgate_ledger_holds_open", () => Volatile.Read(ref _holdsOpen),
+            description: "Pending holds (authorizations) not yet posted, voided or expired; refreshed at most every few seconds.");
+        _meter.CreateObservableGauge("tollgate_ledger_held_microusd", () => Volatile.Read(ref _heldMicros),
+            description: "Micro-USD reserved by open holds; refreshed at most every few seconds.");
+    }
+
+    private long _holdsOpen, _heldMicros;
+
+    /// <summary>Sets the open-hold gauges (from a cheap cached query, see Features/Ledger/HoldGauges).</summary>
+    public void SetHolds(long open, long heldMicros)
+    {
+        Volatile.Write(ref _holdsOpen, open);
+        Volatile.Write(ref _heldMicros, heldMicros);
     }
 
     public Counter<long> HttpRequests { get; }
@@ -43,6 +58,7 @@ public sealed class TollgateMetrics : IDisposable
     public Histogram<long> LedgerBatchCommands { get; }
     public Histogram<double> LedgerCommit { get; }
     public Counter<long> Webhooks { get; }
+    public Counter<long> WebhookDeliveries { get; }
 
     public void Dispose() => _meter.Dispose();
 }
@@ -94,7 +110,8 @@ public sealed class PrometheusExporter : IDisposable
         {
             if (!ReferenceEquals(instrument.Meter, metrics.Meter)) return;
             var histogram = instrument.GetType().Name.StartsWith("Histogram", StringComparison.Ordinal);
-            var family = _families.GetOrAdd(instrument.Name, name => new Family(name, histogram ? "histogram" : "counter", instrument.Description,
+            var gauge = instrument.GetType().Name.StartsWith("ObservableGauge", StringComparison.Ordinal);
+            var family = _families.GetOrAdd(instrument.Name, name => new Family(name, histogram ? "histogram" : gauge ? "gauge" : "counter", instrument.Description,
                 histogram ? instrument.Unit == "s" ? SecondsBuckets : CountBuckets : null));
             listener.EnableMeasurementEvents(instrument, family);
         };
@@ -114,6 +131,8 @@ public sealed class PrometheusExporter : IDisposable
             Interlocked.Increment(ref series.Count);
             series.AddSum(value);
         }
+        // A gauge's observation replaces the last one; a counter's adds to the sum.
+        else if (family.Type == "gauge") Interlocked.Exchange(ref series.Total, (long)value);
         else Interlocked.Add(ref series.Total, (long)value);
     }
 
@@ -140,6 +159,8 @@ public sealed class PrometheusExporter : IDisposable
 
     public void Write(TextWriter w)
     {
+        // Observable instruments (the gauges) report when asked: now, once per scrape.
+        _listener.RecordObservableInstruments();
         foreach (var family in _families.Values.OrderBy(f => f.Name, StringComparer.Ordinal))
         {
             if (family.Series.IsEmpty) continue;
