@@ -14,12 +14,13 @@ public sealed class SharedRateLimitTests
 {
     private sealed record Process(GatewayRateLimiter Limiter, RateLimitSync Sync);
 
-    private static Process NewProcess(Database db, int leaseSeconds = 5)
+    /// <param name="id">The process id; ids order the processes for the remainder of a split (the lower id gets it).</param>
+    private static Process NewProcess(Database db, string id, int leaseSeconds = 5)
     {
         var options = Options.Create(new GatewayRateLimitOptions { LeaseSeconds = leaseSeconds });
         var limiter = new GatewayRateLimiter(options, TimeProvider.System, db);
         Assert.True(limiter.Shared);
-        return new Process(limiter, new RateLimitSync(limiter, new PostgresRateLimitStore(db), options, TimeProvider.System, NullLogger<RateLimitSync>.Instance));
+        return new Process(limiter, new RateLimitSync(limiter, new PostgresRateLimitStore(db), options, TimeProvider.System, NullLogger<RateLimitSync>.Instance) { ProcessId = id });
     }
 
     private static KeySettings Rpm(int rpm) => new() { RequestsPerMinute = rpm };
@@ -40,36 +41,39 @@ public sealed class SharedRateLimitTests
     public async Task Requests_per_minute_add_up_across_processes_through_the_store()
     {
         await using var db = await TestDatabases.CreateMigratedAsync(TestDatabases.Postgres);
-        var a = NewProcess(db);
-        var b = NewProcess(db);
+        var a = NewProcess(db, "p-a");
+        var b = NewProcess(db, "p-b");
         // Both announce themselves, so each knows there are two live processes.
         await a.Sync.SyncOnceAsync(default);
         await b.Sync.SyncOnceAsync(default);
         await a.Sync.SyncOnceAsync(default);
 
-        // A fresh scope, limit 10, two processes: between syncs each may admit only its share of what is left,
-        // ⌈10 / 2⌉ = 5, so a burst arriving at both at once cannot be admitted twice over.
+        // Limit 10, two processes: between syncs each may admit only its share of what was left at its last sync —
+        // half, the odd one to the lower id (A) — so a burst arriving at both at once cannot be admitted twice over.
         Assert.Equal(1, Admit(b, "key_1", 1, Rpm(10)));
         await b.Sync.SyncOnceAsync(default);
         await a.Sync.SyncOnceAsync(default);
-        // A knows B's 1: its share is ⌈9 / 2⌉ = 5.
+        // A has not used the scope before, so it knows nothing of B's call yet: its share is 10 / 2.
         Assert.Equal(5, Admit(a, "key_1", 8, Rpm(10)));
         var refused = a.Limiter.TryAcquire("key_1", "acct_x", 10, Rpm(10));
         Assert.Equal(("key", "requests_per_minute"), (refused!.Value.Scope, refused.Value.Limit));
         Assert.Equal(TimeSpan.FromSeconds(1), refused.Value.RetryAfter);
 
-        // A writes its 5; B learns them and takes its share of the 4 left, then the two alternate down to the limit.
+        // Each sync writes a process's counts and reads the others'; the shares of what is left shrink to the limit.
         await a.Sync.SyncOnceAsync(default);
         await b.Sync.SyncOnceAsync(default);
-        Assert.Equal(2, Admit(b, "key_1", 10, Rpm(10)));
+        Assert.Equal(2, Admit(b, "key_1", 10, Rpm(10)));  // 4 left: 2 each
+        await b.Sync.SyncOnceAsync(default);
+        await a.Sync.SyncOnceAsync(default);
+        Assert.Equal(1, Admit(a, "key_1", 10, Rpm(10)));  // 2 left: 1 each
+        await a.Sync.SyncOnceAsync(default);
+        await b.Sync.SyncOnceAsync(default);
+        Assert.Equal(0, Admit(b, "key_1", 10, Rpm(10)));  // 1 left: A's
         await b.Sync.SyncOnceAsync(default);
         await a.Sync.SyncOnceAsync(default);
         Assert.Equal(1, Admit(a, "key_1", 10, Rpm(10)));
         await a.Sync.SyncOnceAsync(default);
         await b.Sync.SyncOnceAsync(default);
-        Assert.Equal(1, Admit(b, "key_1", 10, Rpm(10)));
-        await b.Sync.SyncOnceAsync(default);
-        await a.Sync.SyncOnceAsync(default);
 
         // The minute's budget is spent everywhere: both refuse until the window slides, with a Retry-After to its end.
         var aRefused = a.Limiter.TryAcquire("key_1", "acct_x", 10, Rpm(10));
@@ -84,7 +88,7 @@ public sealed class SharedRateLimitTests
         await using var reader = await cmd.ExecuteReaderAsync();
         Assert.True(await reader.ReadAsync());
         Assert.Equal(10, reader.GetInt32(0));
-        // Another key is not affected.
+        // Another key is not affected (A's share of a fresh scope).
         Assert.Equal(5, Admit(a, "key_2", 8, Rpm(10)));
     }
 
@@ -92,13 +96,14 @@ public sealed class SharedRateLimitTests
     public async Task Concurrency_slots_are_leased_and_a_process_that_stops_syncing_frees_them_when_its_lease_lapses()
     {
         await using var db = await TestDatabases.CreateMigratedAsync(TestDatabases.Postgres);
-        var a = NewProcess(db, leaseSeconds: 1);
-        var b = NewProcess(db, leaseSeconds: 1);
+        var a = NewProcess(db, "p-a", leaseSeconds: 1);
+        var b = NewProcess(db, "p-b", leaseSeconds: 1);
         var limits = new KeySettings { ConcurrentRequests = 3 };
         await a.Sync.SyncOnceAsync(default);
         await b.Sync.SyncOnceAsync(default);
 
         // A holds two calls open; after the exchange B may start only one more.
+        await a.Sync.SyncOnceAsync(default);
         Assert.Null(a.Limiter.TryAcquire("key_c", "acct_x", 1, limits));
         await a.Sync.SyncOnceAsync(default);
         Assert.Null(a.Limiter.TryAcquire("key_c", "acct_x", 1, limits));
@@ -120,7 +125,7 @@ public sealed class SharedRateLimitTests
 
         // A clean stop gives the leases back at once.
         await b.Sync.StopAsync();
-        var c = NewProcess(db, leaseSeconds: 1);
+        var c = NewProcess(db, "p-c", leaseSeconds: 1);
         await c.Sync.SyncOnceAsync(default);
         for (var i = 0; i < 3; i++)
         {
@@ -134,7 +139,7 @@ public sealed class SharedRateLimitTests
     public async Task A_failed_sync_keeps_the_counts_for_the_next_one()
     {
         await using var db = await TestDatabases.CreateMigratedAsync(TestDatabases.Postgres);
-        var a = NewProcess(db);
+        var a = NewProcess(db, "p-a");
         await a.Sync.SyncOnceAsync(default);
         Assert.Equal(4, Admit(a, "key_f", 4, Rpm(100)));
         using (var cancelled = new CancellationTokenSource())

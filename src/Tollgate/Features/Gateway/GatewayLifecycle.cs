@@ -5,7 +5,13 @@ namespace Tollgate.Features.Gateway;
 /// <summary>Counts gateway calls in flight, so shutdown can wait until every admitted call has settled its hold.</summary>
 internal sealed class GatewayCallTracker
 {
+    private readonly CancellationTokenSource _deadline = new();
     private int _inFlight;
+
+    /// <summary>Cancelled when shutdown's grace period is (nearly) over: calls still running end then, charged for what they delivered.</summary>
+    public CancellationToken ShutdownDeadline => _deadline.Token;
+
+    public void BeginShutdown(TimeSpan deadline) => _deadline.CancelAfter(deadline);
 
     public int InFlight => Volatile.Read(ref _inFlight);
 
@@ -56,6 +62,10 @@ internal sealed partial class GatewayLifecycle(
 
     public Task StoppingAsync(CancellationToken ct)
     {
+        // Calls still running near the end of the grace period are ended by the gateway itself (a clean end of stream,
+        // charged for what was delivered) shortly before Kestrel would abort their connections.
+        var grace = TimeSpan.FromSeconds(options.Value.ShutdownGraceSeconds);
+        calls.BeginShutdown(grace - TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(2).Ticks, grace.Ticks / 4)));
         if (calls.InFlight > 0) LogDraining(calls.InFlight, options.Value.ShutdownGraceSeconds);
         return Task.CompletedTask;
     }
@@ -94,7 +104,7 @@ internal sealed partial class RateLimitSync(
     private Task _loop = Task.CompletedTask;
 
     /// <summary>This process in the shared tables: host, pid and a random part (pids repeat across restarts and hosts).</summary>
-    public string ProcessId { get; } = $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid().ToString("N")[..8]}";
+    public string ProcessId { get; init; } = $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid().ToString("N")[..8]}";
 
     public void Start()
     {

@@ -58,18 +58,19 @@ internal sealed class PostgresRateLimitStore(Database db) : IRateLimitStore
             SELECT scope, sum(in_flight)::int FROM rate_leases
             WHERE scope = ANY($1) AND process_id <> $2 AND expires_at > now() GROUP BY scope
             """, active, processId));
-        sync.BatchCommands.Add(Command("SELECT count(*)::int FROM gateway_processes WHERE expires_at > now()"));
+        sync.BatchCommands.Add(Command(
+            "SELECT count(*)::int, (count(*) FILTER (WHERE process_id < $1))::int FROM gateway_processes WHERE expires_at > now()", processId));
 
         var windows = new Dictionary<(string, long), (long, long)>();
         var inFlight = new Dictionary<string, int>(StringComparer.Ordinal);
-        var live = 1;
+        var (live, rank) = (1, 0);
         await using var reader = await sync.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct)) windows[(reader.GetString(0), reader.GetInt64(1))] = (reader.GetInt64(2), reader.GetInt64(3));
         await reader.NextResultAsync(ct);
         while (await reader.ReadAsync(ct)) inFlight[reader.GetString(0)] = reader.GetInt32(1);
         await reader.NextResultAsync(ct);
-        if (await reader.ReadAsync(ct)) live = reader.GetInt32(0);
-        return new RateSyncResult(windows, inFlight, live);
+        if (await reader.ReadAsync(ct)) (live, rank) = (reader.GetInt32(0), reader.GetInt32(1));
+        return new RateSyncResult(windows, inFlight, live, rank);
     }
 
     public async Task CleanupAsync(long currentMinute, CancellationToken ct)

@@ -50,7 +50,7 @@ internal readonly record struct RateLimitRejection(string Scope, string Limit, T
 /// database without a round trip per call: each process decides from what it knows — the other processes' counts as of
 /// its last sync plus its own up to now — and <see cref="RateLimitSync"/> exchanges deltas every sync interval. To keep
 /// a burst that hits every process at once from being admitted N times over, a process admits between two syncs at
-/// most its share of what was left at the last one, ⌈(limit − known) / live processes⌉. See docs/GATEWAY.md for the
+/// most its share of what was left at the last one (see <see cref="Shares"/>). See docs/GATEWAY.md for the
 /// overshoot this bounds. On SQLite (one process) the counts are simply this process's.
 /// </para>
 /// </summary>
@@ -61,6 +61,7 @@ internal sealed class GatewayRateLimiter
     private readonly GatewayRateLimitOptions _options;
     private readonly TimeProvider _time;
     private int _liveProcesses = 1;
+    private int _rank;
     private long _lastSyncTimestamp;
 
     public GatewayRateLimiter(IOptions<GatewayRateLimitOptions> options, TimeProvider time, Database db)
@@ -99,7 +100,7 @@ internal sealed class GatewayRateLimiter
         var keyLimits = KeyLimits(settings);
         if (!keyLimits.Any && !_options.PerAccount.Any) return null;
         var now = Clock.From(_time.GetUtcNow());
-        var shares = SharesApply ? Volatile.Read(ref _liveProcesses) : 0;
+        var shares = SharesApply ? new Shares(Volatile.Read(ref _liveProcesses), Volatile.Read(ref _rank)) : default;
         var key = keyLimits.Any ? ScopeFor(KeyScope(keyId)) : null;
         var account = _options.PerAccount.Any ? ScopeFor(AccountScope(accountId)) : null;
         if (key?.Check(keyLimits, promptTokens, now, shares) is { } k) return new RateLimitRejection("key", k.Limit, k.RetryAfter);
@@ -157,6 +158,7 @@ internal sealed class GatewayRateLimiter
     public void ApplySync(RateSyncBatch batch, RateSyncResult result)
     {
         Volatile.Write(ref _liveProcesses, Math.Max(1, result.LiveProcesses));
+        Volatile.Write(ref _rank, Math.Clamp(result.Rank, 0, Math.Max(0, result.LiveProcesses - 1)));
         foreach (var id in batch.Active)
             if (_scopes.TryGetValue(id, out var scope)) scope.Apply(id, batch, result);
         Volatile.Write(ref _lastSyncTimestamp, _time.GetTimestamp());
@@ -167,6 +169,20 @@ internal sealed class GatewayRateLimiter
     {
         foreach (var d in batch.Deltas)
             if (_scopes.TryGetValue(d.Scope, out var scope)) scope.Unpush(d);
+    }
+
+    /// <summary>
+    /// How what is left of a limit is split between the live processes until their next sync: evenly, the remainder
+    /// going one each to the lowest-ranked processes (ranked by id), so the shares add up to exactly what was left.
+    /// <see cref="Count"/> 0 = no sharing (one process, or sync not working).
+    /// </summary>
+    internal readonly record struct Shares(int Count, int Rank)
+    {
+        public long Of(double left)
+        {
+            var whole = (long)Math.Floor(Math.Max(0, left));
+            return whole / Count + (Rank < whole % Count ? 1 : 0);
+        }
     }
 
     /// <summary>A point in time as the limiter needs it: the wall-clock minute and how far into it.</summary>
@@ -209,7 +225,7 @@ internal sealed class GatewayRateLimiter
         private int _collectedSinceSync;
         private long _lastUsedMinute = createdMinute;
 
-        public (string Limit, TimeSpan RetryAfter)? Check(RateLimitOptions limits, long promptTokens, Clock now, int shares)
+        public (string Limit, TimeSpan RetryAfter)? Check(RateLimitOptions limits, long promptTokens, Clock now, Shares shares)
         {
             lock (_lock)
             {
@@ -218,7 +234,7 @@ internal sealed class GatewayRateLimiter
                 if (limits.ConcurrentRequests > 0)
                 {
                     if (_inFlight + _othersInFlight >= limits.ConcurrentRequests) return ("concurrent_requests", TimeSpan.FromSeconds(1));
-                    if (shares > 1 && _admittedSinceSync + 1 > Share(limits.ConcurrentRequests - (_synced ? _knownInFlightAtSync : 0), shares))
+                    if (shares.Count > 1 && _admittedSinceSync + 1 > shares.Of(limits.ConcurrentRequests - (_synced ? _knownInFlightAtSync : 0)))
                         return ("concurrent_requests", TimeSpan.FromSeconds(1));
                 }
                 var w = now.PreviousWeight;
@@ -227,7 +243,7 @@ internal sealed class GatewayRateLimiter
                     var requests = (_own[1].Requests + _others[1].Requests) * w + _own[0].Requests + _others[0].Requests;
                     if (requests + 1 > limits.RequestsPerMinute) return ("requests_per_minute", now.UntilNextMinute);
                     // Between syncs, only this process's share of what was left: a burst across N processes then stays within the limit.
-                    if (shares > 1 && _admittedSinceSync + 1 > Share(limits.RequestsPerMinute - (_synced ? _knownRequestsAtSync : 0), shares))
+                    if (shares.Count > 1 && _admittedSinceSync + 1 > shares.Of(limits.RequestsPerMinute - (_synced ? _knownRequestsAtSync : 0)))
                         return ("requests_per_minute", TimeSpan.FromSeconds(1));
                 }
                 if (limits.TokensPerMinute > 0)
@@ -238,8 +254,6 @@ internal sealed class GatewayRateLimiter
                 return null;
             }
         }
-
-        private static double Share(double left, int shares) => Math.Ceiling(Math.Max(0, left) / shares);
 
         public void Take(Clock now)
         {
@@ -364,8 +378,12 @@ internal sealed class RateSyncBatch(long minute, double previousWeight)
     public List<string> Active { get; } = [];
 }
 
-/// <summary>What a sync learnt: global counts per (scope, minute), other processes' calls in flight per scope, live processes.</summary>
+/// <summary>
+/// What a sync learnt: global counts per (scope, minute), other processes' calls in flight per scope, the number of
+/// live processes and this one's rank among them (how many live processes have a smaller id).
+/// </summary>
 internal sealed record RateSyncResult(
     Dictionary<(string Scope, long Minute), (long Requests, long Tokens)> Windows,
     Dictionary<string, int> OthersInFlight,
-    int LiveProcesses);
+    int LiveProcesses,
+    int Rank);
