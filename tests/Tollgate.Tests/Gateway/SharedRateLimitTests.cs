@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using Tollgate.Features.Gateway;
 using Tollgate.Features.Keys;
 using Tollgate.Infrastructure.Data;
+using Tollgate.Tests.Ledger;
 
 namespace Tollgate.Tests.Gateway;
 
@@ -15,12 +16,17 @@ public sealed class SharedRateLimitTests
     private sealed record Process(GatewayRateLimiter Limiter, RateLimitSync Sync);
 
     /// <param name="id">The process id; ids order the processes for the remainder of a split (the lower id gets it).</param>
-    private static Process NewProcess(Database db, string id, int leaseSeconds = 5)
+    /// <param name="clock">
+    /// Wall clock of the limiter: fixed at a whole minute, so the windows do not roll during the test and the turn of
+    /// the remainder (which rotates every second) is the process's rank. Leases still lapse on PostgreSQL's clock.
+    /// </param>
+    private static Process NewProcess(Database db, string id, int leaseSeconds = 5, TimeProvider? clock = null)
     {
+        clock ??= new ManualTimeProvider(new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero));
         var options = Options.Create(new GatewayRateLimitOptions { LeaseSeconds = leaseSeconds });
-        var limiter = new GatewayRateLimiter(options, TimeProvider.System, db);
+        var limiter = new GatewayRateLimiter(options, clock, db);
         Assert.True(limiter.Shared);
-        return new Process(limiter, new RateLimitSync(limiter, new PostgresRateLimitStore(db), options, TimeProvider.System, NullLogger<RateLimitSync>.Instance) { ProcessId = id });
+        return new Process(limiter, new RateLimitSync(limiter, new PostgresRateLimitStore(db), options, clock, NullLogger<RateLimitSync>.Instance) { ProcessId = id });
     }
 
     private static KeySettings Rpm(int rpm) => new() { RequestsPerMinute = rpm };
@@ -49,7 +55,7 @@ public sealed class SharedRateLimitTests
         await a.Sync.SyncOnceAsync(default);
 
         // Limit 10, two processes: between syncs each may admit only its share of what was left at its last sync —
-        // half, the odd one to the lower id (A) — so a burst arriving at both at once cannot be admitted twice over.
+        // half, the odd one to the process whose turn it is (at this fixed second, the lower id: A) — so a burst arriving at both at once cannot be admitted twice over.
         Assert.Equal(1, Admit(b, "key_1", 1, Rpm(10)));
         await b.Sync.SyncOnceAsync(default);
         await a.Sync.SyncOnceAsync(default);
@@ -133,6 +139,36 @@ public sealed class SharedRateLimitTests
             await c.Sync.SyncOnceAsync(default);
         }
         Assert.NotNull(c.Limiter.TryAcquire("key_c", "acct_x", 1, limits));
+    }
+
+    [Fact]
+    public async Task The_remainder_turns_every_second_so_a_limit_below_the_process_count_shuts_no_process_out()
+    {
+        await using var db = await TestDatabases.CreateMigratedAsync(TestDatabases.Postgres);
+        var clock = new ManualTimeProvider(new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero));
+        var processes = new[] { NewProcess(db, "p-a", clock: clock), NewProcess(db, "p-b", clock: clock), NewProcess(db, "p-c", clock: clock) };
+        foreach (var p in processes) await p.Sync.SyncOnceAsync(default);
+        foreach (var p in processes) await p.Sync.SyncOnceAsync(default);
+
+        // Limit 1 request per minute across three processes: in any one second exactly one of them may take it, and
+        // each gets that turn within three seconds. Only C sees traffic here.
+        var c = processes[2];
+        var admittedAt = -1;
+        for (var second = 0; second < 3 && admittedAt < 0; second++)
+        {
+            if (c.Limiter.TryAcquire("key_t", "acct_x", 1, Rpm(1)) is null) admittedAt = second;
+            clock.Advance(TimeSpan.FromSeconds(1));
+        }
+        // 12:00:00 is a multiple of three seconds: C's turn is (rank 2 + step) mod 3, and turn 0 holds the single unit.
+        Assert.Equal(1, admittedAt);
+        c.Limiter.Release("key_t", "acct_x", 1);
+        await c.Sync.SyncOnceAsync(default);
+        // The minute's one request is taken: refused now whatever the turn.
+        for (var second = 0; second < 3; second++)
+        {
+            Assert.Equal("requests_per_minute", c.Limiter.TryAcquire("key_t", "acct_x", 1, Rpm(1))?.Limit);
+            clock.Advance(TimeSpan.FromSeconds(1));
+        }
     }
 
     [Fact]

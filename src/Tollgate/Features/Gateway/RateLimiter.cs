@@ -99,8 +99,9 @@ internal sealed class GatewayRateLimiter
     {
         var keyLimits = KeyLimits(settings);
         if (!keyLimits.Any && !_options.PerAccount.Any) return null;
-        var now = Clock.From(_time.GetUtcNow());
-        var shares = SharesApply ? new Shares(Volatile.Read(ref _liveProcesses), Volatile.Read(ref _rank)) : default;
+        var at = _time.GetUtcNow();
+        var now = Clock.From(at);
+        var shares = SharesApply ? Shares.For(Volatile.Read(ref _liveProcesses), Volatile.Read(ref _rank), at) : default;
         var key = keyLimits.Any ? ScopeFor(KeyScope(keyId)) : null;
         var account = _options.PerAccount.Any ? ScopeFor(AccountScope(accountId)) : null;
         if (key?.Check(keyLimits, promptTokens, now, shares) is { } k) return new RateLimitRejection("key", k.Limit, k.RetryAfter);
@@ -173,15 +174,20 @@ internal sealed class GatewayRateLimiter
 
     /// <summary>
     /// How what is left of a limit is split between the live processes until their next sync: evenly, the remainder
-    /// going one each to the lowest-ranked processes (ranked by id), so the shares add up to exactly what was left.
+    /// going one each to some of them, so the shares add up to exactly what was left. Which ones get the remainder turns
+    /// every second (<paramref name="Turn"/>: the process's rank by id plus the wall-clock second, modulo the count),
+    /// so with a limit smaller than the number of processes no process is shut out for good.
     /// <see cref="Count"/> 0 = no sharing (one process, or sync not working).
     /// </summary>
-    internal readonly record struct Shares(int Count, int Rank)
+    internal readonly record struct Shares(int Count, int Turn)
     {
+        public static Shares For(int count, int rank, DateTimeOffset now) =>
+            new(count, (int)((rank + now.ToUnixTimeSeconds() % count) % count));
+
         public long Of(double left)
         {
             var whole = (long)Math.Floor(Math.Max(0, left));
-            return whole / Count + (Rank < whole % Count ? 1 : 0);
+            return whole / Count + (Turn < whole % Count ? 1 : 0);
         }
     }
 
