@@ -34,11 +34,13 @@ internal sealed class GatewayCallTracker
 
 /// <summary>
 /// The gateway's part of start and stop. Start: the shared rate-limit sync loop (PostgreSQL). Stop (SIGTERM, Ctrl+C):
-/// the host stops Kestrel first, which refuses new connections and lets requests in flight finish for up to
-/// <see cref="GatewayOptions.ShutdownGraceSeconds"/> (the host's shutdown timeout) and then aborts the rest; an aborted
-/// gateway call settles its hold for what it delivered. Once Kestrel has stopped, this waits (bounded) until every
-/// gateway call has finished settling, then stops the sync loop and gives back this process's concurrency leases.
-/// The ledger's queue is drained after this, when the host disposes the <see cref="Ledger.LedgerService"/>.
+/// the host stops Kestrel, which refuses new connections and lets requests in flight finish for up to
+/// <see cref="GatewayOptions.ShutdownGraceSeconds"/> (the host's shutdown timeout) before aborting them. Shortly before
+/// that deadline the gateway ends the calls still running itself (<see cref="GatewayCallTracker.ShutdownDeadline"/>:
+/// a clean end of stream with <c>server_shutting_down</c>, settled for what was delivered), so none is cut by the
+/// abort. Once Kestrel has stopped, this waits (bounded) until every gateway call has settled, then stops the sync loop
+/// and gives back this process's concurrency leases. The ledger's queue is drained after this, when the host disposes
+/// the <see cref="Ledger.LedgerService"/>.
 /// </summary>
 internal sealed partial class GatewayLifecycle(
     GatewayCallTracker calls,
@@ -138,12 +140,20 @@ internal sealed partial class RateLimitSync(
     {
         var interval = TimeSpan.FromMilliseconds(options.Value.SyncIntervalMs);
         var lastCleanup = time.GetTimestamp();
+        // Without limits in use there is nothing to exchange: only the heartbeat, a few times per lease, so other
+        // processes count this one when they split a limit.
+        var heartbeat = TimeSpan.FromSeconds(options.Value.LeaseSeconds) / 3;
+        var lastSync = 0L;
         var failures = 0;
         while (!ct.IsCancellationRequested)
         {
             try
             {
-                await SyncOnceAsync(ct);
+                if (limiter.HasScopes || lastSync == 0 || time.GetElapsedTime(lastSync) >= heartbeat)
+                {
+                    await SyncOnceAsync(ct);
+                    lastSync = time.GetTimestamp();
+                }
                 failures = 0;
                 if (time.GetElapsedTime(lastCleanup) > CleanupEvery)
                 {

@@ -76,6 +76,9 @@ internal sealed class GatewayRateLimiter
     /// <summary>Counts are exchanged with other processes (PostgreSQL).</summary>
     public bool Shared { get; }
 
+    /// <summary>Some key or account has limits in use here (so there is something to exchange).</summary>
+    public bool HasScopes => !_scopes.IsEmpty;
+
     /// <summary>Set when a scope is first used in this process, so the sync loop can run early and learn its global counts.</summary>
     public event Action? NewScope;
 
