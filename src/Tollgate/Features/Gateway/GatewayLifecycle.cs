@@ -90,7 +90,8 @@ internal sealed partial class GatewayLifecycle(
 
 /// <summary>
 /// PostgreSQL: the loop that exchanges this process's rate-limit counts with the other processes every
-/// <see cref="GatewayRateLimitOptions.SyncIntervalMs"/> (sooner when a scope is new here), one round trip per sync
+/// <see cref="GatewayRateLimitOptions.SyncIntervalMs"/> (sooner — but at most every 10 ms — when a scope is new here or a
+/// share was used up), one round trip per sync
 /// for all scopes. A failed sync keeps the deltas for the next one; the limiter falls back to its own counts meanwhile.
 /// </summary>
 internal sealed partial class RateLimitSync(
@@ -111,7 +112,7 @@ internal sealed partial class RateLimitSync(
     public void Start()
     {
         if (!limiter.Shared) return;
-        limiter.NewScope += Wake;
+        limiter.SyncWanted += Wake;
         _loop = Task.Run(() => RunAsync(_stop.Token));
     }
 
@@ -172,7 +173,7 @@ internal sealed partial class RateLimitSync(
             }
             try
             {
-                // Wait the interval, or less if a new scope appeared — but never sync more often than every 10 ms.
+                // Wait the interval, or less if the limiter wants a sync — but never sync more often than every 10 ms.
                 await Task.Delay(TimeSpan.FromMilliseconds(10), time, ct);
                 await _wake.WaitAsync(interval - TimeSpan.FromMilliseconds(10), ct);
             }
@@ -186,7 +187,7 @@ internal sealed partial class RateLimitSync(
     public async Task StopAsync()
     {
         if (!limiter.Shared) return;
-        limiter.NewScope -= Wake;
+        limiter.SyncWanted -= Wake;
         await _stop.CancelAsync();
         await _loop;
         try

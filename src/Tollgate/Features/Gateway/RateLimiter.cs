@@ -79,8 +79,12 @@ internal sealed class GatewayRateLimiter
     /// <summary>Some key or account has limits in use here (so there is something to exchange).</summary>
     public bool HasScopes => !_scopes.IsEmpty;
 
-    /// <summary>Set when a scope is first used in this process, so the sync loop can run early and learn its global counts.</summary>
-    public event Action? NewScope;
+    /// <summary>
+    /// Raised when a scope is first used in this process (its global counts are unknown) or when a call took the last
+    /// unit of this process's share (the others should learn it, and this process needs a new share): the sync loop
+    /// then runs early instead of at the end of its interval, which narrows the window in which views differ.
+    /// </summary>
+    public event Action? SyncWanted;
 
     /// <summary>
     /// Shares apply only while syncs succeed: if the database is unreachable the process falls back to its own counts
@@ -107,11 +111,13 @@ internal sealed class GatewayRateLimiter
         var shares = SharesApply ? Shares.For(Volatile.Read(ref _liveProcesses), Volatile.Read(ref _rank), at) : default;
         var key = keyLimits.Any ? ScopeFor(KeyScope(keyId)) : null;
         var account = _options.PerAccount.Any ? ScopeFor(AccountScope(accountId)) : null;
-        if (key?.Check(keyLimits, promptTokens, now, shares) is { } k) return new RateLimitRejection("key", k.Limit, k.RetryAfter);
-        if (account?.Check(_options.PerAccount, promptTokens, now, shares) is { } a) return new RateLimitRejection("account", a.Limit, a.RetryAfter);
+        var shareSpent = false;
+        if (key?.Check(keyLimits, promptTokens, now, shares, ref shareSpent) is { } k) return new RateLimitRejection("key", k.Limit, k.RetryAfter);
+        if (account?.Check(_options.PerAccount, promptTokens, now, shares, ref shareSpent) is { } a) return new RateLimitRejection("account", a.Limit, a.RetryAfter);
         // Both passed: take the slots. A race between check and take can let a scope go over by the racing calls, never more.
         key?.Take(now);
         account?.Take(now);
+        if (shareSpent) SyncWanted?.Invoke();
         return null;
     }
 
@@ -132,7 +138,7 @@ internal sealed class GatewayRateLimiter
         if (_scopes.Count >= MaxScopes) Evict(Clock.From(_time.GetUtcNow()));
         var added = false;
         scope = _scopes.GetOrAdd(id, _ => { added = true; return new Scope(Clock.From(_time.GetUtcNow()).Minute); });
-        if (added && Shared) NewScope?.Invoke();
+        if (added && Shared) SyncWanted?.Invoke();
         return scope;
     }
 
@@ -234,7 +240,8 @@ internal sealed class GatewayRateLimiter
         private int _collectedSinceSync;
         private long _lastUsedMinute = createdMinute;
 
-        public (string Limit, TimeSpan RetryAfter)? Check(RateLimitOptions limits, long promptTokens, Clock now, Shares shares)
+        /// <param name="shareSpent">Set when admitting this call takes the last unit of a share.</param>
+        public (string Limit, TimeSpan RetryAfter)? Check(RateLimitOptions limits, long promptTokens, Clock now, Shares shares, ref bool shareSpent)
         {
             lock (_lock)
             {
@@ -243,8 +250,12 @@ internal sealed class GatewayRateLimiter
                 if (limits.ConcurrentRequests > 0)
                 {
                     if (_inFlight + _othersInFlight >= limits.ConcurrentRequests) return ("concurrent_requests", TimeSpan.FromSeconds(1));
-                    if (shares.Count > 1 && _admittedSinceSync + 1 > shares.Of(limits.ConcurrentRequests - (_synced ? _knownInFlightAtSync : 0)))
-                        return ("concurrent_requests", TimeSpan.FromSeconds(1));
+                    if (shares.Count > 1)
+                    {
+                        var share = shares.Of(limits.ConcurrentRequests - (_synced ? _knownInFlightAtSync : 0));
+                        if (_admittedSinceSync + 1 > share) return ("concurrent_requests", TimeSpan.FromSeconds(1));
+                        shareSpent |= _admittedSinceSync + 1 == share;
+                    }
                 }
                 var w = now.PreviousWeight;
                 if (limits.RequestsPerMinute > 0)
@@ -252,8 +263,12 @@ internal sealed class GatewayRateLimiter
                     var requests = (_own[1].Requests + _others[1].Requests) * w + _own[0].Requests + _others[0].Requests;
                     if (requests + 1 > limits.RequestsPerMinute) return ("requests_per_minute", now.UntilNextMinute);
                     // Between syncs, only this process's share of what was left: a burst across N processes then stays within the limit.
-                    if (shares.Count > 1 && _admittedSinceSync + 1 > shares.Of(limits.RequestsPerMinute - (_synced ? _knownRequestsAtSync : 0)))
-                        return ("requests_per_minute", TimeSpan.FromSeconds(1));
+                    if (shares.Count > 1)
+                    {
+                        var share = shares.Of(limits.RequestsPerMinute - (_synced ? _knownRequestsAtSync : 0));
+                        if (_admittedSinceSync + 1 > share) return ("requests_per_minute", TimeSpan.FromSeconds(1));
+                        shareSpent |= _admittedSinceSync + 1 == share;
+                    }
                 }
                 if (limits.TokensPerMinute > 0)
                 {
