@@ -121,7 +121,7 @@ public sealed class SharedRateLimitProcessTests(ITestOutputHelper output)
         // Each admitted call streams for about 1.2 s. A burst of 12 across the three processes: at most 4 at once.
         var first = Wave(12, "first");
         await Task.Delay(500);
-        // While those run (and every process has synced), a second burst finds no free slot anywhere.
+        // While those run (and every process has synced), a second burst: it counts against the same bound.
         var second = await Wave(6, "second");
         var firstDone = await first;
         var admittedFirst = firstDone.Count(r => r.Status == HttpStatusCode.OK);
