@@ -45,7 +45,9 @@ public static class TollgateCli
 
         try
         {
-            return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            // ProcessTerminationTimeout = null: System.CommandLine would otherwise answer SIGTERM by ending the program
+            // two seconds later with exit code 130, cutting the server's graceful shutdown (the host handles SIGTERM itself).
+            return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
         }
         catch (Exception e) when (e is System.Data.Common.DbException or ArgumentException or FormatException
                                       or Microsoft.Extensions.Options.OptionsValidationException or IOException

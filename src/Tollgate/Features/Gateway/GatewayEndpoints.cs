@@ -12,8 +12,18 @@ internal static class GatewayEndpoints
         services.AddSingleton<IValidateOptions<GatewayOptions>, GatewayOptionsValidator>();
         services.AddOptions<GatewayRateLimitOptions>().BindConfiguration(GatewayOptions.Section + ":RateLimits")
             .Validate(o => Valid(o.PerKey) && Valid(o.PerAccount), "Tollgate:Gateway:RateLimits: limits must be 0 (unlimited) or positive.")
+            .Validate(o => o.SyncIntervalMs is >= 10 and <= 10_000, "Tollgate:Gateway:RateLimits:SyncIntervalMs must be 10–10000.")
+            .Validate(o => o.LeaseSeconds is >= 1 and <= 600 && o.LeaseSeconds * 1000 >= 3 * o.SyncIntervalMs,
+                "Tollgate:Gateway:RateLimits:LeaseSeconds must be 1–600 and at least three sync intervals.")
             .ValidateOnStart();
         services.AddSingleton<GatewayRateLimiter>();
+        services.AddSingleton<IRateLimitStore, PostgresRateLimitStore>();
+        services.AddSingleton<RateLimitSync>();
+        services.AddSingleton<GatewayCallTracker>();
+        services.AddHostedService<GatewayLifecycle>();
+        // Kestrel's graceful stop waits this long for requests in flight (streams included) before aborting them.
+        services.AddOptions<HostOptions>().Configure<IOptions<GatewayOptions>>((host, gateway) =>
+            host.ShutdownTimeout = TimeSpan.FromSeconds(gateway.Value.ShutdownGraceSeconds));
         ProviderRegistry.Register(services);
         services.AddSingleton<ModelRouter>();
         services.AddSingleton<GatewayBilling>();
@@ -26,10 +36,25 @@ internal static class GatewayEndpoints
     public static void MapGateway(this IEndpointRouteBuilder routes)
     {
         var v1 = routes.MapGroup("/v1").WithTags("Gateway");
-        v1.MapPost("/chat/completions", (HttpContext http, GatewayHandler handler) => handler.HandleAsync(http, ApiDialect.OpenAi));
-        v1.MapPost("/messages", (HttpContext http, GatewayHandler handler) => handler.HandleAsync(http, ApiDialect.Anthropic));
+        v1.MapPost("/chat/completions", (HttpContext http, GatewayHandler handler, GatewayCallTracker calls) => Tracked(calls, handler.HandleAsync(http, ApiDialect.OpenAi)));
+        v1.MapPost("/messages", (HttpContext http, GatewayHandler handler, GatewayCallTracker calls) => Tracked(calls, handler.HandleAsync(http, ApiDialect.Anthropic)));
         v1.MapGet("/models", ListModels);
         v1.MapGet("/models/{**id}", GetModel);
+    }
+
+    /// <summary>Counts the call as in flight until it has settled, so shutdown waits for it.</summary>
+    private static async Task Tracked(GatewayCallTracker calls, Task call)
+    {
+        // Entered before the handler's first await: the call has not yielded yet, so it cannot have finished.
+        calls.Enter();
+        try
+        {
+            await call;
+        }
+        finally
+        {
+            calls.Exit();
+        }
     }
 
     private static async Task<IResult> ListModels(HttpContext http, ApiKeyAuthenticator authenticator, ModelRouter router, Plans.PlanCatalog plans)

@@ -41,7 +41,8 @@ internal sealed partial class GatewayHandler
                 return;
             }
             using var _ = upstream;
-            using var total = CancellationTokenSource.CreateLinkedTokenSource(clientGone);
+            // Shutdown's deadline ends the call too, a little before the server would drop the connection.
+            using var total = CancellationTokenSource.CreateLinkedTokenSource(clientGone, calls.ShutdownDeadline);
             total.CancelAfter(target.Provider.Timeout);
             HttpResponseMessage response;
             try
@@ -230,6 +231,12 @@ internal sealed partial class GatewayHandler
         catch (Exception e) when (e is OperationCanceledException or HttpRequestException or IOException or InvalidDataException or JsonException)
         {
             if (http.RequestAborted.IsCancellationRequested) outcome = CallOutcome.ClientAborted;
+            else if (calls.ShutdownDeadline.IsCancellationRequested)
+            {
+                // The server is stopping and its grace period is up: end the stream cleanly, charged for what was relayed.
+                outcome = CallOutcome.CutOff;
+                relay.WriteError(final, "server_shutting_down", "The gateway is restarting and its grace period ran out: the answer was cut off, and only the part delivered is charged.");
+            }
             else
             {
                 outcome = CallOutcome.UpstreamFailed;

@@ -36,6 +36,7 @@ internal sealed partial class GatewayHandler(
     Budgets.BudgetService budgets,
     Alerts.AlertService alerts,
     Infrastructure.Metrics.TollgateMetrics metrics,
+    GatewayCallTracker calls,
     Marketplace.MarketplaceService market,
     IOptions<Byok.ByokOptions> byokOptions,
     IOptions<GatewayOptions> options,

@@ -29,6 +29,12 @@ public sealed record GatewayOptions
     /// client, e.g. <c>Fallbacks:openai/gpt-4o: ["azure/gpt-4o"]</c>.
     /// </summary>
     public Dictionary<string, string[]> Fallbacks { get; init; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// On SIGTERM: how long calls in flight (streams included) may run on while the server refuses new connections;
+    /// calls still running then are cancelled and charged for what they delivered. Sets the host's shutdown timeout.
+    /// </summary>
+    public int ShutdownGraceSeconds { get; init; } = 30;
 }
 
 public enum ProviderKind { OpenAi, Anthropic, Demo }
@@ -84,6 +90,7 @@ internal sealed class GatewayOptionsValidator : IValidateOptions<GatewayOptions>
         if (o.DefaultMaxOutputTokens is < 1 or > 1_000_000) errors.Add("Tollgate:Gateway:DefaultMaxOutputTokens must be 1–1,000,000.");
         if (o.MinClampedOutputTokens is < 1 or > 1_000_000) errors.Add("Tollgate:Gateway:MinClampedOutputTokens must be 1–1,000,000.");
         if (o.MaxRequestBodyBytes < 1024) errors.Add("Tollgate:Gateway:MaxRequestBodyBytes must be at least 1024.");
+        if (o.ShutdownGraceSeconds is < 0 or > 3600) errors.Add("Tollgate:Gateway:ShutdownGraceSeconds must be 0–3600.");
         if (o.MaxResponseBodyBytes < 1024) errors.Add("Tollgate:Gateway:MaxResponseBodyBytes must be at least 1024.");
         foreach (var (model, alternatives) in o.Fallbacks)
         {
