@@ -217,7 +217,10 @@ internal static class WalletSignInEndpoints
         var d = await DashboardAuth.LoadAsync(http, ct);
         if (!await DashboardAuth.ValidFormAsync(http)) return DashboardEndpoints.Forged(http, d);
         var form = await http.Request.ReadFormAsync(ct);
-        var (session, error) = await service.SignInAsync(form["message"].ToString(), form["signature"].ToString(), ct);
+        // Form submission turns every line break of a field into CRLF (HTML's form-data rules); the wallet signed LF, and
+        // a SIWE message never holds a CR, so this restores exactly the signed text.
+        var message = form["message"].ToString().Replace("\r\n", "\n", StringComparison.Ordinal);
+        var (session, error) = await service.SignInAsync(message, form["signature"].ToString(), ct);
         if (session is null) return DashboardEndpoints.SignInPage(http, d, "Wallet sign-in failed: " + error!.Detail, status: error.Status);
         http.Response.Cookies.Delete(DashboardAuth.OperatorCookie);
         http.Response.Cookies.Append(DashboardAuth.SessionCookie, session.Token, DashboardAuth.Cookie(http, session.ExpiresAt));
