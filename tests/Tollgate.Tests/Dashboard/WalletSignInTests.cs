@@ -1,4 +1,5 @@
 using System.Net.Http.Headers;
+using System.Text.RegularExpressions;
 using Tollgate.Features.Payments.Crypto;
 using Tollgate.Tests.Api;
 using Tollgate.Tests.Metering;
@@ -11,7 +12,7 @@ namespace Tollgate.Tests.Dashboard;
 /// session in its account; replayed nonces, wrong domain or chain, expired messages, foreign signatures and unlinked
 /// wallets are refused and create nothing. No chain is needed (the watcher is off, so the RPC URL is never called).
 /// </summary>
-public sealed class WalletSignInTests() : EngineApps(Settings(signUp: false))
+public sealed class WalletSignInTests() : EngineApps(new Dictionary<string, string?>(Settings(signUp: false)) { ["Tollgate:Dashboard:SecureCookies"] = "true" })
 {
     internal const string Domain = "tollgate.example.com";
     internal const string Uri = "https://tollgate.example.com";
@@ -169,5 +170,53 @@ public sealed class WalletSignInTests() : EngineApps(Settings(signUp: false))
         var again = await MeteringApi.BodyAsync(await SignInAsync(app.Anonymous, second, wallet.PersonalSign(second)), HttpStatusCode.Created);
         Assert.Equal(session.Str("account_id"), again.Str("account_id"));
         Assert.Equal("owner", again.Str("role"));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task The_dashboard_form_needs_its_token_and_sets_the_same_session_cookie_as_a_password_sign_in(string engine)
+    {
+        var app = App(engine);
+        using var customer = await app.CustomerAsync(0);
+        var wallet = TestWallet.Random();
+        await customer.LinkWalletAsync(wallet);
+        using var browser = new HttpClient(new HttpClientHandler { UseCookies = false, AllowAutoRedirect = false }) { BaseAddress = app.BaseAddress };
+        var page = await browser.GetAsync("/");
+        var html = await page.Content.ReadAsStringAsync();
+        Assert.Contains("Sign in with wallet", html);
+        Assert.Contains("<script src=\"/dashboard-wallet.js\" defer></script>", html);
+        var csrfCookie = page.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("tg_csrf=", StringComparison.Ordinal)).Split(';')[0];
+        var token = Regex.Match(html, "name=\"__csrf\" value=\"([^\"]+)\"").Groups[1].Value;
+        var script = await browser.GetAsync("/dashboard-wallet.js");
+        Assert.Equal("text/javascript", script.Content.Headers.ContentType!.MediaType);
+        Assert.Contains("personal_sign", await script.Content.ReadAsStringAsync());
+
+        var message = (await SignInNonceAsync(app.Anonymous, wallet.Address)).GetProperty("message").GetString()!;
+        // A browser submits the hidden field's line breaks as CRLF (HTML form encoding); the signature is over the LF text.
+        HttpRequestMessage Form(string? csrf, string signature) => new(HttpMethod.Post, "/sign-in/wallet")
+        {
+            Content = new FormUrlEncodedContent(new Dictionary<string, string>
+            {
+                ["message"] = message.Replace("\n", "\r\n", StringComparison.Ordinal), ["signature"] = signature, ["__csrf"] = csrf ?? "",
+            }),
+            Headers = { { "Cookie", csrfCookie } },
+        };
+        static bool SetsSession(HttpResponseMessage r) => r.Headers.TryGetValues("Set-Cookie", out var all) && all.Any(c => c.StartsWith("tg_session=", StringComparison.Ordinal));
+
+        var forged = await browser.SendAsync(Form(null, wallet.PersonalSign(message)));
+        Assert.Equal(HttpStatusCode.BadRequest, forged.StatusCode);
+        Assert.False(SetsSession(forged));
+        var wrongKey = await browser.SendAsync(Form(token, TestWallet.Random().PersonalSign(message)));
+        Assert.Equal(HttpStatusCode.Unauthorized, wrongKey.StatusCode);
+        Assert.Contains("Wallet sign-in failed", await wrongKey.Content.ReadAsStringAsync());
+        Assert.False(SetsSession(wrongKey));
+
+        var signedIn = await browser.SendAsync(Form(token, wallet.PersonalSign(message)));
+        Assert.Equal(HttpStatusCode.Redirect, signedIn.StatusCode);
+        var session = signedIn.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("tg_session=", StringComparison.Ordinal));
+        Assert.StartsWith("tg_session=tg_sess_", session);
+        foreach (var attribute in new[] { "secure", "httponly", "samesite=strict", "path=/", "expires=" }) Assert.Contains(attribute, session.ToLowerInvariant());
+        using var api = new HttpClient { BaseAddress = app.BaseAddress };
+        api.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", session.Split(';')[0]["tg_session=".Length..]);
+        Assert.Equal(customer.AccountId, (await api.GetFromJsonAsync<JsonElement>("/api/v1/account")).Str("id"));
     }
 }
