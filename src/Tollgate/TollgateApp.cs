@@ -113,6 +113,7 @@ public static class TollgateApp
         Features.Statements.StatementEndpoints.AddStatements(services);
         Features.Marketplace.MarketplaceEndpoints.AddMarketplace(services);
         var cryptoEnabled = Features.Payments.Crypto.CryptoRegistration.AddCryptoPayments(services, builder.Configuration);
+        if (cryptoEnabled) Features.Dashboard.WalletSignInEndpoints.AddWalletSignIn(services);
 
         services.ConfigureHttpJsonOptions(o => ConfigureJson(o.SerializerOptions));
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -153,7 +154,11 @@ public static class TollgateApp
         Features.Payments.Stripe.StripeEndpoints.MapStripe(app);
         Features.Plans.AdminPlanEndpoints.MapAdminPlans(app);
         Features.Plans.SubscriptionEndpoints.MapSubscriptions(app);
-        if (cryptoEnabled) Features.Payments.Crypto.CryptoEndpoints.MapCryptoPayments(app);
+        if (cryptoEnabled)
+        {
+            Features.Payments.Crypto.CryptoEndpoints.MapCryptoPayments(app);
+            Features.Dashboard.WalletSignInEndpoints.MapWalletSignIn(app);
+        }
         Features.Statements.StatementEndpoints.MapStatements(app);
         Features.Marketplace.MarketplaceEndpoints.MapMarketplace(app);
         app.MapAdminPricing();

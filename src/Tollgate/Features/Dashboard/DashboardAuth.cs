@@ -17,6 +17,15 @@ public sealed record DashboardOptions
     public bool SecureCookies { get; init; }
     /// <summary>How long an operator stays signed in with the admin key (hours).</summary>
     public int OperatorSessionHours { get; init; } = 8;
+    /// <summary>
+    /// Wallet sign-in (needs <c>Tollgate:Crypto:Enabled</c>) of a wallet linked to no account: false (default) refuses it
+    /// with <c>wallet_not_linked</c>; true creates a prepaid account for it, linked to it, with the wallet as owner.
+    /// </summary>
+    public bool WalletSignUp { get; init; }
+    /// <summary>The role a linked wallet gets in its account at its first wallet sign-in (linking it took an owner or admin).</summary>
+    public string WalletMemberRole { get; init; } = Roles.Admin;
+    /// <summary>Sign-in nonces one client IP address may ask for per minute (the route needs no credentials).</summary>
+    public int WalletNoncesPerMinute { get; init; } = 30;
 }
 
 /// <summary>Who is looking at a dashboard page, and the antiforgery token its forms carry.</summary>
@@ -56,6 +65,8 @@ internal static class DashboardAuth
     {
         services.AddOptions<DashboardOptions>().BindConfiguration(DashboardOptions.Section)
             .Validate(o => o.OperatorSessionHours is >= 1 and <= 168, "Tollgate:Dashboard:OperatorSessionHours must be 1–168.")
+            .Validate(o => Roles.IsValid(o.WalletMemberRole), "Tollgate:Dashboard:WalletMemberRole must be owner, admin, member or viewer.")
+            .Validate(o => o.WalletNoncesPerMinute is >= 1 and <= 10_000, "Tollgate:Dashboard:WalletNoncesPerMinute must be 1–10000.")
             .ValidateOnStart();
         services.AddSingleton<DashboardStore>();
         services.AddAntiforgery(o =>

@@ -68,7 +68,7 @@ internal static class DashboardEndpoints
         return Results.Content(html, "text/html; charset=utf-8", Encoding.UTF8, status);
     }
 
-    private static IResult SignInPage(HttpContext http, DashboardContext d, string? error = null, string? email = null, int status = 200) =>
+    internal static IResult SignInPage(HttpContext http, DashboardContext d, string? error = null, string? email = null, int status = 200) =>
         HtmlPage(http, Page("Sign in", d, $"""
             {Notice(error, error: true)}
             <form method="post" action="/sign-in" class="card narrow">
@@ -78,8 +78,24 @@ internal static class DashboardEndpoints
               <div class="field"><label for="account">Account id <span class="muted">(only if you belong to several)</span></label><input id="account" name="account" autocomplete="off"></div>
               <button type="submit">Sign in</button>
             </form>
+            {WalletSignInForm(http, d)}
             <p class="muted">Operators: <a href="/admin/sign-in">sign in with the admin key</a>.</p>
             """, "/"), status);
+
+    /// <summary>
+    /// The "Sign in with wallet" button (when crypto payments are on): disabled until /dashboard-wallet.js finds a wallet,
+    /// whose signature it posts in this form.
+    /// </summary>
+    private static string WalletSignInForm(HttpContext http, DashboardContext d) =>
+        !http.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<Payments.Crypto.CryptoOptions>>().Value.Enabled ? "" : $"""
+            <form method="post" action="/sign-in/wallet" id="wallet-form" class="card narrow">
+              {Csrf(d)}
+              <input type="hidden" name="message"><input type="hidden" name="signature">
+              <button type="button" id="wallet-sign-in" disabled>Sign in with wallet</button>
+              <p class="muted" id="wallet-status" role="status" aria-live="polite">Sign-In with Ethereum: your wallet signs a one-time message; no transaction, no gas.</p>
+            </form>
+            <script src="/dashboard-wallet.js" defer></script>
+            """;
 
     /// <summary>A 400 page for a POST without a valid antiforgery token: nothing was changed.</summary>
     internal static IResult Forged(HttpContext http, DashboardContext d) =>

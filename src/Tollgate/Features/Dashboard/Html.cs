@@ -123,7 +123,7 @@ internal static class Html
         :focus-visible{outline:3px solid #f0a500;outline-offset:2px}
         .notice{padding:.6rem .8rem;border-radius:4px;background:#e8f3ff;border:1px solid #b6d4fe}.notice.error{background:#fdecea;border-color:#f5c2c0;color:var(--bad)}
         .secret{font-family:ui-monospace,monospace;word-break:break-all;background:#f6f8fa;padding:.5rem;border:1px dashed var(--line)}
-        meter{width:100%;height:1rem}.narrow{max-width:26rem}
+        meter{width:100%;height:1rem}.narrow{max-width:26rem}#wallet-form{margin-top:1rem}
         .chart svg{width:100%;height:auto;max-height:14rem}.chart .bar{fill:var(--accent)}.chart .axis{stroke:var(--line)}.chart text{font-size:11px;fill:var(--muted)}
         .filters{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:flex-end}.filters .field{margin:0}
         @media (max-width:40rem){.who{margin-left:0}main{padding:.75rem}.big{font-size:1.3rem}}

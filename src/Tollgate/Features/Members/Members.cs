@@ -46,7 +46,8 @@ internal sealed class MemberService(Database db, IAccountStore accounts, TimePro
     public static string NormalizeEmail(string email) => email.Trim().ToLowerInvariant();
 
     public static bool IsValidEmail(string? email) =>
-        email is { Length: > 3 and <= 254 } && MailAddress.TryCreate(email.Trim(), out var parsed) && parsed.Address == email.Trim();
+        email is { Length: > 3 and <= 254 } && MailAddress.TryCreate(email.Trim(), out var parsed) && parsed.Address == email.Trim()
+        && !email.Trim().EndsWith(WalletEmailDomain, StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Adds a member (creating the user with <paramref name="password"/> if the email is new); null if the account does not exist.</summary>
     public async Task<MemberView?> AddAsync(string accountId, string email, string? password, string role, CancellationToken ct)
@@ -120,6 +121,13 @@ internal sealed class MemberService(Database db, IAccountStore accounts, TimePro
             "SELECT account_id, role FROM memberships WHERE user_id = @userId ORDER BY created_at", new { userId = user.id }, cancellationToken: ct))).ToList();
         var chosen = accountId is null ? (memberships.Count == 1 ? memberships[0] : default) : memberships.FirstOrDefault(m => m.account_id == accountId);
         if (chosen.account_id is null) return null;
+        var (token, expires) = await StartSessionAsync(c, null, user.id, chosen.account_id, ct);
+        return (token, expires, chosen.account_id, chosen.role);
+    }
+
+    private async Task<(string Token, DateTimeOffset ExpiresAt)> StartSessionAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction? tx,
+        string userId, string accountId, CancellationToken ct)
+    {
         var token = SessionPrefix + Secrets.RandomBase62(43);
         var now = time.GetUtcNow();
         var expires = now + SessionLifetime;
@@ -127,10 +135,53 @@ internal sealed class MemberService(Database db, IAccountStore accounts, TimePro
             INSERT INTO sessions (id, token_hash, user_id, account_id, created_at, expires_at) VALUES (@id, @hash, @userId, @accountId, @now, @expires)
             """, new
         {
-            id = Secrets.RandomId("sess_"), hash = Secrets.Hash(token), userId = user.id, accountId = chosen.account_id,
+            id = Secrets.RandomId("sess_"), hash = Secrets.Hash(token), userId, accountId,
             now = UnixMicros.From(now), expires = UnixMicros.From(expires),
-        }, cancellationToken: ct));
-        return (token, expires, chosen.account_id, chosen.role);
+        }, tx, cancellationToken: ct));
+        return (token, expires);
+    }
+
+    /// <summary>
+    /// The e-mail a wallet's user carries (users need one): the address at the reserved <c>.invalid</c> domain, which
+    /// <see cref="IsValidEmail"/> refuses, so nobody can create, or set a password for, a user that wallet sign-in will use.
+    /// </summary>
+    public static string WalletEmail(string address) => address.ToLowerInvariant() + WalletEmailDomain;
+
+    private const string WalletEmailDomain = "@wallet.invalid";
+
+    /// <summary>
+    /// Signs a wallet (lower-case address, already proven by its signature) in to <paramref name="accountId"/>: its user is
+    /// created on first use (no usable password), and becomes a member with <paramref name="roleIfNew"/> unless it already
+    /// is one (then its role stays). Returns the session and the member's role.
+    /// </summary>
+    public async Task<(string Token, DateTimeOffset ExpiresAt, string Role)> SignInWalletAsync(string address, string accountId, string roleIfNew, CancellationToken ct)
+    {
+        address = address.ToLowerInvariant();
+        var now = time.GetUtcNowMicros();
+        await using var c = await db.OpenAsync(ct);
+        await using var tx = await c.BeginTransactionAsync(ct);
+        var userId = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            "SELECT user_id FROM wallet_users WHERE address = @address", new { address }, tx, cancellationToken: ct));
+        if (userId is null)
+        {
+            userId = Secrets.RandomId("user_");
+            var email = WalletEmail(address);
+            // A random password nobody ever sees: the user exists for memberships and sessions, not for password sign-in.
+            var hash = Hasher.HashPassword(new MemberUser(userId, email), Secrets.RandomBase62(40));
+            await c.ExecuteAsync(new CommandDefinition("INSERT INTO users (id, email, password_hash, created_at) VALUES (@userId, @email, @hash, @now)",
+                new { userId, email, hash, now }, tx, cancellationToken: ct));
+            await c.ExecuteAsync(new CommandDefinition("INSERT INTO wallet_users (address, user_id, created_at) VALUES (@address, @userId, @now)",
+                new { address, userId, now }, tx, cancellationToken: ct));
+        }
+        await c.ExecuteAsync(new CommandDefinition("""
+            INSERT INTO memberships (account_id, user_id, role, created_at) VALUES (@accountId, @userId, @role, @now)
+            ON CONFLICT (account_id, user_id) DO NOTHING
+            """, new { accountId, userId, role = roleIfNew, now }, tx, cancellationToken: ct));
+        var role = await c.QuerySingleAsync<string>(new CommandDefinition(
+            "SELECT role FROM memberships WHERE account_id = @accountId AND user_id = @userId", new { accountId, userId }, tx, cancellationToken: ct));
+        var (token, expires) = await StartSessionAsync(c, tx, userId, accountId, ct);
+        await tx.CommitAsync(ct);
+        return (token, expires, role);
     }
 
     private static readonly string DummyHash = Hasher.HashPassword(new MemberUser("", ""), "not a password of anyone");

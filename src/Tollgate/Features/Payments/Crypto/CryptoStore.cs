@@ -37,8 +37,27 @@ internal sealed class CryptoStore(Database db, TimeProvider time)
     public async Task<int> DeleteExpiredNoncesAsync(DateTimeOffset before, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
+        // The dashboard's sign-in nonces (Features/Dashboard/WalletSignIn.cs) age out on the same schedule.
         return await c.ExecuteAsync(new CommandDefinition("DELETE FROM wallet_nonces WHERE expires_at < @before",
+            new { before = UnixMicros.From(before) }, cancellationToken: ct))
+            + await c.ExecuteAsync(new CommandDefinition("DELETE FROM signin_nonces WHERE expires_at < @before",
             new { before = UnixMicros.From(before) }, cancellationToken: ct));
+    }
+
+    /// <summary>Links a wallet to a new account (wallet sign-up: its signature proved it); false when it is already linked.</summary>
+    public async Task<bool> TryInsertWalletAsync(string address, string accountId, long chainId, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        try
+        {
+            await c.ExecuteAsync(new CommandDefinition("INSERT INTO wallets (address, account_id, chain_id, linked_at) VALUES (@address, @accountId, @chainId, @now)",
+                new { address, accountId, chainId, now = time.GetUtcNowMicros() }, cancellationToken: ct));
+            return true;
+        }
+        catch (Exception e) when (DbErrors.IsUniqueViolation(e))
+        {
+            return false;
+        }
     }
 
     private sealed record NonceRow(string nonce, string account_id, string domain, string uri, long issued_at, long expires_at, long? used_at);
