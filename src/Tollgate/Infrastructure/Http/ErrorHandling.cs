@@ -25,7 +25,9 @@ public static partial class ErrorHandling
                 if (status >= 500)
                 {
                     var logger = context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Tollgate.Errors");
-                    LogUnhandled(logger, error, context.Request.Method, context.Request.Path);
+                    // An outage fails every request alike: one line each, not a stack trace each (the ledger logs its own failure once per batch).
+                    if (status == StatusCodes.Status503ServiceUnavailable) LogUnavailable(logger, context.Request.Method, context.Request.Path, Innermost(error));
+                    else LogUnhandled(logger, error, context.Request.Method, context.Request.Path);
                 }
                 context.Response.StatusCode = status;
                 if (GatewayError.IsGatewayPath(context.Request.Path))
@@ -81,6 +83,15 @@ public static partial class ErrorHandling
     /// <summary>System.Text.Json's message names the path and position but never echoes request content.</summary>
     private static string JsonMessage(JsonException e) =>
         e.Path is { Length: > 0 } path ? $"problem at {path}." : e.LineNumber is { } line ? $"problem at line {line + 1}." : "malformed JSON.";
+
+    private static string Innermost(Exception? e)
+    {
+        while (e?.InnerException is not null) e = e.InnerException;
+        return e is null ? "" : $"{e.GetType().Name}: {e.Message}";
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Database unavailable on {Method} {Path}: {Cause}")]
+    private static partial void LogUnavailable(ILogger logger, string method, string path, string cause);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Unhandled error on {Method} {Path}")]
     private static partial void LogUnhandled(ILogger logger, Exception? e, string method, string path);
