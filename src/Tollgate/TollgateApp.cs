@@ -55,7 +55,8 @@ public static class TollgateApp
         // TryAdd: a test's configure callback may have put a manual clock in first.
         services.TryAddSingleton(TimeProvider.System);
         // A factory registration, so the container owns the data source and disposes it (closing pooled connections).
-        services.AddSingleton(_ => new Database(target));
+        var sqliteMaxSize = builder.Configuration.GetValue<long>("Tollgate:Sqlite:MaxSizeBytes", 0);
+        services.AddSingleton(_ => new Database(target, sqliteMaxSize));
         services.AddSingleton<Migrator>();
         services.AddSingleton<Infrastructure.Metrics.TollgateMetrics>();
         services.AddSingleton<Infrastructure.Metrics.PrometheusExporter>();

@@ -26,7 +26,7 @@ public static partial class ErrorHandling
                 {
                     var logger = context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Tollgate.Errors");
                     // An outage fails every request alike: one line each, not a stack trace each (the ledger logs its own failure once per batch).
-                    if (status == StatusCodes.Status503ServiceUnavailable) LogUnavailable(logger, context.Request.Method, context.Request.Path, Innermost(error));
+                    if (status is StatusCodes.Status503ServiceUnavailable or StatusCodes.Status507InsufficientStorage) LogUnavailable(logger, context.Request.Method, context.Request.Path, Innermost(error));
                     else LogUnhandled(logger, error, context.Request.Method, context.Request.Path);
                 }
                 context.Response.StatusCode = status;
@@ -59,6 +59,14 @@ public static partial class ErrorHandling
 
     internal static (int Status, string Code, string Detail) Map(Exception? error)
     {
+        // Before the ledger's wrapper below: a full or read-only SQLite file needs an operator, not a retry in a moment.
+        switch (error is null ? null : DbErrors.SqliteStorage(error))
+        {
+            case SqliteStorageProblem.Full:
+                return (507, "storage_full", "The database is full; nothing was changed. An operator must free space (or raise Tollgate:Sqlite:MaxSizeBytes).");
+            case SqliteStorageProblem.ReadOnly:
+                return (503, "database_read_only", "The database is read-only; nothing was changed. Reads still work; retry writes once it is writable again.");
+        }
         for (var e = error; e is not null; e = e.InnerException)
         {
             switch (e)
