@@ -72,6 +72,7 @@ public static class TollgateApp
         services.AddSingleton<AccountService>();
         services.AddSingleton<AdminKeys>();
         services.AddSingleton<ApiKeyAuthenticator>();
+        services.AddSingleton<AuthFailureLimiter>();
         services.AddSingleton<AuthorizationService>();
         services.AddSingleton<IUsageStore, UsageStore>();
         services.AddSingleton<Features.Analytics.AnalyticsStore>();
@@ -125,6 +126,7 @@ public static class TollgateApp
         app.Services.GetRequiredService<Infrastructure.Metrics.PrometheusExporter>();
         Infrastructure.Metrics.MetricsEndpoints.UseRequestMetrics(app);
         app.UseTollgateErrors();
+        Features.Admin.AdminAuthFilter.UseAdminKeyCheck(app);
         app.MapHealth();
         Infrastructure.Metrics.MetricsEndpoints.MapMetrics(app);
         app.MapAdminAccounts();

@@ -52,18 +52,44 @@ internal static class AdminAuthFilter
     /// <summary>Requires <c>Authorization: Bearer &lt;admin key&gt;</c> on every route of the group.</summary>
     public static RouteGroupBuilder RequireAdminKey(this RouteGroupBuilder group)
     {
-        group.AddEndpointFilter(async (context, next) =>
-        {
-            var keys = context.HttpContext.RequestServices.GetRequiredService<AdminKeys>();
-            if (!keys.IsAdmin(BearerToken(context.HttpContext.Request)))
-            {
-                context.HttpContext.Response.Headers.WWWAuthenticate = "Bearer";
-                return Problems.Unauthorized("An admin key is required: send 'Authorization: Bearer <admin key>'.");
-            }
-            return await next(context);
-        });
+        group.WithMetadata(new AdminOnly());
+        // Also checked here, so a group is protected even in a pipeline without UseAdminKeyCheck.
+        group.AddEndpointFilter(async (context, next) => await RefuseAsync(context.HttpContext) is { } refusal ? refusal : await next(context));
         return group;
     }
+
+    /// <summary>
+    /// Checks the admin key of routes marked by <see cref="RequireAdminKey"/> before their parameters are bound (an
+    /// endpoint filter runs after binding), so without the key a malformed body is a 401 like any other request, and
+    /// nobody learns a route's body schema from its 400s.
+    /// </summary>
+    public static void UseAdminKeyCheck(this IApplicationBuilder app) => app.Use(async (http, next) =>
+    {
+        if (http.GetEndpoint()?.Metadata.GetMetadata<AdminOnly>() is not null && await RefuseAsync(http) is { } refusal)
+        {
+            await refusal.ExecuteAsync(http);
+            return;
+        }
+        await next(http);
+    });
+
+    private static Task<IResult?> RefuseAsync(HttpContext http)
+    {
+        var keys = http.RequestServices.GetRequiredService<AdminKeys>();
+        var limiter = http.RequestServices.GetRequiredService<AuthFailureLimiter>();
+        var token = BearerToken(http.Request);
+        if (token is not null && limiter.RetryAfter(http) is { } wait)
+        {
+            http.Response.Headers.RetryAfter = AuthFailureLimiter.Seconds(wait);
+            return Task.FromResult<IResult?>(Problems.Create(StatusCodes.Status429TooManyRequests, "too_many_failed_attempts", AuthFailureLimiter.Message(wait)));
+        }
+        if (keys.IsAdmin(token)) return Task.FromResult<IResult?>(null);
+        if (token is not null) limiter.Failed(http);
+        http.Response.Headers.WWWAuthenticate = "Bearer";
+        return Task.FromResult<IResult?>(Problems.Unauthorized("An admin key is required: send 'Authorization: Bearer <admin key>'."));
+    }
+
+    private sealed record AdminOnly;
 
     public static string? BearerToken(HttpRequest request)
     {

@@ -56,9 +56,18 @@ internal sealed partial class GatewayHandler(
         http.Response.Headers["x-tollgate-request-id"] = requestId;
         var ct = http.RequestAborted;
 
-        var caller = await authenticator.AuthenticateAsync(PresentedKey(http.Request, dialect), ct);
+        var presented = PresentedKey(http.Request, dialect);
+        var failures = http.RequestServices.GetRequiredService<AuthFailureLimiter>();
+        if (presented is not null && failures.RetryAfter(http) is { } wait)
+        {
+            http.Response.Headers.RetryAfter = AuthFailureLimiter.Seconds(wait);
+            await new GatewayError(429, "too_many_failed_attempts", AuthFailureLimiter.Message(wait)) { Dialect = dialect }.ExecuteAsync(http);
+            return;
+        }
+        var caller = await authenticator.AuthenticateAsync(presented, ct);
         if (caller is null)
         {
+            if (presented is not null) failures.Failed(http);
             http.Response.Headers.WWWAuthenticate = "Bearer";
             await (GatewayError.InvalidApiKey() with { Dialect = dialect }).ExecuteAsync(http);
             return;

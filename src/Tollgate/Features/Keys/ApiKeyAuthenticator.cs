@@ -122,12 +122,19 @@ internal static class ApiKeyAuthFilter
         {
             var http = context.HttpContext;
             var token = AdminAuthFilter.BearerToken(http.Request);
+            var limiter = http.RequestServices.GetRequiredService<AuthFailureLimiter>();
+            if (token is not null && limiter.RetryAfter(http) is { } wait)
+            {
+                http.Response.Headers.RetryAfter = AuthFailureLimiter.Seconds(wait);
+                return Problems.Create(StatusCodes.Status429TooManyRequests, "too_many_failed_attempts", AuthFailureLimiter.Message(wait));
+            }
             // A dashboard session authenticates the self-service API too (with its member's role); API keys act as the account.
             var caller = Members.MemberService.IsSessionToken(token)
                 ? await http.RequestServices.GetRequiredService<Members.MemberService>().AuthenticateAsync(token!, http.RequestAborted)
                 : await http.RequestServices.GetRequiredService<ApiKeyAuthenticator>().AuthenticateAsync(token, http.RequestAborted);
             if (caller is null)
             {
+                if (token is not null) limiter.Failed(http);
                 http.Response.Headers.WWWAuthenticate = "Bearer";
                 return Problems.Create(StatusCodes.Status401Unauthorized, "invalid_api_key",
                     "A valid API key or session is required: send 'Authorization: Bearer tg_…'. It may be missing, unknown, expired or revoked.");
