@@ -121,6 +121,7 @@ public sealed class PostgresRestartTests(ITestOutputHelper output)
         // Every acknowledged gateway call was charged once, as its response said; a refused call holds or charges nothing.
         var charged = 0L;
         var stillHeld = 0L;
+        var inDoubt = 0;
         foreach (var call in all.Where(s => s.Kind == "gateway"))
         {
             if (call.RequestId is null) { Assert.NotEqual(200, call.Status); continue; }
@@ -131,9 +132,18 @@ public sealed class PostgresRestartTests(ITestOutputHelper output)
                 Assert.Equal(call.ChargeMicros, (await MeteringApi.BodyAsync(settle, HttpStatusCode.OK)).Long("amount_micros"));
                 charged += call.ChargeMicros;
             }
+            else if (settle.StatusCode == HttpStatusCode.OK)
+            {
+                // In doubt: the settlement's commit reached the server as it shut down, but its acknowledgement never
+                // came back, so the caller got a 503. Charged once (with its usage record), never twice; only a
+                // request in flight at the moment of the stop can end like this.
+                inDoubt++;
+                charged += (await MeteringApi.BodyAsync(settle, HttpStatusCode.OK)).Long("amount_micros");
+                Assert.NotNull(await app.Get<Tollgate.Features.Metering.IUsageStore>().GetAsync(customer.AccountId, call.RequestId, CancellationToken.None));
+            }
             else
             {
-                Assert.True(settle.StatusCode == HttpStatusCode.NotFound, $"{call.Id} was refused ({call.Status}) but settled: {await settle.Content.ReadAsStringAsync()}");
+                Assert.True(settle.StatusCode == HttpStatusCode.NotFound, $"{call.Id}: {(int)settle.StatusCode} {await settle.Content.ReadAsStringAsync()}");
                 // A hold placed just before the outage whose void could not be written either stays pending until it
                 // expires (then the sweeper voids it): held, never charged.
                 var hold = await app.Admin.GetAsync($"/admin/v1/transfers/gw:{customer.AccountId}:{call.RequestId}");
@@ -145,6 +155,7 @@ public sealed class PostgresRestartTests(ITestOutputHelper output)
             }
         }
 
+        Assert.True(inDoubt <= 6, $"{inDoubt} refused calls were settled; at most one per client can be in flight at the stop");
         var account = await MeteringApi.BodyAsync(await app.Admin.GetAsync($"/admin/v1/accounts/{customer.AccountId}"), HttpStatusCode.OK);
         Assert.Equal(SeedMicros - transfers.Count * TransferMicros - charged, account.Long("balance_micros"));
         Assert.Equal(stillHeld, account.Long("held_micros"));
