@@ -127,6 +127,7 @@ public static class TollgateApp
         Infrastructure.Metrics.MetricsEndpoints.UseRequestMetrics(app);
         app.UseTollgateErrors();
         Features.Admin.AdminAuthFilter.UseAdminKeyCheck(app);
+        ApiKeyAuthFilter.UseApiKeyCheck(app);
         app.MapHealth();
         Infrastructure.Metrics.MetricsEndpoints.MapMetrics(app);
         app.MapAdminAccounts();

@@ -232,6 +232,26 @@ public sealed class AbuseTests(AbuseFixture fixture) : IClassFixture<AbuseFixtur
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task Without_credentials_a_malformed_body_is_a_401_not_a_400_that_describes_the_body(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var checkedRoutes = 0;
+        foreach (var route in Routes(app).Where(r => r.HasBody && (r.Template.StartsWith("/api/v1", StringComparison.Ordinal) || r.Template.StartsWith("/admin/v1", StringComparison.Ordinal))))
+        {
+            var path = Fill(route.Template, "1");
+            // Only routes that want credentials (a well-formed empty body without any gets 401; sign-in does not).
+            using (var probe = new HttpRequestMessage(new HttpMethod(route.Method), path) { Content = new StringContent("{}", Encoding.UTF8, "application/json") })
+                if ((await app.Anonymous.SendAsync(probe)).StatusCode != HttpStatusCode.Unauthorized) continue;
+            using var request = new HttpRequestMessage(new HttpMethod(route.Method), path) { Content = new StringContent("""{"amount_micros":"not a number",""", Encoding.UTF8, "application/json") };
+            var response = await app.Anonymous.SendAsync(request);
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.Unauthorized, $"{route.Method} {path} without credentials: {(int)response.StatusCode} {body}");
+            checkedRoutes++;
+        }
+        Assert.True(checkedRoutes > 40, $"only {checkedRoutes} routes");
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Account_keys_reach_no_admin_route(string engine)
     {
         var app = await fixture.AppAsync(engine);
