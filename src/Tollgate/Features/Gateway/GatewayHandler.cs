@@ -45,6 +45,8 @@ internal sealed partial class GatewayHandler(
 
     private readonly GatewayOptions _options = options.Value;
 
+    public const string RequestIdItem = "tollgate.request_id";
+
     public static string NewRequestId() => "req_" + Guid.CreateVersion7().ToString("N");
 
     private static readonly IReadOnlySet<string> NoOwnKeys = new HashSet<string>();
@@ -54,6 +56,8 @@ internal sealed partial class GatewayHandler(
         var started = Stopwatch.GetTimestamp();
         var requestId = NewRequestId();
         http.Response.Headers["x-tollgate-request-id"] = requestId;
+        // The exception handler clears headers; it puts the id back from here, so even a 503 names its hold.
+        http.Items[RequestIdItem] = requestId;
         var ct = http.RequestAborted;
 
         var presented = PresentedKey(http.Request, dialect);

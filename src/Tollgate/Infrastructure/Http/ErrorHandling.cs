@@ -30,6 +30,7 @@ public static partial class ErrorHandling
                     else LogUnhandled(logger, error, context.Request.Method, context.Request.Path);
                 }
                 context.Response.StatusCode = status;
+                if (context.Items[GatewayHandler.RequestIdItem] is string requestId) context.Response.Headers["x-tollgate-request-id"] = requestId;
                 if (GatewayError.IsGatewayPath(context.Request.Path))
                     await new GatewayError(status, code, detail) { Dialect = GatewayError.DialectFor(context.Request.Path) }.ExecuteAsync(context);
                 else await Problems.Create(status, code, detail).ExecuteAsync(context);
