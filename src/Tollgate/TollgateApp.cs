@@ -56,7 +56,8 @@ public static class TollgateApp
         // TryAdd: a test's configure callback may have put a manual clock in first.
         services.TryAddSingleton(TimeProvider.System);
         // A factory registration, so the container owns the data source and disposes it (closing pooled connections).
-        services.AddSingleton(_ => new Database(target));
+        var sqliteMaxSize = builder.Configuration.GetValue<long>("Tollgate:Sqlite:MaxSizeBytes", 0);
+        services.AddSingleton(_ => new Database(target, sqliteMaxSize));
         services.AddSingleton<Migrator>();
         services.AddSingleton<Infrastructure.Metrics.TollgateMetrics>();
         services.AddSingleton<Infrastructure.Metrics.PrometheusExporter>();
@@ -76,6 +77,7 @@ public static class TollgateApp
         services.AddSingleton<SignInAttempts>();
         Features.Audit.AuditEndpoints.AddAudit(services);
         services.AddSingleton<ApiKeyAuthenticator>();
+        services.AddSingleton<AuthFailureLimiter>();
         services.AddSingleton<AuthorizationService>();
         services.AddSingleton<IUsageStore, UsageStore>();
         services.AddSingleton<Features.Analytics.AnalyticsStore>();
@@ -132,6 +134,8 @@ public static class TollgateApp
         RequestLogging.UseRequestIds(app);
         Infrastructure.Metrics.MetricsEndpoints.UseRequestMetrics(app);
         app.UseTollgateErrors();
+        Features.Admin.AdminAuthFilter.UseAdminKeyCheck(app);
+        ApiKeyAuthFilter.UseApiKeyCheck(app);
         app.MapHealth();
         Infrastructure.Metrics.MetricsEndpoints.MapMetrics(app);
         app.MapAdminAccounts();

@@ -48,6 +48,14 @@ public sealed class GatewayUpstreamFixture : IAsyncLifetime
         ["Tollgate:Providers:slow:FirstByteTimeoutSeconds"] = "1",
         ["Tollgate:Pricing:Models:slow/model:InputMtok"] = "0.15",
         ["Tollgate:Pricing:Models:slow/model:OutputMtok"] = "0.60",
+        // The fake again, with two seconds for the whole call (a stream that stalls midway).
+        ["Tollgate:Providers:stall:Kind"] = "openai",
+        ["Tollgate:Providers:stall:BaseUrl"] = fake.OpenAiBaseUrl.ToString(),
+        ["Tollgate:Providers:stall:ApiKey"] = "sk-stall",
+        ["Tollgate:Providers:stall:TimeoutSeconds"] = "2",
+        ["Tollgate:Providers:stall:FirstByteTimeoutSeconds"] = "1",
+        ["Tollgate:Pricing:Models:stall/model:InputMtok"] = "0.15",
+        ["Tollgate:Pricing:Models:stall/model:OutputMtok"] = "0.60",
         // No operator key: callable only with a customer's own key.
         ["Tollgate:Providers:byokonly:Kind"] = "openai",
         ["Tollgate:Providers:byokonly:BaseUrl"] = fake.OpenAiBaseUrl.ToString(),

@@ -58,24 +58,14 @@ internal static class AdminAuthFilter
     /// <summary>Requires <c>Authorization: Bearer &lt;admin key&gt;</c> on every route of the group.</summary>
     public static RouteGroupBuilder RequireAdminKey(this RouteGroupBuilder group)
     {
+        group.WithMetadata(new AdminOnly());
+        // Normally checked already by UseAdminKeyCheck (before binding); here too so a group is protected in any pipeline.
         group.AddEndpointFilter(async (context, next) =>
         {
             var http = context.HttpContext;
-            var keys = http.RequestServices.GetRequiredService<AdminKeys>();
-            var presented = BearerToken(http.Request);
-            var attempts = http.RequestServices.GetRequiredService<SignInAttempts>();
-            var ip = http.Connection.RemoteIpAddress;
-            // Someone guessing admin keys from one address is stopped before the comparison, right or wrong.
-            if (presented is not null && attempts.RetryAfter(SignInAttempts.AdminScope, ip, null) is { } wait) return SignInAttempts.TooMany(http, wait);
-            if (keys.Authenticate(presented) is not { } actor)
-            {
-                if (presented is not null) attempts.RecordFailure(SignInAttempts.AdminScope, ip, null);
-                http.Response.Headers.WWWAuthenticate = "Bearer";
-                return Problems.Unauthorized("An admin key is required: send 'Authorization: Bearer <admin key>'.");
-            }
-            http.Items[ActorItem] = actor;
+            if (await RefuseAsync(http) is { } refusal) return refusal;
             if (Audit.AuditFilter.IsMutation(http.Request.Method))
-                return await Audit.AuditFilter.AroundAsync(context, next, new Audit.AuditActor("admin", actor), null);
+                return await Audit.AuditFilter.AroundAsync(context, next, new Audit.AuditActor("admin", (string)http.Items[ActorItem]!), null);
             return await next(context);
         });
         return group;
@@ -83,6 +73,54 @@ internal static class AdminAuthFilter
 
     /// <summary>HttpContext item: the admin actor id of a request authenticated by <see cref="RequireAdminKey"/>.</summary>
     public const string ActorItem = "tollgate.admin_actor";
+
+    /// <summary>
+    /// Checks the admin key of routes marked by <see cref="RequireAdminKey"/> before their parameters are bound (an
+    /// endpoint filter runs after binding), so without the key a malformed body is a 401 like any other request, and
+    /// nobody learns a route's body schema from its 400s.
+    /// </summary>
+    public static void UseAdminKeyCheck(this IApplicationBuilder app) => app.Use(async (http, next) =>
+    {
+        if (http.GetEndpoint()?.Metadata.GetMetadata<AdminOnly>() is not null && await RefuseAsync(http) is { } refusal)
+        {
+            await refusal.ExecuteAsync(http);
+            return;
+        }
+        await next(http);
+    });
+
+    /// <summary>Null when the request carries a valid admin key (its actor id then in <see cref="ActorItem"/>), else the refusal.</summary>
+    private static Task<IResult?> RefuseAsync(HttpContext http)
+    {
+        if (http.Items.ContainsKey(ActorItem)) return Task.FromResult<IResult?>(null);
+        var keys = http.RequestServices.GetRequiredService<AdminKeys>();
+        var limiter = http.RequestServices.GetRequiredService<AuthFailureLimiter>();
+        var attempts = http.RequestServices.GetRequiredService<SignInAttempts>();
+        var ip = http.Connection.RemoteIpAddress;
+        var token = BearerToken(http.Request);
+        if (token is not null && limiter.RetryAfter(http) is { } wait)
+        {
+            http.Response.Headers.RetryAfter = AuthFailureLimiter.Seconds(wait);
+            return Task.FromResult<IResult?>(Problems.Create(StatusCodes.Status429TooManyRequests, "too_many_failed_attempts", AuthFailureLimiter.Message(wait)));
+        }
+        // Someone guessing admin keys from one address is stopped before the comparison, right or wrong.
+        if (token is not null && attempts.RetryAfter(SignInAttempts.AdminScope, ip, null) is { } slow)
+            return Task.FromResult<IResult?>(SignInAttempts.TooMany(http, slow));
+        if (keys.Authenticate(token) is { } actor)
+        {
+            http.Items[ActorItem] = actor;
+            return Task.FromResult<IResult?>(null);
+        }
+        if (token is not null)
+        {
+            limiter.Failed(http);
+            attempts.RecordFailure(SignInAttempts.AdminScope, ip, null);
+        }
+        http.Response.Headers.WWWAuthenticate = "Bearer";
+        return Task.FromResult<IResult?>(Problems.Unauthorized("An admin key is required: send 'Authorization: Bearer <admin key>'."));
+    }
+
+    private sealed record AdminOnly;
 
     public static string? BearerToken(HttpRequest request)
     {

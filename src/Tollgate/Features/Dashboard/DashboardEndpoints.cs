@@ -63,6 +63,8 @@ internal static class DashboardEndpoints
         // No framing by other sites, no inline script anywhere, and pages with balances and keys are not cached.
         http.Response.Headers.ContentSecurityPolicy = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'";
         http.Response.Headers.XContentTypeOptions = "nosniff";
+        // frame-ancestors above for current browsers; this for those that predate it.
+        http.Response.Headers.XFrameOptions = "DENY";
         http.Response.Headers.CacheControl = "no-store";
         http.Response.Headers["Referrer-Policy"] = "same-origin";
         return Results.Content(html, "text/html; charset=utf-8", Encoding.UTF8, status);

@@ -106,8 +106,10 @@ internal sealed class AnthropicNativeRelay(BpeEncoding encoding) : IStreamRelay
             }
             else ObserveParsed(type, e.Data);
         }
-        catch (JsonException)
+        catch (JsonException error)
         {
+            // As on the OpenAI wire: a frame no client can parse ends the stream with an error event.
+            throw new InvalidDataException("The provider sent a stream event that is not valid JSON.", error);
         }
         if (e.Name is not null)
         {

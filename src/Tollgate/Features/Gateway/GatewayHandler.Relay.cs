@@ -148,12 +148,14 @@ internal sealed partial class GatewayHandler
         TokenUsage? usage = null;
         long counted = 0;
         var anthropicBody = dialect == ApiDialect.Anthropic || IsTranslated(dialect, call.Target);
+        var answered = false;
         try
         {
             using var doc = JsonDocument.Parse(body);
             var root = doc.RootElement;
             if (root.ValueKind == JsonValueKind.Object)
             {
+                answered = true;
                 if (root.TryGetProperty("usage", out var u))
                     usage = anthropicBody ? AnthropicWire.ReadUsage(u) : OpenAiWire.ReadUsage(u);
                 if (usage is null)
@@ -164,7 +166,16 @@ internal sealed partial class GatewayHandler
         }
         catch (JsonException)
         {
-            // Relayed as it came; without usage the charge is estimated from the prompt alone.
+            // Handled below with any other body that is not an answer.
+        }
+        if (!answered)
+        {
+            // A 200 whose body is empty, truncated, an HTML page from a proxy or JSON but not an object is no answer:
+            // no client can use it, so nothing is charged and the caller gets an error it can retry on.
+            LogUpstreamFailed(logger, call.RequestId, call.Target.Provider.Name, $"a 200 answer that is not a JSON object ({body.Length} bytes)");
+            await FinishAsync(call, CallOutcome.UpstreamFailed, null, 0);
+            await (new GatewayError(502, "upstream_error", $"The provider '{call.Target.Provider.Name}' sent an answer that is not valid JSON.") { Dialect = dialect }).ExecuteAsync(http);
+            return;
         }
         var settlement = await FinishAsync(call, CallOutcome.Completed, usage, counted);
         http.Response.StatusCode = StatusCodes.Status200OK;

@@ -48,6 +48,8 @@ internal sealed partial class GatewayHandler(
 
     private readonly GatewayOptions _options = options.Value;
 
+    public const string RequestIdItem = "tollgate.request_id";
+
     public static string NewRequestId() => "req_" + Guid.CreateVersion7().ToString("N");
 
     private static readonly IReadOnlySet<string> NoOwnKeys = new HashSet<string>();
@@ -59,12 +61,23 @@ internal sealed partial class GatewayHandler(
         // x-request-id is only a label that may repeat, and holds and usage records are keyed on this id.
         var requestId = http.GetRequestId() is { FromClient: false } own ? own.Value : NewRequestId();
         http.Response.Headers["x-tollgate-request-id"] = requestId;
+        // The exception handler clears headers; it puts the id back from here, so even a 503 names its hold.
+        http.Items[RequestIdItem] = requestId;
         var ct = http.RequestAborted;
 
-        var caller = await authenticator.AuthenticateAsync(PresentedKey(http.Request, dialect), ct);
+        var presented = PresentedKey(http.Request, dialect);
+        var failures = http.RequestServices.GetRequiredService<AuthFailureLimiter>();
+        if (presented is not null && failures.RetryAfter(http) is { } wait)
+        {
+            http.Response.Headers.RetryAfter = AuthFailureLimiter.Seconds(wait);
+            await new GatewayError(429, "too_many_failed_attempts", AuthFailureLimiter.Message(wait)) { Dialect = dialect }.ExecuteAsync(http);
+            return;
+        }
+        var caller = await authenticator.AuthenticateAsync(presented, ct);
         if (caller is not null) http.SetCaller(caller);
         if (caller is null)
         {
+            if (presented is not null) failures.Failed(http);
             http.Response.Headers.WWWAuthenticate = "Bearer";
             await (GatewayError.InvalidApiKey() with { Dialect = dialect }).ExecuteAsync(http);
             return;

@@ -146,9 +146,11 @@ internal sealed class OpenAiStreamRelay(bool clientWantsUsage, BpeEncoding encod
                 }
             }
         }
-        catch (JsonException)
+        catch (JsonException error)
         {
-            // Not ours to judge: pass it on as it came.
+            // Every SDK stops at a frame it cannot parse, so relaying it only moves the failure to the client: end the
+            // stream here with an error event instead, charged for what was delivered before it.
+            throw new InvalidDataException("The provider sent a stream event that is not valid JSON.", error);
         }
         if (forward) Frame(output, e.Data.Span);
     }

@@ -53,7 +53,10 @@ internal sealed class SseReader(Stream body) : IAsyncDisposable
             if (_data.WrittenCount > MaxEventBytes) throw new InvalidDataException($"An upstream event exceeded {MaxEventBytes} bytes.");
             if (dispatched)
             {
-                _pipe.AdvanceTo(buffer.Start, buffer.End);
+                // Only what this event used counts as examined: the next event may already be buffered (a provider
+                // often flushes several in one packet), and marking it examined would make the next read wait for
+                // more bytes instead of returning it — forever, if the provider then stalls.
+                _pipe.AdvanceTo(buffer.Start);
                 return new SseEvent(_name, _data.WrittenMemory);
             }
             if (read.IsCompleted)

@@ -116,31 +116,66 @@ internal static class ApiKeyAuthFilter
     /// <summary>Requires <c>Authorization: Bearer tg_…</c> (a live API key) on every route of the group; 401 <c>invalid_api_key</c> otherwise.</summary>
     public static RouteGroupBuilder RequireApiKey(this RouteGroupBuilder group)
     {
+        group.WithMetadata(new ApiKeyRequired());
+        // Normally done already by UseApiKeyCheck (before binding); here too so a group is protected in any pipeline.
         group.AddEndpointFilter(async (context, next) =>
         {
             var http = context.HttpContext;
-            var token = AdminAuthFilter.BearerToken(http.Request);
-            // A dashboard session authenticates the self-service API too (with its member's role); API keys act as the account.
-            var caller = Members.MemberService.IsSessionToken(token)
-                ? await http.RequestServices.GetRequiredService<Members.MemberService>().AuthenticateAsync(token!, http.RequestAborted)
-                : await http.RequestServices.GetRequiredService<ApiKeyAuthenticator>().AuthenticateAsync(token, http.RequestAborted);
-            if (caller is null)
-            {
-                http.Response.Headers.WWWAuthenticate = "Bearer";
-                return Problems.Create(StatusCodes.Status401Unauthorized, "invalid_api_key",
-                    "A valid API key or session is required: send 'Authorization: Bearer tg_…'. It may be missing, unknown, expired or revoked.");
-            }
-            // Viewers and members read; changes to keys, provider keys and members need an owner or admin.
-            if (!HttpMethods.IsGet(http.Request.Method) && !caller.CanManage && context.HttpContext.GetEndpoint()?.Metadata.GetMetadata<ManagerOnly>() is not null)
-                return Problems.Create(StatusCodes.Status403Forbidden, "forbidden", $"Your role '{caller.Role}' cannot change this; an owner or admin can.");
-            http.Items[CallerItem] = caller;
+            if (!http.Items.ContainsKey(CallerItem) && await AuthenticateAsync(http) is { } refusal) return refusal;
             // Account-admin changes (the ManagersOnly groups) are audited; data-plane writes (usage, holds) are not.
             if (Audit.AuditFilter.IsMutation(http.Request.Method) && http.GetEndpoint()?.Metadata.GetMetadata<ManagerOnly>() is not null)
+            {
+                var caller = http.GetCaller();
                 return await Audit.AuditFilter.AroundAsync(context, next, Audit.AuditActor.For(caller), caller.AccountId);
+            }
             return await next(context);
         });
         return group;
     }
+
+    /// <summary>
+    /// Authenticates routes marked by <see cref="RequireApiKey"/> before their parameters are bound (an endpoint filter
+    /// runs after binding), so without a valid key a malformed body is a 401 like any other request.
+    /// </summary>
+    public static void UseApiKeyCheck(this IApplicationBuilder app) => app.Use(async (http, next) =>
+    {
+        if (http.GetEndpoint()?.Metadata.GetMetadata<ApiKeyRequired>() is not null && await AuthenticateAsync(http) is { } refusal)
+        {
+            await refusal.ExecuteAsync(http);
+            return;
+        }
+        await next(http);
+    });
+
+    /// <summary>Sets the caller, or returns the refusal.</summary>
+    private static async Task<IResult?> AuthenticateAsync(HttpContext http)
+    {
+        var token = AdminAuthFilter.BearerToken(http.Request);
+        var limiter = http.RequestServices.GetRequiredService<AuthFailureLimiter>();
+        if (token is not null && limiter.RetryAfter(http) is { } wait)
+        {
+            http.Response.Headers.RetryAfter = AuthFailureLimiter.Seconds(wait);
+            return Problems.Create(StatusCodes.Status429TooManyRequests, "too_many_failed_attempts", AuthFailureLimiter.Message(wait));
+        }
+        // A dashboard session authenticates the self-service API too (with its member's role); API keys act as the account.
+        var caller = Members.MemberService.IsSessionToken(token)
+            ? await http.RequestServices.GetRequiredService<Members.MemberService>().AuthenticateAsync(token!, http.RequestAborted)
+            : await http.RequestServices.GetRequiredService<ApiKeyAuthenticator>().AuthenticateAsync(token, http.RequestAborted);
+        if (caller is null)
+        {
+            if (token is not null) limiter.Failed(http);
+            http.Response.Headers.WWWAuthenticate = "Bearer";
+            return Problems.Create(StatusCodes.Status401Unauthorized, "invalid_api_key",
+                "A valid API key or session is required: send 'Authorization: Bearer tg_…'. It may be missing, unknown, expired or revoked.");
+        }
+        // Viewers and members read; changes to keys, provider keys and members need an owner or admin.
+        if (!HttpMethods.IsGet(http.Request.Method) && !caller.CanManage && http.GetEndpoint()?.Metadata.GetMetadata<ManagerOnly>() is not null)
+            return Problems.Create(StatusCodes.Status403Forbidden, "forbidden", $"Your role '{caller.Role}' cannot change this; an owner or admin can.");
+        http.Items[CallerItem] = caller;
+        return null;
+    }
+
+    private sealed record ApiKeyRequired;
 
     /// <summary>Marks a route group whose changes (non-GET) need an API key or an owner's or admin's session.</summary>
     public static RouteGroupBuilder ManagersOnly(this RouteGroupBuilder group) => group.WithMetadata(new ManagerOnly());

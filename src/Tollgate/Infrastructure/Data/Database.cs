@@ -14,10 +14,19 @@ public sealed class Database : IAsyncDisposable
     private readonly NpgsqlDataSource? _postgres;
     private readonly NpgsqlDataSource? _postgresLedgerWriter;
     private readonly string? _sqlite;
+    private readonly string _sqlitePragmas;
 
-    public Database(DatabaseTarget target)
+    /// <param name="sqliteMaxSizeBytes">
+    /// SQLite only, 0 = unlimited: the most the database file may grow to (<c>PRAGMA max_page_count</c> on every
+    /// connection). Writes beyond it fail with SQLITE_FULL, answered 507, as on a full disk — a cap an operator sets to
+    /// keep the embedded database from filling a small volume.
+    /// </param>
+    public Database(DatabaseTarget target, long sqliteMaxSizeBytes = 0)
     {
         Target = target;
+        // WAL lets readers run beside the single writer; FULL fsyncs the WAL on every commit.
+        _sqlitePragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
+            + (sqliteMaxSizeBytes > 0 ? $" PRAGMA max_page_count={Math.Max(1, sqliteMaxSizeBytes / SqlitePageSize)};" : "");
         if (target.Engine == DatabaseEngine.Postgres)
         {
             var b = new NpgsqlConnectionStringBuilder(target.ConnectionString);
@@ -44,6 +53,9 @@ public sealed class Database : IAsyncDisposable
     /// so requests queue behind sleeps. Waiting here wakes the next writer the moment the previous one commits.
     /// Other processes on the same file still meet in the busy handler (busy_timeout), as before.
     /// </summary>
+    /// <summary>SQLite's default page size, which Tollgate never changes.</summary>
+    private const long SqlitePageSize = 4096;
+
     public SemaphoreSlim SqliteWriteGate { get; } = new(1, 1);
 
     public DatabaseTarget Target { get; }
@@ -88,8 +100,7 @@ public sealed class Database : IAsyncDisposable
         var connection = new SqliteConnection(_sqlite ?? throw new InvalidOperationException("Not a SQLite database."));
         await connection.OpenAsync(ct);
         await using var cmd = connection.CreateCommand();
-        // WAL lets readers run beside the single writer; FULL fsyncs the WAL on every commit.
-        cmd.CommandText = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;";
+        cmd.CommandText = _sqlitePragmas;
         await cmd.ExecuteNonQueryAsync(ct);
         return connection;
     }

@@ -53,4 +53,27 @@ public static class DbErrors
     }
 
     public static bool IsUniqueViolation(Exception e) => Classify(e) == DbErrorKind.UniqueViolation;
+
+    /// <summary>
+    /// Why SQLite refused a write for good (until an operator acts): its file or disk is full (SQLITE_FULL), or it is
+    /// read-only (SQLITE_READONLY: a read-only file, mount or <c>Mode=ReadOnly</c>). Null for anything else.
+    /// </summary>
+    public static SqliteStorageProblem? SqliteStorage(Exception e)
+    {
+        for (var x = e; x is not null; x = x.InnerException)
+            if (x is SqliteException s)
+                return s.SqliteErrorCode switch
+                {
+                    SqliteFull => SqliteStorageProblem.Full,
+                    SqliteReadOnly => SqliteStorageProblem.ReadOnly,
+                    _ => null,
+                };
+        return null;
+    }
+}
+
+public enum SqliteStorageProblem
+{
+    Full,
+    ReadOnly,
 }

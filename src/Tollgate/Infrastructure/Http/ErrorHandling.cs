@@ -25,9 +25,12 @@ public static partial class ErrorHandling
                 if (status >= 500)
                 {
                     var logger = context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Tollgate.Errors");
-                    LogUnhandled(logger, error, context.Request.Method, context.Request.Path);
+                    // An outage fails every request alike: one line each, not a stack trace each (the ledger logs its own failure once per batch).
+                    if (status is StatusCodes.Status503ServiceUnavailable or StatusCodes.Status507InsufficientStorage) LogUnavailable(logger, context.Request.Method, context.Request.Path, Innermost(error));
+                    else LogUnhandled(logger, error, context.Request.Method, context.Request.Path);
                 }
                 context.Response.StatusCode = status;
+                if (context.Items[GatewayHandler.RequestIdItem] is string requestId) context.Response.Headers["x-tollgate-request-id"] = requestId;
                 if (GatewayError.IsGatewayPath(context.Request.Path))
                     await new GatewayError(status, code, detail) { Dialect = GatewayError.DialectFor(context.Request.Path) }.ExecuteAsync(context);
                 else await Problems.Create(status, code, detail).ExecuteAsync(context);
@@ -57,6 +60,14 @@ public static partial class ErrorHandling
 
     internal static (int Status, string Code, string Detail) Map(Exception? error)
     {
+        // Before the ledger's wrapper below: a full or read-only SQLite file needs an operator, not a retry in a moment.
+        switch (error is null ? null : DbErrors.SqliteStorage(error))
+        {
+            case SqliteStorageProblem.Full:
+                return (507, "storage_full", "The database is full; nothing was changed. An operator must free space (or raise Tollgate:Sqlite:MaxSizeBytes).");
+            case SqliteStorageProblem.ReadOnly:
+                return (503, "database_read_only", "The database is read-only; nothing was changed. Reads still work; retry writes once it is writable again.");
+        }
         for (var e = error; e is not null; e = e.InnerException)
         {
             switch (e)
@@ -81,6 +92,15 @@ public static partial class ErrorHandling
     /// <summary>System.Text.Json's message names the path and position but never echoes request content.</summary>
     private static string JsonMessage(JsonException e) =>
         e.Path is { Length: > 0 } path ? $"problem at {path}." : e.LineNumber is { } line ? $"problem at line {line + 1}." : "malformed JSON.";
+
+    private static string Innermost(Exception? e)
+    {
+        while (e?.InnerException is not null) e = e.InnerException;
+        return e is null ? "" : $"{e.GetType().Name}: {e.Message}";
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Database unavailable on {Method} {Path}: {Cause}")]
+    private static partial void LogUnavailable(ILogger logger, string method, string path, string cause);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Unhandled error on {Method} {Path}")]
     private static partial void LogUnhandled(ILogger logger, Exception? e, string method, string path);

@@ -48,6 +48,7 @@ public static class Problems
         422 => "Unprocessable Content",
         429 => "Too Many Requests",
         503 => "Service Unavailable",
+        507 => "Insufficient Storage",
         _ => "Error",
     };
 }

@@ -134,6 +134,16 @@ public sealed record FakeReply
     /// </summary>
     public bool LegacyAnthropicDeltaUsage { get; init; }
 
+    /// <summary>
+    /// Status 200 with exactly this body and nothing else: garbage JSON, an empty body (<c>""</c>) or hand-written,
+    /// possibly malformed SSE frames. Sent with <see cref="RawContentType"/>, default <c>text/event-stream</c> for a
+    /// streaming request and <c>application/json</c> otherwise.
+    /// </summary>
+    public string? RawBody { get; init; }
+
+    /// <summary>Content type of <see cref="RawBody"/>.</summary>
+    public string? RawContentType { get; init; }
+
     /// <summary>Abort the connection before sending any byte.</summary>
     public bool ResetBeforeAnyByte { get; init; }
 

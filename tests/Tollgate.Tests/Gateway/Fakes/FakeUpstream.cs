@@ -33,7 +33,7 @@ namespace Tollgate.Tests.Gateway.Fakes;
 /// max_tokens / max_completion_tokens cap the text chunks (finish_reason <c>length</c>, stop_reason <c>max_tokens</c>)
 /// unless <see cref="FakeReply.OutputTokens"/> forces an overrun. <see cref="Script"/> changes any of this per request.
 /// Failure modes (see <see cref="FakeReply"/>): error status + body, delay before headers, slow chunks, an in-band
-/// error mid-stream, a dropped connection after N chunks, a reset before any byte.
+/// error mid-stream, a dropped connection after N chunks, a reset before any byte, a raw (garbage, empty or malformed SSE) 200 body.
 /// Unknown paths get 404 with an OpenAI error body. Every request (any path) is recorded in <see cref="Requests"/>.
 /// </summary>
 public sealed class FakeUpstream : IAsyncDisposable
@@ -189,6 +189,13 @@ public sealed class FakeUpstream : IAsyncDisposable
                 : FakeReply.AnthropicError(reply.StatusCode, reply.StatusCode >= 500 ? "api_error" : "invalid_request_error", $"fake upstream error {reply.StatusCode}").ErrorBody!);
             await response.WriteAsync(body, aborted);
             return FakeEnd.ErrorStatus;
+        }
+
+        if (reply.RawBody is { } raw)
+        {
+            response.ContentType = reply.RawContentType ?? (request.Stream ? "text/event-stream" : "application/json");
+            await response.WriteAsync(raw, aborted);
+            return FakeEnd.Completed;
         }
 
         var plan = Plan.From(request, reply, request.Sequence);
