@@ -188,8 +188,14 @@ internal static class CryptoEndpoints
         // A replay returns what is already known, without asking the node again.
         var credited = (await store.ListTxPaymentsAsync(o.ChainId, txHash, ct)).Where(p => p.Status == "credited").ToList();
         var mine = credited.Where(p => p.AccountId == caller.AccountId).ToList();
-        if (mine.Count > 0) return TypedResults.Ok(Credited(o, txHash, mine));
         var claim = await store.GetClaimAsync(o.ChainId, txHash, ct);
+        if (mine.Count > 0)
+        {
+            // The watcher credits the payment, then marks the claim: answer "credited" only with the claim agreeing.
+            if (claim is { Status: not ClaimStatus.Credited } && claim.AccountId == caller.AccountId)
+                await store.SettleClaimAsync(o.ChainId, txHash, caller.AccountId, ClaimStatus.Credited, null, ct);
+            return TypedResults.Ok(Credited(o, txHash, mine));
+        }
         // Another account's claim blocks this one only once proven (a block hash is stored only after its receipt showed a
         // transfer from that account's wallet); an unproven one, made before the transaction was mined, does not.
         if (credited.Count > 0 || claim is not null && claim.AccountId != caller.AccountId && (claim.BlockHash is not null || claim.Status == ClaimStatus.Credited))
