@@ -86,11 +86,9 @@ internal static class HttpOpenLoopBench
         var measureStart = begin + (long)(warmup * freq);
         var measureEnd = measureStart + (long)(seconds * freq);
         var latency = new LatencyHistogram();
-        long ok = 0, statusErrors = 0, socketErrors = 0, inFlight = 0;
-        var maxInFlight = Math.Max(1_000L, 2L * rate);   // two seconds of backlog: the rate is not sustainable
-        var saturated = false;
+        long ok = 0, statusErrors = 0, socketErrors = 0;
 
-        async Task Fire(long scheduled, long released)
+        async Task Fire(long scheduled, long released, Action done)
         {
             var failed = false;
             var status = 0;
@@ -101,41 +99,21 @@ internal static class HttpOpenLoopBench
                 await response.Content.ReadAsByteArrayAsync();
             }
             catch (Exception) { failed = true; }
-            var done = Stopwatch.GetTimestamp();
+            var finished = Stopwatch.GetTimestamp();
             if (scheduled >= measureStart && scheduled < measureEnd)
             {
                 if (failed) Interlocked.Increment(ref socketErrors);
                 else if (status >= 400) Interlocked.Increment(ref statusErrors);
-                else { Interlocked.Increment(ref ok); latency.RecordConcurrent(done - released); }
+                else { Interlocked.Increment(ref ok); latency.RecordConcurrent(finished - released); }
             }
-            Interlocked.Decrement(ref inFlight);
+            done();
         }
 
-        var dispatcher = new Thread(() =>
+        var saturated = await OpenLoop.RunAsync(rate, begin, measureEnd, (issued, scheduled, done) =>
         {
-            long issued = 0;
-            while (true)
-            {
-                var now = Stopwatch.GetTimestamp();
-                var due = now < begin ? 0 : (long)((now - begin) * (double)rate / freq);
-                while (issued < due)
-                {
-                    var scheduled = begin + (long)(issued * (double)freq / rate);
-                    if (scheduled >= measureEnd) return;
-                    if (Interlocked.Read(ref inFlight) >= maxInFlight) { saturated = true; return; }
-                    Interlocked.Increment(ref inFlight);
-                    var released = Stopwatch.GetTimestamp();
-                    _ = Task.Run(() => Fire(scheduled, released));
-                    issued++;
-                }
-                if (now >= measureEnd) return;
-                Thread.Sleep(1);
-            }
-        })
-        { IsBackground = true, Name = "open-loop dispatcher" };
-        dispatcher.Start();
-        while (dispatcher.IsAlive || Interlocked.Read(ref inFlight) > 0) await Task.Delay(20);
-        dispatcher.Join();
+            var released = Stopwatch.GetTimestamp();
+            _ = Task.Run(() => Fire(scheduled, released, done));
+        });
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"RESULT rps={ok / seconds:F1} p50_ms={latency.QuantileMs(0.50):F3} p90_ms={latency.QuantileMs(0.90):F3} p99_ms={latency.QuantileMs(0.99):F3} " +

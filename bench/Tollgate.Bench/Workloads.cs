@@ -92,55 +92,29 @@ internal static class Workloads
 
     public static async Task<RunResult> OpenLoopAsync(ITransferTarget target, int rate, int customers, Window w, string tag)
     {
-        var freq = Stopwatch.Frequency;
         var latency = new LatencyHistogram();
-        long posted = 0, notPosted = 0, errors = 0, inFlight = 0;
-        // More than two seconds of backlog means the rate is not sustainable: stop instead of queueing forever.
-        var maxInFlight = Math.Max(1_000L, 2L * rate);
-        var saturated = false;
+        long posted = 0, notPosted = 0, errors = 0;
         var (begin, measureStart, measureEnd) = (w.Begin, w.MeasureStart, w.MeasureEnd);
 
-        async Task Fire(string id, int customer, long scheduled)
+        async Task Fire(string id, int customer, long scheduled, Action done)
         {
             bool ok = false, failed = false;
             try { ok = await target.TransferAsync(id, customer); }
             catch (Exception e) { failed = true; ReportError(e); }
-            var done = Stopwatch.GetTimestamp();
+            var finished = Stopwatch.GetTimestamp();
             if (scheduled >= measureStart && scheduled < measureEnd)
             {
                 if (failed) Interlocked.Increment(ref errors);
-                else if (ok) { Interlocked.Increment(ref posted); latency.RecordConcurrent(done - scheduled); }
+                else if (ok) { Interlocked.Increment(ref posted); latency.RecordConcurrent(finished - scheduled); }
                 else Interlocked.Increment(ref notPosted);
             }
-            Interlocked.Decrement(ref inFlight);
+            done();
         }
 
-        var dispatcher = new Thread(() =>
-        {
-            var rng = new Random(4_242);
-            long issued = 0;
-            while (true)
-            {
-                var now = Stopwatch.GetTimestamp();
-                var due = now < begin ? 0 : (long)((now - begin) * (double)rate / freq);
-                while (issued < due)
-                {
-                    var scheduled = begin + (long)(issued * (double)freq / rate);
-                    if (scheduled >= measureEnd) return;
-                    if (Interlocked.Read(ref inFlight) >= maxInFlight) { saturated = true; return; }
-                    Interlocked.Increment(ref inFlight);
-                    _ = Fire($"{tag}.{issued}", customers == 1 ? 0 : rng.Next(customers), scheduled);
-                    issued++;
-                }
-                if (now >= measureEnd) return;
-                // ~1 ms ticks: arrivals come in small bursts; their latency still counts from the exact schedule.
-                Thread.Sleep(1);
-            }
-        })
-        { IsBackground = true, Name = "open-loop dispatcher" };
-        dispatcher.Start();
-        while (dispatcher.IsAlive || Interlocked.Read(ref inFlight) > 0) await Task.Delay(20);
-        dispatcher.Join(); // already ended; makes its writes (saturated) visible here
+        // Latency counts from the exact schedule, so the dispatcher's ~1 ms bursts are included.
+        var rng = new Random(4_242);
+        var saturated = await OpenLoop.RunAsync(rate, begin, measureEnd,
+            (issued, scheduled, done) => _ = Fire($"{tag}.{issued}", customers == 1 ? 0 : rng.Next(customers), scheduled, done));
         return new RunResult(posted, notPosted, errors, w.Seconds, latency, saturated);
     }
 
