@@ -121,16 +121,7 @@ internal static class AnalyticsEndpoints
     private static async Task<Results<Ok<Page<UsageListRow>>, ProblemHttpResult>> ListUsage(
         HttpContext http, AnalyticsStore store, TimeProvider time, string? cursor, CancellationToken ct)
     {
-        var (filter, problem) = AnalyticsQuery.ParseFilter(http.Request.Query, http.GetCaller().AccountId, time.GetUtcNow(), requireRange: false);
-        if (problem is not null) return problem;
-        var (size, limitProblem) = AnalyticsQuery.ParseLimit(http.Request.Query, 50, MaxPageSize);
-        if (limitProblem is not null) return limitProblem;
-        var (before, cursorProblem) = ParseCursor(cursor);
-        if (cursorProblem is not null) return cursorProblem;
-        var records = await store.ListAsync(filter!, before, size + 1, ct);
-        var hasMore = records.Count > size;
-        return TypedResults.Ok(new Page<UsageListRow>(records.Take(size).Select(UsageListRow.From).ToList(), hasMore,
-            hasMore ? NextCursor(records[size - 1]) : null));
+        return await UsagePageAsync(http, store, time, http.GetCaller().AccountId, cursor, UsageListRow.From, ct);
     }
 
     /// <summary><c>GET /admin/v1/usage?account_id=…</c>: one account's records with provider costs, same filters and pages.</summary>
@@ -139,6 +130,13 @@ internal static class AnalyticsEndpoints
     {
         if (AnalyticsQuery.Text(http.Request.Query, "account_id") is not { } accountId)
             return Problems.BadRequest("invalid_request", "'account_id' is required.", "account_id");
+        return await UsagePageAsync(http, store, time, accountId, cursor, OperatorUsageRow.From, ct);
+    }
+
+    /// <summary>One page of an account's usage records, newest first, shaped by <paramref name="row"/> for the audience.</summary>
+    private static async Task<Results<Ok<Page<TRow>>, ProblemHttpResult>> UsagePageAsync<TRow>(
+        HttpContext http, AnalyticsStore store, TimeProvider time, string accountId, string? cursor, Func<UsageRecord, TRow> row, CancellationToken ct)
+    {
         var (filter, problem) = AnalyticsQuery.ParseFilter(http.Request.Query, accountId, time.GetUtcNow(), requireRange: false);
         if (problem is not null) return problem;
         var (size, limitProblem) = AnalyticsQuery.ParseLimit(http.Request.Query, 50, MaxPageSize);
@@ -147,8 +145,7 @@ internal static class AnalyticsEndpoints
         if (cursorProblem is not null) return cursorProblem;
         var records = await store.ListAsync(filter!, before, size + 1, ct);
         var hasMore = records.Count > size;
-        return TypedResults.Ok(new Page<OperatorUsageRow>(records.Take(size).Select(OperatorUsageRow.From).ToList(), hasMore,
-            hasMore ? NextCursor(records[size - 1]) : null));
+        return TypedResults.Ok(new Page<TRow>(records.Take(size).Select(row).ToList(), hasMore, hasMore ? NextCursor(records[size - 1]) : null));
     }
 
     private static readonly Dictionary<string, UsageGrouping> AccountGroupings = new()
