@@ -4,7 +4,7 @@ using Tollgate.Features.Ledger;
 namespace Tollgate.Bench;
 
 /// <summary>
-/// Forwards to the real store and times <see cref="ILedgerStore.ApplyAsync"/> (one call = one database
+/// Forwards to the real store and times <see cref="ILedgerStore.Apply"/> (one call = one database
 /// transaction = one group commit), so a run can say how big the batches were and how busy the writer loop was.
 /// </summary>
 internal sealed class TimedLedgerStore(ILedgerStore inner) : ILedgerStore, IAsyncDisposable
@@ -23,16 +23,16 @@ internal sealed class TimedLedgerStore(ILedgerStore inner) : ILedgerStore, IAsyn
         _window = window;
     }
 
-    /// <summary>Batches that finished inside the window: how many, how many transfers, time inside ApplyAsync.</summary>
+    /// <summary>Batches that finished inside the window: how many, how many transfers, time inside Apply.</summary>
     public BatchStats Snapshot() => new(_apply.Count, _transfers, LatencyHistogram.ToMs(_applyTicks), _window.Seconds, _apply);
 
-    public async Task ApplyAsync(IReadOnlyList<LedgerCommand> batch, long nowMicros, CancellationToken ct)
+    public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros)
     {
         var t0 = Stopwatch.GetTimestamp();
-        await inner.ApplyAsync(batch, nowMicros, ct);
+        inner.Apply(batch, nowMicros);
         var t1 = Stopwatch.GetTimestamp();
         if (!_window.Contains(t1)) return;
-        // Only the single writer loop calls ApplyAsync, so nothing here needs locking.
+        // Only the single writer thread calls Apply, so nothing here needs locking.
         _apply.Record(t1 - t0);
         foreach (var c in batch) _transfers += c.Transfers.Count;
         _applyTicks += t1 - t0;
@@ -60,6 +60,6 @@ internal sealed record BatchStats(long Batches, long Transfers, double ApplyMs, 
 {
     public double MeanBatch => Batches == 0 ? 0 : Transfers / (double)Batches;
 
-    /// <summary>Share of the window the writer loop spent inside ApplyAsync (1 = never idle).</summary>
+    /// <summary>Share of the window the writer loop spent inside Apply (1 = never idle).</summary>
     public double Busy => ApplyMs / (WindowSeconds * 1000);
 }

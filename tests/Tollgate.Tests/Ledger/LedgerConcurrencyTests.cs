@@ -160,7 +160,7 @@ public sealed class LedgerConcurrencyTests
     }
 
     /// <summary>
-    /// Lets a test decide which commands share one database batch: every ApplyAsync announces its size and then
+    /// Lets a test decide which commands share one database batch: every Apply announces its size and then
     /// waits for a permit, so whatever the test submits meanwhile queues up as the next batch.
     /// </summary>
     private sealed class GatedLedgerStore(ILedgerStore inner) : ILedgerStore, IAsyncDisposable
@@ -171,11 +171,11 @@ public sealed class LedgerConcurrencyTests
         public Task<int> NextBatchAsync() => _entered.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         public void Permit() => _permits.Release();
 
-        public async Task ApplyAsync(IReadOnlyList<LedgerCommand> batch, long nowMicros, CancellationToken ct)
+        public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros)
         {
             _entered.Writer.TryWrite(batch.Count);
-            await _permits.WaitAsync(ct);
-            await inner.ApplyAsync(batch, nowMicros, ct);
+            _permits.Wait();
+            inner.Apply(batch, nowMicros);
         }
 
         public Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount account, CancellationToken ct) => inner.CreateAccountAsync(account, ct);

@@ -42,9 +42,10 @@ internal interface ILedgerStore
 
     /// <summary>
     /// Applies a batch in one database transaction, filling each command's results. Throws on database errors;
-    /// then nothing of the batch was written.
+    /// then nothing of the batch was written. Synchronous: only the ledger's own writer thread calls it, see
+    /// <see cref="LedgerService"/>.
     /// </summary>
-    Task ApplyAsync(IReadOnlyList<LedgerCommand> batch, long nowMicros, CancellationToken ct);
+    void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros);
 
     Task<LedgerAudit> AuditAsync(CancellationToken ct);
 }

@@ -1,6 +1,6 @@
 using Tollgate.Infrastructure;
+using System.Collections.Concurrent;
 using System.ComponentModel.DataAnnotations;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Tollgate.Infrastructure.Data;
 
@@ -30,7 +30,12 @@ public sealed record LedgerOptions
 /// database transaction (group commit), so throughput grows with concurrency while each caller still gets
 /// an acknowledgement only after its transfer is durable.
 ///
-///   callers ──► channel ──► writer loop: take ≤ MaxBatchTransfers ──► store.ApplyAsync (one transaction)
+/// The writer loop is a thread of its own making synchronous database calls. Under load the thread pool's queue
+/// holds the HTTP requests' work; a loop made of awaits would wait in that queue after every round trip, and every
+/// request in the process waits on this loop. A thread of its own is woken by the kernel as soon as its socket has
+/// the reply.
+///
+///   callers ──► queue ──► writer thread: take ≤ MaxBatchTransfers ──► store.Apply (one transaction)
 ///                                            ▲                               │ per-transfer results
 ///                                            └── retry on deadlock/busy ◄────┘ split on a poisoned batch
 /// </summary>
@@ -52,8 +57,8 @@ public sealed partial class LedgerService : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly LedgerOptions _options;
     private readonly ILogger<LedgerService> _logger;
-    private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly Task _writer;
+    private readonly BlockingCollection<Pending> _queue = new(new ConcurrentQueue<Pending>());
+    private readonly TaskCompletionSource _writerStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private readonly Infrastructure.Metrics.TollgateMetrics? _metrics;
 
@@ -65,7 +70,7 @@ public sealed partial class LedgerService : IAsyncDisposable
         _time = time;
         _options = options;
         _logger = logger;
-        _writer = Task.Run(WriteLoopAsync);
+        new Thread(WriteLoop) { IsBackground = true, Name = "tollgate-ledger-writer" }.Start();
     }
 
     internal ILedgerStore Store => _store;
@@ -105,7 +110,14 @@ public sealed partial class LedgerService : IAsyncDisposable
         if (requests.Count > _options.MaxBatchTransfers)
             throw new ArgumentException($"At most {_options.MaxBatchTransfers} transfers per atomic batch.", nameof(requests));
         var pending = new Pending(command);
-        if (!_queue.Writer.TryWrite(pending)) throw new ObjectDisposedException(nameof(LedgerService));
+        try
+        {
+            _queue.Add(pending);
+        }
+        catch (InvalidOperationException)
+        {
+            throw new ObjectDisposedException(nameof(LedgerService));
+        }
         // Cancelling stops the wait, not the transfer: once queued it may still commit (replay to learn the outcome).
         return ct.CanBeCanceled ? pending.Completion.Task.WaitAsync(ct) : pending.Completion.Task;
     }
@@ -185,32 +197,44 @@ public sealed partial class LedgerService : IAsyncDisposable
 
     private long NowMicros() => _time.GetUtcNowMicros();
 
-    private async Task WriteLoopAsync()
+    private void WriteLoop()
     {
-        var reader = _queue.Reader;
         var batch = new List<Pending>();
         var commands = new List<LedgerCommand>();
-        while (await reader.WaitToReadAsync())
+        Pending? carried = null;
+        try
         {
-            batch.Clear();
-            commands.Clear();
-            var transfers = 0;
-            while (transfers < _options.MaxBatchTransfers && reader.TryPeek(out var next))
+            while (carried is not null || _queue.TryTake(out carried, Timeout.Infinite))
             {
-                if (transfers > 0 && transfers + next.Command.Transfers.Count > _options.MaxBatchTransfers) break;
-                reader.TryRead(out _);
-                batch.Add(next);
-                commands.Add(next.Command);
-                transfers += next.Command.Transfers.Count;
+                batch.Clear();
+                commands.Clear();
+                var transfers = 0;
+                for (var next = carried; next is not null; next = _queue.TryTake(out var more) ? more : null)
+                {
+                    carried = null;
+                    if (transfers > 0 && transfers + next.Command.Transfers.Count > _options.MaxBatchTransfers)
+                    {
+                        carried = next;
+                        break;
+                    }
+                    batch.Add(next);
+                    commands.Add(next.Command);
+                    transfers += next.Command.Transfers.Count;
+                    if (transfers >= _options.MaxBatchTransfers) break;
+                }
+                Execute(batch, commands);
             }
-            await ExecuteAsync(batch, commands);
+        }
+        finally
+        {
+            _writerStopped.TrySetResult();
         }
     }
 
-    private async Task ExecuteAsync(List<Pending> batch, List<LedgerCommand> commands)
+    private void Execute(List<Pending> batch, List<LedgerCommand> commands)
     {
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var error = await TryApplyAsync(commands);
+        var error = TryApply(commands);
         if (error is null)
         {
             _metrics?.LedgerBatchCommands.Record(commands.Count);
@@ -222,19 +246,19 @@ public sealed partial class LedgerService : IAsyncDisposable
         {
             // One bad command must not fail its neighbours: apply each alone so only the culprit sees the error.
             LogBatchSplit(error, batch.Count);
-            foreach (var p in batch) await ExecuteAsync([p], [p.Command]);
+            foreach (var p in batch) Execute([p], [p.Command]);
             return;
         }
         foreach (var p in batch) p.Completion.TrySetException(new LedgerUnavailableException(error));
     }
 
-    private async Task<Exception?> TryApplyAsync(List<LedgerCommand> commands)
+    private Exception? TryApply(List<LedgerCommand> commands)
     {
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                await _store.ApplyAsync(commands, NowMicros(), CancellationToken.None);
+                _store.Apply(commands, NowMicros());
                 return null;
             }
             catch (Exception e)
@@ -246,15 +270,15 @@ public sealed partial class LedgerService : IAsyncDisposable
                     LogBatchFailed(e, commands.Count, attempt);
                     return e;
                 }
-                await Task.Delay(Math.Min(2 << attempt, 200));
+                Thread.Sleep(Math.Min(2 << attempt, 200));
             }
         }
     }
 
     public async ValueTask DisposeAsync()
     {
-        _queue.Writer.TryComplete();
-        await _writer;
+        _queue.CompleteAdding();
+        await _writerStopped.Task;
         if (_store is IAsyncDisposable d) await d.DisposeAsync();
     }
 

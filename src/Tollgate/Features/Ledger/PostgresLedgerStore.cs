@@ -6,8 +6,9 @@ using Tollgate.Infrastructure.Data;
 namespace Tollgate.Features.Ledger;
 
 /// <summary>
-/// PostgreSQL ledger storage. A batch costs two round trips and one commit:
-/// 1. BEGIN (on a connection planning index lookups only, see <see cref="Database.OpenPostgresLedgerWriterAsync"/>); lock every involved account (ids sorted,
+/// PostgreSQL ledger storage. A batch costs two round trips and one commit, made synchronously on the ledger's
+/// writer thread (see <see cref="LedgerService"/>):
+/// 1. BEGIN (on a connection planning index lookups only, see <see cref="Database.OpenPostgresLedgerWriter"/>); lock every involved account (ids sorted,
 ///    FOR UPDATE, so concurrent batches and processes never deadlock);
 ///    read the named transfers (after the locks, so their status is current).
 /// 2. Insert transfers and entries and update accounts and pending statuses from arrays (unnest); COMMIT.
@@ -122,7 +123,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     }
 
     // = ANY(ARRAY(…)) rather than IN (…): the ids become an index condition, so the rows are fetched by key
-    // instead of by scanning the table and filtering (see Database.OpenPostgresLedgerWriterAsync).
+    // instead of by scanning the table and filtering (see Database.OpenPostgresLedgerWriter).
     private const string LockAndLoadAccountsSql = $"""
         SELECT {LedgerSql.AccountColumns} FROM ledger_accounts
         WHERE id = ANY(ARRAY(SELECT unnest(@accounts::bigint[])
@@ -165,20 +166,20 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         WHERE t.id = u.id
         """;
 
-    public async Task ApplyAsync(IReadOnlyList<LedgerCommand> batch, long nowMicros, CancellationToken ct)
+    public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros)
     {
         var transferIds = LedgerBatchProcessor.TransferIdsToLoad(batch);
         var pendingIds = batch.SelectMany(c => c.Transfers).Where(t => t.PendingId is not null).Select(t => t.PendingId!).Distinct().ToArray();
         var accountIds = LedgerBatchProcessor.AccountIdsToLoad(batch).ToArray();
 
-        // Key lookups only and generic plans: see Database.OpenPostgresLedgerWriterAsync.
-        await using var connection = await db.OpenPostgresLedgerWriterAsync(ct);
+        // Key lookups only and generic plans: see Database.OpenPostgresLedgerWriter.
+        using var connection = db.OpenPostgresLedgerWriter();
         var committed = false;
         try
         {
             var accounts = new Dictionary<long, AccountState>(accountIds.Length + pendingIds.Length * 2);
             var known = new Dictionary<string, Transfer>(StringComparer.Ordinal);
-            await using (var load = new NpgsqlBatch(connection))
+            using (var load = new NpgsqlBatch(connection))
             {
                 load.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
                 if (LedgerCommand.AllRelaxed(batch)) load.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
@@ -190,14 +191,14 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
                 transfersCmd.Parameters.Add(new NpgsqlParameter<string[]>("ids", transferIds.ToArray()));
                 load.BatchCommands.Add(transfersCmd);
 
-                await using var r = await load.ExecuteReaderAsync(ct);
-                while (await r.ReadAsync(ct))
+                using var r = load.ExecuteReader();
+                while (r.Read())
                 {
                     var a = LedgerSql.ReadAccountState(r);
                     accounts[a.Id] = a;
                 }
-                await r.NextResultAsync(ct);
-                while (await r.ReadAsync(ct))
+                r.NextResult();
+                while (r.Read())
                 {
                     var t = LedgerSql.ReadTransfer(r);
                     known[t.Id] = t;
@@ -206,7 +207,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
 
             var writes = new LedgerBatchProcessor(accounts, known, nowMicros).Apply(batch);
 
-            await using (var write = new NpgsqlBatch(connection))
+            using (var write = new NpgsqlBatch(connection))
             {
                 if (writes.NewTransfers.Count > 0) write.BatchCommands.Add(InsertTransfers(writes.NewTransfers));
                 if (writes.Entries.Count > 0) write.BatchCommands.Add(InsertEntries(writes.Entries));
@@ -220,7 +221,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
                     write.BatchCommands.Add(command);
                 }
                 write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
-                await write.ExecuteNonQueryAsync(ct);
+                write.ExecuteNonQuery();
             }
             committed = true;
         }
@@ -230,8 +231,8 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             {
                 try
                 {
-                    await using var rollback = new NpgsqlCommand("ROLLBACK", connection);
-                    await rollback.ExecuteNonQueryAsync(CancellationToken.None);
+                    using var rollback = new NpgsqlCommand("ROLLBACK", connection);
+                    rollback.ExecuteNonQuery();
                 }
                 catch (Exception)
                 {

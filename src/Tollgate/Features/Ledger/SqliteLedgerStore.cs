@@ -126,13 +126,13 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
         return await LedgerSql.AuditAsync(connection, ct);
     }
 
-    public async Task ApplyAsync(IReadOnlyList<LedgerCommand> batch, long nowMicros, CancellationToken ct)
+    public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros)
     {
         // The process-wide write gate (not a lock of our own): usage-record inserts take it too, see Database.
-        await db.SqliteWriteGate.WaitAsync(ct);
+        db.SqliteWriteGate.Wait();
         try
         {
-            _writer ??= await Writer.OpenAsync(db, ct);
+            _writer ??= Writer.Open(db);
             try
             {
                 _writer.Apply(batch, nowMicros);
@@ -140,7 +140,7 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
             catch
             {
                 // After any failure the connection may hold a half-open transaction or be broken: start afresh.
-                await _writer.DisposeAsync();
+                _writer.Dispose();
                 _writer = null;
                 throw;
             }
@@ -151,9 +151,10 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
         }
     }
 
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync()
     {
-        if (_writer is not null) await _writer.DisposeAsync();
+        _writer?.Dispose();
+        return ValueTask.CompletedTask;
     }
 
     private static string JsonArray<T>(IEnumerable<T> values)
@@ -169,7 +170,7 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
     }
 
     /// <summary>The write connection with its prepared statements. SQLite calls are synchronous anyway.</summary>
-    private sealed class Writer : IAsyncDisposable
+    private sealed class Writer : IDisposable
     {
         private readonly SqliteConnection _c;
         private readonly SqliteCommand _begin, _commit, _rollback, _loadAccounts, _loadTransfers, _insertTransfer, _insertEntry, _updateAccount, _updatePending,
@@ -217,13 +218,13 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
         /// </summary>
         private const int CacheKiB = 64 * 1024;
 
-        public static async Task<Writer> OpenAsync(Database db, CancellationToken ct)
+        public static Writer Open(Database db)
         {
-            var c = await db.OpenSqliteAsync(ct);
-            await using (var cmd = c.CreateCommand())
+            var c = db.OpenSqlite();
+            using (var cmd = c.CreateCommand())
             {
                 cmd.CommandText = $"PRAGMA cache_size = -{CacheKiB}";
-                await cmd.ExecuteNonQueryAsync(ct);
+                cmd.ExecuteNonQuery();
             }
             return new(c);
         }
@@ -327,12 +328,12 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
             }
         }
 
-        public async ValueTask DisposeAsync()
+        public void Dispose()
         {
             foreach (var cmd in new[] { _begin, _commit, _rollback, _loadAccounts, _loadTransfers, _insertTransfer, _insertEntry, _updateAccount, _updatePending,
                          _insertUsage, _synchronousFull, _synchronousNormal })
-                await cmd.DisposeAsync();
-            await _c.DisposeAsync();
+                cmd.Dispose();
+            _c.Dispose();
         }
     }
 }

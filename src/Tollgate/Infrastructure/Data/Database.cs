@@ -69,8 +69,8 @@ public sealed class Database : IAsyncDisposable
     /// PostgreSQL only: a connection for the ledger's batch transactions, from a pool of their own whose sessions are
     /// set up for them (see <see cref="LedgerWriterConnectionString"/>). Use it for nothing else.
     /// </summary>
-    public async Task<NpgsqlConnection> OpenPostgresLedgerWriterAsync(CancellationToken ct) =>
-        await (_postgresLedgerWriter ?? throw new InvalidOperationException("Not a PostgreSQL database.")).OpenConnectionAsync(ct);
+    public NpgsqlConnection OpenPostgresLedgerWriter() =>
+        (_postgresLedgerWriter ?? throw new InvalidOperationException("Not a PostgreSQL database.")).OpenConnection();
 
     /// <summary>
     /// The ledger writer's sessions, set once at connection start-up instead of per transaction:
@@ -102,6 +102,17 @@ public sealed class Database : IAsyncDisposable
         await using var cmd = connection.CreateCommand();
         cmd.CommandText = _sqlitePragmas;
         await cmd.ExecuteNonQueryAsync(ct);
+        return connection;
+    }
+
+    /// <summary>Synchronous <see cref="OpenSqliteAsync"/>, for the ledger's writer thread (SQLite opens synchronously anyway).</summary>
+    public SqliteConnection OpenSqlite()
+    {
+        var connection = new SqliteConnection(_sqlite ?? throw new InvalidOperationException("Not a SQLite database."));
+        connection.Open();
+        using var cmd = connection.CreateCommand();
+        cmd.CommandText = _sqlitePragmas;
+        cmd.ExecuteNonQuery();
         return connection;
     }
 
