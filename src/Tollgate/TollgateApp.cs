@@ -81,6 +81,9 @@ public static class TollgateApp
         services.AddSingleton<AuthorizationService>();
         services.AddSingleton<IUsageStore, UsageStore>();
         services.AddSingleton<Features.Analytics.AnalyticsStore>();
+        services.AddOptions<Features.Analytics.AnalyticsOptions>().BindConfiguration(Features.Analytics.AnalyticsOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton<Features.Analytics.UsageRollupFolder>();
+        services.AddHostedService(sp => sp.GetRequiredService<Features.Analytics.UsageRollupFolder>());
         services.AddOptions<MeteringOptions>().BindConfiguration(MeteringOptions.Section)
             .Validate(o => o.UnknownModelPolicy is MeteringOptions.Reject or MeteringOptions.AllowAndReview,
                 "Tollgate:Metering:UnknownModelPolicy must be 'reject' or 'allow_and_review'.")

@@ -1,3 +1,4 @@
+using Dapper;
 using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
@@ -225,6 +226,118 @@ public sealed class AnalyticsTests(AnalyticsFixture fixture) : IClassFixture<Ana
         Assert.Equal(report.Long("billed_micros"), after.GetProperty("data").EnumerateArray().Single(g => g.Str("key") == mixed.UnpricedModel).Long("user_price_micros"));
         var byStatus = await BodyAsync(await c.Client.GetAsync(url + "&billing_status=needs_review"), HttpStatusCode.OK);
         Assert.Equal(0, byStatus.GetProperty("totals").Long("requests"));
+    }
+
+    /// <summary>PostgreSQL folds records into the rollups in the background; this waits until every record of the account is in.</summary>
+    private static async Task FoldAccountAsync(TestApp app, string accountId)
+    {
+        var folder = app.Get<Tollgate.Features.Analytics.UsageRollupFolder>();
+        await using var connection = await app.Get<Tollgate.Infrastructure.Data.Database>().OpenPostgresAsync(default);
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (true)
+        {
+            await folder.FoldOnceAsync(default);
+            var left = await connection.ExecuteScalarAsync<long>(
+                "SELECT count(*) FROM usage_records WHERE account_id = @a AND fold_xid >= (SELECT horizon FROM usage_rollup_cursor)", new { a = accountId });
+            if (left == 0) return;
+            Assert.True(DateTime.UtcNow < deadline, $"{left} record(s) still not folded after 30 s");
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>The account's rollup rows against a GROUP BY over its records: equal once everything is folded.</summary>
+    private static async Task AssertRollupsMatchRecordsAsync(TestApp app, string accountId)
+    {
+        const string Group = """
+            SELECT day, model, provider, key_id, customer_id, billing_status, requests, input_tokens, output_tokens, cache_read_tokens,
+                   cache_write_tokens, reasoning_tokens, user_price_micros, provider_cost_micros FROM ({0}) x
+            ORDER BY day, model, provider, key_id, customer_id, billing_status
+            """;
+        var fromRecords = string.Format(CultureInfo.InvariantCulture, Group, """
+            SELECT occurred_at / 86400000000 AS day, model, coalesce(provider, '') AS provider, coalesce(key_id, '') AS key_id,
+                   coalesce(customer_id, '') AS customer_id, billing_status, count(*) AS requests, sum(input_tokens) AS input_tokens,
+                   sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens, sum(cache_write_tokens) AS cache_write_tokens,
+                   sum(reasoning_tokens) AS reasoning_tokens, sum(coalesce(user_price_micros, 0)) AS user_price_micros,
+                   sum(coalesce(provider_cost_micros, 0)) AS provider_cost_micros
+            FROM usage_records WHERE account_id = @a GROUP BY 1, 2, 3, 4, 5, 6
+            """);
+        var fromRollups = string.Format(CultureInfo.InvariantCulture, Group, "SELECT * FROM usage_rollups WHERE account_id = @a AND requests <> 0");
+        await using var connection = await app.Get<Tollgate.Infrastructure.Data.Database>().OpenPostgresAsync(default);
+        var expected = (await connection.QueryAsync(fromRecords, new { a = accountId })).Select(r => string.Join("|", ((IDictionary<string, object>)r).Values)).ToList();
+        var actual = (await connection.QueryAsync(fromRollups, new { a = accountId })).Select(r => string.Join("|", ((IDictionary<string, object>)r).Values)).ToList();
+        Assert.NotEmpty(expected);
+        Assert.Equal(expected, actual);
+    }
+
+    /// <summary>
+    /// PostgreSQL keeps the rollups up in the background (UsageRollupFolder): summaries must be exact with nothing folded,
+    /// everything folded, and a re-rate that changes folded and unfolded records alike, and once all is folded the rollup
+    /// rows are exactly the records grouped.
+    /// </summary>
+    [Fact]
+    public async Task Postgres_rollups_fold_in_the_background_and_summaries_stay_exact_throughout()
+    {
+        var app = await fixture.AppAsync("postgres");
+        var mixed = await MixedUsageAsync(app);
+        using var c = mixed.Customer;
+        var url = $"/api/v1/usage/summary?group_by=model&from={Iso(Base)}";
+        async Task AssertSummaryMatchesRecordsAsync()
+        {
+            var records = await AllRecordsAsync(app, c.AccountId);
+            var summary = await BodyAsync(await c.Client.GetAsync(url), HttpStatusCode.OK);
+            var expected = records.GroupBy(r => r.Str("model")).OrderBy(g => g.Key, StringComparer.Ordinal)
+                .Select(g => (g.Key, (long)g.Count(), g.Sum(r => r.Long("input_tokens")), g.Sum(r => OptLong(r, "user_price_micros") ?? 0))).ToList();
+            var actual = summary.GetProperty("data").EnumerateArray()
+                .Select(g => (g.Str("key"), g.Long("requests"), g.Long("input_tokens"), g.Long("user_price_micros"))).OrderBy(g => g.Item1, StringComparer.Ordinal).ToList();
+            Assert.Equal(expected, actual);
+        }
+        await AssertSummaryMatchesRecordsAsync();
+        await FoldAccountAsync(app, c.AccountId);
+        await AssertRollupsMatchRecordsAsync(app, c.AccountId);
+        await AssertSummaryMatchesRecordsAsync();
+
+        // More unpriced records that are not folded yet, then a re-rate that prices the folded and the new ones together.
+        var late = string.Join(",", Enumerable.Range(0, 6).Select(i =>
+            $$"""{"id":"late{{i}}","model":"{{mixed.UnpricedModel}}","input_tokens":{{500 + i}},"output_tokens":7,"timestamp":"{{Iso(Base.AddDays(1).AddHours(i))}}"}"""));
+        await BodyAsync(await c.Client.PostAsync("/api/v1/usage/events", new StringContent($$"""{"events":[{{late}}]}""", Encoding.UTF8, "application/json")), HttpStatusCode.OK);
+        await BodyAsync(await app.Admin.PutAsync($"/admin/v1/pricing/models/{mixed.UnpricedModel}", JsonBody("""{"input_mtok":3,"output_mtok":15}""")), HttpStatusCode.OK);
+        var report = await BodyAsync(await app.Admin.PostAsync("/admin/v1/usage/rerate", JsonBody($$"""{"account_id":"{{c.AccountId}}"}""")), HttpStatusCode.OK);
+        Assert.Equal(21, report.GetProperty("billed").GetInt32());
+        await AssertSummaryMatchesRecordsAsync();
+        await FoldAccountAsync(app, c.AccountId);
+        await AssertRollupsMatchRecordsAsync(app, c.AccountId);
+        await AssertSummaryMatchesRecordsAsync();
+    }
+
+    /// <summary>Records inserted by many concurrent writers while folds run all the time end up in the rollups exactly once.</summary>
+    [Fact]
+    public async Task Postgres_folds_racing_concurrent_inserts_count_every_record_once()
+    {
+        var app = await fixture.AppAsync("postgres");
+        using var c = await app.CustomerAsync(50_000_000);
+        var folder = app.Get<Tollgate.Features.Analytics.UsageRollupFolder>();
+        using var stop = new CancellationTokenSource();
+        var folding = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested) await folder.FoldOnceAsync(default);
+        });
+        await Task.WhenAll(Enumerable.Range(0, 40).Select(async w =>
+        {
+            for (var b = 0; b < 5; b++)
+            {
+                var events = string.Join(",", Enumerable.Range(0, 4).Select(i =>
+                    $$"""{"id":"w{{w}}-{{b}}-{{i}}","model":"acme/meter-1","input_tokens":{{100 + i}},"output_tokens":{{w}},"timestamp":"{{Iso(Base.AddHours(w % 30))}}"}"""));
+                var body = await BodyAsync(await c.Client.PostAsync("/api/v1/usage/events",
+                    new StringContent($$"""{"events":[{{events}}]}""", Encoding.UTF8, "application/json")), HttpStatusCode.OK);
+                Assert.Equal(4, body.GetProperty("accepted").GetInt32());
+            }
+        }));
+        await stop.CancelAsync();
+        await folding;
+        await FoldAccountAsync(app, c.AccountId);
+        await AssertRollupsMatchRecordsAsync(app, c.AccountId);
+        await using var connection = await app.Get<Tollgate.Infrastructure.Data.Database>().OpenPostgresAsync(default);
+        Assert.Equal(800L, await connection.ExecuteScalarAsync<long>("SELECT sum(requests) FROM usage_rollups WHERE account_id = @a", new { a = c.AccountId }));
     }
 
     /// <summary>RFC 4180 parsing: quoted fields may hold commas, doubled quotes and line breaks.</summary>

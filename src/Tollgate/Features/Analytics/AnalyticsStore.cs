@@ -149,6 +149,9 @@ internal sealed class AnalyticsStore(Database db)
         {
             ranges.Add((from, to, 1));
         }
+        // PostgreSQL: records not yet folded into the rollups (see UsageRollupFolder) are added from usage_records, read
+        // in the same snapshot as the rollups and the fold cursor (one repeatable-read transaction).
+        var foldTail = Postgres && d0 < d1;
         if (d0 < d1)
         {
             var where = new List<string>();
@@ -171,6 +174,15 @@ internal sealed class AnalyticsStore(Database db)
         {
             if (Postgres) p.Add("groupTag", groupTag); else p.Add("groupTagPath", SqlitePath(groupTag));
         }
+        string RecordsPart(List<string> where, int sign) => $"""
+            SELECT CAST({GroupKey(groupBy, false, Postgres)} AS text) AS k, billing_status, {sign} * count(*) AS requests,
+                   {sign} * sum(input_tokens) AS input_tokens, {sign} * sum(output_tokens) AS output_tokens,
+                   {sign} * sum(cache_read_tokens) AS cache_read_tokens, {sign} * sum(cache_write_tokens) AS cache_write_tokens,
+                   {sign} * sum(reasoning_tokens) AS reasoning_tokens, {sign} * sum(coalesce(user_price_micros, 0)) AS user_price_micros,
+                   {sign} * sum(coalesce(provider_cost_micros, 0)) AS provider_cost_micros
+            FROM usage_records {Where(where)}
+            GROUP BY 1, 2
+            """;
         // One branch per range (not an OR of both), so each is a plain range scan of the (account_id, occurred_at) index.
         foreach (var (start, end, sign) in ranges.Where(r => r.Start < r.End))
         {
@@ -178,15 +190,28 @@ internal sealed class AnalyticsStore(Database db)
             var raw = RecordConditions(f with { FromMicros = null, ToMicros = null }, p);
             raw.Add($"occurred_at >= @start{n} AND occurred_at < @end{n}");
             p.Add($"start{n}", start); p.Add($"end{n}", end);
-            parts.Add($"""
-                SELECT CAST({GroupKey(groupBy, false, Postgres)} AS text) AS k, billing_status, {sign} * count(*) AS requests,
-                       {sign} * sum(input_tokens) AS input_tokens, {sign} * sum(output_tokens) AS output_tokens,
-                       {sign} * sum(cache_read_tokens) AS cache_read_tokens, {sign} * sum(cache_write_tokens) AS cache_write_tokens,
-                       {sign} * sum(reasoning_tokens) AS reasoning_tokens, {sign} * sum(coalesce(user_price_micros, 0)) AS user_price_micros,
-                       {sign} * sum(coalesce(provider_cost_micros, 0)) AS provider_cost_micros
-                FROM usage_records {Where(raw)}
-                GROUP BY 1, 2
-                """);
+            parts.Add(RecordsPart(raw, sign));
+        }
+        await using var c = await db.OpenAsync(ct);
+        // PostgreSQL's JIT compiles this plan for seconds once its estimated cost passes jit_above_cost (a month of
+        // rollups does), longer than the query runs. Off for this transaction only. Repeatable read: the fold cursor,
+        // the rollups and the records not yet folded are read in one snapshot. (SQLite: no transaction, which would
+        // take its write lock.)
+        await using var tx = Postgres ? await c.BeginTransactionAsync(IsolationLevel.RepeatableRead, ct) : null;
+        if (tx is not null) await c.ExecuteAsync(new CommandDefinition("SET LOCAL jit = off", transaction: tx, cancellationToken: ct));
+        if (foldTail)
+        {
+            // PostgreSQL folds records into the rollups in the background (UsageRollupFolder): add those above the horizon.
+            var horizon = ulong.Parse(await c.ExecuteScalarAsync<string>(new CommandDefinition(
+                "SELECT CAST(horizon AS text) FROM usage_rollup_cursor WHERE id = 1", transaction: tx, cancellationToken: ct)) ?? "0",
+                System.Globalization.CultureInfo.InvariantCulture);
+            var raw = RecordConditions(f with { FromMicros = null, ToMicros = null }, p);
+            raw.Add("occurred_at >= @tailStart AND occurred_at < @tailEnd");
+            p.Add("tailStart", d0 * D); p.Add("tailEnd", d1 * D);
+            // A literal rather than a parameter (it is a parsed number): the planner then sees how few records are above
+            // it and walks the fold_xid index instead of the account's whole range.
+            raw.Add($"fold_xid >= '{horizon}'::xid8");
+            parts.Add(RecordsPart(raw, 1));
         }
         if (parts.Count == 0) return [];
         var sql = $"""
@@ -200,12 +225,6 @@ internal sealed class AnalyticsStore(Database db)
             HAVING sum(requests) > 0
             ORDER BY k
             """;
-        await using var c = await db.OpenAsync(ct);
-        // PostgreSQL's JIT compiles this plan for seconds once its estimated cost passes jit_above_cost (a month of
-        // rollups does), longer than the query runs. Off for this transaction only. (SQLite: no transaction, which
-        // would take its write lock.)
-        await using var tx = Postgres ? await c.BeginTransactionAsync(ct) : null;
-        if (tx is not null) await c.ExecuteAsync(new CommandDefinition("SET LOCAL jit = off", transaction: tx, cancellationToken: ct));
         await using var r = await c.ExecuteReaderAsync(new CommandDefinition(sql, p, tx, cancellationToken: ct));
         var rows = new List<UsageTotals>();
         while (await r.ReadAsync(ct))
