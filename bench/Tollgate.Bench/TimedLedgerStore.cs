@@ -26,10 +26,12 @@ internal sealed class TimedLedgerStore(ILedgerStore inner) : ILedgerStore, IAsyn
     /// <summary>Batches that finished inside the window: how many, how many transfers, time inside Apply.</summary>
     public BatchStats Snapshot() => new(_apply.Count, _transfers, LatencyHistogram.ToMs(_applyTicks), _window.Seconds, _apply);
 
-    public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros)
+    public bool BeginsNextBatchEarly => inner.BeginsNextBatchEarly;
+
+    public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next)
     {
         var t0 = Stopwatch.GetTimestamp();
-        inner.Apply(batch, nowMicros);
+        inner.Apply(batch, nowMicros, next);
         var t1 = Stopwatch.GetTimestamp();
         if (!_window.Contains(t1)) return;
         // Only the single writer thread calls Apply, so nothing here needs locking.

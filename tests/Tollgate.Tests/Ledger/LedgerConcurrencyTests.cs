@@ -171,11 +171,14 @@ public sealed class LedgerConcurrencyTests
         public Task<int> NextBatchAsync() => _entered.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         public void Permit() => _permits.Release();
 
-        public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros)
+        // The test alone decides what each batch holds, so none is taken early.
+        public bool BeginsNextBatchEarly => false;
+
+        public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next)
         {
             _entered.Writer.TryWrite(batch.Count);
             _permits.Wait();
-            inner.Apply(batch, nowMicros);
+            inner.Apply(batch, nowMicros, next);
         }
 
         public Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount account, CancellationToken ct) => inner.CreateAccountAsync(account, ct);

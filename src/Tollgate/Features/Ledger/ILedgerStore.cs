@@ -43,9 +43,14 @@ internal interface ILedgerStore
     /// <summary>
     /// Applies a batch in one database transaction, filling each command's results. Throws on database errors;
     /// then nothing of the batch was written. Synchronous: only the ledger's own writer thread calls it, see
-    /// <see cref="LedgerService"/>.
+    /// <see cref="LedgerService"/>. When <paramref name="next"/> is given the store may begin that batch (lock and read
+    /// what it needs) in the same round trip as this one's commit; the caller's next call must then be for exactly
+    /// that batch, or the begun transaction is dropped.
     /// </summary>
-    void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros);
+    void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next);
+
+    /// <summary>Whether <see cref="Apply"/> can begin the next batch early (so the writer should hand it over).</summary>
+    bool BeginsNextBatchEarly { get; }
 
     Task<LedgerAudit> AuditAsync(CancellationToken ct);
 }

@@ -35,7 +35,8 @@ public sealed record LedgerOptions
 /// request in the process waits on this loop. A thread of its own is woken by the kernel as soon as its socket has
 /// the reply.
 ///
-///   callers ──► queue ──► writer thread: take ≤ MaxBatchTransfers ──► store.Apply (one transaction)
+///   callers ──► queue ──► writer thread: take ≤ MaxBatchTransfers ──► store.Apply (one transaction; on PostgreSQL
+///                                        and the next batch's locks and reads in the same round trip as the commit)
 ///                                            ▲                               │ per-transfer results
 ///                                            └── retry on deadlock/busy ◄────┘ split on a poisoned batch
 /// </summary>
@@ -199,30 +200,15 @@ public sealed partial class LedgerService : IAsyncDisposable
 
     private void WriteLoop()
     {
-        var batch = new List<Pending>();
-        var commands = new List<LedgerCommand>();
-        Pending? carried = null;
         try
         {
-            while (carried is not null || _queue.TryTake(out carried, Timeout.Infinite))
+            // A batch the store has begun already (see ILedgerStore.Apply's next), or null.
+            Batch? begun = null;
+            while ((begun ?? TakeBatch(wait: true)) is { } batch)
             {
-                batch.Clear();
-                commands.Clear();
-                var transfers = 0;
-                for (var next = carried; next is not null; next = _queue.TryTake(out var more) ? more : null)
-                {
-                    carried = null;
-                    if (transfers > 0 && transfers + next.Command.Transfers.Count > _options.MaxBatchTransfers)
-                    {
-                        carried = next;
-                        break;
-                    }
-                    batch.Add(next);
-                    commands.Add(next.Command);
-                    transfers += next.Command.Transfers.Count;
-                    if (transfers >= _options.MaxBatchTransfers) break;
-                }
-                Execute(batch, commands);
+                var next = _store.BeginsNextBatchEarly ? TakeBatch(wait: false) : null;
+                Execute(batch, next);
+                begun = next;
             }
         }
         finally
@@ -231,34 +217,58 @@ public sealed partial class LedgerService : IAsyncDisposable
         }
     }
 
-    private void Execute(List<Pending> batch, List<LedgerCommand> commands)
+    /// <summary>Queued commands up to MaxBatchTransfers; waits for the first only if asked. Null when there are none (or the queue is closed).</summary>
+    private Batch? TakeBatch(bool wait)
     {
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var error = TryApply(commands);
-        if (error is null)
+        var first = _carried;
+        _carried = null;
+        if (first is null && !_queue.TryTake(out first, wait ? Timeout.Infinite : 0)) return null;
+        var batch = new Batch();
+        var transfers = 0;
+        for (var next = first; next is not null; next = _queue.TryTake(out var more) ? more : null)
         {
-            _metrics?.LedgerBatchCommands.Record(commands.Count);
-            _metrics?.LedgerCommit.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
-            foreach (var p in batch) p.Completion.TrySetResult(p.Command.Results);
-            return;
+            if (transfers > 0 && transfers + next.Command.Transfers.Count > _options.MaxBatchTransfers)
+            {
+                _carried = next;
+                break;
+            }
+            batch.Pending.Add(next);
+            batch.Commands.Add(next.Command);
+            transfers += next.Command.Transfers.Count;
+            if (transfers >= _options.MaxBatchTransfers) break;
         }
-        if (batch.Count > 1 && DbErrors.Classify(error) == DbErrorKind.Other)
-        {
-            // One bad command must not fail its neighbours: apply each alone so only the culprit sees the error.
-            LogBatchSplit(error, batch.Count);
-            foreach (var p in batch) Execute([p], [p.Command]);
-            return;
-        }
-        foreach (var p in batch) p.Completion.TrySetException(new LedgerUnavailableException(error));
+        return batch;
     }
 
-    private Exception? TryApply(List<LedgerCommand> commands)
+    private void Execute(Batch batch, Batch? next)
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var error = TryApply(batch.Commands, next?.Commands);
+        if (error is null)
+        {
+            _metrics?.LedgerBatchCommands.Record(batch.Commands.Count);
+            _metrics?.LedgerCommit.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
+            foreach (var p in batch.Pending) p.Completion.TrySetResult(p.Command.Results);
+            return;
+        }
+        if (batch.Pending.Count > 1 && DbErrors.Classify(error) == DbErrorKind.Other)
+        {
+            // One bad command must not fail its neighbours: apply each alone so only the culprit sees the error.
+            LogBatchSplit(error, batch.Pending.Count);
+            foreach (var p in batch.Pending) Execute(new Batch { Pending = { p }, Commands = { p.Command } }, null);
+            return;
+        }
+        foreach (var p in batch.Pending) p.Completion.TrySetException(new LedgerUnavailableException(error));
+    }
+
+    private Exception? TryApply(List<LedgerCommand> commands, List<LedgerCommand>? next)
     {
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                _store.Apply(commands, NowMicros());
+                // Only the first attempt may begin the next batch: a retry comes after a failure that dropped it.
+                _store.Apply(commands, NowMicros(), attempt == 1 ? next : null);
                 return null;
             }
             catch (Exception e)
@@ -280,6 +290,14 @@ public sealed partial class LedgerService : IAsyncDisposable
         _queue.CompleteAdding();
         await _writerStopped.Task;
         if (_store is IAsyncDisposable d) await d.DisposeAsync();
+    }
+
+    private Pending? _carried;
+
+    private sealed class Batch
+    {
+        public List<Pending> Pending { get; } = new();
+        public List<LedgerCommand> Commands { get; } = new();
     }
 
     private sealed class Pending(LedgerCommand command)

@@ -7,13 +7,14 @@ namespace Tollgate.Features.Ledger;
 
 /// <summary>
 /// PostgreSQL ledger storage. A batch costs two round trips and one commit, made synchronously on the ledger's
-/// writer thread (see <see cref="LedgerService"/>):
+/// writer thread (see <see cref="LedgerService"/>), and one round trip under load, when its first step rode along with
+/// the previous batch's commit (see <see cref="Apply"/>):
 /// 1. BEGIN (on a connection planning index lookups only, see <see cref="Database.OpenPostgresLedgerWriter"/>); lock every involved account (ids sorted,
 ///    FOR UPDATE, so concurrent batches and processes never deadlock);
 ///    read the named transfers (after the locks, so their status is current).
 /// 2. Insert transfers and entries and update accounts and pending statuses from arrays (unnest); COMMIT.
 /// </summary>
-internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILedgerStore
+internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILedgerStore, IAsyncDisposable
 {
     public async Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount a, CancellationToken ct)
     {
@@ -166,80 +167,167 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         WHERE t.id = u.id
         """;
 
-    public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros)
-    {
-        var transferIds = LedgerBatchProcessor.TransferIdsToLoad(batch);
-        var pendingIds = batch.SelectMany(c => c.Transfers).Where(t => t.PendingId is not null).Select(t => t.PendingId!).Distinct().ToArray();
-        var accountIds = LedgerBatchProcessor.AccountIdsToLoad(batch).ToArray();
+    /// <summary>A batch whose transaction is open on its connection: accounts locked and read, transfers read.</summary>
+    private sealed record Started(IReadOnlyList<LedgerCommand> Batch, NpgsqlConnection Connection,
+        Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known);
 
+    public bool BeginsNextBatchEarly => true;
+
+    /// <summary>Set by <see cref="Apply"/> when it started the next batch; only the ledger's writer thread touches it.</summary>
+    private Started? _started;
+
+    public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next)
+    {
+        var started = _started;
+        _started = null;
+        if (started is not null && !ReferenceEquals(started.Batch, batch))
+        {
+            Discard(started.Connection);
+            started = null;
+        }
         // Key lookups only and generic plans: see Database.OpenPostgresLedgerWriter.
-        using var connection = db.OpenPostgresLedgerWriter();
-        var committed = false;
+        var connection = started?.Connection ?? db.OpenPostgresLedgerWriter();
+        var clean = false;
         try
         {
-            var accounts = new Dictionary<long, AccountState>(accountIds.Length + pendingIds.Length * 2);
-            var known = new Dictionary<string, Transfer>(StringComparer.Ordinal);
-            using (var load = new NpgsqlBatch(connection))
+            Dictionary<long, AccountState> accounts;
+            Dictionary<string, Transfer> known;
+            if (started is not null)
             {
-                load.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
-                if (LedgerCommand.AllRelaxed(batch)) load.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
-                var lockCmd = new NpgsqlBatchCommand(LockAndLoadAccountsSql);
-                lockCmd.Parameters.Add(new NpgsqlParameter<long[]>("accounts", accountIds));
-                lockCmd.Parameters.Add(new NpgsqlParameter<string[]>("pending", pendingIds));
-                load.BatchCommands.Add(lockCmd);
-                var transfersCmd = new NpgsqlBatchCommand(LoadTransfersSql);
-                transfersCmd.Parameters.Add(new NpgsqlParameter<string[]>("ids", transferIds.ToArray()));
-                load.BatchCommands.Add(transfersCmd);
-
+                (accounts, known) = (started.Accounts, started.Known);
+            }
+            else
+            {
+                using var load = new NpgsqlBatch(connection);
+                AddBegin(load, batch);
                 using var r = load.ExecuteReader();
-                while (r.Read())
-                {
-                    var a = LedgerSql.ReadAccountState(r);
-                    accounts[a.Id] = a;
-                }
-                r.NextResult();
-                while (r.Read())
-                {
-                    var t = LedgerSql.ReadTransfer(r);
-                    known[t.Id] = t;
-                }
+                (accounts, known) = ReadBegun(r);
             }
 
             var writes = new LedgerBatchProcessor(accounts, known, nowMicros).Apply(batch);
 
-            using (var write = new NpgsqlBatch(connection))
+            using var write = new NpgsqlBatch(connection);
+            if (writes.NewTransfers.Count > 0) write.BatchCommands.Add(InsertTransfers(writes.NewTransfers));
+            if (writes.Entries.Count > 0) write.BatchCommands.Add(InsertEntries(writes.Entries));
+            if (writes.DirtyAccounts.Count > 0) write.BatchCommands.Add(UpdateAccounts(writes.DirtyAccounts));
+            if (writes.PendingStatusChanges.Count > 0) write.BatchCommands.Add(UpdatePending(writes.PendingStatusChanges));
+            if (LedgerCommand.RecordsToWrite(batch) is { Count: > 0 } records) write.BatchCommands.Add(Metering.UsageStore.PostgresInsertCommand(records));
+            var sideWrites = LedgerCommand.SideWritesToRun(batch);
+            foreach (var side in sideWrites)
             {
-                if (writes.NewTransfers.Count > 0) write.BatchCommands.Add(InsertTransfers(writes.NewTransfers));
-                if (writes.Entries.Count > 0) write.BatchCommands.Add(InsertEntries(writes.Entries));
-                if (writes.DirtyAccounts.Count > 0) write.BatchCommands.Add(UpdateAccounts(writes.DirtyAccounts));
-                if (writes.PendingStatusChanges.Count > 0) write.BatchCommands.Add(UpdatePending(writes.PendingStatusChanges));
-                if (LedgerCommand.RecordsToWrite(batch) is { Count: > 0 } records) write.BatchCommands.Add(Metering.UsageStore.PostgresInsertCommand(records));
-                foreach (var side in LedgerCommand.SideWritesToRun(batch))
-                {
-                    var command = new NpgsqlBatchCommand(side.Sql);
-                    foreach (var (name, value) in side.Parameters) command.Parameters.Add(new NpgsqlParameter(name, value ?? DBNull.Value));
-                    write.BatchCommands.Add(command);
-                }
-                write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
-                write.ExecuteNonQuery();
+                var command = new NpgsqlBatchCommand(side.Sql);
+                foreach (var (name, value) in side.Parameters) command.Parameters.Add(new NpgsqlParameter(name, value ?? DBNull.Value));
+                write.BatchCommands.Add(command);
             }
-            committed = true;
-        }
-        finally
-        {
-            if (!committed && connection.State == System.Data.ConnectionState.Open)
+            write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+
+            // Pipelining: the next batch's BEGIN, locks and reads ride in the same round trip as this commit, so under
+            // load a batch costs one round trip instead of two. They run after the COMMIT on the same connection, so
+            // they see everything this batch wrote. (Not after side writes, whose statements might return rows.)
+            if (next is not { Count: > 0 } || sideWrites.Count > 0)
+            {
+                write.ExecuteNonQuery();
+                clean = true;
+                return;
+            }
+            var firstOfNext = write.BatchCommands.Count;
+            AddBegin(write, next);
+            NpgsqlDataReader reader;
+            try
+            {
+                reader = write.ExecuteReader();
+            }
+            catch (PostgresException e) when (e.BatchCommand is { } failed && write.BatchCommands.IndexOf(failed) >= firstOfNext)
+            {
+                // This batch committed; only the next one's BEGIN failed: it begins afresh.
+                return;
+            }
+            // ExecuteReader returned at the next batch's first result set (its row description comes before the rows, or an
+            // error), so everything before it, COMMIT included, succeeded: replies arrive in order.
+            using (reader)
             {
                 try
                 {
-                    using var rollback = new NpgsqlCommand("ROLLBACK", connection);
-                    rollback.ExecuteNonQuery();
+                    var (nextAccounts, nextKnown) = ReadBegun(reader);
+                    reader.Dispose();
+                    _started = new Started(next, connection, nextAccounts, nextKnown);
+                    clean = true;
                 }
-                catch (Exception)
+                catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
                 {
-                    // The connection is broken; disposing returns it to the pool, which discards it.
+                    // Committed all the same; the next batch's locks or reads failed (a lock timeout, say), so it begins afresh.
                 }
             }
         }
+        finally
+        {
+            if (_started is null || !ReferenceEquals(_started.Connection, connection))
+            {
+                if (!clean) Discard(connection);
+                else connection.Dispose();
+            }
+        }
+    }
+
+    /// <summary>BEGIN, then lock the batch's accounts (ids sorted) and read them and the transfers it names.</summary>
+    private static void AddBegin(NpgsqlBatch npgsqlBatch, IReadOnlyList<LedgerCommand> batch)
+    {
+        var transferIds = LedgerBatchProcessor.TransferIdsToLoad(batch);
+        var pendingIds = batch.SelectMany(c => c.Transfers).Where(t => t.PendingId is not null).Select(t => t.PendingId!).Distinct().ToArray();
+        var accountIds = LedgerBatchProcessor.AccountIdsToLoad(batch).ToArray();
+        npgsqlBatch.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
+        if (LedgerCommand.AllRelaxed(batch)) npgsqlBatch.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
+        var lockCmd = new NpgsqlBatchCommand(LockAndLoadAccountsSql);
+        lockCmd.Parameters.Add(new NpgsqlParameter<long[]>("accounts", accountIds));
+        lockCmd.Parameters.Add(new NpgsqlParameter<string[]>("pending", pendingIds));
+        npgsqlBatch.BatchCommands.Add(lockCmd);
+        var transfersCmd = new NpgsqlBatchCommand(LoadTransfersSql);
+        transfersCmd.Parameters.Add(new NpgsqlParameter<string[]>("ids", transferIds.ToArray()));
+        npgsqlBatch.BatchCommands.Add(transfersCmd);
+    }
+
+    /// <summary>Reads the two result sets of <see cref="AddBegin"/>, the reader standing on the first.</summary>
+    private static (Dictionary<long, AccountState>, Dictionary<string, Transfer>) ReadBegun(NpgsqlDataReader r)
+    {
+        var accounts = new Dictionary<long, AccountState>();
+        var known = new Dictionary<string, Transfer>(StringComparer.Ordinal);
+        while (r.Read())
+        {
+            var a = LedgerSql.ReadAccountState(r);
+            accounts[a.Id] = a;
+        }
+        r.NextResult();
+        while (r.Read())
+        {
+            var t = LedgerSql.ReadTransfer(r);
+            known[t.Id] = t;
+        }
+        return (accounts, known);
+    }
+
+    /// <summary>Rolls back whatever the connection has open and closes it; a broken connection is just closed.</summary>
+    private static void Discard(NpgsqlConnection connection)
+    {
+        try
+        {
+            if (connection.State == System.Data.ConnectionState.Open)
+            {
+                using var rollback = new NpgsqlCommand("ROLLBACK", connection);
+                rollback.ExecuteNonQuery();
+            }
+        }
+        catch (Exception)
+        {
+            // The connection is broken; disposing returns it to the pool, which discards it.
+        }
+        connection.Dispose();
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        if (_started is { } started) Discard(started.Connection);
+        _started = null;
+        return ValueTask.CompletedTask;
     }
 
     private static NpgsqlBatchCommand InsertTransfers(List<Transfer> ts)

@@ -126,7 +126,11 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
         return await LedgerSql.AuditAsync(connection, ct);
     }
 
-    public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros)
+    /// <summary>SQLite has no round trip to save, so <paramref name="next"/> is not begun early.</summary>
+    public bool BeginsNextBatchEarly => false;
+
+
+    public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next)
     {
         // The process-wide write gate (not a lock of our own): usage-record inserts take it too, see Database.
         db.SqliteWriteGate.Wait();
