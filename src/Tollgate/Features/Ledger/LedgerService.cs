@@ -58,7 +58,7 @@ public sealed partial class LedgerService : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly LedgerOptions _options;
     private readonly ILogger<LedgerService> _logger;
-    private readonly BlockingCollection<Pending> _queue = new(new ConcurrentQueue<Pending>());
+    private readonly WriterQueue _queue = new();
     private readonly TaskCompletionSource _writerStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private readonly Infrastructure.Metrics.TollgateMetrics? _metrics;
@@ -111,14 +111,7 @@ public sealed partial class LedgerService : IAsyncDisposable
         if (requests.Count > _options.MaxBatchTransfers)
             throw new ArgumentException($"At most {_options.MaxBatchTransfers} transfers per atomic batch.", nameof(requests));
         var pending = new Pending(command);
-        try
-        {
-            _queue.Add(pending);
-        }
-        catch (InvalidOperationException)
-        {
-            throw new ObjectDisposedException(nameof(LedgerService));
-        }
+        if (!_queue.TryAdd(pending)) throw new ObjectDisposedException(nameof(LedgerService));
         // Cancelling stops the wait, not the transfer: once queued it may still commit (replay to learn the outcome).
         return ct.CanBeCanceled ? pending.Completion.Task.WaitAsync(ct) : pending.Completion.Task;
     }
@@ -222,10 +215,11 @@ public sealed partial class LedgerService : IAsyncDisposable
     {
         var first = _carried;
         _carried = null;
-        if (first is null && !_queue.TryTake(out first, wait ? Timeout.Infinite : 0)) return null;
+        first ??= _queue.Take(wait);
+        if (first is null) return null;
         var batch = new Batch();
         var transfers = 0;
-        for (var next = first; next is not null; next = _queue.TryTake(out var more) ? more : null)
+        for (var next = first; next is not null; next = _queue.Take(wait: false))
         {
             if (transfers > 0 && transfers + next.Command.Transfers.Count > _options.MaxBatchTransfers)
             {
@@ -287,12 +281,61 @@ public sealed partial class LedgerService : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        _queue.CompleteAdding();
+        _queue.Close();
         await _writerStopped.Task;
         if (_store is IAsyncDisposable d) await d.DisposeAsync();
     }
 
     private Pending? _carried;
+
+    /// <summary>
+    /// Many submitters, one writer thread. Submitters only enqueue, and signal the writer only when it said it is going
+    /// to sleep, so under load (the writer busy committing) adding takes no lock at all; a blocking collection's
+    /// semaphore made every submitter contend for one monitor.
+    /// </summary>
+    private sealed class WriterQueue
+    {
+        private readonly ConcurrentQueue<Pending> _items = new();
+        private readonly ManualResetEventSlim _wake = new(false, spinCount: 0);
+        private int _sleeping;
+        private volatile bool _closed;
+
+        public bool TryAdd(Pending p)
+        {
+            if (_closed) return false;
+            _items.Enqueue(p);
+            if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _sleeping, 0) == 1) _wake.Set();
+            // Closed meanwhile: the writer may have drained and stopped already; the caller must not wait forever.
+            if (_closed) p.Completion.TrySetException(new ObjectDisposedException(nameof(LedgerService)));
+            return true;
+        }
+
+        /// <summary>The next item; waits for one if asked. Null when there is none (waiting: only once closed and drained).</summary>
+        public Pending? Take(bool wait)
+        {
+            while (true)
+            {
+                if (_items.TryDequeue(out var p)) return p;
+                if (!wait || _closed) return null;
+                _wake.Reset();
+                // Announce the sleep, then look again: a submitter that enqueued before seeing the flag is caught here.
+                Interlocked.Exchange(ref _sleeping, 1);
+                if (!_items.IsEmpty || _closed)
+                {
+                    Interlocked.Exchange(ref _sleeping, 0);
+                    continue;
+                }
+                _wake.Wait();
+            }
+        }
+
+        public void Close()
+        {
+            _closed = true;
+            Interlocked.Exchange(ref _sleeping, 0);
+            _wake.Set();
+        }
+    }
 
     private sealed class Batch
     {
