@@ -24,7 +24,7 @@ public sealed record StripeCall(string Method, string Path, string? IdempotencyK
 /// A fake Stripe API on real Kestrel (127.0.0.1) speaking Stripe's wire format: <c>Authorization: Bearer sk_test_…</c>,
 /// form-encoded bodies with bracket nesting, JSON answers, Stripe's error object, and its idempotency rule (the
 /// first result stored per <c>Idempotency-Key</c> and replayed, other parameters with the same key →
-/// <c>idempotency_error</c>). Implements <c>POST /v1/customers</c>, <c>POST /v1/checkout/sessions</c> and
+/// <c>idempotency_error</c>; a key still in use by a concurrent request → 409 <c>idempotency_key_in_use</c>). Implements <c>POST /v1/customers</c>, <c>POST /v1/checkout/sessions</c> and
 /// <c>POST /v1/billing_portal/sessions</c>. <see cref="FailNext"/> makes the next requests fail with 500 before they
 /// execute (so, like Stripe, the key is not consumed).
 /// </summary>
@@ -36,6 +36,7 @@ public sealed class FakeStripe : IAsyncDisposable
     private readonly object _gate = new();
     private readonly List<StripeCall> _calls = [];
     private readonly Dictionary<string, (string Fingerprint, int Status, string Body)> _idempotent = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _inProgress = new(StringComparer.Ordinal);
     private int _failNext;
     private long _sequence;
 
@@ -48,6 +49,9 @@ public sealed class FakeStripe : IAsyncDisposable
     public Uri BaseUrl { get; }
 
     public IReadOnlyList<StripeCall> Calls { get { lock (_gate) return _calls.ToList(); } }
+
+    /// <summary>How long each request with a new idempotency key takes to execute (widens the window of concurrent use).</summary>
+    public TimeSpan ExecuteDelay { get; set; }
 
     /// <summary>The next <paramref name="count"/> requests answer 500 <c>api_error</c>.</summary>
     public void FailNext(int count) { lock (_gate) _failNext = count; }
@@ -116,11 +120,28 @@ public sealed class FakeStripe : IAsyncDisposable
             }
             if (answer is not null) http.Response.Headers["Idempotent-Replayed"] = "true";
         }
-        if (answer is null)
+        if (answer is null && key is not null)
         {
-            answer = Execute(call);
-            if (key is not null) lock (_gate) _idempotent[key] = (fingerprint, answer.Value.Status, answer.Value.Body);
+            lock (_gate)
+                // Like Stripe: a request whose key another request is still executing with gets 409 and nothing is saved for it.
+                if (!_inProgress.Add(key))
+                    answer = (409, Error("idempotency_error", "idempotency_key_in_use",
+                        "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later."));
+            if (answer is null)
+            {
+                try
+                {
+                    if (ExecuteDelay > TimeSpan.Zero) await Task.Delay(ExecuteDelay);
+                    answer = Execute(call);
+                    lock (_gate) _idempotent[key] = (fingerprint, answer.Value.Status, answer.Value.Body);
+                }
+                finally
+                {
+                    lock (_gate) _inProgress.Remove(key);
+                }
+            }
         }
+        answer ??= Execute(call);
         await WriteAsync(http, answer.Value.Status, answer.Value.Body);
         return;
 

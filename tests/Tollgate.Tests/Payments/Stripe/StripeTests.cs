@@ -122,6 +122,33 @@ public sealed class StripeTests : IAsyncLifetime
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task Concurrent_first_checkouts_of_an_account_create_its_Stripe_customer_once(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(0);
+        // Each new request takes a while at the fake, so the four customer creations overlap: Stripe answers the
+        // later ones 409 (key in use) until the first has finished, then replays its customer.
+        _stripe.ExecuteDelay = TimeSpan.FromMilliseconds(150);
+        HttpResponseMessage[] responses;
+        try
+        {
+            responses = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ =>
+                c.Client.PostAsync("/api/v1/billing/checkout/credits", AdminApi.JsonBody("""{"pack":"starter"}"""))));
+        }
+        finally
+        {
+            _stripe.ExecuteDelay = TimeSpan.Zero;
+        }
+        Assert.All(responses, r => Assert.Equal(HttpStatusCode.Created, r.StatusCode));
+        var creations = _stripe.Calls.Where(x => x.Path == "/v1/customers" && x.Field("metadata[tollgate_account]") == c.AccountId).ToList();
+        Assert.True(creations.Count > 1, "the customer creations did not overlap");
+        Assert.Equal($"tollgate-customer:{c.AccountId}", Assert.Single(creations.Select(x => x.IdempotencyKey).Distinct()));
+        var customers = _stripe.Calls.Where(x => x.Path == "/v1/checkout/sessions" && x.Field("client_reference_id") == c.AccountId)
+            .Select(x => x.Field("customer")).Distinct().ToList();
+        Assert.StartsWith("cus_", Assert.Single(customers));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task A_Stripe_500_is_retried_with_the_same_idempotency_key(string engine)
     {
         var app = _apps[engine];

@@ -33,7 +33,7 @@ public sealed record StripeOptions
     /// <summary>How often the grace period is checked.</summary>
     public int GraceSweepSeconds { get; init; } = 60;
     public int TimeoutSeconds { get; init; } = 30;
-    /// <summary>Attempts per API call on a connection failure, 429 or 5xx (same idempotency key each time).</summary>
+    /// <summary>Attempts per API call on a connection failure, 409 (key in use by a concurrent request), 429 or 5xx (same idempotency key each time).</summary>
     public int MaxAttempts { get; init; } = 3;
 
     public string? ResolvedSecretKey => SecretKey is { Length: > 0 } k ? k : SecretKeyEnv is { Length: > 0 } env ? Environment.GetEnvironmentVariable(env) : null;
