@@ -312,6 +312,30 @@ public sealed class StripeTests : IAsyncLifetime
         // It reports; it changes nothing.
         Assert.Equal(15_000_000, await BalanceAsync(c));
         Assert.Equal(HttpStatusCode.Unauthorized, (await app.Anonymous.GetAsync("/admin/v1/payments/reconciliation")).StatusCode);
+
+        // The operator resolves each with one idempotent adjustment against Stripe's clearing account.
+        Task<HttpResponseMessage> Resolve(string reference, long micros, string reason = "checked in the Stripe dashboard") =>
+            app.Admin.PostAsync("/admin/v1/payments/reconciliation/resolutions", AdminApi.JsonBody(
+                $$"""{"source":"stripe","reference":"{{reference}}","account_id":"{{c.AccountId}}","amount_micros":{{micros}},"reason":"{{reason}}"}"""));
+        var resolved = await MeteringApi.BodyAsync(await Resolve(undelivered, 5_000_000), HttpStatusCode.Created);
+        Assert.Equal(($"reconcile:stripe:{undelivered}", false), (resolved.Str("transfer_id"), resolved.GetProperty("replayed").GetBoolean()));
+        await MeteringApi.BodyAsync(await Resolve(cheaper, -1_000_000), HttpStatusCode.Created);
+        await MeteringApi.BodyAsync(await Resolve(unpaid, -5_000_000), HttpStatusCode.Created);
+        // A repeat is a replay; the same mismatch resolved differently is refused; nothing moves twice.
+        Assert.True((await MeteringApi.BodyAsync(await Resolve(undelivered, 5_000_000), HttpStatusCode.OK)).GetProperty("replayed").GetBoolean());
+        Assert.Equal("already_resolved", (await MeteringApi.BodyAsync(await Resolve(undelivered, 6_000_000), HttpStatusCode.Conflict)).Str("code"));
+        Assert.Equal("invalid_request", (await MeteringApi.BodyAsync(await Resolve(fine, 0), HttpStatusCode.BadRequest)).Str("code"));
+        Assert.Equal(14_000_000, await BalanceAsync(c));
+
+        report = await MeteringApi.BodyAsync(await app.Admin.GetAsync(
+            $"/admin/v1/payments/reconciliation?from={Uri.EscapeDataString(from.ToString("O"))}&to={Uri.EscapeDataString(to.ToString("O"))}"), HttpStatusCode.OK);
+        var mine = report.GetProperty("mismatches").EnumerateArray().Where(m => m.Str("account_id") == c.AccountId)
+            .ToDictionary(m => m.Str("reference")!, m => (m.Str("resolved_by"), m.Long("resolved_micros")));
+        Assert.Equal(($"reconcile:stripe:{undelivered}", 5_000_000L), mine[undelivered]);
+        Assert.Equal(($"reconcile:stripe:{cheaper}", -1_000_000L), mine[cheaper]);
+        Assert.Equal(($"reconcile:stripe:{unpaid}", -5_000_000L), mine[unpaid]);
+        Assert.Equal(report.GetProperty("mismatches").EnumerateArray().Count(m => m.Str("account_id") != c.AccountId), report.GetProperty("unresolved").GetInt32());
+        await AdminApi.AssertAuditHealthyAsync(app.Admin);
     }
 
     [Theory, MemberData(nameof(Engines))]

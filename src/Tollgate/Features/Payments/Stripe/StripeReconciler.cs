@@ -9,7 +9,13 @@ namespace Tollgate.Features.Payments.Stripe;
 
 /// <summary>One disagreement between what the payment side says and what the ledger holds.</summary>
 /// <param name="Kind"><c>money_without_credit</c>, <c>credit_without_money</c> or <c>amount_mismatch</c>.</param>
-public sealed record Mismatch(string Kind, string Reference, string? AccountId, long? PaidCents, long? RecordedCents, long CreditedMicros, string Detail);
+public sealed record Mismatch(string Kind, string Reference, string? AccountId, long? PaidCents, long? RecordedCents, long CreditedMicros, string Detail)
+{
+    /// <summary>The operator's adjustment that resolved it (<c>reconcile:{source}:{reference}</c>), or null while it waits for one.</summary>
+    public string? ResolvedBy { get; init; }
+    /// <summary>What that adjustment moved: positive credited the account, negative took credits back.</summary>
+    public long? ResolvedMicros { get; init; }
+}
 
 /// <param name="From">The period (Stripe); for the chain see <see cref="FromBlock"/> and <see cref="ToBlock"/>.</param>
 public sealed record ReconciliationReport(string Source, DateTimeOffset? From, DateTimeOffset? To, int Checked, IReadOnlyList<Mismatch> Mismatches)
@@ -17,15 +23,19 @@ public sealed record ReconciliationReport(string Source, DateTimeOffset? From, D
     public long? FromBlock { get; init; }
     public long? ToBlock { get; init; }
 
-    public bool Clean => Mismatches.Count == 0;
+    /// <summary>Mismatches no operator has resolved yet.</summary>
+    public int Unresolved => Mismatches.Count(m => m.ResolvedBy is null);
+
+    /// <summary>Nothing waits for a decision: every mismatch (if any) has been resolved by an adjustment.</summary>
+    public bool Clean => Unresolved == 0;
 }
 
 /// <summary>
 /// Compares Stripe's paid Checkout Sessions of a period with Tollgate's records and the ledger's top-up transfers,
 /// and lists every mismatch. It never fixes anything: an operator resolves each one with an idempotent adjustment
-/// (<c>POST /admin/v1/accounts/{id}/credits</c> with an idempotency key naming the mismatch).
+/// (<c>POST /admin/v1/payments/reconciliation/resolutions</c>), after which the mismatch is listed as resolved.
 /// </summary>
-internal sealed class StripeReconciler(StripeClient stripe, Database db, LedgerService ledger)
+internal sealed class StripeReconciler(StripeClient stripe, Database db, LedgerService ledger, ReconciliationResolutions resolutions)
 {
     private sealed record LocalRow(string id, string account_id, string mode, long amount_cents, string currency, long amount_micros);
 
@@ -82,7 +92,7 @@ internal sealed class StripeReconciler(StripeClient stripe, Database db, LedgerS
             if (await ledger.GetTransferAsync($"stripe:checkout:{row.id}", ct) is { } credit)
                 mismatches.Add(new Mismatch("credit_without_money", row.id, row.account_id, null, row.amount_cents, credit.Amount,
                     "Credited, but Stripe does not list the session as paid in this period."));
-        return new ReconciliationReport("stripe", from, to, seen, mismatches);
+        return new ReconciliationReport("stripe", from, to, seen, await resolutions.AnnotateAsync("stripe", mismatches, ct));
     }
 
     private static string? Str(JsonElement o, string name) => o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
