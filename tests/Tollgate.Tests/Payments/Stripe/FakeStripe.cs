@@ -25,7 +25,7 @@ public sealed record StripeCall(string Method, string Path, string? IdempotencyK
 /// form-encoded bodies with bracket nesting, JSON answers, Stripe's error object, and its idempotency rule (the
 /// first result stored per <c>Idempotency-Key</c> and replayed, other parameters with the same key →
 /// <c>idempotency_error</c>; a key still in use by a concurrent request → 409 <c>idempotency_key_in_use</c>). Implements <c>POST /v1/customers</c>, <c>POST /v1/checkout/sessions</c> and
-/// <c>POST /v1/billing_portal/sessions</c>. <see cref="FailNext"/> makes the next requests fail with 500 before they
+/// <c>POST /v1/billing_portal/sessions</c>, and <c>GET /v1/charges/{id}</c> for charges set with <see cref="SetCharge"/>. <see cref="FailNext"/> makes the next requests fail with 500 before they
 /// execute (so, like Stripe, the key is not consumed).
 /// </summary>
 public sealed class FakeStripe : IAsyncDisposable
@@ -149,9 +149,30 @@ public sealed class FakeStripe : IAsyncDisposable
         await WriteAsync(http, 500, Error("api_error", null, "Something went wrong on Stripe's end."));
     }
 
+    private readonly Dictionary<string, (long Amount, long Refunded, string PaymentIntent, string? Account)> _charges = new(StringComparer.Ordinal);
+
+    /// <summary>A charge as <c>GET /v1/charges/{id}</c> describes it now: its amount and cumulative refunded amount (cents).</summary>
+    public void SetCharge(string id, long amount, long amountRefunded, string paymentIntent, string? account = null)
+    {
+        lock (_gate) _charges[id] = (amount, amountRefunded, paymentIntent, account);
+    }
+
     private (int, string) Execute(StripeCall call)
     {
         var n = Interlocked.Increment(ref _sequence);
+        if (call.Method == "GET" && call.Path.StartsWith("/v1/charges/", StringComparison.Ordinal))
+        {
+            var id = call.Path["/v1/charges/".Length..];
+            lock (_gate)
+                return _charges.TryGetValue(id, out var c)
+                    ? (200, JsonSerializer.Serialize(new Dictionary<string, object?>
+                    {
+                        ["id"] = id, ["object"] = "charge", ["amount"] = c.Amount, ["amount_captured"] = c.Amount, ["amount_refunded"] = c.Refunded,
+                        ["refunded"] = c.Refunded == c.Amount, ["currency"] = "usd", ["paid"] = true, ["status"] = "succeeded", ["payment_intent"] = c.PaymentIntent,
+                        ["livemode"] = false, ["metadata"] = c.Account is null ? new Dictionary<string, string>() : new Dictionary<string, string> { ["tollgate_account"] = c.Account },
+                    }))
+                    : (404, Error("invalid_request_error", "resource_missing", $"No such charge: '{id}'", "id"));
+        }
         switch (call.Method, call.Path)
         {
             case ("POST", "/v1/customers"):

@@ -240,6 +240,8 @@ public sealed class StripeTests : IAsyncLifetime
         Assert.Equal(5_000_000, await BalanceAsync(c));
 
         // $1 of $5 refunded → a fifth of the credits back; the redelivered early event now applies the same state once.
+        // The state is the charge as Stripe has it now (GET /v1/charges/{id}), not the event's snapshot.
+        _stripe.SetCharge("ch_" + session, 500, 100, pi, c.AccountId);
         await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_r0", "charge.refunded", Charge(100))), HttpStatusCode.OK);
         await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_r1", "charge.refunded", Charge(100))), HttpStatusCode.OK);
         Assert.Equal(4_000_000, await BalanceAsync(c));
@@ -247,14 +249,60 @@ public sealed class StripeTests : IAsyncLifetime
         // The customer spends 3.5 M of the 4 M left; then the rest of the charge is refunded: only 0.5 M can be taken.
         await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{c.AccountId}/credits",
             AdminApi.JsonBody("""{"amount_micros":-3500000,"idempotency_key":"spend-1"}""")), HttpStatusCode.OK);
+        _stripe.SetCharge("ch_" + session, 500, 500, pi, c.AccountId);
         var full = await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_r2", "charge.refunded", Charge(500))), HttpStatusCode.OK);
         Assert.Equal("refunded:flagged_unrecovered", full.Str("outcome"));
         Assert.Equal(0, await BalanceAsync(c));
-        // A stale, older state delivered late changes nothing.
-        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_r3", "charge.refunded", Charge(300))), HttpStatusCode.OK);
+        // A stale, older snapshot delivered late changes nothing: Stripe's charge says 500.
+        Assert.Equal("ignored:refund_state_unchanged", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_r3", "charge.refunded", Charge(300))), HttpStatusCode.OK)).Str("outcome"));
         var row = (await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK)).GetProperty("data").EnumerateArray().Single(x => x.Str("id") == session);
         Assert.Equal((500L, 1_500_000L, 3_500_000L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
         Assert.Equal(0, await BalanceAsync(c));
+        await AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Refund_events_take_back_within_the_credit_limit_and_a_failed_refund_gives_the_credits_back(string engine)
+    {
+        var app = _apps[engine];
+        // Postpaid: may go 2 M micro-USD below zero.
+        var accountId = await app.CreateAccountAsync("postpaid refunds", creditLimitMicros: 2_000_000);
+        var key = await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{accountId}/keys", AdminApi.JsonBody("{}")), HttpStatusCode.Created);
+        var client = new HttpClient { BaseAddress = app.BaseAddress };
+        client.DefaultRequestHeaders.Authorization = new("Bearer", key.Str("key"));
+        using var c = new Customer(accountId, key.Str("id")!, key.Str("key")!, client);
+        var session = (await CheckoutAsync(c, "starter")).Str("id")!;
+        var (pi, charge) = ("pi_f_" + session, "ch_f_" + session);
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_fp_" + session, "checkout.session.completed", Session(session, c.AccountId, pi: pi))), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{c.AccountId}/credits",
+            AdminApi.JsonBody("""{"amount_micros":-4000000,"idempotency_key":"spend-f"}""")), HttpStatusCode.OK);
+        Assert.Equal(1_000_000, await BalanceAsync(c));
+        string Refund(string id, string status) =>
+            $$$"""{"id":"{{{id}}}","object":"refund","amount":500,"charge":"{{{charge}}}","payment_intent":"{{{pi}}}","currency":"usd","status":"{{{status}}}","metadata":{}}""";
+
+        // refund.created (API 2024-10-28.acacia and later): the whole 5 M is owed, 3 M is available (1 M + the 2 M limit).
+        _stripe.SetCharge(charge, 500, 500, pi, c.AccountId);
+        Assert.Equal("refunded:flagged_unrecovered", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_fr1_" + session, "refund.created", Refund("re_1", "pending"))), HttpStatusCode.OK)).Str("outcome"));
+        Assert.Equal(-2_000_000, await BalanceAsync(c));
+        JsonElement Row(JsonElement list) => list.GetProperty("data").EnumerateArray().Single(x => x.Str("id") == session);
+        var row = Row(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK));
+        Assert.Equal((500L, 3_000_000L, 2_000_000L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
+
+        // The refund fails: Stripe's charge is back to nothing refunded, and what was taken for it is given back.
+        _stripe.SetCharge(charge, 500, 0, pi, c.AccountId);
+        Assert.Equal("refund_reversed", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_fr2_" + session, "refund.failed", Refund("re_1", "failed"))), HttpStatusCode.OK)).Str("outcome"));
+        Assert.Equal(1_000_000, await BalanceAsync(c));
+        row = Row(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK));
+        Assert.Equal((0L, 0L, 0L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
+
+        // Refunded again to the same total: a new change, taken again (not a replay of the first); concurrent deliveries apply it once.
+        _stripe.SetCharge(charge, 500, 500, pi, c.AccountId);
+        var again = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => DeliverAsync(app, Event($"evt_fr3_{i}_{session}", i % 2 == 0 ? "charge.refunded" : "refund.updated",
+            i % 2 == 0 ? $$$"""{"id":"{{{charge}}}","object":"charge","amount":500,"amount_refunded":500,"payment_intent":"{{{pi}}}","metadata":{"tollgate_account":"{{{c.AccountId}}}"}}""" : Refund("re_2", "succeeded")))));
+        Assert.All(again, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
+        Assert.Equal(-2_000_000, await BalanceAsync(c));
+        var ledger = await MeteringApi.BodyAsync(await app.Admin.GetAsync($"/admin/v1/accounts/{c.AccountId}/ledger"), HttpStatusCode.OK);
+        Assert.Equal(3, ledger.GetProperty("data").EnumerateArray().Count(l => l.GetRawText().Contains(charge)));
         await AdminApi.AssertAuditHealthyAsync(app.Admin);
     }
 
