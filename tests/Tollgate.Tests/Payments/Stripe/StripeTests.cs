@@ -437,6 +437,25 @@ public sealed class StripeTests : IAsyncLifetime
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task Pre_basil_payloads_are_read_too_period_at_the_top_level_and_the_invoice_subscription_field(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(0);
+        var sub = "sub_old_" + engine;
+        await SubscribeAsync(app, c, sub);
+        var t = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var (start, end) = (t - 60, t + 31 * 86400);
+        // An endpoint pinned to an API version before 2025-03-31.basil: the period is on the subscription, not its items.
+        var old = $$$$"""{"id":"{{{{sub}}}}","object":"subscription","customer":"cus_x","status":"active","cancel_at_period_end":false,"current_period_start":{{{{start}}}},"current_period_end":{{{{end}}}},"metadata":{"tollgate_account":"{{{{c.AccountId}}}}"},"items":{"object":"list","data":[{"id":"si_1","price":{"id":"price_pro_monthly","recurring":{"interval":"month"}},"quantity":1}]}}""";
+        Assert.Equal("subscription_active", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_ob_" + sub, "customer.subscription.updated", old, created: t + 10)), HttpStatusCode.OK)).Str("outcome"));
+        Assert.Equal(DateTimeOffset.FromUnixTimeSeconds(end), (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription").GetProperty("current_period_end").GetDateTimeOffset());
+        // …and the invoice names its subscription at the top level.
+        var invoice = $$$$"""{"id":"in_old_{{{{sub}}}}","object":"invoice","customer":"cus_x","status":"open","amount_due":999,"subscription":"{{{{sub}}}}"}""";
+        Assert.Equal("invoice_failed", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_oif_" + sub, "invoice.payment_failed", invoice, created: t + 20)), HttpStatusCode.OK)).Str("outcome"));
+        Assert.Equal("past_due", (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription").Str("status"));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Subscription_events_set_the_plan_by_their_state_whatever_order_they_arrive_in(string engine)
     {
         var app = _apps[engine];
@@ -506,8 +525,39 @@ public sealed class StripeNotConfiguredTests(MeteringFixture fixture) : IClassFi
         var problem = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/billing/checkout/credits", AdminApi.JsonBody("""{"pack":"starter"}""")), HttpStatusCode.ServiceUnavailable);
         Assert.Equal("stripe_not_configured", problem.Str("code"));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await app.Anonymous.PostAsync("/webhooks/stripe", AdminApi.JsonBody("{}"))).StatusCode);
+        // The public pack list needs no Stripe: it is data.
+        var packs = await MeteringApi.BodyAsync(await app.Anonymous.GetAsync("/api/v1/billing/credit-packs"), HttpStatusCode.OK);
+        var usd20 = packs.GetProperty("data").EnumerateArray().Single(p => p.Str("id") == "usd20");
+        Assert.Equal((2000L, "usd", 25_000L, 25_000_000L), (usd20.Long("price_cents"), usd20.Str("currency"), usd20.Long("credits"), usd20.Long("amount_micros")));
+    }
+
+    [Fact]
+    public async Task Enabled_with_invalid_settings_stops_start_up_listing_every_problem()
+    {
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?>
+        {
+            ["Tollgate:Stripe:SecretKey"] = "pk_test_not_a_secret",
+            ["Tollgate:Stripe:PublishableKey"] = "sk_test_swapped",
+            ["Tollgate:Stripe:ApiBaseUrl"] = "ftp://api.stripe.com",
+            ["Tollgate:Stripe:PlanPrices:pro:week"] = "price_weekly",
+            ["Tollgate:Stripe:PlanPrices:pro:month"] = "prod_not_a_price",
+        }));
+        var message = e.ToString();
+        foreach (var expected in new[] { "SecretKey must be a secret", "PublishableKey must start with pk_", "WebhookSecrets needs at least one", "ApiBaseUrl must be",
+                     "PlanPrices:pro:week: the interval", "PlanPrices:pro:month must be a Stripe Price id" })
+            Assert.Contains(expected, message);
+
+        var pack = await Assert.ThrowsAnyAsync<Exception>(() => TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?>
+        {
+            ["Tollgate:Billing:CreditPacks:cheap:PriceCents"] = "10",
+            ["Tollgate:Billing:CreditPacks:cheap:Credits"] = "100",
+            ["Tollgate:Billing:CreditPacks:cheap:StripePriceId"] = "10usd",
+        }));
+        Assert.Contains("PriceCents must be 50", pack.ToString());
+        Assert.Contains("StripePriceId must be a Stripe Price id", pack.ToString());
     }
 }
+
 
 /// <summary>Postpaid accounts invoiced through Stripe for what they owe at a month's end, on a clock the test moves.</summary>
 public sealed class PostpaidInvoiceTests : IAsyncLifetime
@@ -573,6 +623,10 @@ public sealed class PostpaidInvoiceTests : IAsyncLifetime
         using var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/stripe") { Content = new StringContent(payload, System.Text.Encoding.UTF8, "application/json") };
         request.Headers.TryAddWithoutValidation("Stripe-Signature", FakeStripe.Sign(payload, Secret, _clock.GetUtcNow().ToUnixTimeSeconds()));
         Assert.Equal("usage_invoice_paid", (await MeteringApi.BodyAsync(await app.Anonymous.SendAsync(request), HttpStatusCode.OK)).Str("outcome"));
+        // Redelivered: the event was recorded with the credit, in the same transaction; nothing more is credited.
+        using var again = new HttpRequestMessage(HttpMethod.Post, "/webhooks/stripe") { Content = new StringContent(payload, System.Text.Encoding.UTF8, "application/json") };
+        again.Headers.TryAddWithoutValidation("Stripe-Signature", FakeStripe.Sign(payload, Secret, _clock.GetUtcNow().ToUnixTimeSeconds()));
+        Assert.Equal("duplicate:usage_invoice_paid", (await MeteringApi.BodyAsync(await app.Anonymous.SendAsync(again), HttpStatusCode.OK)).Str("outcome"));
         var account = await MeteringApi.BodyAsync(await app.Admin.GetAsync($"/admin/v1/accounts/{postpaid}"), HttpStatusCode.OK);
         // −1,500,003 − 100,000 + 1,510,000
         Assert.Equal(-90_003, account.Long("balance_micros"));

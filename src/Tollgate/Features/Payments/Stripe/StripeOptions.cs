@@ -77,6 +77,10 @@ internal sealed class StripeOptionsValidator : IValidateOptions<StripeOptions>
         foreach (var (plan, prices) in o.PlanPrices)
             foreach (var interval in prices.Keys)
                 if (interval is not ("month" or "year")) errors.Add($"Tollgate:Stripe:PlanPrices:{plan}:{interval}: the interval is 'month' or 'year'.");
+        foreach (var (plan, prices) in o.PlanPrices)
+            foreach (var (interval, price) in prices)
+                if (!price.StartsWith("price_", StringComparison.Ordinal))
+                    errors.Add($"Tollgate:Stripe:PlanPrices:{plan}:{interval} must be a Stripe Price id (price_…), not a product or an amount.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

@@ -37,8 +37,8 @@ internal sealed partial class StripeWebhooks(
         {
             "customer.subscription.created" or "customer.subscription.updated" or "customer.subscription.deleted" or "customer.subscription.paused"
                 or "customer.subscription.resumed" => await SubscriptionChangedAsync(obj, type, created, ct),
-            "invoice.paid" or "invoice.payment_succeeded" => await InvoiceAsync(obj, paid: true, created, ct),
-            "invoice.payment_failed" => await InvoiceAsync(obj, paid: false, created, ct),
+            "invoice.paid" or "invoice.payment_succeeded" => await InvoiceAsync(obj, paid: true, ev, ct),
+            "invoice.payment_failed" => await InvoiceAsync(obj, paid: false, ev, ct),
             "checkout.session.completed" or "checkout.session.async_payment_succeeded" => await CheckoutCompletedAsync(obj, ev, ct),
             "checkout.session.async_payment_failed" or "checkout.session.expired" => await CheckoutClosedAsync(obj, type, ct),
             "charge.refunded" or "refund.created" or "refund.updated" or "refund.failed" or "charge.refund.updated" => await RefundChangedAsync(obj, type, ev, ct),
@@ -284,11 +284,13 @@ internal sealed partial class StripeWebhooks(
     }
 
     /// <summary>A subscription invoice paid (past due → active) or failed (→ past due; after the grace period the account drops to the default plan).</summary>
-    private async Task<WebhookOutcome> InvoiceAsync(JsonElement invoice, bool paid, long created, CancellationToken ct)
+    private async Task<WebhookOutcome> InvoiceAsync(JsonElement invoice, bool paid, StripeEventRef ev, CancellationToken ct)
     {
+        var created = ev.Created;
         // A usage invoice of a postpaid account: paid → its amount is credited back.
         if (Str(invoice, "id") is { } invoiceId && paid && Str(invoice, "status") is "paid" or null
-            && await invoicer.InvoicePaidAsync(invoiceId, invoice.TryGetProperty("amount_paid", out var ap) && ap.TryGetInt64(out var apv) ? apv : 0, ct) is { } usage)
+            && await invoicer.InvoicePaidAsync(invoiceId, invoice.TryGetProperty("amount_paid", out var ap) && ap.TryGetInt64(out var apv) ? apv : 0,
+                store.EventWrite(ev, Metadata(invoice, "tollgate_account"), "usage_invoice_paid"), ct) is { } usage)
             return usage;
         // basil moved the subscription under parent.subscription_details; older versions have it at the top level.
         var subscriptionId = invoice.TryGetProperty("parent", out var parent) && parent.ValueKind == JsonValueKind.Object
