@@ -14,9 +14,10 @@ namespace Tollgate.Features.Payments;
 /// <param name="Source"><c>stripe</c> or <c>usdc</c>: whose clearing account the adjustment moves money against.</param>
 /// <param name="Reference">The mismatch's reference as the report lists it (a Checkout Session id, or <c>0x…tx#logIndex</c>).</param>
 /// <param name="AmountMicros">Positive credits the account (money arrived, no credit); negative takes credits back (credit without money).</param>
-public sealed record ResolveMismatchInput(string? Source, string? Reference, string? AccountId, long? AmountMicros, string? Reason);
+/// <param name="WriteOff">The operator absorbs the amount: it moves from <c>system:adjustments</c> to the clearing account and the account keeps its balance (e.g. credits a refund could not take back).</param>
+public sealed record ResolveMismatchInput(string? Source, string? Reference, string? AccountId, long? AmountMicros, string? Reason, bool? WriteOff = null);
 
-public sealed record ResolutionView(string Source, string Reference, string AccountId, long AmountMicros, string TransferId, bool Replayed);
+public sealed record ResolutionView(string Source, string Reference, string AccountId, long AmountMicros, string Resolution, string TransferId, bool Replayed);
 
 /// <summary>
 /// How an operator resolves a reconciliation mismatch: one ledger transfer between the source's payment clearing account
@@ -27,6 +28,7 @@ public sealed record ResolutionView(string Source, string Reference, string Acco
 internal sealed class ReconciliationResolutions(LedgerService ledger, SystemAccounts system, AccountService accounts)
 {
     public const string Code = "reconciliation_adjustment";
+    public const string WriteOffCode = "reconciliation_write_off";
     public static readonly string[] Sources = ["stripe", "usdc"];
 
     /// <summary>The ledger id of the adjustment resolving a mismatch (the reference's '#' is not an id character).</summary>
@@ -38,7 +40,8 @@ internal sealed class ReconciliationResolutions(LedgerService ledger, SystemAcco
 
     public enum Outcome { Resolved, Replayed, UnknownAccount, Conflict, InsufficientFunds, Invalid }
 
-    public async Task<(Outcome Outcome, ResolutionView? View)> ResolveAsync(string source, string reference, string accountId, long amountMicros, string? reason, CancellationToken ct)
+    public async Task<(Outcome Outcome, ResolutionView? View)> ResolveAsync(string source, string reference, string accountId, long amountMicros, bool writeOff,
+        string? reason, CancellationToken ct)
     {
         var id = TransferId(source, reference);
         if (!LedgerService.IsValidId(id)) return (Outcome.Invalid, null);
@@ -48,10 +51,10 @@ internal sealed class ReconciliationResolutions(LedgerService ledger, SystemAcco
         var result = await ledger.TransferAsync(new TransferRequest
         {
             Id = id,
-            DebitAccountId = credit ? clearing : account.Account.LedgerAccountId,
-            CreditAccountId = credit ? account.Account.LedgerAccountId : clearing,
+            DebitAccountId = writeOff ? await system.AdjustmentsAsync(ct) : credit ? clearing : account.Account.LedgerAccountId,
+            CreditAccountId = writeOff ? clearing : credit ? account.Account.LedgerAccountId : clearing,
             Amount = Math.Abs(amountMicros),
-            Code = Code,
+            Code = writeOff ? WriteOffCode : Code,
             Reference = reference,
             Description = reason,
             Metadata = JsonSerializer.Serialize(new Dictionary<string, object> { ["source"] = source, ["reference"] = reference, ["account_id"] = accountId }),
@@ -59,7 +62,8 @@ internal sealed class ReconciliationResolutions(LedgerService ledger, SystemAcco
         return result.Code switch
         {
             TransferResultCode.Ok or TransferResultCode.Replayed => (result.Code == TransferResultCode.Ok ? Outcome.Resolved : Outcome.Replayed,
-                new ResolutionView(source, reference, accountId, amountMicros, id, result.Code == TransferResultCode.Replayed)),
+                new ResolutionView(source, reference, accountId, amountMicros, writeOff ? "written_off" : credit ? "credited" : "taken_back", id,
+                    result.Code == TransferResultCode.Replayed)),
             TransferResultCode.IdempotencyConflict => (Outcome.Conflict, null),
             TransferResultCode.InsufficientFunds => (Outcome.InsufficientFunds, null),
             _ => (Outcome.Invalid, null),
@@ -76,7 +80,9 @@ internal sealed class ReconciliationResolutions(LedgerService ledger, SystemAcco
         {
             var id = TransferId(source, m.Reference);
             annotated.Add(LedgerService.IsValidId(id) && await ledger.GetTransferAsync(id, ct) is { } t
-                ? m with { ResolvedBy = id, ResolvedMicros = t.DebitAccountId == clearing ? t.Amount : -t.Amount }
+                ? t.Code == WriteOffCode
+                    ? m with { ResolvedBy = id, Resolution = "written_off", ResolvedMicros = 0 }
+                    : m with { ResolvedBy = id, Resolution = t.DebitAccountId == clearing ? "credited" : "taken_back", ResolvedMicros = t.DebitAccountId == clearing ? t.Amount : -t.Amount }
                 : m);
         }
         return annotated;
@@ -237,7 +243,9 @@ internal static class ReconciliationEndpoints
             return Problems.BadRequest("invalid_request", "'amount_micros' is required and not 0: positive credits the account, negative takes credits back.", "amount_micros");
         if (string.IsNullOrWhiteSpace(input.Reason) || input.Reason.Length > LedgerService.MaxDescriptionLength)
             return Problems.BadRequest("invalid_request", "'reason' is required: say why the mismatch is resolved this way.", "reason");
-        var (outcome, view) = await resolutions.ResolveAsync(source, input.Reference, input.AccountId, amount, input.Reason, ct);
+        if (input.WriteOff == true && amount < 0)
+            return Problems.BadRequest("invalid_request", "A write-off absorbs a positive amount: the credits the account keeps without money.", "amount_micros");
+        var (outcome, view) = await resolutions.ResolveAsync(source, input.Reference, input.AccountId, amount, input.WriteOff == true, input.Reason, ct);
         return outcome switch
         {
             ReconciliationResolutions.Outcome.Resolved => TypedResults.Created($"/admin/v1/payments/reconciliation/resolutions", view!),

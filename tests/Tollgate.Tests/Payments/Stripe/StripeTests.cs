@@ -258,6 +258,19 @@ public sealed class StripeTests : IAsyncLifetime
         var row = (await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK)).GetProperty("data").EnumerateArray().Single(x => x.Str("id") == session);
         Assert.Equal((500L, 1_500_000L, 3_500_000L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
         Assert.Equal(0, await BalanceAsync(c));
+
+        // Reconciliation flags the credits the refund could not take back until an operator decides; here they are written off
+        // (from system:adjustments to Stripe's clearing account): the account keeps its balance, the flag is resolved.
+        async Task<JsonElement> FlaggedAsync() => (await MeteringApi.BodyAsync(await app.Admin.GetAsync("/admin/v1/payments/reconciliation"), HttpStatusCode.OK))
+            .GetProperty("mismatches").EnumerateArray().Single(m => m.Str("reference") == session + ":refund");
+        var flagged = await FlaggedAsync();
+        Assert.Equal(("refund_unrecovered", c.AccountId, 3_500_000L), (flagged.Str("kind"), flagged.Str("account_id"), flagged.Long("credited_micros")));
+        var writeOff = await MeteringApi.BodyAsync(await app.Admin.PostAsync("/admin/v1/payments/reconciliation/resolutions", AdminApi.JsonBody(
+            $$"""{"source":"stripe","reference":"{{session}}:refund","account_id":"{{c.AccountId}}","amount_micros":3500000,"write_off":true,"reason":"spent before the refund"}""")), HttpStatusCode.Created);
+        Assert.Equal("written_off", writeOff.Str("resolution"));
+        flagged = await FlaggedAsync();
+        Assert.Equal(("written_off", 0L), (flagged.Str("resolution"), flagged.Long("resolved_micros")));
+        Assert.Equal(0, await BalanceAsync(c));
         await AdminApi.AssertAuditHealthyAsync(app.Admin);
     }
 
