@@ -145,6 +145,40 @@ public sealed class CryptoFakeChainTests(FakeChainFixture fixture) : IClassFixtu
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task Confirm_CreditsAtTheConfiguredRateRoundedDown_AndRefusesTransfersBelowTheMinimum(string engine)
+    {
+        // A 5 % bonus (21 micro-USD per 20 token units) and a 1 USDC minimum, on an app of its own.
+        await using var app = await TestApp.StartAsync(engine, new Dictionary<string, string?>
+        {
+            ["Tollgate:Crypto:Enabled"] = "true",
+            ["Tollgate:Crypto:RpcUrl"] = Node.Url,
+            ["Tollgate:Crypto:TreasuryAddress"] = Treasury,
+            ["Tollgate:Crypto:Confirmations"] = "3",
+            ["Tollgate:Crypto:WatcherEnabled"] = "false",
+            ["Tollgate:Crypto:RateMicros"] = "21",
+            ["Tollgate:Crypto:RateUnits"] = "20",
+            ["Tollgate:Crypto:MinimumUnits"] = "1000000",
+        });
+        var customer = await app.CustomerAsync(0);
+        var wallet = TestWallet.Random();
+        await customer.LinkWalletAsync(wallet);
+
+        // 12.345679 USDC (6 decimals) × 21 / 20 = 12,962,962.95 micro-USD → 12,962,962.
+        var tx = Node.Mine([new(Usdc, wallet.Address, Treasury, 12_345_679)], block: Node.BlockNumber - 5);
+        var credited = await customer.ConfirmAsync(tx);
+        Assert.Equal(HttpStatusCode.OK, credited.StatusCode);
+        var payment = Assert.Single((await credited.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("payments").EnumerateArray());
+        Assert.Equal((12_345_679L, 12_962_962L), (payment.GetProperty("amount_units").GetInt64(), payment.GetProperty("credit_micros").GetInt64()));
+        Assert.Equal(12_962_962, await customer.BalanceAsync());
+
+        var small = Node.Mine([new(Usdc, wallet.Address, Treasury, 999_999)], block: Node.BlockNumber - 5);
+        var refused = await customer.ConfirmAsync(small);
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Equal("below_minimum", await refused.ProblemCodeAsync());
+        Assert.Equal(12_962_962, await customer.BalanceAsync());
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Confirm_TransferOfAnotherToken_IsRejected(string engine)
     {
         var (_, customer, wallet) = await LinkedCustomerAsync(engine);

@@ -223,6 +223,18 @@ public sealed class StripeTests : IAsyncLifetime
         // Paid later: credited then.
         await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_u6", "checkout.session.async_payment_succeeded", Session(session, c.AccountId))), HttpStatusCode.OK);
         Assert.Equal(5_000_000, await BalanceAsync(c));
+
+        // A session abandoned (expired) or whose delayed payment failed is closed with nothing credited; a late expiry of a
+        // completed one does not reopen it.
+        var abandoned = (await CheckoutAsync(c, "starter")).Str("id")!;
+        var failed = (await CheckoutAsync(c, "starter")).Str("id")!;
+        Assert.Equal("closed", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_u7", "checkout.session.expired", Session(abandoned, c.AccountId, paymentStatus: "unpaid"))), HttpStatusCode.OK)).Str("outcome"));
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_u8", "checkout.session.async_payment_failed", Session(failed, c.AccountId, paymentStatus: "unpaid"))), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_u9", "checkout.session.expired", Session(session, c.AccountId))), HttpStatusCode.OK);
+        var statuses = (await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK)).GetProperty("data").EnumerateArray()
+            .ToDictionary(x => x.Str("id")!, x => x.Str("status"));
+        Assert.Equal(("expired", "payment_failed", "complete"), (statuses[abandoned], statuses[failed], statuses[session]));
+        Assert.Equal(5_000_000, await BalanceAsync(c));
     }
 
     [Theory, MemberData(nameof(Engines))]
