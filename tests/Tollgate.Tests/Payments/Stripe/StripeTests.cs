@@ -313,14 +313,25 @@ public sealed class StripeTests : IAsyncLifetime
         var row = Row(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK));
         Assert.Equal((500L, 3_000_000L, 2_000_000L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
 
+        // The account is topped up, then $1 of the refund fails (refunded 500 → 400): a falling total takes nothing more,
+        // even though 1 M of the 4 M now owed was never taken back and the balance would allow it.
+        await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{c.AccountId}/credits",
+            AdminApi.JsonBody("""{"amount_micros":2000000,"idempotency_key":"topup-f"}""")), HttpStatusCode.OK);
+        _stripe.SetCharge(charge, 500, 400, pi, c.AccountId);
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_fr15_" + session, "refund.updated", Refund("re_1", "pending"))), HttpStatusCode.OK);
+        Assert.Equal(0, await BalanceAsync(c));
+        row = Row(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK));
+        Assert.Equal((400L, 3_000_000L, 1_000_000L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
+
         // The refund fails: Stripe's charge is back to nothing refunded, and what was taken for it is given back.
         _stripe.SetCharge(charge, 500, 0, pi, c.AccountId);
         Assert.Equal("refund_reversed", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_fr2_" + session, "refund.failed", Refund("re_1", "failed"))), HttpStatusCode.OK)).Str("outcome"));
-        Assert.Equal(1_000_000, await BalanceAsync(c));
+        Assert.Equal(3_000_000, await BalanceAsync(c));
         row = Row(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK));
         Assert.Equal((0L, 0L, 0L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
 
-        // Refunded again to the same total: a new change, taken again (not a replay of the first); concurrent deliveries apply it once.
+        // Refunded again to the same total: a new change, taken again (not a replay of the first) — all 5 M this time, the
+        // balance allowing it; concurrent deliveries apply it once.
         _stripe.SetCharge(charge, 500, 500, pi, c.AccountId);
         var again = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => DeliverAsync(app, Event($"evt_fr3_{i}_{session}", i % 2 == 0 ? "charge.refunded" : "refund.updated",
             i % 2 == 0 ? $$$"""{"id":"{{{charge}}}","object":"charge","amount":500,"amount_refunded":500,"payment_intent":"{{{pi}}}","metadata":{"tollgate_account":"{{{c.AccountId}}}"}}""" : Refund("re_2", "succeeded")))));

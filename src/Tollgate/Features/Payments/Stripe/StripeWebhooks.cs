@@ -155,7 +155,9 @@ internal sealed partial class StripeWebhooks(
             var target = (long)((Int128)checkout.CreditedMicros * Math.Min(refunded, paid) / paid);
             var takeBack = target >= checkout.ClawedBackMicros;
             long moved;
-            if (takeBack)
+            // A falling total never takes more (what stayed unrecovered is not chased because a refund failed).
+            if (takeBack && refunded < checkout.RefundedCents) moved = 0;
+            else if (takeBack)
             {
                 var available = (await ledger.GetAccountAsync(ledgerAccount, ct))?.AvailableMicros ?? 0;
                 moved = Math.Min(target - checkout.ClawedBackMicros, Math.Max(0, available));
@@ -164,7 +166,7 @@ internal sealed partial class StripeWebhooks(
             var clawed = takeBack ? checkout.ClawedBackMicros + moved : target;
             var unrecovered = Math.Max(0, target - clawed);
             var seq = checkout.RefundSeq + 1;
-            var outcome = !takeBack ? "refund_reversed" : unrecovered > 0 ? "refunded:flagged_unrecovered" : "refunded";
+            var outcome = refunded < checkout.RefundedCents ? "refund_reversed" : unrecovered > 0 ? "refunded:flagged_unrecovered" : "refunded";
             if (moved == 0)
             {
                 if (!await store.TryRecordRefundAsync(checkout.Id, refunded, clawed, unrecovered, seq, ct)) continue;
