@@ -59,7 +59,12 @@ public sealed class StripeTests : IAsyncLifetime
             ["Tollgate:Plans:pro:MonthlyPriceCents"] = "999",
             ["Tollgate:Plans:pro:Models:0"] = "demo/*",
             ["Tollgate:Stripe:PlanPrices:pro:month"] = "price_pro_monthly",
-            ["Tollgate:Stripe:PastDueGraceSeconds"] = "2",
+            ["Tollgate:Plans:basic:MonthlyPriceCents"] = "199",
+            ["Tollgate:Plans:basic:Models:0"] = "demo/*",
+            // An hour by default; pro's own policy: 3 s, then down to basic (not the default plan).
+            ["Tollgate:Stripe:PastDueGraceSeconds"] = "3600",
+            ["Tollgate:Stripe:PastDuePolicies:pro:GraceSeconds"] = "3",
+            ["Tollgate:Stripe:PastDuePolicies:pro:DowngradeTo"] = "basic",
             ["Tollgate:Stripe:GraceSweepSeconds"] = "1",
         };
         foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres }) _apps[engine] = await TestApp.StartAsync(engine, settings);
@@ -526,7 +531,7 @@ public sealed class StripeTests : IAsyncLifetime
     }
 
     [Theory, MemberData(nameof(Engines))]
-    public async Task An_invoice_left_unpaid_past_the_grace_period_drops_the_account_to_the_default_plan(string engine)
+    public async Task An_invoice_left_unpaid_past_the_plans_grace_period_drops_the_account_to_the_plans_downgrade(string engine)
     {
         var app = _apps[engine];
         using var c = await app.CustomerAsync(0);
@@ -537,9 +542,9 @@ public sealed class StripeTests : IAsyncLifetime
         await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_gif_" + sub, "invoice.payment_failed", Invoice(sub), created: t + 1)), HttpStatusCode.OK);
         Assert.Equal(("pro", "past_due"), ((await AdminSubscriptionAsync(app, c.AccountId)).Str("plan"), (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription").Str("status")));
 
-        // Grace is 2 s here and the sweep runs every second.
+        // pro's grace is 3 s here (the general one an hour) and the sweep runs every second.
         var until = DateTime.UtcNow.AddSeconds(15);
-        while ((await AdminSubscriptionAsync(app, c.AccountId)).Str("plan") != "default")
+        while ((await AdminSubscriptionAsync(app, c.AccountId)).Str("plan") != "basic")
         {
             Assert.True(DateTime.UtcNow < until, "the past-due subscription was not ended after its grace period");
             await Task.Delay(200);
