@@ -94,7 +94,9 @@ public sealed class ReconciliationJobTests
             ["Tollgate__Crypto__Confirmations"] = "3",
         };
 
-        var both = await TollgateExecutable.RunAsync(["reconcile", "--database", database, "--from-block", block.ToString(), "--to-block", block.ToString()], environment);
+        // --to a minute ahead: the period's end is exclusive to the second, and the session may have been made in this one.
+        var to = DateTimeOffset.UtcNow.AddMinutes(1).ToString("O");
+        var both = await TollgateExecutable.RunAsync(["reconcile", "--database", database, "--to", to, "--from-block", block.ToString(), "--to-block", block.ToString()], environment);
         Assert.True(both.ExitCode == 1, both.ToString());
         var reports = both.Json().GetProperty("reports").EnumerateArray().ToDictionary(r => r.Str("source")!);
         var paid = Assert.Single(reports["stripe"].GetProperty("mismatches").EnumerateArray(), m => m.Str("reference") == session);
