@@ -25,7 +25,8 @@ public sealed record StripeCall(string Method, string Path, string? IdempotencyK
 /// form-encoded bodies with bracket nesting, JSON answers, Stripe's error object, and its idempotency rule (the
 /// first result stored per <c>Idempotency-Key</c> and replayed, other parameters with the same key →
 /// <c>idempotency_error</c>; a key still in use by a concurrent request → 409 <c>idempotency_key_in_use</c>). Implements <c>POST /v1/customers</c>, <c>POST /v1/checkout/sessions</c> and
-/// <c>POST /v1/billing_portal/sessions</c>, and <c>GET /v1/charges/{id}</c> for charges set with <see cref="SetCharge"/>. <see cref="FailNext"/> makes the next requests fail with 500 before they
+/// <c>POST /v1/billing_portal/sessions</c>, <c>GET /v1/customers/search</c> (by metadata; immediately consistent, unlike
+/// Stripe's), and <c>GET /v1/charges/{id}</c> for charges set with <see cref="SetCharge"/>. <see cref="FailNext"/> makes the next requests fail with 500 before they
 /// execute (so, like Stripe, the key is not consumed).
 /// </summary>
 public sealed class FakeStripe : IAsyncDisposable
@@ -149,6 +150,7 @@ public sealed class FakeStripe : IAsyncDisposable
         await WriteAsync(http, 500, Error("api_error", null, "Something went wrong on Stripe's end."));
     }
 
+    private readonly List<(string Id, Dictionary<string, string> Metadata)> _customers = [];
     private readonly Dictionary<string, (long Amount, long Refunded, string PaymentIntent, string? Account)> _charges = new(StringComparer.Ordinal);
 
     /// <summary>A charge as <c>GET /v1/charges/{id}</c> describes it now: its amount and cumulative refunded amount (cents).</summary>
@@ -160,6 +162,21 @@ public sealed class FakeStripe : IAsyncDisposable
     private (int, string) Execute(StripeCall call)
     {
         var n = Interlocked.Increment(ref _sequence);
+        if (call.Method == "GET" && call.Path == "/v1/customers/search")
+        {
+            // Only the query Tollgate makes: metadata['key']:'value'.
+            var query = System.Web.HttpUtility.ParseQueryString(call.Query)["query"] ?? "";
+            var match = System.Text.RegularExpressions.Regex.Match(query, @"^metadata\['([^']+)'\]:'([^']*)'$");
+            if (!match.Success) return (400, Error("invalid_request_error", "parameter_invalid", "The search query is not supported by this fake.", "query"));
+            List<Dictionary<string, object?>> hits;
+            lock (_gate)
+                hits = _customers.Where(c => c.Metadata.TryGetValue(match.Groups[1].Value, out var v) && v == match.Groups[2].Value)
+                    .Select(c => new Dictionary<string, object?> { ["id"] = c.Id, ["object"] = "customer", ["metadata"] = c.Metadata }).ToList();
+            return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
+            {
+                ["object"] = "search_result", ["data"] = hits, ["has_more"] = false, ["next_page"] = null, ["url"] = "/v1/customers/search",
+            }));
+        }
         if (call.Method == "GET" && call.Path.StartsWith("/v1/charges/", StringComparison.Ordinal))
         {
             var id = call.Path["/v1/charges/".Length..];
@@ -176,6 +193,7 @@ public sealed class FakeStripe : IAsyncDisposable
         switch (call.Method, call.Path)
         {
             case ("POST", "/v1/customers"):
+                lock (_gate) _customers.Add(($"cus_fake{n}", Metadata(call)));
                 return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
                 {
                     ["id"] = $"cus_fake{n}", ["object"] = "customer", ["livemode"] = false,

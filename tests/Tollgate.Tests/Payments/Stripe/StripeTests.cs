@@ -154,6 +154,26 @@ public sealed class StripeTests : IAsyncLifetime
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task A_Stripe_customer_that_already_exists_for_the_account_is_found_not_created_again(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(0);
+        // Made for this account long ago (its id lost to Tollgate, its idempotency key pruned at Stripe).
+        using var http = new HttpClient { BaseAddress = _stripe.BaseUrl };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", FakeStripe.SecretKey);
+        var existing = await MeteringApi.BodyAsync(await http.PostAsync("/v1/customers",
+            new FormUrlEncodedContent(new Dictionary<string, string> { ["metadata[tollgate_account]"] = c.AccountId })), HttpStatusCode.OK);
+
+        await CheckoutAsync(c, "starter");
+        await CheckoutAsync(c, "starter");
+        var sessions = _stripe.Calls.Where(x => x.Path == "/v1/checkout/sessions" && x.Field("client_reference_id") == c.AccountId).ToList();
+        Assert.All(sessions, s => Assert.Equal(existing.Str("id"), s.Field("customer")));
+        Assert.DoesNotContain(_stripe.Calls, x => x.Path == "/v1/customers" && x.IdempotencyKey == $"tollgate-customer:{c.AccountId}");
+        // Searched once: after that the stored id is used.
+        Assert.Single(_stripe.Calls, x => x.Path == "/v1/customers/search" && x.Query.Contains(Uri.EscapeDataString(c.AccountId)));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task A_Stripe_500_is_retried_with_the_same_idempotency_key(string engine)
     {
         var app = _apps[engine];
