@@ -114,6 +114,7 @@ public static class TollgateApp
         services.AddSingleton<Features.Payments.Stripe.PostpaidInvoicer>();
         services.AddHostedService<Features.Payments.Stripe.PostpaidInvoiceJob>();
         services.AddHostedService(sp => sp.GetRequiredService<Features.Payments.Stripe.StripeGraceSweeper>());
+        Features.Payments.ReconciliationEndpoints.AddReconciliation(services);
         Features.Dashboard.DashboardAuth.AddDashboard(services);
         Features.Statements.StatementEndpoints.AddStatements(services);
         Features.Marketplace.MarketplaceEndpoints.AddMarketplace(services);
@@ -159,6 +160,7 @@ public static class TollgateApp
         Features.Payments.CreditPackEndpoints.MapCreditPacks(app);
         Features.Plans.AddOnEndpoints.MapAddOns(app);
         Features.Payments.Stripe.StripeEndpoints.MapStripe(app);
+        Features.Payments.ReconciliationEndpoints.MapReconciliation(app);
         Features.Plans.AdminPlanEndpoints.MapAdminPlans(app);
         Features.Plans.SubscriptionEndpoints.MapSubscriptions(app);
         if (cryptoEnabled)

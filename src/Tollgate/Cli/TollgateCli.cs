@@ -50,6 +50,7 @@ public static class TollgateCli
             return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
         }
         catch (Exception e) when (e is System.Data.Common.DbException or ArgumentException or FormatException
+                                      or Features.Payments.Stripe.StripeException or Features.Payments.Crypto.EvmRpcException
                                       or Microsoft.Extensions.Options.OptionsValidationException or IOException
                                       or System.Net.Sockets.SocketException or TimeoutException)
         {
@@ -89,7 +90,14 @@ public static class TollgateCli
 
     private static async Task<int> WithAppAsync(string? database, Func<WebApplication, CancellationToken, Task<int>> action, CancellationToken ct)
     {
-        await using var app = TollgateApp.Build([], database, b => b.Logging.SetMinimumLevel(LogLevel.Warning));
+        await using var app = TollgateApp.Build([], database, b =>
+        {
+            b.Logging.SetMinimumLevel(LogLevel.Warning);
+            // The configured "Default: Information" outranks the minimum level; outgoing calls (Stripe, the chain) would log each request.
+            b.Logging.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning);
+            // stdout carries the command's JSON (reconcile's report is piped to jq); every log line goes to stderr.
+            b.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        });
         await app.Services.GetRequiredService<Migrator>().MigrateAsync(ct);
         return await action(app, ct);
     }
@@ -153,17 +161,43 @@ public static class TollgateCli
 
     private static Command ReconcileCommand(Option<string?> database)
     {
-        var from = new Option<DateTimeOffset?>("--from") { Description = "Start of the period (ISO 8601; default 30 days before --to)." };
-        var to = new Option<DateTimeOffset?>("--to") { Description = "End of the period, exclusive (default now)." };
-        var command = new Command("reconcile", "Compare Stripe's payments with the ledger's credits and list every mismatch (exit code 1 if any). Fixes nothing.") { from, to };
+        var from = new Option<DateTimeOffset?>("--from") { Description = "Stripe: start of the period (ISO 8601; default 30 days before --to)." };
+        var to = new Option<DateTimeOffset?>("--to") { Description = "Stripe: end of the period, exclusive (default now)." };
+        var fromBlock = new Option<long?>("--from-block") { Description = "Chain: first block (default 10,000 blocks before --to-block)." };
+        var toBlock = new Option<long?>("--to-block") { Description = "Chain: last block (default and at most the confirmed head)." };
+        var source = new Option<string>("--source")
+        {
+            Description = "stripe, usdc, or all (default: every payment source configured).",
+            DefaultValueFactory = _ => "all",
+        };
+        source.AcceptOnlyFromAmong("all", "stripe", "usdc");
+        var command = new Command("reconcile",
+            "Compare what Stripe and the chain say was paid with the ledger's credits and list every mismatch (exit code 1 if any is unresolved). Fixes nothing.")
+        {
+            from, to, fromBlock, toBlock, source,
+        };
         command.SetAction((p, ct) => WithAppAsync(p.GetValue(database), async (app, _) =>
         {
-            var options = app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<Features.Payments.Stripe.StripeOptions>>().Value;
-            if (!options.Enabled) { Console.Error.WriteLine("Stripe is not configured (Tollgate:Stripe:SecretKey); nothing to reconcile."); return 2; }
-            var end = p.GetValue(to) ?? DateTimeOffset.UtcNow;
-            var report = await app.Services.GetRequiredService<Features.Payments.Stripe.StripeReconciler>().ReconcileAsync(p.GetValue(from) ?? end.AddDays(-30), end, ct);
-            Print(report);
-            return report.Clean ? 0 : 1;
+            var which = p.GetRequiredValue(source);
+            var stripeOn = app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<Features.Payments.Stripe.StripeOptions>>().Value.Enabled;
+            var chain = app.Services.GetService<Features.Payments.Crypto.CryptoReconciler>();
+            if (which == "stripe" && !stripeOn) { Console.Error.WriteLine("Stripe is not configured (Tollgate:Stripe:SecretKey); nothing to reconcile."); return 2; }
+            if (which == "usdc" && chain is null) { Console.Error.WriteLine("USDC payments are not enabled (Tollgate:Crypto:Enabled); nothing to reconcile."); return 2; }
+            if (!stripeOn && chain is null) { Console.Error.WriteLine("No payment source is configured (Tollgate:Stripe, Tollgate:Crypto); nothing to reconcile."); return 2; }
+            var reports = new List<Features.Payments.Stripe.ReconciliationReport>();
+            if (stripeOn && which is "all" or "stripe")
+            {
+                var end = p.GetValue(to) ?? DateTimeOffset.UtcNow;
+                reports.Add(await app.Services.GetRequiredService<Features.Payments.Stripe.StripeReconciler>().ReconcileAsync(p.GetValue(from) ?? end.AddDays(-30), end, ct));
+            }
+            if (chain is not null && which is "all" or "usdc")
+            {
+                var (first, last) = await chain.ConfirmedRangeAsync(p.GetValue(fromBlock), p.GetValue(toBlock), 10_001, ct);
+                if (first > last) { Console.Error.WriteLine($"--from-block {first} is after the last block to reconcile ({last}, the confirmed head at most)."); return 2; }
+                reports.Add(await chain.ReconcileAsync(first, last, ct));
+            }
+            Print(new { clean = reports.All(r => r.Clean), reports });
+            return reports.All(r => r.Clean) ? 0 : 1;
         }, ct));
         return command;
     }

@@ -62,6 +62,8 @@ internal sealed class CreditPackCatalog
             if (p.PriceCents is < 50 or > 100_000_000) errors.Add($"{at}:PriceCents must be 50–100,000,000 (Stripe's minimum charge is 50 cents).");
             if (p.Credits < 1) errors.Add($"{at}:Credits must be at least 1.");
             if (p.BonusCredits < 0) errors.Add($"{at}:BonusCredits must not be negative.");
+            if (p.StripePriceId is { } price && !price.StartsWith("price_", StringComparison.Ordinal))
+                errors.Add($"{at}:StripePriceId must be a Stripe Price id (price_…).");
             if (p.Currency.Length != 3 || !p.Currency.All(char.IsAsciiLetter)) errors.Add($"{at}:Currency must be a three-letter ISO code such as 'usd'.");
         }
         if (errors.Count > 0) throw new OptionsValidationException("Tollgate:Billing:CreditPacks", typeof(CreditPackOptions), errors);

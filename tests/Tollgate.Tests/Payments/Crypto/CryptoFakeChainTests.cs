@@ -119,11 +119,63 @@ public sealed class CryptoFakeChainTests(FakeChainFixture fixture) : IClassFixtu
 
         var report = await app.Admin.GetFromJsonAsync<JsonElement>($"/admin/v1/payments/crypto/reconciliation?from_block={block}&to_block={block}");
         var found = report.GetProperty("mismatches").EnumerateArray().ToDictionary(m => m.GetProperty("reference").GetString()!.Split('#')[0], m => m.GetProperty("kind").GetString());
+        var references = report.GetProperty("mismatches").EnumerateArray().Select(m => m.GetProperty("reference").GetString()!).ToDictionary(r => r.Split('#')[0]);
         Assert.Equal(2, found.Count);
         Assert.Equal("money_without_credit", found[unclaimed]);
         Assert.Equal("credit_without_money", found[lost]);
         // It reports and changes nothing.
         Assert.Equal(7_000_000, await customer.BalanceAsync());
+
+        // The operator resolves both with idempotent adjustments against the USDC clearing account: the unlinked sender
+        // proved the transfer was this customer's; the reorged-out credit is taken back.
+        Task<HttpResponseMessage> Resolve(string reference, long micros) => app.Admin.PostAsync("/admin/v1/payments/reconciliation/resolutions", Api.AdminApi.JsonBody(
+            $$"""{"source":"usdc","reference":"{{reference}}","account_id":"{{customer.AccountId}}","amount_micros":{{micros}},"reason":"operator decision"}"""));
+        Assert.Equal(HttpStatusCode.Created, (await Resolve(references[unclaimed], 3_000_000)).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Resolve(references[lost], -2_000_000)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Resolve(references[unclaimed], 3_000_000)).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await Resolve(references[lost], -1_000_000)).StatusCode);
+        Assert.Equal(8_000_000, await customer.BalanceAsync());
+        report = await app.Admin.GetFromJsonAsync<JsonElement>($"/admin/v1/payments/crypto/reconciliation?from_block={block}&to_block={block}");
+        var resolved = report.GetProperty("mismatches").EnumerateArray().ToDictionary(m => m.GetProperty("reference").GetString()!.Split('#')[0],
+            m => (m.GetProperty("resolved_by").GetString(), m.GetProperty("resolved_micros").GetInt64()));
+        Assert.Equal(("reconcile:usdc:" + references[unclaimed].Replace('#', ':'), 3_000_000L), resolved[unclaimed]);
+        Assert.Equal(("reconcile:usdc:" + references[lost].Replace('#', ':'), -2_000_000L), resolved[lost]);
+        Assert.True(report.GetProperty("clean").GetBoolean());
+        await Api.AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Confirm_CreditsAtTheConfiguredRateRoundedDown_AndRefusesTransfersBelowTheMinimum(string engine)
+    {
+        // A 5 % bonus (21 micro-USD per 20 token units) and a 1 USDC minimum, on an app of its own.
+        await using var app = await TestApp.StartAsync(engine, new Dictionary<string, string?>
+        {
+            ["Tollgate:Crypto:Enabled"] = "true",
+            ["Tollgate:Crypto:RpcUrl"] = Node.Url,
+            ["Tollgate:Crypto:TreasuryAddress"] = Treasury,
+            ["Tollgate:Crypto:Confirmations"] = "3",
+            ["Tollgate:Crypto:WatcherEnabled"] = "false",
+            ["Tollgate:Crypto:RateMicros"] = "21",
+            ["Tollgate:Crypto:RateUnits"] = "20",
+            ["Tollgate:Crypto:MinimumUnits"] = "1000000",
+        });
+        var customer = await app.CustomerAsync(0);
+        var wallet = TestWallet.Random();
+        await customer.LinkWalletAsync(wallet);
+
+        // 12.345679 USDC (6 decimals) × 21 / 20 = 12,962,962.95 micro-USD → 12,962,962.
+        var tx = Node.Mine([new(Usdc, wallet.Address, Treasury, 12_345_679)], block: Node.BlockNumber - 5);
+        var credited = await customer.ConfirmAsync(tx);
+        Assert.Equal(HttpStatusCode.OK, credited.StatusCode);
+        var payment = Assert.Single((await credited.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("payments").EnumerateArray());
+        Assert.Equal((12_345_679L, 12_962_962L), (payment.GetProperty("amount_units").GetInt64(), payment.GetProperty("credit_micros").GetInt64()));
+        Assert.Equal(12_962_962, await customer.BalanceAsync());
+
+        var small = Node.Mine([new(Usdc, wallet.Address, Treasury, 999_999)], block: Node.BlockNumber - 5);
+        var refused = await customer.ConfirmAsync(small);
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Equal("below_minimum", await refused.ProblemCodeAsync());
+        Assert.Equal(12_962_962, await customer.BalanceAsync());
     }
 
     [Theory, MemberData(nameof(Engines))]

@@ -24,8 +24,9 @@ public sealed record StripeCall(string Method, string Path, string? IdempotencyK
 /// A fake Stripe API on real Kestrel (127.0.0.1) speaking Stripe's wire format: <c>Authorization: Bearer sk_test_…</c>,
 /// form-encoded bodies with bracket nesting, JSON answers, Stripe's error object, and its idempotency rule (the
 /// first result stored per <c>Idempotency-Key</c> and replayed, other parameters with the same key →
-/// <c>idempotency_error</c>). Implements <c>POST /v1/customers</c>, <c>POST /v1/checkout/sessions</c> and
-/// <c>POST /v1/billing_portal/sessions</c>. <see cref="FailNext"/> makes the next requests fail with 500 before they
+/// <c>idempotency_error</c>; a key still in use by a concurrent request → 409 <c>idempotency_key_in_use</c>). Implements <c>POST /v1/customers</c>, <c>POST /v1/checkout/sessions</c> and
+/// <c>POST /v1/billing_portal/sessions</c>, <c>GET /v1/customers/search</c> (by metadata; immediately consistent, unlike
+/// Stripe's), and <c>GET /v1/charges/{id}</c> for charges set with <see cref="SetCharge"/>. <see cref="FailNext"/> makes the next requests fail with 500 before they
 /// execute (so, like Stripe, the key is not consumed).
 /// </summary>
 public sealed class FakeStripe : IAsyncDisposable
@@ -36,6 +37,7 @@ public sealed class FakeStripe : IAsyncDisposable
     private readonly object _gate = new();
     private readonly List<StripeCall> _calls = [];
     private readonly Dictionary<string, (string Fingerprint, int Status, string Body)> _idempotent = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _inProgress = new(StringComparer.Ordinal);
     private int _failNext;
     private long _sequence;
 
@@ -48,6 +50,9 @@ public sealed class FakeStripe : IAsyncDisposable
     public Uri BaseUrl { get; }
 
     public IReadOnlyList<StripeCall> Calls { get { lock (_gate) return _calls.ToList(); } }
+
+    /// <summary>How long each request with a new idempotency key takes to execute (widens the window of concurrent use).</summary>
+    public TimeSpan ExecuteDelay { get; set; }
 
     /// <summary>The next <paramref name="count"/> requests answer 500 <c>api_error</c>.</summary>
     public void FailNext(int count) { lock (_gate) _failNext = count; }
@@ -116,11 +121,28 @@ public sealed class FakeStripe : IAsyncDisposable
             }
             if (answer is not null) http.Response.Headers["Idempotent-Replayed"] = "true";
         }
-        if (answer is null)
+        if (answer is null && key is not null)
         {
-            answer = Execute(call);
-            if (key is not null) lock (_gate) _idempotent[key] = (fingerprint, answer.Value.Status, answer.Value.Body);
+            lock (_gate)
+                // Like Stripe: a request whose key another request is still executing with gets 409 and nothing is saved for it.
+                if (!_inProgress.Add(key))
+                    answer = (409, Error("idempotency_error", "idempotency_key_in_use",
+                        "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later."));
+            if (answer is null)
+            {
+                try
+                {
+                    if (ExecuteDelay > TimeSpan.Zero) await Task.Delay(ExecuteDelay);
+                    answer = Execute(call);
+                    lock (_gate) _idempotent[key] = (fingerprint, answer.Value.Status, answer.Value.Body);
+                }
+                finally
+                {
+                    lock (_gate) _inProgress.Remove(key);
+                }
+            }
         }
+        answer ??= Execute(call);
         await WriteAsync(http, answer.Value.Status, answer.Value.Body);
         return;
 
@@ -128,12 +150,50 @@ public sealed class FakeStripe : IAsyncDisposable
         await WriteAsync(http, 500, Error("api_error", null, "Something went wrong on Stripe's end."));
     }
 
+    private readonly List<(string Id, Dictionary<string, string> Metadata)> _customers = [];
+    private readonly Dictionary<string, (long Amount, long Refunded, string PaymentIntent, string? Account)> _charges = new(StringComparer.Ordinal);
+
+    /// <summary>A charge as <c>GET /v1/charges/{id}</c> describes it now: its amount and cumulative refunded amount (cents).</summary>
+    public void SetCharge(string id, long amount, long amountRefunded, string paymentIntent, string? account = null)
+    {
+        lock (_gate) _charges[id] = (amount, amountRefunded, paymentIntent, account);
+    }
+
     private (int, string) Execute(StripeCall call)
     {
         var n = Interlocked.Increment(ref _sequence);
+        if (call.Method == "GET" && call.Path == "/v1/customers/search")
+        {
+            // Only the query Tollgate makes: metadata['key']:'value'.
+            var query = System.Web.HttpUtility.ParseQueryString(call.Query)["query"] ?? "";
+            var match = System.Text.RegularExpressions.Regex.Match(query, @"^metadata\['([^']+)'\]:'([^']*)'$");
+            if (!match.Success) return (400, Error("invalid_request_error", "parameter_invalid", "The search query is not supported by this fake.", "query"));
+            List<Dictionary<string, object?>> hits;
+            lock (_gate)
+                hits = _customers.Where(c => c.Metadata.TryGetValue(match.Groups[1].Value, out var v) && v == match.Groups[2].Value)
+                    .Select(c => new Dictionary<string, object?> { ["id"] = c.Id, ["object"] = "customer", ["metadata"] = c.Metadata }).ToList();
+            return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
+            {
+                ["object"] = "search_result", ["data"] = hits, ["has_more"] = false, ["next_page"] = null, ["url"] = "/v1/customers/search",
+            }));
+        }
+        if (call.Method == "GET" && call.Path.StartsWith("/v1/charges/", StringComparison.Ordinal))
+        {
+            var id = call.Path["/v1/charges/".Length..];
+            lock (_gate)
+                return _charges.TryGetValue(id, out var c)
+                    ? (200, JsonSerializer.Serialize(new Dictionary<string, object?>
+                    {
+                        ["id"] = id, ["object"] = "charge", ["amount"] = c.Amount, ["amount_captured"] = c.Amount, ["amount_refunded"] = c.Refunded,
+                        ["refunded"] = c.Refunded == c.Amount, ["currency"] = "usd", ["paid"] = true, ["status"] = "succeeded", ["payment_intent"] = c.PaymentIntent,
+                        ["livemode"] = false, ["metadata"] = c.Account is null ? new Dictionary<string, string>() : new Dictionary<string, string> { ["tollgate_account"] = c.Account },
+                    }))
+                    : (404, Error("invalid_request_error", "resource_missing", $"No such charge: '{id}'", "id"));
+        }
         switch (call.Method, call.Path)
         {
             case ("POST", "/v1/customers"):
+                lock (_gate) _customers.Add(($"cus_fake{n}", Metadata(call)));
                 return (200, JsonSerializer.Serialize(new Dictionary<string, object?>
                 {
                     ["id"] = $"cus_fake{n}", ["object"] = "customer", ["livemode"] = false,

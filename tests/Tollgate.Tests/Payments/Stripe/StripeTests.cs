@@ -59,7 +59,12 @@ public sealed class StripeTests : IAsyncLifetime
             ["Tollgate:Plans:pro:MonthlyPriceCents"] = "999",
             ["Tollgate:Plans:pro:Models:0"] = "demo/*",
             ["Tollgate:Stripe:PlanPrices:pro:month"] = "price_pro_monthly",
-            ["Tollgate:Stripe:PastDueGraceSeconds"] = "2",
+            ["Tollgate:Plans:basic:MonthlyPriceCents"] = "199",
+            ["Tollgate:Plans:basic:Models:0"] = "demo/*",
+            // An hour by default; pro's own policy: 3 s, then down to basic (not the default plan).
+            ["Tollgate:Stripe:PastDueGraceSeconds"] = "3600",
+            ["Tollgate:Stripe:PastDuePolicies:pro:GraceSeconds"] = "3",
+            ["Tollgate:Stripe:PastDuePolicies:pro:DowngradeTo"] = "basic",
             ["Tollgate:Stripe:GraceSweepSeconds"] = "1",
         };
         foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres }) _apps[engine] = await TestApp.StartAsync(engine, settings);
@@ -119,6 +124,53 @@ public sealed class StripeTests : IAsyncLifetime
         Assert.Equal("unknown_pack", unknown.Str("code"));
         var portal = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/billing/portal", null), HttpStatusCode.OK);
         Assert.StartsWith("https://billing.stripe.com/", portal.Str("url"));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Concurrent_first_checkouts_of_an_account_create_its_Stripe_customer_once(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(0);
+        // Each new request takes a while at the fake, so the four customer creations overlap: Stripe answers the
+        // later ones 409 (key in use) until the first has finished, then replays its customer.
+        _stripe.ExecuteDelay = TimeSpan.FromMilliseconds(150);
+        HttpResponseMessage[] responses;
+        try
+        {
+            responses = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ =>
+                c.Client.PostAsync("/api/v1/billing/checkout/credits", AdminApi.JsonBody("""{"pack":"starter"}"""))));
+        }
+        finally
+        {
+            _stripe.ExecuteDelay = TimeSpan.Zero;
+        }
+        Assert.All(responses, r => Assert.Equal(HttpStatusCode.Created, r.StatusCode));
+        var creations = _stripe.Calls.Where(x => x.Path == "/v1/customers" && x.Field("metadata[tollgate_account]") == c.AccountId).ToList();
+        Assert.True(creations.Count > 1, "the customer creations did not overlap");
+        Assert.Equal($"tollgate-customer:{c.AccountId}", Assert.Single(creations.Select(x => x.IdempotencyKey).Distinct()));
+        var customers = _stripe.Calls.Where(x => x.Path == "/v1/checkout/sessions" && x.Field("client_reference_id") == c.AccountId)
+            .Select(x => x.Field("customer")).Distinct().ToList();
+        Assert.StartsWith("cus_", Assert.Single(customers));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_Stripe_customer_that_already_exists_for_the_account_is_found_not_created_again(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(0);
+        // Made for this account long ago (its id lost to Tollgate, its idempotency key pruned at Stripe).
+        using var http = new HttpClient { BaseAddress = _stripe.BaseUrl };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", FakeStripe.SecretKey);
+        var existing = await MeteringApi.BodyAsync(await http.PostAsync("/v1/customers",
+            new FormUrlEncodedContent(new Dictionary<string, string> { ["metadata[tollgate_account]"] = c.AccountId })), HttpStatusCode.OK);
+
+        await CheckoutAsync(c, "starter");
+        await CheckoutAsync(c, "starter");
+        var sessions = _stripe.Calls.Where(x => x.Path == "/v1/checkout/sessions" && x.Field("client_reference_id") == c.AccountId).ToList();
+        Assert.All(sessions, s => Assert.Equal(existing.Str("id"), s.Field("customer")));
+        Assert.DoesNotContain(_stripe.Calls, x => x.Path == "/v1/customers" && x.IdempotencyKey == $"tollgate-customer:{c.AccountId}");
+        // Searched once: after that the stored id is used.
+        Assert.Single(_stripe.Calls, x => x.Path == "/v1/customers/search" && x.Query.Contains(Uri.EscapeDataString(c.AccountId)));
     }
 
     [Theory, MemberData(nameof(Engines))]
@@ -196,6 +248,18 @@ public sealed class StripeTests : IAsyncLifetime
         // Paid later: credited then.
         await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_u6", "checkout.session.async_payment_succeeded", Session(session, c.AccountId))), HttpStatusCode.OK);
         Assert.Equal(5_000_000, await BalanceAsync(c));
+
+        // A session abandoned (expired) or whose delayed payment failed is closed with nothing credited; a late expiry of a
+        // completed one does not reopen it.
+        var abandoned = (await CheckoutAsync(c, "starter")).Str("id")!;
+        var failed = (await CheckoutAsync(c, "starter")).Str("id")!;
+        Assert.Equal("closed", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_u7", "checkout.session.expired", Session(abandoned, c.AccountId, paymentStatus: "unpaid"))), HttpStatusCode.OK)).Str("outcome"));
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_u8", "checkout.session.async_payment_failed", Session(failed, c.AccountId, paymentStatus: "unpaid"))), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_u9", "checkout.session.expired", Session(session, c.AccountId))), HttpStatusCode.OK);
+        var statuses = (await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK)).GetProperty("data").EnumerateArray()
+            .ToDictionary(x => x.Str("id")!, x => x.Str("status"));
+        Assert.Equal(("expired", "payment_failed", "complete"), (statuses[abandoned], statuses[failed], statuses[session]));
+        Assert.Equal(5_000_000, await BalanceAsync(c));
     }
 
     [Theory, MemberData(nameof(Engines))]
@@ -213,6 +277,8 @@ public sealed class StripeTests : IAsyncLifetime
         Assert.Equal(5_000_000, await BalanceAsync(c));
 
         // $1 of $5 refunded → a fifth of the credits back; the redelivered early event now applies the same state once.
+        // The state is the charge as Stripe has it now (GET /v1/charges/{id}), not the event's snapshot.
+        _stripe.SetCharge("ch_" + session, 500, 100, pi, c.AccountId);
         await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_r0", "charge.refunded", Charge(100))), HttpStatusCode.OK);
         await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_r1", "charge.refunded", Charge(100))), HttpStatusCode.OK);
         Assert.Equal(4_000_000, await BalanceAsync(c));
@@ -220,14 +286,84 @@ public sealed class StripeTests : IAsyncLifetime
         // The customer spends 3.5 M of the 4 M left; then the rest of the charge is refunded: only 0.5 M can be taken.
         await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{c.AccountId}/credits",
             AdminApi.JsonBody("""{"amount_micros":-3500000,"idempotency_key":"spend-1"}""")), HttpStatusCode.OK);
+        _stripe.SetCharge("ch_" + session, 500, 500, pi, c.AccountId);
         var full = await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_r2", "charge.refunded", Charge(500))), HttpStatusCode.OK);
         Assert.Equal("refunded:flagged_unrecovered", full.Str("outcome"));
         Assert.Equal(0, await BalanceAsync(c));
-        // A stale, older state delivered late changes nothing.
-        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_r3", "charge.refunded", Charge(300))), HttpStatusCode.OK);
+        // A stale, older snapshot delivered late changes nothing: Stripe's charge says 500.
+        Assert.Equal("ignored:refund_state_unchanged", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_r3", "charge.refunded", Charge(300))), HttpStatusCode.OK)).Str("outcome"));
         var row = (await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK)).GetProperty("data").EnumerateArray().Single(x => x.Str("id") == session);
         Assert.Equal((500L, 1_500_000L, 3_500_000L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
         Assert.Equal(0, await BalanceAsync(c));
+
+        // Reconciliation flags the credits the refund could not take back until an operator decides; here they are written off
+        // (from system:adjustments to Stripe's clearing account): the account keeps its balance, the flag is resolved.
+        async Task<JsonElement> FlaggedAsync() => (await MeteringApi.BodyAsync(await app.Admin.GetAsync("/admin/v1/payments/reconciliation"), HttpStatusCode.OK))
+            .GetProperty("mismatches").EnumerateArray().Single(m => m.Str("reference") == session + ":refund");
+        var flagged = await FlaggedAsync();
+        Assert.Equal(("refund_unrecovered", c.AccountId, 3_500_000L), (flagged.Str("kind"), flagged.Str("account_id"), flagged.Long("credited_micros")));
+        var writeOff = await MeteringApi.BodyAsync(await app.Admin.PostAsync("/admin/v1/payments/reconciliation/resolutions", AdminApi.JsonBody(
+            $$"""{"source":"stripe","reference":"{{session}}:refund","account_id":"{{c.AccountId}}","amount_micros":3500000,"write_off":true,"reason":"spent before the refund"}""")), HttpStatusCode.Created);
+        Assert.Equal("written_off", writeOff.Str("resolution"));
+        flagged = await FlaggedAsync();
+        Assert.Equal(("written_off", 0L), (flagged.Str("resolution"), flagged.Long("resolved_micros")));
+        Assert.Equal(0, await BalanceAsync(c));
+        await AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Refund_events_take_back_within_the_credit_limit_and_a_failed_refund_gives_the_credits_back(string engine)
+    {
+        var app = _apps[engine];
+        // Postpaid: may go 2 M micro-USD below zero.
+        var accountId = await app.CreateAccountAsync("postpaid refunds", creditLimitMicros: 2_000_000);
+        var key = await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{accountId}/keys", AdminApi.JsonBody("{}")), HttpStatusCode.Created);
+        var client = new HttpClient { BaseAddress = app.BaseAddress };
+        client.DefaultRequestHeaders.Authorization = new("Bearer", key.Str("key"));
+        using var c = new Customer(accountId, key.Str("id")!, key.Str("key")!, client);
+        var session = (await CheckoutAsync(c, "starter")).Str("id")!;
+        var (pi, charge) = ("pi_f_" + session, "ch_f_" + session);
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_fp_" + session, "checkout.session.completed", Session(session, c.AccountId, pi: pi))), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{c.AccountId}/credits",
+            AdminApi.JsonBody("""{"amount_micros":-4000000,"idempotency_key":"spend-f"}""")), HttpStatusCode.OK);
+        Assert.Equal(1_000_000, await BalanceAsync(c));
+        string Refund(string id, string status) =>
+            $$$"""{"id":"{{{id}}}","object":"refund","amount":500,"charge":"{{{charge}}}","payment_intent":"{{{pi}}}","currency":"usd","status":"{{{status}}}","metadata":{}}""";
+
+        // refund.created (API 2024-10-28.acacia and later): the whole 5 M is owed, 3 M is available (1 M + the 2 M limit).
+        _stripe.SetCharge(charge, 500, 500, pi, c.AccountId);
+        Assert.Equal("refunded:flagged_unrecovered", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_fr1_" + session, "refund.created", Refund("re_1", "pending"))), HttpStatusCode.OK)).Str("outcome"));
+        Assert.Equal(-2_000_000, await BalanceAsync(c));
+        JsonElement Row(JsonElement list) => list.GetProperty("data").EnumerateArray().Single(x => x.Str("id") == session);
+        var row = Row(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK));
+        Assert.Equal((500L, 3_000_000L, 2_000_000L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
+
+        // The account is topped up, then $1 of the refund fails (refunded 500 → 400): a falling total takes nothing more,
+        // even though 1 M of the 4 M now owed was never taken back and the balance would allow it.
+        await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{c.AccountId}/credits",
+            AdminApi.JsonBody("""{"amount_micros":2000000,"idempotency_key":"topup-f"}""")), HttpStatusCode.OK);
+        _stripe.SetCharge(charge, 500, 400, pi, c.AccountId);
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_fr15_" + session, "refund.updated", Refund("re_1", "pending"))), HttpStatusCode.OK);
+        Assert.Equal(0, await BalanceAsync(c));
+        row = Row(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK));
+        Assert.Equal((400L, 3_000_000L, 1_000_000L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
+
+        // The refund fails: Stripe's charge is back to nothing refunded, and what was taken for it is given back.
+        _stripe.SetCharge(charge, 500, 0, pi, c.AccountId);
+        Assert.Equal("refund_reversed", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_fr2_" + session, "refund.failed", Refund("re_1", "failed"))), HttpStatusCode.OK)).Str("outcome"));
+        Assert.Equal(3_000_000, await BalanceAsync(c));
+        row = Row(await MeteringApi.BodyAsync(await c.Client.GetAsync("/api/v1/billing/checkouts"), HttpStatusCode.OK));
+        Assert.Equal((0L, 0L, 0L), (row.Long("refunded_cents"), row.Long("clawed_back_micros"), row.Long("unrecovered_micros")));
+
+        // Refunded again to the same total: a new change, taken again (not a replay of the first) — all 5 M this time, the
+        // balance allowing it; concurrent deliveries apply it once.
+        _stripe.SetCharge(charge, 500, 500, pi, c.AccountId);
+        var again = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => DeliverAsync(app, Event($"evt_fr3_{i}_{session}", i % 2 == 0 ? "charge.refunded" : "refund.updated",
+            i % 2 == 0 ? $$$"""{"id":"{{{charge}}}","object":"charge","amount":500,"amount_refunded":500,"payment_intent":"{{{pi}}}","metadata":{"tollgate_account":"{{{c.AccountId}}}"}}""" : Refund("re_2", "succeeded")))));
+        Assert.All(again, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
+        Assert.Equal(-2_000_000, await BalanceAsync(c));
+        var ledger = await MeteringApi.BodyAsync(await app.Admin.GetAsync($"/admin/v1/accounts/{c.AccountId}/ledger"), HttpStatusCode.OK);
+        Assert.Equal(3, ledger.GetProperty("data").EnumerateArray().Count(l => l.GetRawText().Contains(charge)));
         await AdminApi.AssertAuditHealthyAsync(app.Admin);
     }
 
@@ -285,6 +421,30 @@ public sealed class StripeTests : IAsyncLifetime
         // It reports; it changes nothing.
         Assert.Equal(15_000_000, await BalanceAsync(c));
         Assert.Equal(HttpStatusCode.Unauthorized, (await app.Anonymous.GetAsync("/admin/v1/payments/reconciliation")).StatusCode);
+
+        // The operator resolves each with one idempotent adjustment against Stripe's clearing account.
+        Task<HttpResponseMessage> Resolve(string reference, long micros, string reason = "checked in the Stripe dashboard") =>
+            app.Admin.PostAsync("/admin/v1/payments/reconciliation/resolutions", AdminApi.JsonBody(
+                $$"""{"source":"stripe","reference":"{{reference}}","account_id":"{{c.AccountId}}","amount_micros":{{micros}},"reason":"{{reason}}"}"""));
+        var resolved = await MeteringApi.BodyAsync(await Resolve(undelivered, 5_000_000), HttpStatusCode.Created);
+        Assert.Equal(($"reconcile:stripe:{undelivered}", false), (resolved.Str("transfer_id"), resolved.GetProperty("replayed").GetBoolean()));
+        await MeteringApi.BodyAsync(await Resolve(cheaper, -1_000_000), HttpStatusCode.Created);
+        await MeteringApi.BodyAsync(await Resolve(unpaid, -5_000_000), HttpStatusCode.Created);
+        // A repeat is a replay; the same mismatch resolved differently is refused; nothing moves twice.
+        Assert.True((await MeteringApi.BodyAsync(await Resolve(undelivered, 5_000_000), HttpStatusCode.OK)).GetProperty("replayed").GetBoolean());
+        Assert.Equal("already_resolved", (await MeteringApi.BodyAsync(await Resolve(undelivered, 6_000_000), HttpStatusCode.Conflict)).Str("code"));
+        Assert.Equal("invalid_request", (await MeteringApi.BodyAsync(await Resolve(fine, 0), HttpStatusCode.BadRequest)).Str("code"));
+        Assert.Equal(14_000_000, await BalanceAsync(c));
+
+        report = await MeteringApi.BodyAsync(await app.Admin.GetAsync(
+            $"/admin/v1/payments/reconciliation?from={Uri.EscapeDataString(from.ToString("O"))}&to={Uri.EscapeDataString(to.ToString("O"))}"), HttpStatusCode.OK);
+        var mine = report.GetProperty("mismatches").EnumerateArray().Where(m => m.Str("account_id") == c.AccountId)
+            .ToDictionary(m => m.Str("reference")!, m => (m.Str("resolved_by"), m.Long("resolved_micros")));
+        Assert.Equal(($"reconcile:stripe:{undelivered}", 5_000_000L), mine[undelivered]);
+        Assert.Equal(($"reconcile:stripe:{cheaper}", -1_000_000L), mine[cheaper]);
+        Assert.Equal(($"reconcile:stripe:{unpaid}", -5_000_000L), mine[unpaid]);
+        Assert.Equal(report.GetProperty("mismatches").EnumerateArray().Count(m => m.Str("account_id") != c.AccountId), report.GetProperty("unresolved").GetInt32());
+        await AdminApi.AssertAuditHealthyAsync(app.Admin);
     }
 
     [Theory, MemberData(nameof(Engines))]
@@ -338,6 +498,25 @@ public sealed class StripeTests : IAsyncLifetime
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task Pre_basil_payloads_are_read_too_period_at_the_top_level_and_the_invoice_subscription_field(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(0);
+        var sub = "sub_old_" + engine;
+        await SubscribeAsync(app, c, sub);
+        var t = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var (start, end) = (t - 60, t + 31 * 86400);
+        // An endpoint pinned to an API version before 2025-03-31.basil: the period is on the subscription, not its items.
+        var old = $$$$"""{"id":"{{{{sub}}}}","object":"subscription","customer":"cus_x","status":"active","cancel_at_period_end":false,"current_period_start":{{{{start}}}},"current_period_end":{{{{end}}}},"metadata":{"tollgate_account":"{{{{c.AccountId}}}}"},"items":{"object":"list","data":[{"id":"si_1","price":{"id":"price_pro_monthly","recurring":{"interval":"month"}},"quantity":1}]}}""";
+        Assert.Equal("subscription_active", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_ob_" + sub, "customer.subscription.updated", old, created: t + 10)), HttpStatusCode.OK)).Str("outcome"));
+        Assert.Equal(DateTimeOffset.FromUnixTimeSeconds(end), (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription").GetProperty("current_period_end").GetDateTimeOffset());
+        // …and the invoice names its subscription at the top level.
+        var invoice = $$$$"""{"id":"in_old_{{{{sub}}}}","object":"invoice","customer":"cus_x","status":"open","amount_due":999,"subscription":"{{{{sub}}}}"}""";
+        Assert.Equal("invoice_failed", (await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_oif_" + sub, "invoice.payment_failed", invoice, created: t + 20)), HttpStatusCode.OK)).Str("outcome"));
+        Assert.Equal("past_due", (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription").Str("status"));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Subscription_events_set_the_plan_by_their_state_whatever_order_they_arrive_in(string engine)
     {
         var app = _apps[engine];
@@ -372,7 +551,7 @@ public sealed class StripeTests : IAsyncLifetime
     }
 
     [Theory, MemberData(nameof(Engines))]
-    public async Task An_invoice_left_unpaid_past_the_grace_period_drops_the_account_to_the_default_plan(string engine)
+    public async Task An_invoice_left_unpaid_past_the_plans_grace_period_drops_the_account_to_the_plans_downgrade(string engine)
     {
         var app = _apps[engine];
         using var c = await app.CustomerAsync(0);
@@ -383,9 +562,9 @@ public sealed class StripeTests : IAsyncLifetime
         await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_gif_" + sub, "invoice.payment_failed", Invoice(sub), created: t + 1)), HttpStatusCode.OK);
         Assert.Equal(("pro", "past_due"), ((await AdminSubscriptionAsync(app, c.AccountId)).Str("plan"), (await AdminSubscriptionAsync(app, c.AccountId)).GetProperty("subscription").Str("status")));
 
-        // Grace is 2 s here and the sweep runs every second.
+        // pro's grace is 3 s here (the general one an hour) and the sweep runs every second.
         var until = DateTime.UtcNow.AddSeconds(15);
-        while ((await AdminSubscriptionAsync(app, c.AccountId)).Str("plan") != "default")
+        while ((await AdminSubscriptionAsync(app, c.AccountId)).Str("plan") != "basic")
         {
             Assert.True(DateTime.UtcNow < until, "the past-due subscription was not ended after its grace period");
             await Task.Delay(200);
@@ -407,8 +586,39 @@ public sealed class StripeNotConfiguredTests(MeteringFixture fixture) : IClassFi
         var problem = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/billing/checkout/credits", AdminApi.JsonBody("""{"pack":"starter"}""")), HttpStatusCode.ServiceUnavailable);
         Assert.Equal("stripe_not_configured", problem.Str("code"));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await app.Anonymous.PostAsync("/webhooks/stripe", AdminApi.JsonBody("{}"))).StatusCode);
+        // The public pack list needs no Stripe: it is data.
+        var packs = await MeteringApi.BodyAsync(await app.Anonymous.GetAsync("/api/v1/billing/credit-packs"), HttpStatusCode.OK);
+        var usd20 = packs.GetProperty("data").EnumerateArray().Single(p => p.Str("id") == "usd20");
+        Assert.Equal((2000L, "usd", 25_000L, 25_000_000L), (usd20.Long("price_cents"), usd20.Str("currency"), usd20.Long("credits"), usd20.Long("amount_micros")));
+    }
+
+    [Fact]
+    public async Task Enabled_with_invalid_settings_stops_start_up_listing_every_problem()
+    {
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?>
+        {
+            ["Tollgate:Stripe:SecretKey"] = "pk_test_not_a_secret",
+            ["Tollgate:Stripe:PublishableKey"] = "sk_test_swapped",
+            ["Tollgate:Stripe:ApiBaseUrl"] = "ftp://api.stripe.com",
+            ["Tollgate:Stripe:PlanPrices:pro:week"] = "price_weekly",
+            ["Tollgate:Stripe:PlanPrices:pro:month"] = "prod_not_a_price",
+        }));
+        var message = e.ToString();
+        foreach (var expected in new[] { "SecretKey must be a secret", "PublishableKey must start with pk_", "WebhookSecrets needs at least one", "ApiBaseUrl must be",
+                     "PlanPrices:pro:week: the interval", "PlanPrices:pro:month must be a Stripe Price id" })
+            Assert.Contains(expected, message);
+
+        var pack = await Assert.ThrowsAnyAsync<Exception>(() => TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?>
+        {
+            ["Tollgate:Billing:CreditPacks:cheap:PriceCents"] = "10",
+            ["Tollgate:Billing:CreditPacks:cheap:Credits"] = "100",
+            ["Tollgate:Billing:CreditPacks:cheap:StripePriceId"] = "10usd",
+        }));
+        Assert.Contains("PriceCents must be 50", pack.ToString());
+        Assert.Contains("StripePriceId must be a Stripe Price id", pack.ToString());
     }
 }
+
 
 /// <summary>Postpaid accounts invoiced through Stripe for what they owe at a month's end, on a clock the test moves.</summary>
 public sealed class PostpaidInvoiceTests : IAsyncLifetime
@@ -474,6 +684,10 @@ public sealed class PostpaidInvoiceTests : IAsyncLifetime
         using var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/stripe") { Content = new StringContent(payload, System.Text.Encoding.UTF8, "application/json") };
         request.Headers.TryAddWithoutValidation("Stripe-Signature", FakeStripe.Sign(payload, Secret, _clock.GetUtcNow().ToUnixTimeSeconds()));
         Assert.Equal("usage_invoice_paid", (await MeteringApi.BodyAsync(await app.Anonymous.SendAsync(request), HttpStatusCode.OK)).Str("outcome"));
+        // Redelivered: the event was recorded with the credit, in the same transaction; nothing more is credited.
+        using var again = new HttpRequestMessage(HttpMethod.Post, "/webhooks/stripe") { Content = new StringContent(payload, System.Text.Encoding.UTF8, "application/json") };
+        again.Headers.TryAddWithoutValidation("Stripe-Signature", FakeStripe.Sign(payload, Secret, _clock.GetUtcNow().ToUnixTimeSeconds()));
+        Assert.Equal("duplicate:usage_invoice_paid", (await MeteringApi.BodyAsync(await app.Anonymous.SendAsync(again), HttpStatusCode.OK)).Str("outcome"));
         var account = await MeteringApi.BodyAsync(await app.Admin.GetAsync($"/admin/v1/accounts/{postpaid}"), HttpStatusCode.OK);
         // −1,500,003 − 100,000 + 1,510,000
         Assert.Equal(-90_003, account.Long("balance_micros"));

@@ -98,13 +98,11 @@ internal static class CryptoEndpoints
         var admin = routes.MapGroup("/admin/v1/payments/crypto").RequireAdminKey().WithTags("Admin: crypto payments");
         admin.MapGet("/reconciliation", async Task<Results<Ok<Stripe.ReconciliationReport>, ProblemHttpResult>> (
             [Microsoft.AspNetCore.Mvc.FromQuery(Name = "from_block")] long? fromBlock, [Microsoft.AspNetCore.Mvc.FromQuery(Name = "to_block")] long? toBlock,
-            CryptoReconciler reconciler, EvmRpcClient rpc, IOptions<CryptoOptions> options, CancellationToken ct) =>
+            CryptoReconciler reconciler, CancellationToken ct) =>
         {
             try
             {
-                var head = await rpc.BlockNumberAsync(ct) - options.Value.Confirmations + 1;
-                var to = Math.Min(toBlock ?? head, head);
-                var from = fromBlock ?? Math.Max(0, to - 10_000);
+                var (from, to) = await reconciler.ConfirmedRangeAsync(fromBlock, toBlock, 10_001, ct);
                 if (from < 0 || from > to) return Problems.BadRequest("invalid_request", "'from_block' must be 0 or more and not after 'to_block' (or the confirmed head).", "from_block");
                 if (to - from > 1_000_000) return Problems.BadRequest("invalid_request", "At most 1,000,000 blocks per reconciliation.", "from_block");
                 return TypedResults.Ok(await reconciler.ReconcileAsync(from, to, ct));

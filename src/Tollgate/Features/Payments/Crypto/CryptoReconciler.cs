@@ -11,10 +11,24 @@ namespace Tollgate.Features.Payments.Crypto;
 /// Compares the chain with the ledger for a block range: every USDC Transfer log to the treasury (read again with
 /// <c>eth_getLogs</c>) against Tollgate's payment records and top-up transfers. Lists money that arrived without a
 /// credit (an unlinked sender, a transfer never confirmed), credits the chain no longer shows (reorged out) and amount
-/// differences. It reports; an operator resolves each mismatch with an idempotent adjustment.
+/// differences. It reports; an operator resolves each mismatch with an idempotent adjustment
+/// (<see cref="ReconciliationResolutions"/>), after which it is listed as resolved.
 /// </summary>
-internal sealed class CryptoReconciler(EvmRpcClient rpc, CryptoPaymentService payments, Database db, LedgerService ledger, IOptions<CryptoOptions> options)
+internal sealed class CryptoReconciler(EvmRpcClient rpc, CryptoPaymentService payments, Database db, LedgerService ledger, ReconciliationResolutions resolutions,
+    IOptions<CryptoOptions> options)
 {
+    /// <summary>
+    /// The block range to reconcile: up to the confirmed head (<c>head − Confirmations + 1</c>; a later <paramref name="toBlock"/>
+    /// is cut to it), from <paramref name="fromBlock"/> or <paramref name="lookback"/> blocks before the end.
+    /// </summary>
+    public async Task<(long From, long To)> ConfirmedRangeAsync(long? fromBlock, long? toBlock, long lookback, CancellationToken ct)
+    {
+        await payments.EnsureChainAsync(ct);
+        var head = await rpc.BlockNumberAsync(ct) - options.Value.Confirmations + 1;
+        var to = Math.Max(0, Math.Min(toBlock ?? head, head));
+        return (fromBlock ?? Math.Max(0, to - lookback + 1), to);
+    }
+
     private sealed record Row(string tx_hash, long log_index, string? account_id, string status, long amount_units, long? credit_micros, string? transfer_id, long block_number);
 
     public async Task<ReconciliationReport> ReconcileAsync(long fromBlock, long toBlock, CancellationToken ct)
@@ -58,6 +72,6 @@ internal sealed class CryptoReconciler(EvmRpcClient rpc, CryptoPaymentService pa
             if (row.status == "credited" && !onChain.Contains((tx, index)))
                 mismatches.Add(new Mismatch("credit_without_money", $"{tx}#{index}", row.account_id, null, null, row.credit_micros ?? 0,
                     $"Credited for block {row.block_number}, but the chain no longer shows this transfer to the treasury (reorged out?)."));
-        return new ReconciliationReport("usdc", null, null, logs.Count, mismatches) { FromBlock = fromBlock, ToBlock = toBlock };
+        return new ReconciliationReport("usdc", null, null, logs.Count, await resolutions.AnnotateAsync("usdc", mismatches, ct)) { FromBlock = fromBlock, ToBlock = toBlock };
     }
 }

@@ -99,8 +99,11 @@ internal sealed partial class PostpaidInvoicer(
         }
     }
 
-    /// <summary>A paid usage invoice credits its amount back (once: the transfer id names the invoice). Null if the invoice is not one of these.</summary>
-    public async Task<WebhookOutcome?> InvoicePaidAsync(string invoiceId, long paidCents, CancellationToken ct)
+    /// <summary>
+    /// A paid usage invoice credits its amount back (once: the transfer id names the invoice), marked paid in the same
+    /// transaction, with <paramref name="eventRow"/> (the event's record). Null if the invoice is not one of these.
+    /// </summary>
+    public async Task<WebhookOutcome?> InvoicePaidAsync(string invoiceId, long paidCents, LedgerSideWrite eventRow, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
         var row = await c.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(
@@ -113,10 +116,16 @@ internal sealed partial class PostpaidInvoicer(
         {
             Id = $"stripe:invoice:{invoiceId}", DebitAccountId = await system.StripeClearingAsync(ct), CreditAccountId = ledgerAccount, Amount = micros,
             Code = Code, Reference = invoiceId, Description = $"Payment of the usage invoice for {row.period}",
+        }, new LedgerCommit
+        {
+            SideWrites =
+            [
+                eventRow,
+                new LedgerSideWrite("UPDATE stripe_invoices SET status = 'paid', paid_at = COALESCE(paid_at, @now) WHERE id = @invoiceId",
+                    new Dictionary<string, object?> { ["invoiceId"] = invoiceId, ["now"] = time.GetUtcNowMicros() }),
+            ],
         }, ct);
         if (!result.Succeeded) throw new InvalidOperationException($"The ledger refused the payment of invoice {invoiceId}: {result.Code}.");
-        await c.ExecuteAsync(new CommandDefinition("UPDATE stripe_invoices SET status = 'paid', paid_at = COALESCE(paid_at, @now) WHERE id = @invoiceId",
-            new { invoiceId, now = time.GetUtcNowMicros() }, cancellationToken: ct));
         return new WebhookOutcome(result.Code == TransferResultCode.Replayed ? "usage_invoice_paid:replayed" : "usage_invoice_paid", row.account_id);
     }
 

@@ -7,8 +7,8 @@ namespace Tollgate.Features.Payments.Stripe;
 public sealed record CheckoutCreated(string Id, string Url, string? Pack, string? Plan, string? Interval, long AmountCents, string Currency, long AmountMicros);
 
 /// <summary>
-/// Money in through Stripe, the outgoing half: one Stripe customer per account (created once, with an idempotency
-/// key naming the account), Checkout Sessions for credit packs (and plans), and Customer Portal sessions. Every
+/// Money in through Stripe, the outgoing half: one Stripe customer per account (found by its metadata, else created
+/// once with an idempotency key naming the account), Checkout Sessions for credit packs (and plans), and Customer Portal sessions. Every
 /// session is recorded before its URL is returned, so the webhook credits only what Tollgate itself put on sale.
 /// </summary>
 internal sealed class StripeBilling(StripeClient stripe, StripeStore store, CreditPackCatalog packs, IOptions<StripeOptions> options, TimeProvider time)
@@ -18,10 +18,32 @@ internal sealed class StripeBilling(StripeClient stripe, StripeStore store, Cred
     public async Task<string> CustomerAsync(Caller caller, CancellationToken ct)
     {
         if (await store.CustomerAsync(caller.AccountId, ct) is { } known) return known;
+        if (await FindCustomerAsync(caller.AccountId, ct) is { } found) return await store.SaveCustomerAsync(caller.AccountId, found, ct);
         var created = await stripe.PostAsync("/v1/customers",
             [new("metadata[tollgate_account]", caller.AccountId), new("description", $"Tollgate account {caller.AccountId}")],
             $"tollgate-customer:{caller.AccountId}", ct);
         return await store.SaveCustomerAsync(caller.AccountId, created.GetProperty("id").GetString()!, ct);
+    }
+
+    /// <summary>
+    /// A customer Stripe already has for the account (by its metadata) that Tollgate did not store — created before a crash
+    /// or a restore, longer ago than Stripe keeps idempotency keys (24 h), so creating again would make a second one. Search
+    /// is eventually consistent and not offered everywhere: not finding one, or search failing, falls back to creating
+    /// (with the idempotency key, which covers the recent and concurrent cases).
+    /// </summary>
+    private async Task<string?> FindCustomerAsync(string accountId, CancellationToken ct)
+    {
+        try
+        {
+            var query = Uri.EscapeDataString($"metadata['tollgate_account']:'{accountId}'");
+            var result = await stripe.GetAsync($"/v1/customers/search?query={query}&limit=1", ct);
+            return result.TryGetProperty("data", out var data) && data.ValueKind == JsonValueKind.Array && data.GetArrayLength() > 0
+                   && data[0].TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.String ? id.GetString() : null;
+        }
+        catch (StripeException e) when (e.Status is 400 or 403 or 404)
+        {
+            return null;
+        }
     }
 
     /// <param name="requestKey">The client's own idempotency key, if it sent one: the same key returns the same session.</param>

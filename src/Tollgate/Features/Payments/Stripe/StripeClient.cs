@@ -17,7 +17,8 @@ public sealed class StripeException(int status, string? type, string? code, stri
 /// <summary>
 /// Stripe's REST API by hand: form-encoded POSTs with bracket nesting, a Bearer secret key, a pinned
 /// <c>Stripe-Version</c>, and an <c>Idempotency-Key</c> on every POST. A connection failure, 429 or 5xx is retried
-/// with the same key (Stripe replays the first result for it), so a retry never creates a second object.
+/// with the same key (Stripe replays the first result for it), so a retry never creates a second object; so is a 409
+/// (the same key in use by a concurrent request).
 /// </summary>
 internal sealed partial class StripeClient(IHttpClientFactory http, IOptions<StripeOptions> options, ILogger<StripeClient> logger)
 {
@@ -55,7 +56,12 @@ internal sealed partial class StripeClient(IHttpClientFactory http, IOptions<Str
                 if (response.IsSuccessStatusCode) return JsonDocument.Parse(body).RootElement.Clone();
                 var status = (int)response.StatusCode;
                 LogError(logger, method.Method, path, status, response.Headers.TryGetValues("Request-Id", out var ids) ? ids.FirstOrDefault() : null);
-                if ((status >= 500 || response.StatusCode == HttpStatusCode.TooManyRequests) && attempt < _options.MaxAttempts)
+                // 409 with a key: another request with the same key is still executing (two first checkouts of one account
+                // creating its customer at once). Stripe saved nothing for this one, so the same key is retried and then
+                // answered with the first request's result.
+                var retryable = status >= 500 || response.StatusCode == HttpStatusCode.TooManyRequests
+                                || response.StatusCode == HttpStatusCode.Conflict && idempotencyKey is not null;
+                if (retryable && attempt < _options.MaxAttempts)
                 {
                     await BackoffAsync(attempt, ct);
                     continue;

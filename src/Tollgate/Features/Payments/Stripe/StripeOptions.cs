@@ -28,12 +28,15 @@ public sealed record StripeOptions
     public Dictionary<string, Dictionary<string, string>> PlanPrices { get; init; } = new(StringComparer.Ordinal);
     /// <summary>How long a Stripe subscription may stay past due (its invoice unpaid) before the account goes back to the default plan.</summary>
     public int PastDueGraceSeconds { get; init; } = 7 * 24 * 3600;
+    /// <summary>Per plan: <c>PastDuePolicies:&lt;plan&gt;:GraceSeconds</c> (instead of <see cref="PastDueGraceSeconds"/>) and
+    /// <c>:DowngradeTo</c> (the plan the account drops to when the grace ends; default the default plan).</summary>
+    public Dictionary<string, PastDuePolicy> PastDuePolicies { get; init; } = new(StringComparer.Ordinal);
     /// <summary>Bill postpaid accounts (credit limit above zero) for what they owe at each month's end, through Stripe invoices.</summary>
     public bool InvoicePostpaidUsage { get; init; } = true;
     /// <summary>How often the grace period is checked.</summary>
     public int GraceSweepSeconds { get; init; } = 60;
     public int TimeoutSeconds { get; init; } = 30;
-    /// <summary>Attempts per API call on a connection failure, 429 or 5xx (same idempotency key each time).</summary>
+    /// <summary>Attempts per API call on a connection failure, 409 (key in use by a concurrent request), 429 or 5xx (same idempotency key each time).</summary>
     public int MaxAttempts { get; init; } = 3;
 
     public string? ResolvedSecretKey => SecretKey is { Length: > 0 } k ? k : SecretKeyEnv is { Length: > 0 } env ? Environment.GetEnvironmentVariable(env) : null;
@@ -50,6 +53,13 @@ public sealed record StripeOptions
     }
 
     public bool LiveMode => ResolvedSecretKey?.StartsWith("sk_live_", StringComparison.Ordinal) == true || ResolvedSecretKey?.StartsWith("rk_live_", StringComparison.Ordinal) == true;
+}
+
+/// <summary>What happens to a plan's Stripe subscription that stays past due.</summary>
+public sealed record PastDuePolicy
+{
+    public int? GraceSeconds { get; init; }
+    public string? DowngradeTo { get; init; }
 }
 
 internal sealed class StripeOptionsValidator : IValidateOptions<StripeOptions>
@@ -77,6 +87,12 @@ internal sealed class StripeOptionsValidator : IValidateOptions<StripeOptions>
         foreach (var (plan, prices) in o.PlanPrices)
             foreach (var interval in prices.Keys)
                 if (interval is not ("month" or "year")) errors.Add($"Tollgate:Stripe:PlanPrices:{plan}:{interval}: the interval is 'month' or 'year'.");
+        foreach (var (plan, policy) in o.PastDuePolicies)
+            if (policy.GraceSeconds is < 0) errors.Add($"Tollgate:Stripe:PastDuePolicies:{plan}:GraceSeconds must not be negative.");
+        foreach (var (plan, prices) in o.PlanPrices)
+            foreach (var (interval, price) in prices)
+                if (!price.StartsWith("price_", StringComparison.Ordinal))
+                    errors.Add($"Tollgate:Stripe:PlanPrices:{plan}:{interval} must be a Stripe Price id (price_…), not a product or an amount.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

@@ -8,8 +8,16 @@ using Tollgate.Infrastructure.Data;
 namespace Tollgate.Features.Payments.Stripe;
 
 /// <summary>One disagreement between what the payment side says and what the ledger holds.</summary>
-/// <param name="Kind"><c>money_without_credit</c>, <c>credit_without_money</c> or <c>amount_mismatch</c>.</param>
-public sealed record Mismatch(string Kind, string Reference, string? AccountId, long? PaidCents, long? RecordedCents, long CreditedMicros, string Detail);
+/// <param name="Kind"><c>money_without_credit</c>, <c>credit_without_money</c>, <c>amount_mismatch</c>, or <c>refund_unrecovered</c> (Stripe: a refund whose credits were already spent).</param>
+public sealed record Mismatch(string Kind, string Reference, string? AccountId, long? PaidCents, long? RecordedCents, long CreditedMicros, string Detail)
+{
+    /// <summary>The operator's adjustment that resolved it (<c>reconcile:{source}:{reference}</c>), or null while it waits for one.</summary>
+    public string? ResolvedBy { get; init; }
+    /// <summary>What that adjustment did to the account's balance: positive credited it, negative took credits back, 0 wrote it off.</summary>
+    public long? ResolvedMicros { get; init; }
+    /// <summary><c>credited</c>, <c>taken_back</c> or <c>written_off</c> (the operator absorbed it).</summary>
+    public string? Resolution { get; init; }
+}
 
 /// <param name="From">The period (Stripe); for the chain see <see cref="FromBlock"/> and <see cref="ToBlock"/>.</param>
 public sealed record ReconciliationReport(string Source, DateTimeOffset? From, DateTimeOffset? To, int Checked, IReadOnlyList<Mismatch> Mismatches)
@@ -17,16 +25,22 @@ public sealed record ReconciliationReport(string Source, DateTimeOffset? From, D
     public long? FromBlock { get; init; }
     public long? ToBlock { get; init; }
 
-    public bool Clean => Mismatches.Count == 0;
+    /// <summary>Mismatches no operator has resolved yet.</summary>
+    public int Unresolved => Mismatches.Count(m => m.ResolvedBy is null);
+
+    /// <summary>Nothing waits for a decision: every mismatch (if any) has been resolved by an adjustment.</summary>
+    public bool Clean => Unresolved == 0;
 }
 
 /// <summary>
 /// Compares Stripe's paid Checkout Sessions of a period with Tollgate's records and the ledger's top-up transfers,
 /// and lists every mismatch. It never fixes anything: an operator resolves each one with an idempotent adjustment
-/// (<c>POST /admin/v1/accounts/{id}/credits</c> with an idempotency key naming the mismatch).
+/// (<c>POST /admin/v1/payments/reconciliation/resolutions</c>), after which the mismatch is listed as resolved.
 /// </summary>
-internal sealed class StripeReconciler(StripeClient stripe, Database db, LedgerService ledger)
+internal sealed class StripeReconciler(StripeClient stripe, Database db, LedgerService ledger, ReconciliationResolutions resolutions)
 {
+    private sealed record UnrecoveredRow(string id, string account_id, long amount_cents, long refunded_cents, long unrecovered_micros, long created_at);
+
     private sealed record LocalRow(string id, string account_id, string mode, long amount_cents, string currency, long amount_micros);
 
     public async Task<ReconciliationReport> ReconcileAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken ct)
@@ -82,7 +96,23 @@ internal sealed class StripeReconciler(StripeClient stripe, Database db, LedgerS
             if (await ledger.GetTransferAsync($"stripe:checkout:{row.id}", ct) is { } credit)
                 mismatches.Add(new Mismatch("credit_without_money", row.id, row.account_id, null, row.amount_cents, credit.Amount,
                     "Credited, but Stripe does not list the session as paid in this period."));
-        return new ReconciliationReport("stripe", from, to, seen, mismatches);
+        // Refunds whose credits were already spent: the money went back to the buyer, the credits stayed. Listed until an
+        // operator decides (takes them back now, or writes them off); once decided, only while the purchase is in the period.
+        var fromMicros = UnixMicros.From(from);
+        var toMicros = UnixMicros.From(to);
+        foreach (var r in await c.QueryAsync<UnrecoveredRow>(new CommandDefinition("""
+                     SELECT id, account_id, amount_cents, refunded_cents, unrecovered_micros, created_at FROM stripe_checkouts
+                     WHERE unrecovered_micros > 0 ORDER BY created_at, id
+                     """, cancellationToken: ct)))
+        {
+            var reference = r.id + ":refund";
+            var inPeriod = r.created_at >= fromMicros && r.created_at < toMicros;
+            if (!inPeriod && await ledger.GetTransferAsync(ReconciliationResolutions.TransferId("stripe", reference), ct) is not null) continue;
+            mismatches.Add(new Mismatch("refund_unrecovered", reference, r.account_id, r.refunded_cents, r.amount_cents, r.unrecovered_micros,
+                $"Refunded {r.refunded_cents.ToString(CultureInfo.InvariantCulture)} of {r.amount_cents.ToString(CultureInfo.InvariantCulture)} cents, but "
+                + $"{r.unrecovered_micros.ToString(CultureInfo.InvariantCulture)} micro-USD of its credits were already spent and could not be taken back."));
+        }
+        return new ReconciliationReport("stripe", from, to, seen, await resolutions.AnnotateAsync("stripe", mismatches, ct));
     }
 
     private static string? Str(JsonElement o, string name) => o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;

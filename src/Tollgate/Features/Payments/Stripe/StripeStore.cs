@@ -8,7 +8,7 @@ namespace Tollgate.Features.Payments.Stripe;
 public sealed record StripeCheckout(
     string Id, string AccountId, string Mode, string? PackId, string? PlanId, string? PlanInterval, long AmountCents, string Currency,
     long AmountMicros, string Status, string? PaymentIntent, long CreditedMicros, long RefundedCents, long ClawedBackMicros, long UnrecoveredMicros,
-    DateTimeOffset CreatedAt, DateTimeOffset? CompletedAt);
+    DateTimeOffset CreatedAt, DateTimeOffset? CompletedAt, long RefundSeq = 0);
 
 public sealed record StripeSubscriptionState(string Id, string AccountId, string? PlanId, string? PlanInterval, string Status, long LastEventCreated,
     DateTimeOffset? PastDueSince);
@@ -26,13 +26,15 @@ internal sealed class StripeStore(Database db, TimeProvider time)
         credited_micros, refunded_cents, clawed_back_micros, unrecovered_micros, created_at, completed_at
         """;
 
+    private const string SelectColumns = CheckoutColumns + ", refund_seq";
+
     private sealed record CheckoutRow(string id, string account_id, string mode, string? pack_id, string? plan_id, string? plan_interval,
         long amount_cents, string currency, long amount_micros, string status, string? payment_intent, long credited_micros, long refunded_cents,
-        long clawed_back_micros, long unrecovered_micros, long created_at, long? completed_at)
+        long clawed_back_micros, long unrecovered_micros, long created_at, long? completed_at, long refund_seq)
     {
         public StripeCheckout ToCheckout() => new(id, account_id, mode, pack_id, plan_id, plan_interval, amount_cents, currency, amount_micros, status,
             payment_intent, credited_micros, refunded_cents, clawed_back_micros, unrecovered_micros, UnixMicros.ToDateTimeOffset(created_at),
-            completed_at is { } c ? UnixMicros.ToDateTimeOffset(c) : null);
+            completed_at is { } c ? UnixMicros.ToDateTimeOffset(c) : null, refund_seq);
     }
 
     public async Task<string?> CustomerAsync(string accountId, CancellationToken ct)
@@ -76,33 +78,41 @@ internal sealed class StripeStore(Database db, TimeProvider time)
     {
         await using var c = await db.OpenAsync(ct);
         return (await c.QuerySingleOrDefaultAsync<CheckoutRow>(new CommandDefinition(
-            $"SELECT {CheckoutColumns} FROM stripe_checkouts WHERE id = @id", new { id }, cancellationToken: ct)))?.ToCheckout();
+            $"SELECT {SelectColumns} FROM stripe_checkouts WHERE id = @id", new { id }, cancellationToken: ct)))?.ToCheckout();
     }
 
     public async Task<StripeCheckout?> CheckoutByPaymentIntentAsync(string paymentIntent, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
         return (await c.QueryFirstOrDefaultAsync<CheckoutRow>(new CommandDefinition(
-            $"SELECT {CheckoutColumns} FROM stripe_checkouts WHERE payment_intent = @paymentIntent", new { paymentIntent }, cancellationToken: ct)))?.ToCheckout();
+            $"SELECT {SelectColumns} FROM stripe_checkouts WHERE payment_intent = @paymentIntent", new { paymentIntent }, cancellationToken: ct)))?.ToCheckout();
     }
 
     public async Task<IReadOnlyList<StripeCheckout>> CheckoutsAsync(string accountId, int limit, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
         return (await c.QueryAsync<CheckoutRow>(new CommandDefinition(
-            $"SELECT {CheckoutColumns} FROM stripe_checkouts WHERE account_id = @accountId ORDER BY created_at DESC, id DESC LIMIT @limit",
+            $"SELECT {SelectColumns} FROM stripe_checkouts WHERE account_id = @accountId ORDER BY created_at DESC, id DESC LIMIT @limit",
             new { accountId, limit }, cancellationToken: ct))).Select(r => r.ToCheckout()).ToList();
     }
+
+    private const string CompleteCheckoutSql = """
+        UPDATE stripe_checkouts SET status = 'complete', payment_intent = COALESCE(@paymentIntent, payment_intent), credited_micros = @creditedMicros,
+            completed_at = COALESCE(completed_at, @now)
+        WHERE id = @id
+        """;
 
     public async Task CompleteCheckoutAsync(string id, string? paymentIntent, long creditedMicros, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
-        await c.ExecuteAsync(new CommandDefinition("""
-            UPDATE stripe_checkouts SET status = 'complete', payment_intent = COALESCE(@paymentIntent, payment_intent), credited_micros = @creditedMicros,
-                completed_at = COALESCE(completed_at, @now)
-            WHERE id = @id
-            """, new { id, paymentIntent, creditedMicros, now = time.GetUtcNowMicros() }, cancellationToken: ct));
+        await c.ExecuteAsync(new CommandDefinition(CompleteCheckoutSql, new { id, paymentIntent, creditedMicros, now = time.GetUtcNowMicros() }, cancellationToken: ct));
     }
+
+    /// <summary>Marks the checkout complete in the same transaction as its credit (idempotent: a replay writes the same).</summary>
+    public Ledger.LedgerSideWrite CompleteCheckoutWrite(string id, string? paymentIntent, long creditedMicros) => new(CompleteCheckoutSql, new Dictionary<string, object?>
+    {
+        ["id"] = id, ["paymentIntent"] = paymentIntent, ["creditedMicros"] = creditedMicros, ["now"] = time.GetUtcNowMicros(),
+    });
 
     public async Task SetCheckoutStatusAsync(string id, string status, CancellationToken ct)
     {
@@ -111,14 +121,27 @@ internal sealed class StripeStore(Database db, TimeProvider time)
             new { id, status }, cancellationToken: ct));
     }
 
-    /// <summary>Records the refund state a charge reached; only ever forward (a stale event carries a smaller total).</summary>
-    public async Task RecordRefundAsync(string id, long refundedCents, long clawedBackMicros, long unrecoveredMicros, CancellationToken ct)
+    private const string RefundStateSql = """
+        UPDATE stripe_checkouts SET refunded_cents = @refundedCents, clawed_back_micros = @clawedBackMicros, unrecovered_micros = @unrecoveredMicros,
+            refund_seq = @seq
+        WHERE id = @id AND refund_seq = @seq - 1
+        """;
+
+    /// <summary>
+    /// The refund state a change reaches, written in the same transaction as the ledger transfer that is the change
+    /// (<c>stripe:refund:{charge}:{seq}</c>); a replay finds the sequence moved on and writes nothing.
+    /// </summary>
+    public Ledger.LedgerSideWrite RefundStateWrite(string id, long refundedCents, long clawedBackMicros, long unrecoveredMicros, long seq) => new(RefundStateSql,
+        new Dictionary<string, object?>
+        {
+            ["id"] = id, ["refundedCents"] = refundedCents, ["clawedBackMicros"] = clawedBackMicros, ["unrecoveredMicros"] = unrecoveredMicros, ["seq"] = seq,
+        });
+
+    /// <summary>Records a refund state that moved no money, if no other change came first (compare-and-set on the sequence).</summary>
+    public async Task<bool> TryRecordRefundAsync(string id, long refundedCents, long clawedBackMicros, long unrecoveredMicros, long seq, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);
-        await c.ExecuteAsync(new CommandDefinition("""
-            UPDATE stripe_checkouts SET refunded_cents = @refundedCents, clawed_back_micros = @clawedBackMicros, unrecovered_micros = @unrecoveredMicros
-            WHERE id = @id AND refunded_cents <= @refundedCents
-            """, new { id, refundedCents, clawedBackMicros, unrecoveredMicros }, cancellationToken: ct));
+        return await c.ExecuteAsync(new CommandDefinition(RefundStateSql, new { id, refundedCents, clawedBackMicros, unrecoveredMicros, seq }, cancellationToken: ct)) == 1;
     }
 
     public async Task<bool> EventSeenAsync(string id, CancellationToken ct)

@@ -16,11 +16,13 @@ public sealed record WebhookOutcome(string Outcome, string? AccountId = null, bo
 /// status), never the arrival order. Amounts credited come from Tollgate's own record of the session, not the event.
 /// </summary>
 internal sealed partial class StripeWebhooks(
-    StripeStore store, LedgerService ledger, SystemAccounts system, AccountService accounts, Plans.SubscriptionService subscriptions, PostpaidInvoicer invoicer,
+    StripeStore store, StripeClient stripe, LedgerService ledger, SystemAccounts system, AccountService accounts, Plans.SubscriptionService subscriptions, PostpaidInvoicer invoicer,
     Microsoft.Extensions.Options.IOptions<StripeOptions> options, ILogger<StripeWebhooks> logger)
 {
     public const string TopupCode = "topup";
     public const string RefundCode = "refund";
+    /// <summary>Credits given back because a refund failed or was canceled after they were taken back.</summary>
+    public const string RefundReversedCode = "refund_reversed";
     public const string DisputeCode = "dispute_hold";
 
     public async Task<WebhookOutcome> HandleAsync(JsonElement e, CancellationToken ct)
@@ -35,15 +37,13 @@ internal sealed partial class StripeWebhooks(
         {
             "customer.subscription.created" or "customer.subscription.updated" or "customer.subscription.deleted" or "customer.subscription.paused"
                 or "customer.subscription.resumed" => await SubscriptionChangedAsync(obj, type, created, ct),
-            "invoice.paid" or "invoice.payment_succeeded" => await InvoiceAsync(obj, paid: true, created, ct),
-            "invoice.payment_failed" => await InvoiceAsync(obj, paid: false, created, ct),
+            "invoice.paid" or "invoice.payment_succeeded" => await InvoiceAsync(obj, paid: true, ev, ct),
+            "invoice.payment_failed" => await InvoiceAsync(obj, paid: false, ev, ct),
             "checkout.session.completed" or "checkout.session.async_payment_succeeded" => await CheckoutCompletedAsync(obj, ev, ct),
             "checkout.session.async_payment_failed" or "checkout.session.expired" => await CheckoutClosedAsync(obj, type, ct),
-            "charge.refunded" => await ChargeRefundedAsync(obj, ev, ct),
+            "charge.refunded" or "refund.created" or "refund.updated" or "refund.failed" or "charge.refund.updated" => await RefundChangedAsync(obj, type, ev, ct),
             "charge.dispute.created" => await DisputeCreatedAsync(obj, ev, ct),
             "charge.dispute.closed" => await DisputeClosedAsync(obj, ev, ct),
-            // charge.refunded carries the cumulative refunded amount, which is the state refunds are decided by.
-            "refund.created" or "refund.updated" or "refund.failed" or "charge.refund.updated" => new WebhookOutcome("ignored:refund_state_from_charge"),
             _ => new WebhookOutcome("ignored:unhandled_type"),
         };
         if (outcome.Outcome.StartsWith("ignored:unhandled", StringComparison.Ordinal)) LogUnhandled(logger, type, id);
@@ -85,9 +85,12 @@ internal sealed partial class StripeWebhooks(
             Code = TopupCode,
             Reference = sessionId,
             Metadata = JsonSerializer.Serialize(new Dictionary<string, object?> { ["pack"] = checkout.PackId, ["amount_cents"] = checkout.AmountCents, ["currency"] = checkout.Currency }),
-        }, new LedgerCommit { SideWrites = [store.EventWrite(ev, checkout.AccountId, "credited")] }, ct);
+        }, new LedgerCommit
+        {
+            // The purchase is marked complete with its credit: a redelivery (a duplicate by its event id) cannot leave it open.
+            SideWrites = [store.EventWrite(ev, checkout.AccountId, "credited"), store.CompleteCheckoutWrite(sessionId, Str(session, "payment_intent"), checkout.AmountMicros)],
+        }, ct);
         if (!result.Succeeded) throw new InvalidOperationException($"The ledger refused the top-up of {sessionId}: {result.Code}.");
-        await store.CompleteCheckoutAsync(sessionId, Str(session, "payment_intent"), checkout.AmountMicros, CancellationToken.None);
         return new WebhookOutcome(result.Code == TransferResultCode.Replayed ? "credited:replayed" : "credited", checkout.AccountId);
     }
 
@@ -99,53 +102,99 @@ internal sealed partial class StripeWebhooks(
     }
 
     /// <summary>
-    /// Takes back the credits of the refunded share of a purchase: credited × refunded ÷ paid, rounded down (a full
-    /// refund takes back exactly what was credited). Credits already spent are taken only as far as the account's
-    /// available balance (its credit limit included) allows; the rest is recorded as unrecovered and flagged.
+    /// Applies a charge's refund state, whichever event announced it (<c>charge.refunded</c>, <c>refund.created</c>/<c>updated</c>/
+    /// <c>failed</c>, <c>charge.refund.updated</c>). The state is the charge as Stripe has it now (<c>GET /v1/charges/{id}</c>),
+    /// not the event's snapshot, so a late or reordered event cannot apply an old total. Credits of the refunded share
+    /// (credited × refunded ÷ paid, rounded down; a full refund takes back exactly what was credited) are taken back as far as
+    /// the account's available balance (its credit limit included) allows — a postpaid account may go negative that far — and
+    /// the rest is recorded as unrecovered and flagged. When the refunded total falls (a refund failed or was canceled), what
+    /// was taken back for it is given back. Each change is the transfer <c>stripe:refund:{charge}:{seq}</c>, written with the
+    /// new state by compare-and-set on the purchase's refund sequence, so racing deliveries apply it once.
     /// </summary>
-    private async Task<WebhookOutcome> ChargeRefundedAsync(JsonElement charge, StripeEventRef ev, CancellationToken ct)
+    private async Task<WebhookOutcome> RefundChangedAsync(JsonElement obj, string type, StripeEventRef ev, CancellationToken ct)
     {
-        var chargeId = Str(charge, "id")!;
-        var checkout = Str(charge, "payment_intent") is { } pi ? await store.CheckoutByPaymentIntentAsync(pi, ct) : null;
-        if (checkout is null)
-            return Metadata(charge, "tollgate_account") is { } owner
+        var isCharge = type == "charge.refunded" || Str(obj, "object") == "charge";
+        if ((isCharge ? Str(obj, "id") : Str(obj, "charge")) is not { } chargeId) return new WebhookOutcome("ignored:no_charge");
+        var checkout = Str(obj, "payment_intent") is { } pi ? await store.CheckoutByPaymentIntentAsync(pi, ct) : null;
+        // A charge that is not ours costs no API call: its metadata says whose it is.
+        if (checkout is null && isCharge)
+            return Metadata(obj, "tollgate_account") is { } owner
                 // Ours, but its checkout has not completed here yet (events out of order): Stripe will deliver it again.
                 ? new WebhookOutcome("retry:purchase_not_completed_yet", owner, Retry: true)
                 : new WebhookOutcome("ignored:unknown_charge");
-        if (checkout.Status != "complete") return new WebhookOutcome("retry:purchase_not_completed_yet", checkout.AccountId, Retry: true);
-        var refunded = charge.TryGetProperty("amount_refunded", out var r) && r.TryGetInt64(out var rv) ? rv : 0;
-        var paid = charge.TryGetProperty("amount", out var p) && p.TryGetInt64(out var pv) && pv > 0 ? pv : checkout.AmountCents;
-        if (refunded <= checkout.RefundedCents) return new WebhookOutcome("ignored:stale_refund_state", checkout.AccountId);
-        var target = (long)((Int128)checkout.CreditedMicros * Math.Min(refunded, paid) / paid);
-        var owed = target - checkout.ClawedBackMicros;
-        if (await accounts.GetAsync(checkout.AccountId, ct) is not { } account) return new WebhookOutcome("ignored:account_gone", checkout.AccountId);
-        var taken = owed <= 0 ? 0 : await TakeUpToAsync(account.Account.LedgerAccountId, owed, $"stripe:refund:{chargeId}:{refunded}", RefundCode, chargeId,
-            store.EventWrite(ev, checkout.AccountId, "refunded"), ct);
-        var unrecovered = Math.Max(0, target - checkout.ClawedBackMicros - taken);
-        await store.RecordRefundAsync(checkout.Id, refunded, checkout.ClawedBackMicros + taken, unrecovered, CancellationToken.None);
-        if (unrecovered > 0) LogUnrecovered(logger, checkout.AccountId, chargeId, unrecovered);
-        return new WebhookOutcome(unrecovered > 0 ? "refunded:flagged_unrecovered" : "refunded", checkout.AccountId);
-    }
-
-    /// <summary>Moves up to <paramref name="amount"/> from the account to Stripe clearing, as much as is available; returns what moved.</summary>
-    private async Task<long> TakeUpToAsync(long ledgerAccountId, long amount, string transferId, string code, string reference, LedgerSideWrite eventRow, CancellationToken ct)
-    {
-        var clearing = await system.StripeClearingAsync(ct);
-        for (var attempt = 0; attempt < 4; attempt++)
+        JsonElement charge;
+        try
         {
-            var available = (await ledger.GetAccountAsync(ledgerAccountId, ct))?.AvailableMicros ?? 0;
-            var take = Math.Min(amount, Math.Max(0, available));
-            if (take == 0) return 0;
-            var result = await ledger.TransferAsync(new TransferRequest
-            {
-                Id = transferId, DebitAccountId = ledgerAccountId, CreditAccountId = clearing, Amount = take, Code = code, Reference = reference,
-            }, new LedgerCommit { SideWrites = [eventRow] }, ct);
-            if (result.Succeeded) return result.Transfer!.Amount;
-            // Stored earlier with another amount (the balance moved between two deliveries): that one counts.
-            if (result.Code == TransferResultCode.IdempotencyConflict) return (await ledger.GetTransferAsync(transferId, ct))?.Amount ?? 0;
-            if (result.Code != TransferResultCode.InsufficientFunds) throw new InvalidOperationException($"The ledger refused {transferId}: {result.Code}.");
+            charge = await stripe.GetAsync($"/v1/charges/{Uri.EscapeDataString(chargeId)}", ct);
         }
-        return 0;
+        catch (StripeException e) when (e.Status == 404)
+        {
+            return new WebhookOutcome("ignored:unknown_charge", checkout?.AccountId);
+        }
+        catch (StripeException)
+        {
+            return new WebhookOutcome("retry:stripe_unavailable", checkout?.AccountId, Retry: true);
+        }
+        checkout ??= Str(charge, "payment_intent") is { } cpi ? await store.CheckoutByPaymentIntentAsync(cpi, ct) : null;
+        if (checkout is null)
+            return Metadata(charge, "tollgate_account") is { } owner
+                ? new WebhookOutcome("retry:purchase_not_completed_yet", owner, Retry: true)
+                : new WebhookOutcome("ignored:unknown_charge");
+        if (checkout.Status != "complete") return new WebhookOutcome("retry:purchase_not_completed_yet", checkout.AccountId, Retry: true);
+        var refunded = charge.TryGetProperty("amount_refunded", out var r) && r.TryGetInt64(out var rv) ? Math.Max(0, rv) : 0;
+        var paid = charge.TryGetProperty("amount", out var p) && p.TryGetInt64(out var pv) && pv > 0 ? pv : checkout.AmountCents;
+        if (await accounts.GetAsync(checkout.AccountId, ct) is not { } account) return new WebhookOutcome("ignored:account_gone", checkout.AccountId);
+        var ledgerAccount = account.Account.LedgerAccountId;
+        var clearing = await system.StripeClearingAsync(ct);
+
+        for (var attempt = 0; attempt < 8; attempt++)
+        {
+            if (attempt > 0 && await store.CheckoutAsync(checkout.Id, ct) is { } fresh) checkout = fresh;
+            if (refunded == checkout.RefundedCents)
+                return new WebhookOutcome(attempt == 0 ? "ignored:refund_state_unchanged" : "refund_state_applied_concurrently", checkout.AccountId);
+            var target = (long)((Int128)checkout.CreditedMicros * Math.Min(refunded, paid) / paid);
+            var takeBack = target >= checkout.ClawedBackMicros;
+            long moved;
+            // A falling total never takes more (what stayed unrecovered is not chased because a refund failed).
+            if (takeBack && refunded < checkout.RefundedCents) moved = 0;
+            else if (takeBack)
+            {
+                var available = (await ledger.GetAccountAsync(ledgerAccount, ct))?.AvailableMicros ?? 0;
+                moved = Math.Min(target - checkout.ClawedBackMicros, Math.Max(0, available));
+            }
+            else moved = checkout.ClawedBackMicros - target;
+            var clawed = takeBack ? checkout.ClawedBackMicros + moved : target;
+            var unrecovered = Math.Max(0, target - clawed);
+            var seq = checkout.RefundSeq + 1;
+            var outcome = refunded < checkout.RefundedCents ? "refund_reversed" : unrecovered > 0 ? "refunded:flagged_unrecovered" : "refunded";
+            if (moved == 0)
+            {
+                if (!await store.TryRecordRefundAsync(checkout.Id, refunded, clawed, unrecovered, seq, ct)) continue;
+            }
+            else
+            {
+                var transferId = $"stripe:refund:{chargeId}:{seq.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
+                var result = await ledger.TransferAsync(new TransferRequest
+                {
+                    Id = transferId,
+                    DebitAccountId = takeBack ? ledgerAccount : clearing,
+                    CreditAccountId = takeBack ? clearing : ledgerAccount,
+                    Amount = moved,
+                    Code = takeBack ? RefundCode : RefundReversedCode,
+                    Reference = chargeId,
+                    Metadata = JsonSerializer.Serialize(new Dictionary<string, object> { ["checkout"] = checkout.Id, ["refunded_cents"] = refunded, ["paid_cents"] = paid }),
+                }, new LedgerCommit
+                {
+                    SideWrites = [store.RefundStateWrite(checkout.Id, refunded, clawed, unrecovered, seq), store.EventWrite(ev, checkout.AccountId, outcome)],
+                }, ct);
+                // Another change took this sequence number first, or the balance moved under the take: read again and redo.
+                if (result.Code is TransferResultCode.IdempotencyConflict or TransferResultCode.InsufficientFunds) continue;
+                if (!result.Succeeded) throw new InvalidOperationException($"The ledger refused {transferId}: {result.Code}.");
+            }
+            if (unrecovered > 0) LogUnrecovered(logger, checkout.AccountId, chargeId, unrecovered);
+            return new WebhookOutcome(outcome, checkout.AccountId);
+        }
+        return new WebhookOutcome("retry:refund_busy", checkout.AccountId, Retry: true);
     }
 
     /// <summary>Freezes the disputed share of a purchase's credits (as far as available) with a hold that never expires.</summary>
@@ -237,11 +286,13 @@ internal sealed partial class StripeWebhooks(
     }
 
     /// <summary>A subscription invoice paid (past due → active) or failed (→ past due; after the grace period the account drops to the default plan).</summary>
-    private async Task<WebhookOutcome> InvoiceAsync(JsonElement invoice, bool paid, long created, CancellationToken ct)
+    private async Task<WebhookOutcome> InvoiceAsync(JsonElement invoice, bool paid, StripeEventRef ev, CancellationToken ct)
     {
+        var created = ev.Created;
         // A usage invoice of a postpaid account: paid → its amount is credited back.
         if (Str(invoice, "id") is { } invoiceId && paid && Str(invoice, "status") is "paid" or null
-            && await invoicer.InvoicePaidAsync(invoiceId, invoice.TryGetProperty("amount_paid", out var ap) && ap.TryGetInt64(out var apv) ? apv : 0, ct) is { } usage)
+            && await invoicer.InvoicePaidAsync(invoiceId, invoice.TryGetProperty("amount_paid", out var ap) && ap.TryGetInt64(out var apv) ? apv : 0,
+                store.EventWrite(ev, Metadata(invoice, "tollgate_account"), "usage_invoice_paid"), ct) is { } usage)
             return usage;
         // basil moved the subscription under parent.subscription_details; older versions have it at the top level.
         var subscriptionId = invoice.TryGetProperty("parent", out var parent) && parent.ValueKind == JsonValueKind.Object
