@@ -54,6 +54,27 @@ public sealed class EntitlementTests() : EngineApps(new Dictionary<string, strin
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task The_check_answers_feature_flags_as_the_gateway_gates_them(string engine)
+    {
+        var app = App(engine);
+        const string withTools = """{"model":"demo/echo","messages":[{"role":"user","content":"weather?"}],"tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object"}}}]}""";
+        static async Task<bool> AllowedAsync(Customer c, string feature) => (await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/entitlements/check",
+            AdminApi.JsonBody($$"""{"feature":"{{feature}}"}""")), HttpStatusCode.OK)).GetProperty("allowed").GetBoolean();
+
+        // The default plan has no Features list: every feature, on the gateway and in the check alike.
+        using var open = await app.CustomerAsync(1_000_000);
+        Assert.True(await AllowedAsync(open, "tools"));
+        Assert.Equal(HttpStatusCode.OK, (await open.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody(withTools))).StatusCode);
+
+        // builder lists only "api": the check and the gateway both refuse tools.
+        using var builder = await BuilderAsync(app);
+        await app.GrantAsync(builder.AccountId, 1_000_000); // so a refusal cannot be the balance's
+        Assert.False(await AllowedAsync(builder, "tools"));
+        var refused = await MeteringApi.BodyAsync(await builder.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody(withTools)), HttpStatusCode.Forbidden);
+        Assert.Equal(("feature_not_in_plan", "tools"), (refused.GetProperty("error").Str("code"), refused.GetProperty("error").Str("param")));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task Concurrent_uses_never_exceed_the_limit(string engine)
     {
         var app = App(engine);

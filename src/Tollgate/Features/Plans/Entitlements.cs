@@ -141,7 +141,8 @@ internal static class EntitlementEndpoints
         var caller = http.GetCaller();
         var plan = plans.For(caller);
         if (await LimitAsync(plan, caller.AccountId, input.Feature, addOns, ct) is not { } limit)
-            return TypedResults.Ok(new CheckResponse(input.Feature, plan.Features?.Contains(input.Feature) == true, null, null, null));
+            // The gateway's rule (Plan.Has): a plan without a Features list has every feature.
+            return TypedResults.Ok(new CheckResponse(input.Feature, plan.Has(input.Feature), null, null, null));
         var used = await store.UsedAsync(caller.AccountId, input.Feature, ct);
         return TypedResults.Ok(new CheckResponse(input.Feature, used + quantity <= limit, limit, used, Math.Max(0, limit - used)));
     }
