@@ -106,7 +106,7 @@ internal static class EntitlementEndpoints
     {
         var group = routes.MapGroup("/api/v1/entitlements").RequireApiKey().WithTags("Entitlements");
         group.MapGet("/", List);
-        group.MapPost("/check", Check);
+        group.MapPost("/check", Check).ReadOnly();
         group.MapPost("/{feature}/usage", Use);
     }
 
