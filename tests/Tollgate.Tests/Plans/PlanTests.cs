@@ -198,6 +198,35 @@ public sealed class PlanSetTests
     }
 
     [Fact]
+    public async Task A_plan_file_with_contradictions_stops_start_up_listing_every_one()
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"tollgate-plans-{Guid.NewGuid():N}.json");
+        await File.WriteAllTextAsync(file, """
+            {"Tollgate":{"Plans":{
+              "cheap":{"Markup":0.5,"IncludedRequests":-10,"Entitlements":{"projects":-1}},
+              "typo":{"MonthlyPriceCents":999,"IncludedRequest":1000,"ExpireIncludedCredits":true},
+              "words":{"IncludedTokens":"lots"}
+            }}}
+            """);
+        try
+        {
+            var error = await Assert.ThrowsAsync<OptionsValidationException>(() =>
+                TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?> { ["Tollgate:ConfigFile"] = file }));
+            var failures = error.Failures.ToList();
+            foreach (var expected in new[]
+                     {
+                         "Tollgate:Plans:cheap:Markup", "Tollgate:Plans:cheap:IncludedRequests", "Tollgate:Plans:cheap:Entitlements:projects",
+                         // A misspelt field would otherwise leave the plan unlimited.
+                         "Tollgate:Plans:typo:IncludedRequest is not a setting", "Tollgate:Plans:typo:ExpireIncludedCredits",
+                         "Tollgate:Plans:words",
+                     })
+                Assert.Contains(failures, f => f.Contains(expected, StringComparison.Ordinal));
+            Assert.Equal(6, failures.Count);
+        }
+        finally { File.Delete(file); }
+    }
+
+    [Fact]
     public async Task A_missing_config_file_stops_start_up_naming_it()
     {
         var error = await Assert.ThrowsAsync<OptionsValidationException>(() =>
