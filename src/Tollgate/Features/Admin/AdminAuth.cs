@@ -69,7 +69,18 @@ internal sealed class AdminKeys(IConfiguration configuration, IApiKeyStore store
     /// <summary>The actor id a key's hash is known by (see <see cref="Authenticate"/>).</summary>
     public static string ActorOf(byte[] hash) => "adm_" + Convert.ToHexStringLower(hash, 0, 6);
 
-    public bool IsAdmin(string? presented) => Authenticate(presented) is not null;
+    /// <summary>For callers that cannot wait (the dashboard's operator cookie): starts a refresh of stale hashes for the next check.</summary>
+    public bool IsAdmin(string? presented)
+    {
+        if (Environment.TickCount64 - Volatile.Read(ref _loadedAt) >= RefreshInterval.TotalMilliseconds) _ = RefreshQuietlyAsync();
+        return Authenticate(presented) is not null;
+    }
+
+    private async Task RefreshQuietlyAsync()
+    {
+        try { await RefreshIfStaleAsync(CancellationToken.None); }
+        catch (Exception e) when (e is System.Data.Common.DbException or TimeoutException or InvalidOperationException) { } // the next check retries
+    }
 
     /// <summary>
     /// The admin actor id for a valid admin key (<c>adm_</c> + the first 12 hex digits of its SHA-256: names the key in
