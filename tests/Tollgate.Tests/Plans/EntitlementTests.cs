@@ -1,4 +1,5 @@
 using System.Net;
+using Tollgate.Tests.Alerts;
 using Tollgate.Tests.Api;
 using Tollgate.Tests.Metering;
 
@@ -72,6 +73,26 @@ public sealed class EntitlementTests() : EngineApps(new Dictionary<string, strin
         Assert.False(await AllowedAsync(builder, "tools"));
         var refused = await MeteringApi.BodyAsync(await builder.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody(withTools)), HttpStatusCode.Forbidden);
         Assert.Equal(("feature_not_in_plan", "tools"), (refused.GetProperty("error").Str("code"), refused.GetProperty("error").Str("param")));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Using_a_counted_entitlement_fires_each_threshold_once(string engine)
+    {
+        var app = App(engine);
+        using var c = await BuilderAsync(app);
+        static bool Projects(JsonElement a) => a.Str("subject") == "entitlement:projects";
+
+        await MeteringApi.BodyAsync(await UseAsync(c, "alert-p1"), HttpStatusCode.OK);
+        var alerts = await c.WaitForAlertsAsync(app, a => a.Any(Projects));
+        Assert.Equal([50L], alerts.Where(Projects).Select(a => a.Long("threshold_percent")).ToArray());
+
+        // The second of two projects crosses 80 % and 100 % at once; a replay and a refused third fire nothing more.
+        await MeteringApi.BodyAsync(await UseAsync(c, "alert-p2"), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await UseAsync(c, "alert-p2"), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await UseAsync(c, "alert-p3"), HttpStatusCode.Forbidden);
+        alerts = await c.WaitForAlertsAsync(app, a => a.Count(Projects) == 3);
+        Assert.Equal([50L, 80L, 100L], alerts.Where(Projects).Select(a => a.Long("threshold_percent")).Order().ToArray());
+        Assert.All(alerts.Where(Projects), a => Assert.Equal(2, a.Long("limit")));
     }
 
     [Theory, MemberData(nameof(Engines))]
