@@ -62,23 +62,38 @@ public sealed class CrossAccountTests(MeteringFixture fixture) : IClassFixture<M
             bCall.Headers.GetValues("x-tollgate-request-id").Single(), "b-second",
         };
 
-        var attacked = 0;
-        foreach (var (method, path) in SelfServiceRoutes(app, values))
+        // A's API key, and A's owner signed in to the dashboard: both credentials, every route.
+        await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{a.AccountId}/members",
+            AdminApi.JsonBody("""{"email":"a-owner@example.test","password":"correct horse battery","role":"owner"}""")), HttpStatusCode.Created);
+        var session = await MeteringApi.BodyAsync(await app.Anonymous.PostAsync("/api/v1/sessions",
+            AdminApi.JsonBody($$"""{"email":"a-owner@example.test","password":"correct horse battery","account_id":"{{a.AccountId}}"}""")), HttpStatusCode.Created);
+        using var aSession = new HttpClient { BaseAddress = app.BaseAddress };
+        aSession.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", session.Str("token"));
+        foreach (var (attacker, who) in new[] { (a.Client, "A's key"), (aSession, "A's owner session") })
         {
-            using var request = new HttpRequestMessage(new HttpMethod(method), path);
-            if (method is "POST" or "PUT" or "PATCH") request.Content = AdminApi.JsonBody("{}");
-            var response = await a.Client.SendAsync(request);
-            var body = await response.Content.ReadAsStringAsync();
-            // Payment routes of a provider this app does not configure answer 503 "not configured" to anyone.
-            var notConfigured = response.StatusCode == HttpStatusCode.ServiceUnavailable && body.Contains("_not_configured\"", StringComparison.Ordinal);
-            Assert.True((int)response.StatusCode < 500 || notConfigured, $"{method} {path}: {(int)response.StatusCode} {body}");
-            foreach (var secret in secrets.Where(x => !path.Contains(x, StringComparison.Ordinal)))
-                Assert.False(body.Contains(secret, StringComparison.Ordinal), $"{method} {path} with A's key shows B's '{secret}': {body}");
-            if (path.Contains(values["keyId"]) || path.Contains(values["userId"]) || path.Contains("auth-b") || path.Contains(bHook.Str("id")!) || path.Contains(bDelivery))
-                Assert.True(response.StatusCode is HttpStatusCode.NotFound or HttpStatusCode.BadRequest, $"{method} {path} with A's key: {(int)response.StatusCode} {body}");
-            attacked++;
+            var attacked = 0;
+            foreach (var (method, path) in SelfServiceRoutes(app, values))
+            {
+                // Signing the session out would only end the attack early.
+                if (attacker == aSession && method == "DELETE" && path == "/api/v1/sessions/current") continue;
+                using var request = new HttpRequestMessage(new HttpMethod(method), path);
+                if (method is "POST" or "PUT" or "PATCH") request.Content = AdminApi.JsonBody("{}");
+                var response = await attacker.SendAsync(request);
+                var body = await response.Content.ReadAsStringAsync();
+                // Payment routes of a provider this app does not configure answer 503 "not configured" to anyone.
+                var notConfigured = response.StatusCode == HttpStatusCode.ServiceUnavailable && body.Contains("_not_configured\"", StringComparison.Ordinal);
+                Assert.True((int)response.StatusCode < 500 || notConfigured, $"{who}: {method} {path}: {(int)response.StatusCode} {body}");
+                Assert.NotEqual(HttpStatusCode.Unauthorized, response.StatusCode);
+                // The second attacker may see B's ids that A itself put in paths, in A's own records (its audit log,
+                // a customer 'cust-b' of A's own): those name nothing of B's. Everything else of B's must stay unseen.
+                foreach (var secret in secrets.Where(x => !path.Contains(x, StringComparison.Ordinal) && (attacker == a.Client || !values.Values.Contains(x))))
+                    Assert.False(body.Contains(secret, StringComparison.Ordinal), $"{method} {path} with {who} shows B's '{secret}': {body}");
+                if (path.Contains(values["keyId"]) || path.Contains(values["userId"]) || path.Contains("auth-b") || path.Contains(bHook.Str("id")!) || path.Contains(bDelivery))
+                    Assert.True(response.StatusCode is HttpStatusCode.NotFound or HttpStatusCode.BadRequest, $"{method} {path} with {who}: {(int)response.StatusCode} {body}");
+                attacked++;
+            }
+            Assert.True(attacked >= 60, $"only {attacked} routes attacked with {who}");
         }
-        Assert.True(attacked >= 60, $"only {attacked} routes attacked");
         Assert.Equal(before, await SnapshotAsync(b, bKey.Str("id")!));
     }
 
