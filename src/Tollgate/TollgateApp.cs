@@ -143,6 +143,7 @@ public static class TollgateApp
         app.MapHealth();
         Infrastructure.Metrics.MetricsEndpoints.MapMetrics(app);
         app.MapAdminAccounts();
+        Features.Admin.AdminKeyEndpoints.MapAdminKeys(app);
         app.MapAdminLedger();
         app.MapAccountApi();
         app.MapMetering();

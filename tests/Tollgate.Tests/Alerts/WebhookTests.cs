@@ -113,6 +113,11 @@ public sealed class WebhookTests() : EngineApps(AlertApi.FastSettings())
 
         var got = Assert.Single(await receiver.WaitForAsync(1));
         Assert.True(ReceiverSignature.Verify(got.Signature, got.Body, hook.Str("secret")!, TimeSpan.FromMinutes(5), DateTimeOffset.UtcNow), got.Signature);
+        // And by another implementation altogether: Node.js's crypto, on the bytes as delivered.
+        Assert.Equal("valid", await NodeVerifier.VerifyAsync(got.Signature!, got.Body, hook.Str("secret")!, DateTimeOffset.UtcNow));
+        Assert.Equal("invalid", await NodeVerifier.VerifyAsync(got.Signature!, [.. got.Body, (byte)'\n'], hook.Str("secret")!, DateTimeOffset.UtcNow));
+        Assert.Equal("invalid", await NodeVerifier.VerifyAsync(got.Signature!, got.Body, hook.Str("secret")! + "x", DateTimeOffset.UtcNow));
+        Assert.Equal("stale", await NodeVerifier.VerifyAsync(got.Signature!, got.Body, hook.Str("secret")!, DateTimeOffset.UtcNow.AddMinutes(10)));
         Assert.Equal((eventId, "alert.fired"), (got.EventId, got.EventType));
         Assert.StartsWith("application/json", got.ContentType);
         var body = got.Json;

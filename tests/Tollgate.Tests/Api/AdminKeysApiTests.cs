@@ -6,6 +6,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Tollgate.Infrastructure.Data;
+using Tollgate.Tests.Metering;
 using static Tollgate.Tests.Api.AdminApi;
 
 namespace Tollgate.Tests.Api;
@@ -117,6 +118,66 @@ public sealed class AdminKeysApiTests(AdminApiFixture fixture) : IClassFixture<A
 
         Assert.Equal(0, await ScalarAsync(connection, "SELECT COUNT(*) FROM admin_keys"));
         Assert.Equal(HttpStatusCode.OK, (await app.Admin.GetAsync("/admin/v1/ledger/audit")).StatusCode);
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task Admin_keys_are_created_shown_once_and_deleted_everywhere_but_never_the_last(string engine)
+    {
+        var database = await TestDatabases.CreateAsync(engine);
+        await using var app = BuildWithoutAdminKey(database);
+        var initial = (await Tollgate.TollgateApp.PrepareAsync(app))!;
+        await using var other = BuildWithoutAdminKey(database); // a second process on the same database
+        await Tollgate.TollgateApp.PrepareAsync(other);
+        await app.StartAsync();
+        await other.StartAsync();
+        try
+        {
+            HttpClient Client(WebApplication a, string key)
+            {
+                var client = new HttpClient { BaseAddress = new Uri(a.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()) };
+                client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+                return client;
+            }
+            using var first = Client(app, initial);
+            using var firstElsewhere = Client(other, initial);
+
+            var listed = await first.GetFromJsonAsync<JsonElement>("/admin/v1/admin-keys");
+            var only = Assert.Single(listed.GetProperty("data").EnumerateArray());
+            Assert.Equal(("admin_initial", "database"), (only.Str("id"), only.Str("source")));
+            await AssertProblemAsync(await first.DeleteAsync("/admin/v1/admin-keys/admin_initial"), HttpStatusCode.Conflict, "last_admin_key");
+
+            var created = await first.PostAsync("/admin/v1/admin-keys", null);
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            var body = await created.Content.ReadFromJsonAsync<JsonElement>();
+            var key = body.Str("key")!;
+            Assert.Matches("^tg_admin_[0-9A-Za-z]{43}$", key);
+            using var second = Client(app, key);
+            var both = await second.GetStringAsync("/admin/v1/admin-keys");
+            Assert.DoesNotContain(key, both);
+            Assert.DoesNotContain(initial, both);
+            Assert.Equal(2, JsonDocument.Parse(both).RootElement.GetProperty("data").GetArrayLength());
+            await using (var connection = await app.Services.GetRequiredService<Database>().OpenAsync(CancellationToken.None))
+                await AssertKeyStoredOnlyAsHashAsync(connection, "admin_keys", body.Str("id")!, key);
+
+            // The first key deleted with the second: refused at once here, and within the refresh interval elsewhere.
+            Assert.Equal(HttpStatusCode.OK, (await firstElsewhere.GetAsync("/admin/v1/admin-keys")).StatusCode);
+            Assert.Equal(HttpStatusCode.NoContent, (await second.DeleteAsync("/admin/v1/admin-keys/admin_initial")).StatusCode);
+            await AssertProblemAsync(await first.GetAsync("/admin/v1/admin-keys"), HttpStatusCode.Unauthorized, "unauthorized");
+            await Task.Delay(Tollgate.Features.Admin.AdminKeys.RefreshInterval + TimeSpan.FromMilliseconds(100));
+            await AssertProblemAsync(await firstElsewhere.GetAsync("/admin/v1/admin-keys"), HttpStatusCode.Unauthorized, "unauthorized");
+            using var secondElsewhere = Client(other, key);
+            Assert.Equal(HttpStatusCode.OK, (await secondElsewhere.GetAsync("/admin/v1/admin-keys")).StatusCode);
+
+            // Now the second key is the last one; an unknown id is 404.
+            await AssertProblemAsync(await second.DeleteAsync($"/admin/v1/admin-keys/{body.Str("id")}"), HttpStatusCode.Conflict, "last_admin_key");
+            await AssertProblemAsync(await second.DeleteAsync("/admin/v1/admin-keys/admkey_nope"), HttpStatusCode.NotFound, "not_found");
+        }
+        finally
+        {
+            await other.StopAsync();
+            await app.StopAsync();
+        }
     }
 
     /// <summary>The real app on a free loopback port with no admin key configured anywhere (blank overrides any environment value).</summary>

@@ -1,5 +1,7 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Text.Json.Nodes;
+using Tollgate.Features.Keys;
 using Tollgate.Tests.Metering;
 
 namespace Tollgate.Tests.Api;
@@ -54,6 +56,61 @@ public sealed class KeyApiTests() : EngineApps(new Dictionary<string, string?>
         var keys = (await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/keys")).GetProperty("data");
         Assert.Equal(3, keys.GetArrayLength());
         Assert.Equal(2, keys.EnumerateArray().Count(k => k.GetProperty("revoked_at").ValueKind != JsonValueKind.Null));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Revocation_reaches_the_gateway_within_a_second_as_measured(string engine)
+    {
+        var app = App(engine);
+        using var c = await app.CustomerAsync(10_000_000);
+        var created = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/keys", AdminApi.JsonBody("""{"name":"to revoke"}""")), HttpStatusCode.Created);
+        using var key = Client(app, created.Str("key")!);
+        // In the authenticator's cache now: revocation has to beat a warm entry, the slow case.
+        Assert.Equal(HttpStatusCode.OK, (await key.PostAsync("/v1/chat/completions", Chat("demo/echo"))).StatusCode);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await c.Client.DeleteAsync($"/api/v1/keys/{created.Str("id")}")).StatusCode);
+        var sinceRevocation = System.Diagnostics.Stopwatch.StartNew();
+        // Call the gateway back to back; note when each call started and what it got.
+        var calls = new List<(TimeSpan Sent, HttpStatusCode Status)>();
+        HttpResponseMessage? refused = null;
+        while (sinceRevocation.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            var sent = sinceRevocation.Elapsed;
+            var response = await key.PostAsync("/v1/chat/completions", Chat("demo/echo"));
+            calls.Add((sent, response.StatusCode));
+            if (response.StatusCode == HttpStatusCode.Unauthorized) { refused = response; break; }
+            await Task.Delay(20);
+        }
+        Assert.NotNull(refused);
+        // The measured window: the last call the revoked key got through was sent this long after the revocation
+        // answered. It must be under the authenticator's cache time (1 s); no call sent later may pass.
+        var window = calls.Where(x => x.Status == HttpStatusCode.OK).Select(x => x.Sent).DefaultIfEmpty(TimeSpan.Zero).Max();
+        Assert.True(window < ApiKeyAuthenticator.CacheTtl,
+            $"revoked key still accepted by a call sent {window.TotalMilliseconds:F0} ms after the revocation ({calls.Count} calls)");
+        Assert.All(calls.Where(x => x.Sent >= ApiKeyAuthenticator.CacheTtl), x => Assert.Equal(HttpStatusCode.Unauthorized, x.Status));
+        Assert.All(calls.SkipLast(1), x => Assert.Equal(HttpStatusCode.OK, x.Status));
+        for (var i = 0; i < 3; i++)
+            Assert.Equal(HttpStatusCode.Unauthorized, (await key.PostAsync("/v1/chat/completions", Chat("demo/echo"))).StatusCode);
+        // The account's other key goes on working.
+        Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions", Chat("demo/echo"))).StatusCode);
+
+        // And the refusal gives no hint: a revoked key, a key that never existed and a malformed one get the same answer.
+        using var unknown = Client(app, "tg_live_" + new string('Z', 43));
+        using var malformed = Client(app, "not-a-key");
+        var gatewayAnswers = new List<string> { await refused!.Content.ReadAsStringAsync() };
+        var apiAnswers = new List<string>();
+        foreach (var client in new[] { key, unknown, malformed })
+        {
+            if (client != key) gatewayAnswers.Add(await (await client.PostAsync("/v1/chat/completions", Chat("demo/echo"))).Content.ReadAsStringAsync());
+            var api = await client.GetAsync("/api/v1/account");
+            Assert.Equal(HttpStatusCode.Unauthorized, api.StatusCode);
+            var problem = JsonNode.Parse(await api.Content.ReadAsStringAsync())!.AsObject();
+            problem.Remove("trace_id");
+            apiAnswers.Add(problem.ToJsonString());
+        }
+        Assert.Single(gatewayAnswers.Distinct());
+        Assert.Single(apiAnswers.Distinct());
+        Assert.Contains("invalid_api_key", gatewayAnswers[0]);
     }
 
     [Theory, MemberData(nameof(Engines))]

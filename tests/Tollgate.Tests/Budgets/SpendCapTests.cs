@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection;
 using System.Net;
 using System.Net.Http.Headers;
 using Tollgate.Features.Metering;
+using Tollgate.Tests.Alerts;
 using Tollgate.Tests.Api;
 using Tollgate.Tests.Metering;
 
@@ -244,6 +245,32 @@ public sealed class SpendCapTests(MeteringFixture fixture) : IClassFixture<Meter
         Assert.Equal("fay", (await app.Get<IUsageStore>().GetAsync(c.AccountId, "e1", CancellationToken.None))!.CustomerId);
         Assert.Null(await app.Get<IUsageStore>().GetAsync(c.AccountId, "e3", CancellationToken.None));
         Assert.Equal(100_000_000 - 800, (await c.AccountAsync()).Long("balance_micros"));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Usage_events_and_captures_report_cap_and_balance_alerts_like_gateway_calls(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        using var c = await app.CustomerAsync(20_000);
+        await PutCapsAsync(c.Client, "/api/v1/spend-caps", """{"daily_micros":10000}""");
+        await c.SetAlertSettingsAsync("""{"thresholds":[50,100],"balance_low_micros":12000}""");
+        static bool IsCap(JsonElement a) => a.Str("subject")!.StartsWith("cap:account:", StringComparison.Ordinal);
+
+        // A usage event of 6,000 µ$ (demo/echo: 2 per input and 4 per output token): 60 % of the daily cap.
+        var accepted = (await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/usage/events",
+            AdminApi.JsonBody("""{"id":"cap-alert-1","model":"demo/echo","input_tokens":1000,"output_tokens":1000}""")), HttpStatusCode.OK)).GetProperty("data")[0];
+        Assert.Equal(("accepted", 6_000L), (accepted.Str("status"), accepted.Long("user_price_micros")));
+        var alerts = await c.WaitForAlertsAsync(app, a => a.Any(x => IsCap(x) && x.Long("threshold_percent") == 50));
+        Assert.Equal([50L], alerts.Where(IsCap).Select(x => x.Long("threshold_percent")).ToArray());
+        Assert.DoesNotContain(alerts, a => a.Str("subject") == "balance:low");
+
+        // A capture of 4,000 µ$ more: the cap is used up (100 %) and the balance (10,000) is below its line.
+        await MeteringApi.BodyAsync(await c.AuthorizeAsync("cap-alert-hold", 3_000), HttpStatusCode.Created);
+        Assert.Equal(4_000, (await MeteringApi.BodyAsync(await c.CaptureAsync("cap-alert-hold", 4_000), HttpStatusCode.OK)).Long("captured_micros"));
+        alerts = await c.WaitForAlertsAsync(app, a => a.Any(x => IsCap(x) && x.Long("threshold_percent") == 100) && a.Any(x => x.Str("subject") == "balance:low"));
+        Assert.Equal([50L, 100L], alerts.Where(IsCap).Select(x => x.Long("threshold_percent")).Order().ToArray());
+        Assert.Equal(10_000, Assert.Single(alerts, a => a.Str("subject") == "balance:low").Long("balance_micros"));
+        Assert.All(alerts.Where(IsCap), a => Assert.EndsWith(":day", a.Str("subject")));
     }
 
     [Theory, MemberData(nameof(Engines))]

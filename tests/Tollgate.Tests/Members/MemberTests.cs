@@ -63,6 +63,46 @@ public sealed class MemberTests(MeteringFixture fixture) : IClassFixture<Meterin
     }
 
     [Theory, MemberData(nameof(Engines))]
+    public async Task A_member_uses_the_account_and_a_viewer_only_reads(string engine)
+    {
+        var app = await fixture.AppAsync(engine);
+        var accountId = await app.CreateAccountAsync("roles");
+        await app.GrantAsync(accountId, 1_000_000);
+        var sessions = new Dictionary<string, HttpClient>();
+        foreach (var role in new[] { "member", "viewer" })
+        {
+            var email = $"{role}-{Guid.NewGuid():N}@example.com";
+            await MeteringApi.BodyAsync(await app.Admin.PostAsync($"/admin/v1/accounts/{accountId}/members",
+                AdminApi.JsonBody($$"""{"email":"{{email}}","password":"a long password","role":"{{role}}"}""")), HttpStatusCode.Created);
+            sessions[role] = Session(app, await SignInAsync(app, email, "a long password"));
+        }
+        using var member = sessions["member"];
+        using var viewer = sessions["viewer"];
+        HttpContent Hold(string id) => AdminApi.JsonBody($$"""{"id":"{{id}}","amount_micros":1000}""");
+        HttpContent Usage(string id) => AdminApi.JsonBody($$"""{"id":"{{id}}","model":"demo/echo","input_tokens":10,"output_tokens":10}""");
+
+        // A viewer's session can spend nothing and record nothing: every write is 403, and nothing changed.
+        foreach (var response in new[]
+                 {
+                     await viewer.PostAsync("/api/v1/authorizations", Hold("viewer-hold")),
+                     await viewer.PostAsync("/api/v1/usage/events", Usage("viewer-event")),
+                     await viewer.PostAsync("/api/v1/entitlements/projects/usage", AdminApi.JsonBody("""{"id":"viewer-project"}""")),
+                 })
+            Assert.Equal("forbidden", (await MeteringApi.BodyAsync(response, HttpStatusCode.Forbidden)).Str("code"));
+        Assert.Equal(HttpStatusCode.NotFound, (await viewer.GetAsync("/api/v1/authorizations/viewer-hold")).StatusCode);
+        Assert.Equal(0, (await viewer.GetFromJsonAsync<JsonElement>("/api/v1/usage")).GetProperty("data").GetArrayLength());
+        Assert.Equal(1_000_000, (await viewer.GetFromJsonAsync<JsonElement>("/api/v1/account")).Long("balance_micros"));
+        // Asking is reading.
+        Assert.Equal(HttpStatusCode.OK, (await viewer.PostAsync("/api/v1/entitlements/check", AdminApi.JsonBody("""{"feature":"tools"}"""))).StatusCode);
+
+        // A member uses the account (holds, usage) but manages nothing.
+        Assert.Equal(HttpStatusCode.Created, (await member.PostAsync("/api/v1/authorizations", Hold("member-hold"))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await member.PostAsync("/api/v1/usage/events", Usage("member-event"))).StatusCode);
+        Assert.Equal("forbidden", (await MeteringApi.BodyAsync(await member.PostAsync("/api/v1/keys", AdminApi.JsonBody("{}")), HttpStatusCode.Forbidden)).Str("code"));
+        Assert.True((await viewer.GetFromJsonAsync<JsonElement>("/api/v1/account")).Long("balance_micros") < 1_000_000);
+    }
+
+    [Theory, MemberData(nameof(Engines))]
     public async Task A_failed_sign_in_never_tells_whether_the_email_exists(string engine)
     {
         var app = await fixture.AppAsync(engine);

@@ -36,6 +36,9 @@ public sealed class ApiKeyAuthenticatorTests
         public Task<ApiKeyRecord> CreateAsync(string accountId, string? name, string prefix, byte[] hash, string type, CancellationToken ct) => throw new NotSupportedException();
         public Task<IReadOnlyList<byte[]>> GetAdminKeyHashesAsync(CancellationToken ct) => throw new NotSupportedException();
         public Task<bool> TryCreateFirstAdminKeyAsync(byte[] hash, CancellationToken ct) => throw new NotSupportedException();
+        public Task<IReadOnlyList<AdminKeyRecord>> ListAdminKeysAsync(CancellationToken ct) => throw new NotSupportedException();
+        public Task<AdminKeyRecord> CreateAdminKeyAsync(byte[] hash, CancellationToken ct) => throw new NotSupportedException();
+        public Task<(bool Found, bool Deleted)> DeleteAdminKeyAsync(string id, bool keepLast, CancellationToken ct) => throw new NotSupportedException();
         public Task<bool> RevokeAsync(string accountId, string keyId, DateTimeOffset at, CancellationToken ct) => throw new NotSupportedException();
         public Task<ApiKeyRecord> CreateAsync(string accountId, string? name, string prefix, byte[] hash, string type, KeySettings settings, string? replaces, CancellationToken ct) => throw new NotSupportedException();
         public Task<IReadOnlyList<ApiKeyRecord>> ListAsync(string accountId, CancellationToken ct) => throw new NotSupportedException();

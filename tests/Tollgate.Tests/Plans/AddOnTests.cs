@@ -1,4 +1,5 @@
 using System.Net;
+using Tollgate.Tests.Alerts;
 using Tollgate.Tests.Api;
 using Tollgate.Tests.Metering;
 
@@ -44,5 +45,23 @@ public sealed class AddOnTests() : EngineApps(new Dictionary<string, string?> { 
         Assert.Equal(HttpStatusCode.Forbidden, (await Deploy(other, "d2")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await c.Client.PostAsync("/api/v1/addons/nope/purchase", AdminApi.JsonBody("""{"id":"x"}"""))).StatusCode);
         await AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task The_last_slot_fires_the_entitlement_alerts_and_an_extra_slot_resolves_those_no_longer_reached(string engine)
+    {
+        var app = App(engine);
+        using var c = await app.CustomerAsync(10_000_000);
+        static bool Slots(JsonElement a) => a.Str("subject") == "entitlement:deploy_slots";
+
+        Assert.Equal(HttpStatusCode.OK, (await Deploy(c, "alert-d1")).StatusCode);
+        var alerts = await c.WaitForAlertsAsync(app, a => a.Count(Slots) == 3);
+        Assert.Equal([50L, 80L, 100L], alerts.Where(Slots).Select(a => a.Long("threshold_percent")).Order().ToArray());
+
+        // 1 of 2 slots: still at 50 %, no longer at 80 % or 100 %.
+        await MeteringApi.BodyAsync(await Buy(c, "alert-buy"), HttpStatusCode.OK);
+        alerts = await c.WaitForAlertsAsync(app, a => a.Count(x => Slots(x) && x.Str("status") == "resolved") == 2);
+        Assert.Equal(["50:active", "80:resolved", "100:resolved"],
+            alerts.Where(Slots).OrderBy(a => a.Long("threshold_percent")).Select(a => $"{a.Long("threshold_percent")}:{a.Str("status")}").ToArray());
     }
 }

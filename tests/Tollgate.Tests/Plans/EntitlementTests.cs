@@ -1,4 +1,5 @@
 using System.Net;
+using Tollgate.Tests.Alerts;
 using Tollgate.Tests.Api;
 using Tollgate.Tests.Metering;
 
@@ -51,6 +52,47 @@ public sealed class EntitlementTests() : EngineApps(new Dictionary<string, strin
         Assert.Equal((true, false), (api.GetProperty("allowed").GetBoolean(), tools.GetProperty("allowed").GetBoolean()));
         Assert.Equal("feature_not_in_plan", (await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/entitlements/seats/usage",
             AdminApi.JsonBody("""{"id":"s1"}""")), HttpStatusCode.Forbidden)).Str("code"));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task The_check_answers_feature_flags_as_the_gateway_gates_them(string engine)
+    {
+        var app = App(engine);
+        const string withTools = """{"model":"demo/echo","messages":[{"role":"user","content":"weather?"}],"tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object"}}}]}""";
+        static async Task<bool> AllowedAsync(Customer c, string feature) => (await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/entitlements/check",
+            AdminApi.JsonBody($$"""{"feature":"{{feature}}"}""")), HttpStatusCode.OK)).GetProperty("allowed").GetBoolean();
+
+        // The default plan has no Features list: every feature, on the gateway and in the check alike.
+        using var open = await app.CustomerAsync(1_000_000);
+        Assert.True(await AllowedAsync(open, "tools"));
+        Assert.Equal(HttpStatusCode.OK, (await open.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody(withTools))).StatusCode);
+
+        // builder lists only "api": the check and the gateway both refuse tools.
+        using var builder = await BuilderAsync(app);
+        await app.GrantAsync(builder.AccountId, 1_000_000); // so a refusal cannot be the balance's
+        Assert.False(await AllowedAsync(builder, "tools"));
+        var refused = await MeteringApi.BodyAsync(await builder.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody(withTools)), HttpStatusCode.Forbidden);
+        Assert.Equal(("feature_not_in_plan", "tools"), (refused.GetProperty("error").Str("code"), refused.GetProperty("error").Str("param")));
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Using_a_counted_entitlement_fires_each_threshold_once(string engine)
+    {
+        var app = App(engine);
+        using var c = await BuilderAsync(app);
+        static bool Projects(JsonElement a) => a.Str("subject") == "entitlement:projects";
+
+        await MeteringApi.BodyAsync(await UseAsync(c, "alert-p1"), HttpStatusCode.OK);
+        var alerts = await c.WaitForAlertsAsync(app, a => a.Any(Projects));
+        Assert.Equal([50L], alerts.Where(Projects).Select(a => a.Long("threshold_percent")).ToArray());
+
+        // The second of two projects crosses 80 % and 100 % at once; a replay and a refused third fire nothing more.
+        await MeteringApi.BodyAsync(await UseAsync(c, "alert-p2"), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await UseAsync(c, "alert-p2"), HttpStatusCode.OK);
+        await MeteringApi.BodyAsync(await UseAsync(c, "alert-p3"), HttpStatusCode.Forbidden);
+        alerts = await c.WaitForAlertsAsync(app, a => a.Count(Projects) == 3);
+        Assert.Equal([50L, 80L, 100L], alerts.Where(Projects).Select(a => a.Long("threshold_percent")).Order().ToArray());
+        Assert.All(alerts.Where(Projects), a => Assert.Equal(2, a.Long("limit")));
     }
 
     [Theory, MemberData(nameof(Engines))]

@@ -130,6 +130,58 @@ public sealed class PlanSetTests
             AdminApi.JsonBody("""{"model":"demo/echo","messages":[{"role":"user","content":"hi"}]}"""))).StatusCode);
     }
 
+    /// <summary>One plan as the admin API shows it: name, monthly and yearly cents, included requests, models, features, entitlements.</summary>
+    private static string Tier(JsonElement plan)
+    {
+        var d = plan.GetProperty("definition");
+        static string? List(JsonElement e, string name) => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Array
+            ? "[" + string.Join(",", v.EnumerateArray().Select(x => x.GetString()).Order(StringComparer.Ordinal)) + "]" : null;
+        static string? Num(JsonElement e, string name) => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetInt64().ToString(System.Globalization.CultureInfo.InvariantCulture) : null;
+        var entitlements = d.TryGetProperty("entitlements", out var ent) && ent.ValueKind == JsonValueKind.Object && ent.EnumerateObject().Any()
+            ? string.Join(",", ent.EnumerateObject().OrderBy(x => x.Name, StringComparer.Ordinal).Select(x => $"{x.Name}={x.Value.GetInt64()}")) : null;
+        return $"{plan.Str("id")}|{d.Str("name")}|{Num(d, "monthly_price_cents") ?? "-"}|{Num(d, "yearly_price_cents") ?? "-"}|{Num(d, "included_requests") ?? "unlimited"}|"
+               + $"{List(d, "models") ?? "all"}|{List(d, "features") ?? "all"}|{entitlements ?? "-"}";
+    }
+
+    /// <summary>The issue's three products, tier by tier: prices in cents, included requests (messages, calls), models, flags, counted entitlements.</summary>
+    [Theory]
+    [InlineData("chat", new[]
+    {
+        "default|Free|-|-|50|[anthropic/claude-haiku-4-5,demo/echo,openai/gpt-4o-mini]|[]|-",
+        "max|Max|2999|-|unlimited|all|[api_access,byok,multiple_providers,tools]|-",
+        "pro|Pro|999|-|1000|[anthropic/claude-haiku-4-5,anthropic/claude-sonnet-4-5,demo/*,openai/gpt-4.1-mini,openai/gpt-4o-mini]|[byok,tools]|-",
+    })]
+    [InlineData("saas", new[]
+    {
+        "default|Free|-|-|1000|all|[api_access]|-",
+        "enterprise|Enterprise|29900|299000|unlimited|all|[api_access,byok,multiple_providers,tools]|-",
+        "professional|Professional|9900|99000|100000|all|[api_access,byok,tools]|-",
+        "starter|Starter|2900|29000|10000|all|[api_access,tools]|-",
+    })]
+    [InlineData("builder", new[]
+    {
+        "default|Free|-|-|unlimited|all|[tools]|deploy_slots=1,projects=1",
+        "premium|Premium|500|-|unlimited|all|[api_access,byok,tools]|deploy_slots=5,projects=5",
+    })]
+    public async Task A_shipped_plan_set_has_the_products_tiers_and_prices(string set, string[] tiers)
+    {
+        await using var app = await TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?> { ["Tollgate:PlanSet"] = set });
+        var plans = await app.Admin.GetFromJsonAsync<JsonElement>("/admin/v1/plans");
+        Assert.Equal(tiers, plans.EnumerateArray().Select(Tier).ToArray());
+
+        using var c = await app.CustomerAsync(1_000_000);
+        var addOns = (await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/addons")).GetProperty("data").EnumerateArray()
+            .Select(a => $"{a.Str("id")}|{a.Long("price_cents")}|{a.Str("entitlement")}|{a.Long("units")}").ToArray();
+        Assert.Equal(set == "builder" ? ["deploy_slot|1000|deploy_slots|1"] : Array.Empty<string>(), addOns);
+        if (set != "chat") return;
+        // The free chat tier: no tools on the gateway, and the entitlements API says the same.
+        var tools = await c.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody(
+            """{"model":"demo/echo","messages":[{"role":"user","content":"weather?"}],"tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object"}}}]}"""));
+        Assert.Equal("feature_not_in_plan", (await MeteringApi.BodyAsync(tools, HttpStatusCode.Forbidden)).GetProperty("error").Str("code"));
+        var check = await MeteringApi.BodyAsync(await c.Client.PostAsync("/api/v1/entitlements/check", AdminApi.JsonBody("""{"feature":"tools"}""")), HttpStatusCode.OK);
+        Assert.False(check.GetProperty("allowed").GetBoolean());
+    }
+
     [Fact]
     public async Task A_config_file_names_a_plan_set_and_outranks_it()
     {
@@ -141,6 +193,35 @@ public sealed class PlanSetTests
             using var c = await app.CustomerAsync(1_000_000);
             var plan = await c.Client.GetFromJsonAsync<JsonElement>("/api/v1/plan");
             Assert.Equal(("Hobby", 1000L), (plan.Str("name"), plan.GetProperty("quotas")[0].Long("limit")));
+        }
+        finally { File.Delete(file); }
+    }
+
+    [Fact]
+    public async Task A_plan_file_with_contradictions_stops_start_up_listing_every_one()
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"tollgate-plans-{Guid.NewGuid():N}.json");
+        await File.WriteAllTextAsync(file, """
+            {"Tollgate":{"Plans":{
+              "cheap":{"Markup":0.5,"IncludedRequests":-10,"Entitlements":{"projects":-1}},
+              "typo":{"MonthlyPriceCents":999,"IncludedRequest":1000,"ExpireIncludedCredits":true},
+              "words":{"IncludedTokens":"lots"}
+            }}}
+            """);
+        try
+        {
+            var error = await Assert.ThrowsAsync<OptionsValidationException>(() =>
+                TestApp.StartAsync(TestDatabases.Sqlite, new Dictionary<string, string?> { ["Tollgate:ConfigFile"] = file }));
+            var failures = error.Failures.ToList();
+            foreach (var expected in new[]
+                     {
+                         "Tollgate:Plans:cheap:Markup", "Tollgate:Plans:cheap:IncludedRequests", "Tollgate:Plans:cheap:Entitlements:projects",
+                         // A misspelt field would otherwise leave the plan unlimited.
+                         "Tollgate:Plans:typo:IncludedRequest is not a setting", "Tollgate:Plans:typo:ExpireIncludedCredits",
+                         "Tollgate:Plans:words",
+                     })
+                Assert.Contains(failures, f => f.Contains(expected, StringComparison.Ordinal));
+            Assert.Equal(6, failures.Count);
         }
         finally { File.Delete(file); }
     }

@@ -12,7 +12,12 @@ namespace Tollgate.Features.Admin;
 /// </summary>
 internal sealed class AdminKeys(IConfiguration configuration, IApiKeyStore store)
 {
+    /// <summary>How stale the stored keys may be: a key created or deleted through the admin API (in any process) counts within this.</summary>
+    public static readonly TimeSpan RefreshInterval = TimeSpan.FromSeconds(1);
+
     private volatile byte[][] _hashes = [];
+    private long _loadedAt = Environment.TickCount64;
+    private readonly SemaphoreSlim _reload = new(1, 1);
 
     public string? ConfiguredKey => configuration["TOLLGATE_ADMIN_KEY"] is { Length: > 0 } env ? env
         : configuration["Tollgate:AdminKey"] is { Length: > 0 } cfg ? cfg : null;
@@ -33,10 +38,49 @@ internal sealed class AdminKeys(IConfiguration configuration, IApiKeyStore store
             hashes = (await store.GetAdminKeyHashesAsync(ct)).ToList();
         }
         _hashes = hashes.ToArray();
+        Volatile.Write(ref _loadedAt, Environment.TickCount64);
         return created;
     }
 
-    public bool IsAdmin(string? presented) => Authenticate(presented) is not null;
+    /// <summary>Reloads the stored keys when the last load is older than <see cref="RefreshInterval"/> (one reload at a time).</summary>
+    public async ValueTask RefreshIfStaleAsync(CancellationToken ct)
+    {
+        if (Environment.TickCount64 - Volatile.Read(ref _loadedAt) < RefreshInterval.TotalMilliseconds) return;
+        if (!await _reload.WaitAsync(0, ct)) return; // another request is reloading; this one uses the current set
+        try
+        {
+            if (Environment.TickCount64 - Volatile.Read(ref _loadedAt) >= RefreshInterval.TotalMilliseconds) await ReloadAsync(ct);
+        }
+        finally
+        {
+            _reload.Release();
+        }
+    }
+
+    /// <summary>Reads the stored keys now (after a change in this process).</summary>
+    public async Task ReloadAsync(CancellationToken ct)
+    {
+        var hashes = (await store.GetAdminKeyHashesAsync(ct)).ToList();
+        if (ConfiguredKey is { } configured) hashes.Add(Secrets.Hash(configured));
+        _hashes = hashes.ToArray();
+        Volatile.Write(ref _loadedAt, Environment.TickCount64);
+    }
+
+    /// <summary>The actor id a key's hash is known by (see <see cref="Authenticate"/>).</summary>
+    public static string ActorOf(byte[] hash) => "adm_" + Convert.ToHexStringLower(hash, 0, 6);
+
+    /// <summary>For callers that cannot wait (the dashboard's operator cookie): starts a refresh of stale hashes for the next check.</summary>
+    public bool IsAdmin(string? presented)
+    {
+        if (Environment.TickCount64 - Volatile.Read(ref _loadedAt) >= RefreshInterval.TotalMilliseconds) _ = RefreshQuietlyAsync();
+        return Authenticate(presented) is not null;
+    }
+
+    private async Task RefreshQuietlyAsync()
+    {
+        try { await RefreshIfStaleAsync(CancellationToken.None); }
+        catch (Exception e) when (e is System.Data.Common.DbException or TimeoutException or InvalidOperationException) { } // the next check retries
+    }
 
     /// <summary>
     /// The admin actor id for a valid admin key (<c>adm_</c> + the first 12 hex digits of its SHA-256: names the key in
@@ -49,7 +93,7 @@ internal sealed class AdminKeys(IConfiguration configuration, IApiKeyStore store
         var match = false;
         // Check every stored hash without stopping early, so timing does not tell which (if any) matched.
         foreach (var h in _hashes) match |= Secrets.HashEquals(hash, h);
-        return match ? "adm_" + Convert.ToHexStringLower(hash, 0, 6) : null;
+        return match ? ActorOf(hash) : null;
     }
 }
 
@@ -90,10 +134,11 @@ internal static class AdminAuthFilter
     });
 
     /// <summary>Null when the request carries a valid admin key (its actor id then in <see cref="ActorItem"/>), else the refusal.</summary>
-    private static Task<IResult?> RefuseAsync(HttpContext http)
+    private static async Task<IResult?> RefuseAsync(HttpContext http)
     {
-        if (http.Items.ContainsKey(ActorItem)) return Task.FromResult<IResult?>(null);
+        if (http.Items.ContainsKey(ActorItem)) return null;
         var keys = http.RequestServices.GetRequiredService<AdminKeys>();
+        await keys.RefreshIfStaleAsync(http.RequestAborted);
         var limiter = http.RequestServices.GetRequiredService<AuthFailureLimiter>();
         var attempts = http.RequestServices.GetRequiredService<SignInAttempts>();
         var ip = http.Connection.RemoteIpAddress;
@@ -101,15 +146,15 @@ internal static class AdminAuthFilter
         if (token is not null && limiter.RetryAfter(http) is { } wait)
         {
             http.Response.Headers.RetryAfter = AuthFailureLimiter.Seconds(wait);
-            return Task.FromResult<IResult?>(Problems.Create(StatusCodes.Status429TooManyRequests, "too_many_failed_attempts", AuthFailureLimiter.Message(wait)));
+            return Problems.Create(StatusCodes.Status429TooManyRequests, "too_many_failed_attempts", AuthFailureLimiter.Message(wait));
         }
         // Someone guessing admin keys from one address is stopped before the comparison, right or wrong.
         if (token is not null && attempts.RetryAfter(SignInAttempts.AdminScope, ip, null) is { } slow)
-            return Task.FromResult<IResult?>(SignInAttempts.TooMany(http, slow));
+            return SignInAttempts.TooMany(http, slow);
         if (keys.Authenticate(token) is { } actor)
         {
             http.Items[ActorItem] = actor;
-            return Task.FromResult<IResult?>(null);
+            return null;
         }
         if (token is not null)
         {
@@ -117,7 +162,7 @@ internal static class AdminAuthFilter
             attempts.RecordFailure(SignInAttempts.AdminScope, ip, null);
         }
         http.Response.Headers.WWWAuthenticate = "Bearer";
-        return Task.FromResult<IResult?>(Problems.Unauthorized("An admin key is required: send 'Authorization: Bearer <admin key>'."));
+        return Problems.Unauthorized("An admin key is required: send 'Authorization: Bearer <admin key>'.");
     }
 
     private sealed record AdminOnly;

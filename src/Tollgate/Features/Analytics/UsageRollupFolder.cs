@@ -22,7 +22,7 @@ public sealed record AnalyticsOptions
 
 /// <summary>
 /// PostgreSQL only: folds usage records into usage_rollups in the background, off the ledger's commit path (see
-/// migration 0026_usage_rollup_fold.sql for the horizon that keeps this exact). Several processes may run it; the
+/// migration 0024_usage_rollup_fold.sql for the horizon that keeps this exact). Several processes may run it; the
 /// cursor row lets one fold at a time and the others skip that round.
 /// </summary>
 internal sealed partial class UsageRollupFolder(Database db, IOptions<AnalyticsOptions> options, ILogger<UsageRollupFolder> logger) : BackgroundService

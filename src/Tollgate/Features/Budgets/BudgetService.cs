@@ -118,6 +118,21 @@ internal sealed class BudgetService(LedgerService ledger, SystemAccounts system,
     private static string LedgerKey(string accountId, SpendCap cap, CapPeriod period) =>
         $"cap:{CapNames.Of(cap.Scope)}:{accountId}:{cap.SubjectId}:{CapNames.Of(cap.Window)}:{period.Key}";
 
+    /// <summary>
+    /// The alert subject (<see cref="CapLeg.AlertSubject"/>) and period key of the cap a ledger account of
+    /// <paramref name="accountId"/> counts, read back from its ledger key; null for any other account. For paths that
+    /// only have the cap holds (a capture), not the caps.
+    /// </summary>
+    public static (string Subject, string PeriodKey)? AlertOf(string accountId, LedgerAccount capAccount)
+    {
+        if (capAccount.Kind != CapAccountKind || capAccount.Key is not { } key) return null;
+        // cap:{scope}:{account}:{subject}:{window}:{period}; a subject (an end customer id) may itself contain ':'.
+        var parts = key.Split(':');
+        if (parts.Length < 6 || parts[0] != "cap" || parts[2] != accountId) return null;
+        var subject = string.Join(':', parts[3..^2]);
+        return ($"cap:{parts[1]}:{subject}:{parts[^2]}", parts[^1]);
+    }
+
     /// <summary>The ledger account counting <paramref name="cap"/> in <paramref name="period"/>, created on first use, its limit kept equal to the cap.</summary>
     private async ValueTask<long> CapAccountAsync(string accountId, SpendCap cap, CapPeriod period, CancellationToken ct)
     {

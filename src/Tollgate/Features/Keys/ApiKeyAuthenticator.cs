@@ -168,9 +168,15 @@ internal static class ApiKeyAuthFilter
             return Problems.Create(StatusCodes.Status401Unauthorized, "invalid_api_key",
                 "A valid API key or session is required: send 'Authorization: Bearer tg_…'. It may be missing, unknown, expired or revoked.");
         }
-        // Viewers and members read; changes to keys, provider keys and members need an owner or admin.
-        if (!HttpMethods.IsGet(http.Request.Method) && !caller.CanManage && http.GetEndpoint()?.Metadata.GetMetadata<ManagerOnly>() is not null)
-            return Problems.Create(StatusCodes.Status403Forbidden, "forbidden", $"Your role '{caller.Role}' cannot change this; an owner or admin can.");
+        // Changes to keys, provider keys and members need an owner or admin; members may also use the account (usage,
+        // holds, entitlement use); viewers only read (a POST that only asks, like an entitlement check, is a read).
+        if (!HttpMethods.IsGet(http.Request.Method) && http.GetEndpoint()?.Metadata is { } metadata)
+        {
+            if (!caller.CanManage && metadata.GetMetadata<ManagerOnly>() is not null)
+                return Problems.Create(StatusCodes.Status403Forbidden, "forbidden", $"Your role '{caller.Role}' cannot change this; an owner or admin can.");
+            if (caller.Role == Members.Roles.Viewer && metadata.GetMetadata<ReadOnlyRoute>() is null)
+                return Problems.Create(StatusCodes.Status403Forbidden, "forbidden", $"Your role '{caller.Role}' can only read; a member, admin or owner can do this.");
+        }
         http.Items[CallerItem] = caller;
         return null;
     }
@@ -179,6 +185,9 @@ internal static class ApiKeyAuthFilter
 
     /// <summary>Marks a route group whose changes (non-GET) need an API key or an owner's or admin's session.</summary>
     public static RouteGroupBuilder ManagersOnly(this RouteGroupBuilder group) => group.WithMetadata(new ManagerOnly());
+
+    /// <summary>Marks a POST that changes nothing (it only asks), so a viewer's session may call it.</summary>
+    public static RouteHandlerBuilder ReadOnly(this RouteHandlerBuilder route) => route.WithMetadata(new ReadOnlyRoute());
 
     /// <summary>The caller, if the request has been authenticated as one (null on other routes, for logs).</summary>
     public static Caller? TryGetCaller(this HttpContext http) => http.Items.TryGetValue(CallerItem, out var c) ? c as Caller : null;
@@ -193,3 +202,6 @@ internal static class ApiKeyAuthFilter
 
 /// <summary>Endpoint metadata: see <see cref="ApiKeyAuthFilter.ManagersOnly"/>.</summary>
 internal sealed record ManagerOnly;
+
+/// <summary>Endpoint metadata: see <see cref="ApiKeyAuthFilter.ReadOnly"/>.</summary>
+internal sealed record ReadOnlyRoute;

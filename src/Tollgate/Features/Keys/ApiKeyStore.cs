@@ -121,6 +121,35 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
         return (await c.QueryAsync<byte[]>(new CommandDefinition("SELECT key_hash FROM admin_keys", cancellationToken: ct))).ToList();
     }
 
+    public async Task<IReadOnlyList<AdminKeyRecord>> ListAdminKeysAsync(CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        var rows = await c.QueryAsync<(string id, byte[] key_hash, long created_at)>(new CommandDefinition(
+            "SELECT id, key_hash, created_at FROM admin_keys ORDER BY created_at, id", cancellationToken: ct));
+        return rows.Select(r => new AdminKeyRecord(r.id, r.key_hash, FromMicros(r.created_at))).ToList();
+    }
+
+    public async Task<AdminKeyRecord> CreateAdminKeyAsync(byte[] hash, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        var record = new AdminKeyRecord(Secrets.RandomId("admkey_"), hash, FromMicros(NowMicros));
+        await c.ExecuteAsync(new CommandDefinition("INSERT INTO admin_keys (id, key_hash, created_at) VALUES (@id, @hash, @now)",
+            new { id = record.Id, hash, now = UnixMicros.From(record.CreatedAt) }, cancellationToken: ct));
+        return record;
+    }
+
+    public async Task<(bool Found, bool Deleted)> DeleteAdminKeyAsync(string id, bool keepLast, CancellationToken ct)
+    {
+        await using var c = await db.OpenAsync(ct);
+        // One statement, so two concurrent deletions cannot both pass the "another key remains" test.
+        var deleted = await c.ExecuteAsync(new CommandDefinition(keepLast
+            ? "DELETE FROM admin_keys WHERE id = @id AND EXISTS (SELECT 1 FROM admin_keys other WHERE other.id <> @id)"
+            : "DELETE FROM admin_keys WHERE id = @id", new { id }, cancellationToken: ct));
+        if (deleted == 1) return (true, true);
+        var exists = await c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT count(*) FROM admin_keys WHERE id = @id", new { id }, cancellationToken: ct));
+        return (exists > 0, false);
+    }
+
     public async Task<bool> TryCreateFirstAdminKeyAsync(byte[] hash, CancellationToken ct)
     {
         await using var c = await db.OpenAsync(ct);

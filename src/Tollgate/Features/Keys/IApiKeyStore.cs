@@ -9,6 +9,9 @@ public sealed record ApiKeyRecord(string Id, string AccountId, string? Name, str
     public string? LineageId { get; init; }
 }
 
+/// <summary>An operator (admin) key as stored: its SHA-256 only.</summary>
+public sealed record AdminKeyRecord(string Id, byte[] Hash, DateTimeOffset CreatedAt);
+
 /// <summary>API keys (hashes only) and the operator's admin keys.</summary>
 internal interface IApiKeyStore
 {
@@ -34,6 +37,18 @@ internal interface IApiKeyStore
     Task<bool> RevokeAsync(string accountId, string keyId, DateTimeOffset at, CancellationToken ct);
 
     Task<IReadOnlyList<byte[]>> GetAdminKeyHashesAsync(CancellationToken ct);
+
+    /// <summary>The stored admin keys (hashes only), oldest first.</summary>
+    Task<IReadOnlyList<AdminKeyRecord>> ListAdminKeysAsync(CancellationToken ct);
+
+    /// <summary>Stores another admin key.</summary>
+    Task<AdminKeyRecord> CreateAdminKeyAsync(byte[] hash, CancellationToken ct);
+
+    /// <summary>
+    /// Deletes a stored admin key; false if there is none with this id, or if it is the last one and
+    /// <paramref name="keepLast"/> (the operator would be locked out).
+    /// </summary>
+    Task<(bool Found, bool Deleted)> DeleteAdminKeyAsync(string id, bool keepLast, CancellationToken ct);
 
     /// <summary>Stores the first admin key; false if one already exists (another process won the race).</summary>
     Task<bool> TryCreateFirstAdminKeyAsync(byte[] hash, CancellationToken ct);

@@ -65,7 +65,8 @@ public sealed record AuthorizationResult(AuthorizationOutcome Outcome, Authoriza
 /// result; with other content it is a conflict. The capture stores the requested amount in its metadata so a replay
 /// of an above-hold capture is recognised even though the excess charged depended on the balance at the time.
 /// </summary>
-internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts system, Budgets.BudgetService budgets, TimeProvider time)
+internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts system, Budgets.BudgetService budgets, TimeProvider time,
+    Alerts.AlertService alerts)
 {
     /// <summary>Client ids: 1–80 characters of letters, digits and <c>_-.:@+</c>, so every derived ledger id fits in 128.</summary>
     public const int MaxIdLength = 80;
@@ -153,6 +154,7 @@ internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts 
         if (results.All(r => r.Succeeded))
         {
             var replayed = results.All(r => r.Code == TransferResultCode.Replayed);
+            if (!replayed) await ObserveCaptureAsync(caller, twins, ct);
             return new(replayed ? AuthorizationOutcome.Replayed : AuthorizationOutcome.Done,
                 await ViewAsync(caller, id, hold with { Status = TransferStatus.Posted }, ct), await AvailableAsync(caller, ct));
         }
@@ -162,6 +164,18 @@ internal sealed class AuthorizationService(LedgerService ledger, SystemAccounts 
             return await ReplayedCaptureAsync(caller, id, hold, metadata, ct) ?? new(AuthorizationOutcome.IdempotencyConflict);
         }
         return SettleFailure(codes[0], await AvailableAsync(caller, ct));
+    }
+
+    /// <summary>Reports the balance and each cap's spending after a capture to the alerts engine, as the gateway does after a call.</summary>
+    private async Task ObserveCaptureAsync(Caller caller, IReadOnlyList<Transfer> twins, CancellationToken ct)
+    {
+        var accounts = await ledger.GetAccountsAsync([caller.LedgerAccountId, .. twins.Select(t => t.DebitAccountId)], ct);
+        foreach (var account in accounts)
+        {
+            if (account.Id == caller.LedgerAccountId) alerts.PostBalance(caller.AccountId, account.BalanceMicros);
+            else if (Budgets.BudgetService.AlertOf(caller.AccountId, account) is { } cap)
+                alerts.PostUsage(caller.AccountId, cap.Subject, cap.PeriodKey, account.DebitsPosted, account.CreditLimitMicros);
+        }
     }
 
     public async Task<AuthorizationResult> VoidAsync(Caller caller, string id, CancellationToken ct)

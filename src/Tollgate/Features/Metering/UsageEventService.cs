@@ -218,7 +218,7 @@ internal sealed partial class UsageEventService(
         var sink = budgetsByCustomer.Values.Any(b => b.Legs.Count > 0) ? await budgets.SinkAsync(ct) : 0;
         var charges = await Task.WhenAll(fresh.Select(w => w.Transfer is null
             ? Task.FromResult<(TransferResult?, Budgets.CapLeg?)>((null, null))
-            : ChargeAsync(w.Transfer, budgetsByCustomer[w.Record.CustomerId ?? ""], sink, ct, w.Share)));
+            : ChargeAsync(caller.AccountId, w.Transfer, budgetsByCustomer[w.Record.CustomerId ?? ""], sink, ct, w.Share)));
         var toStore = new List<(Work Work, UsageRecord Record, bool Replayed)>(fresh.Count);
         long? lowestBalance = null;
         for (var i = 0; i < fresh.Count; i++)
@@ -298,7 +298,7 @@ internal sealed partial class UsageEventService(
     }
 
     /// <summary>The charge and, under caps, its twins as one atomic group; the main result and the cap that refused it, if one did.</summary>
-    private async Task<(TransferResult?, Budgets.CapLeg?)> ChargeAsync(TransferRequest transfer, Budgets.CallBudget budget, long sink, CancellationToken ct,
+    private async Task<(TransferResult?, Budgets.CapLeg?)> ChargeAsync(string accountId, TransferRequest transfer, Budgets.CallBudget budget, long sink, CancellationToken ct,
         TransferRequest? share = null)
     {
         // A blocked customer's event is refused before anything moves.
@@ -310,6 +310,11 @@ internal sealed partial class UsageEventService(
         var results = await ledger.TransferAtomicAsync(group, ct);
         var main = results[0];
         if (main.Succeeded && results.Any(r => r.Code == TransferResultCode.IdempotencyConflict)) main = new(TransferResultCode.IdempotencyConflict, null);
+        // Each cap's spending after this charge, for its usage alerts (as the gateway reports after a call).
+        if (main.Code == TransferResultCode.Ok)
+            for (var i = 0; i < budget.Legs.Count; i++)
+                if (results[i + 1].Transfer is { } twin)
+                    alerts.PostUsage(accountId, budget.Legs[i].AlertSubject, budget.Legs[i].Period.Key, -twin.DebitBalanceAfter, budget.Legs[i].Cap.LimitMicros);
         return (main, Budgets.CapTransfers.Refused(results, budget.Legs));
     }
 

@@ -140,7 +140,8 @@ internal static class AddOnEndpoints
     }
 
     private static async Task<Results<Ok<AddOnPurchaseResponse>, ProblemHttpResult>> PurchaseAsync(string addOnId, AddOnPurchaseInput? input, HttpContext http,
-        AddOnCatalog catalog, AddOnStore store, PlanCatalog plans, LedgerService ledger, SystemAccounts system, CancellationToken ct)
+        AddOnCatalog catalog, AddOnStore store, PlanCatalog plans, LedgerService ledger, SystemAccounts system, EntitlementStore entitlements,
+        Alerts.AlertService alerts, CancellationToken ct)
     {
         if (catalog.Find(addOnId) is not { } addOn) return Problems.NotFound("add-on", addOnId);
         if (input?.Id is not { Length: > 0 and <= 80 } id || !LedgerService.IsValidId(id))
@@ -176,7 +177,11 @@ internal static class AddOnEndpoints
             if (!result.Succeeded) throw new InvalidOperationException($"The ledger refused add-on purchase {transferId}: {result.Code}.");
         }
         await store.InsertAsync(caller.AccountId, id, addOn, quantity, amount, transferId, CancellationToken.None);
-        return TypedResults.Ok(await ResponseAsync(caller, id, addOn, quantity, amount, transferId, plan, store, replayed: false, ct));
+        var response = await ResponseAsync(caller, id, addOn, quantity, amount, transferId, plan, store, replayed: false, ct);
+        // A raised limit resolves the entitlement's alerts that its use is now below.
+        alerts.PostUsage(caller.AccountId, EntitlementEndpoints.AlertSubjectPrefix + addOn.Entitlement, EntitlementEndpoints.AlertPeriod,
+            await entitlements.UsedAsync(caller.AccountId, addOn.Entitlement, ct), response.Limit);
+        return TypedResults.Ok(response);
     }
 
     private static async Task<AddOnPurchaseResponse> ResponseAsync(Caller caller, string id, AddOn addOn, long quantity, long amount, string? transferId, Plan plan,

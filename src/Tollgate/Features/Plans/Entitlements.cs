@@ -101,12 +101,14 @@ public sealed record UsageResponse(string Id, string Feature, long Quantity, lon
 internal static class EntitlementEndpoints
 {
     public const int MaxIdLength = 128;
+    public const string AlertSubjectPrefix = "entitlement:";
+    public const string AlertPeriod = "all";
 
     public static void MapEntitlements(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/api/v1/entitlements").RequireApiKey().WithTags("Entitlements");
         group.MapGet("/", List);
-        group.MapPost("/check", Check);
+        group.MapPost("/check", Check).ReadOnly();
         group.MapPost("/{feature}/usage", Use);
     }
 
@@ -141,13 +143,14 @@ internal static class EntitlementEndpoints
         var caller = http.GetCaller();
         var plan = plans.For(caller);
         if (await LimitAsync(plan, caller.AccountId, input.Feature, addOns, ct) is not { } limit)
-            return TypedResults.Ok(new CheckResponse(input.Feature, plan.Features?.Contains(input.Feature) == true, null, null, null));
+            // The gateway's rule (Plan.Has): a plan without a Features list has every feature.
+            return TypedResults.Ok(new CheckResponse(input.Feature, plan.Has(input.Feature), null, null, null));
         var used = await store.UsedAsync(caller.AccountId, input.Feature, ct);
         return TypedResults.Ok(new CheckResponse(input.Feature, used + quantity <= limit, limit, used, Math.Max(0, limit - used)));
     }
 
     private static async Task<Results<Ok<UsageResponse>, ProblemHttpResult>> Use(
-        string feature, UsageInput input, HttpContext http, PlanCatalog plans, EntitlementStore store, AddOnStore addOns, CancellationToken ct)
+        string feature, UsageInput input, HttpContext http, PlanCatalog plans, EntitlementStore store, AddOnStore addOns, Alerts.AlertService alerts, CancellationToken ct)
     {
         if (string.IsNullOrEmpty(input.Id) || input.Id.Length > MaxIdLength || input.Id.Any(char.IsControl))
             return Problems.BadRequest("invalid_request", $"'id' is required: your idempotency key for this change (1–{MaxIdLength} characters).", "id");
@@ -159,6 +162,8 @@ internal static class EntitlementEndpoints
         if (await LimitAsync(plan, caller.AccountId, feature, addOns, ct) is not { } limit)
             return Problems.Create(StatusCodes.Status403Forbidden, "feature_not_in_plan", $"The plan '{plan.Id}' has no counted entitlement '{feature}'.");
         var result = await store.UseAsync(caller.AccountId, input.Id, feature, quantity, limit, ct);
+        // Counted entitlements have no period: their alerts (entitlement:{feature}) fire once, and resolve when the limit is raised.
+        if (result.Outcome == EntitlementOutcome.Recorded) alerts.PostUsage(caller.AccountId, AlertSubjectPrefix + feature, AlertPeriod, result.Used, limit);
         return result.Outcome switch
         {
             EntitlementOutcome.Conflict => Problems.Conflict("idempotency_conflict", $"Event id '{input.Id}' was already used with a different feature or quantity; nothing changed."),

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Tollgate.Features.Payments.Crypto;
+using Tollgate.Tests.Alerts;
 using Tollgate.Tests.Infrastructure;
 using Tollgate.Tests.Metering;
 
@@ -35,6 +36,7 @@ public sealed class FakeChainFixture : IAsyncLifetime
                 ["Tollgate:Crypto:ConfirmPerMinute"] = "10",
                 ["Tollgate:Crypto:SiweDomain"] = "tollgate.example.com",
                 ["Tollgate:Crypto:SiweUri"] = "https://tollgate.example.com/wallets",
+                ["Tollgate:Alerts:CacheTtl"] = "00:00:00",
             });
         }
         finally
@@ -176,6 +178,20 @@ public sealed class CryptoFakeChainTests(FakeChainFixture fixture) : IClassFixtu
         Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
         Assert.Equal("below_minimum", await refused.ProblemCodeAsync());
         Assert.Equal(12_962_962, await customer.BalanceAsync());
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task Confirm_TopUpAboveTheLowBalanceLine_ResolvesTheAlertAtOnce(string engine)
+    {
+        var (app, customer, wallet) = await LinkedCustomerAsync(engine);
+        await customer.SetAlertSettingsAsync("""{"balance_low_micros":1000000}""");
+        await app.GrantAsync(customer.AccountId, 1);
+        await customer.WaitForAlertsAsync(app, a => a.Any(x => x.Str("subject") == "balance:low" && x.Str("status") == "active"));
+
+        var tx = Node.Mine([new(Usdc, wallet.Address, Treasury, 2_000_000)], block: Node.BlockNumber - 5);
+        Assert.Equal(HttpStatusCode.OK, (await customer.ConfirmAsync(tx)).StatusCode);
+        var alerts = await customer.WaitForAlertsAsync(app, a => a.Any(x => x.Str("subject") == "balance:low" && x.Str("status") == "resolved"));
+        Assert.Single(alerts, a => a.Str("subject") == "balance:low");
     }
 
     [Theory, MemberData(nameof(Engines))]

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using Tollgate.Features.Payments.Stripe;
+using Tollgate.Tests.Alerts;
 using Tollgate.Tests.Api;
 using Tollgate.Tests.Metering;
 
@@ -66,6 +67,7 @@ public sealed class StripeTests : IAsyncLifetime
             ["Tollgate:Stripe:PastDuePolicies:pro:GraceSeconds"] = "3",
             ["Tollgate:Stripe:PastDuePolicies:pro:DowngradeTo"] = "basic",
             ["Tollgate:Stripe:GraceSweepSeconds"] = "1",
+            ["Tollgate:Alerts:CacheTtl"] = "00:00:00",
         };
         foreach (var engine in new[] { TestDatabases.Sqlite, TestDatabases.Postgres }) _apps[engine] = await TestApp.StartAsync(engine, settings);
     }
@@ -223,6 +225,26 @@ public sealed class StripeTests : IAsyncLifetime
         var row = statement.GetProperty("data").EnumerateArray().Single(x => x.Str("id") == session);
         Assert.Equal(("complete", 25_000_000L), (row.Str("status"), row.Long("credited_micros")));
         await AdminApi.AssertAuditHealthyAsync(app.Admin);
+    }
+
+    [Theory, MemberData(nameof(Engines))]
+    public async Task A_paid_checkout_resolves_a_low_balance_alert_at_once(string engine)
+    {
+        var app = _apps[engine];
+        using var c = await app.CustomerAsync(1_000_000);
+        await c.SetAlertSettingsAsync("""{"balance_low_micros":2000000}""");
+        Assert.Equal(HttpStatusCode.OK, (await c.Client.PostAsync("/v1/chat/completions",
+            AdminApi.JsonBody("""{"model":"demo/echo","max_tokens":4,"messages":[{"role":"user","content":"below the line"}]}"""))).StatusCode);
+        await c.WaitForAlertsAsync(app, a => a.Any(x => x.Str("subject") == "balance:low" && x.Str("status") == "active"));
+
+        // The top-up is the only thing that happens: no call follows it, yet the alert resolves.
+        var session = (await CheckoutAsync(c, "starter")).Str("id")!;
+        await MeteringApi.BodyAsync(await DeliverAsync(app, Event("evt_low_" + session, "checkout.session.completed",
+            Session(session, c.AccountId, pi: "pi_low_" + session))), HttpStatusCode.OK);
+        var alerts = await c.WaitForAlertsAsync(app, a => a.Any(x => x.Str("subject") == "balance:low" && x.Str("status") == "resolved"));
+        Assert.Single(alerts, a => a.Str("subject") == "balance:low");
+        var events = (await c.EventsAsync()).Where(e => e.GetProperty("data").Str("subject") == "balance:low").Select(e => e.Str("type")!).Reverse().ToArray();
+        Assert.Equal(new[] { "alert.fired", "alert.resolved" }, events);
     }
 
     [Theory, MemberData(nameof(Engines))]

@@ -48,6 +48,7 @@ internal sealed partial class CryptoPaymentService(
     LedgerService ledger,
     SystemAccounts systemAccounts,
     IOptions<CryptoOptions> options,
+    Alerts.AlertService alerts,
     ILogger<CryptoPaymentService> logger)
 {
     /// <summary>The clearing account USDC top-ups are credited from (its balance goes negative by what was received).</summary>
@@ -168,7 +169,12 @@ internal sealed partial class CryptoPaymentService(
         var payment = new CryptoPayment(_o.ChainId, log.TransactionHash, log.LogIndex, accountId, "credited", null, _token, from, _treasury, (long)units,
             micros, transferId, log.BlockNumber, log.BlockHash, DateTimeOffset.MinValue, DateTimeOffset.MinValue);
         await store.RecordCreditedAsync(payment, ct);
-        if (result.Code == TransferResultCode.Ok) LogCredited(accountId, micros, log.TransactionHash, log.LogIndex);
+        if (result.Code == TransferResultCode.Ok)
+        {
+            LogCredited(accountId, micros, log.TransactionHash, log.LogIndex);
+            // A top-up can end a low-balance alert: tell the alerts engine now, not at the account's next call.
+            alerts.PostBalance(accountId, result.Transfer!.CreditBalanceAfter);
+        }
         return payment;
     }
 

@@ -17,7 +17,7 @@ public sealed record WebhookOutcome(string Outcome, string? AccountId = null, bo
 /// </summary>
 internal sealed partial class StripeWebhooks(
     StripeStore store, StripeClient stripe, LedgerService ledger, SystemAccounts system, AccountService accounts, Plans.SubscriptionService subscriptions, PostpaidInvoicer invoicer,
-    Microsoft.Extensions.Options.IOptions<StripeOptions> options, ILogger<StripeWebhooks> logger)
+    Microsoft.Extensions.Options.IOptions<StripeOptions> options, Alerts.AlertService alerts, ILogger<StripeWebhooks> logger)
 {
     public const string TopupCode = "topup";
     public const string RefundCode = "refund";
@@ -91,6 +91,8 @@ internal sealed partial class StripeWebhooks(
             SideWrites = [store.EventWrite(ev, checkout.AccountId, "credited"), store.CompleteCheckoutWrite(sessionId, Str(session, "payment_intent"), checkout.AmountMicros)],
         }, ct);
         if (!result.Succeeded) throw new InvalidOperationException($"The ledger refused the top-up of {sessionId}: {result.Code}.");
+        // A top-up can end a low-balance alert: tell the alerts engine now, not at the account's next call.
+        if (result.Code == TransferResultCode.Ok) alerts.PostBalance(checkout.AccountId, result.Transfer!.CreditBalanceAfter);
         return new WebhookOutcome(result.Code == TransferResultCode.Replayed ? "credited:replayed" : "credited", checkout.AccountId);
     }
 
