@@ -95,4 +95,75 @@ public sealed class PostgresPipeliningTests
         Assert.Equal((100L, 100L), ((await h.AccountAsync(customer)).DebitsPosted, (await h.AccountAsync(busy)).DebitsPosted));
         Assert.True((await h.Ledger.AuditAsync()).Healthy);
     }
+
+    /// <summary>Forwards to the PostgreSQL store; each flush waits for the test's permit.</summary>
+    private sealed class FlushGatedStore(ILedgerStore inner) : ILedgerStore, IAsyncDisposable
+    {
+        private readonly SemaphoreSlim _permits = new(0);
+        public int Flushes;
+        public void Permit() => _permits.Release();
+
+        public void Flush()
+        {
+            _permits.Wait();
+            inner.Flush();
+            Interlocked.Increment(ref Flushes);
+        }
+
+        public bool DefersDurability => inner.DefersDurability;
+        public bool BeginsNextBatchEarly => inner.BeginsNextBatchEarly;
+        public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next) => inner.Apply(batch, nowMicros, next);
+        public Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount account, CancellationToken ct) => inner.CreateAccountAsync(account, ct);
+        public Task<LedgerAccount> EnsureAccountAsync(NewLedgerAccount account, CancellationToken ct) => inner.EnsureAccountAsync(account, ct);
+        public Task<LedgerAccount?> GetAccountAsync(long id, CancellationToken ct) => inner.GetAccountAsync(id, ct);
+        public Task SetCreditLimitAsync(long id, long creditLimitMicros, CancellationToken ct) => inner.SetCreditLimitAsync(id, creditLimitMicros, ct);
+        public Task<IReadOnlyList<LedgerAccount>> GetAccountsAsync(IReadOnlyCollection<long> ids, CancellationToken ct) => inner.GetAccountsAsync(ids, ct);
+        public Task<Transfer?> GetTransferAsync(string id, CancellationToken ct) => inner.GetTransferAsync(id, ct);
+        public Task<IReadOnlyList<StatementLine>> GetStatementAsync(long accountId, long? beforeVersion, int limit, CancellationToken ct) =>
+            inner.GetStatementAsync(accountId, beforeVersion, limit, ct);
+        public Task<IReadOnlyList<string>> GetExpiredPendingAsync(long nowMicros, int limit, CancellationToken ct) => inner.GetExpiredPendingAsync(nowMicros, limit, ct);
+        public Task<LedgerAudit> AuditAsync(CancellationToken ct) => inner.AuditAsync(ct);
+
+        public async ValueTask DisposeAsync()
+        {
+            _permits.Release(1_000);
+            if (inner is IAsyncDisposable d) await d.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// Group flush: batches commit without waiting for the disk, so a durable command is acknowledged only after a flush
+    /// that began after its commit; a relaxed one (a gateway hold) at its commit, as before.
+    /// </summary>
+    [Fact]
+    public async Task A_durable_transfer_is_acknowledged_only_after_a_flush_and_a_relaxed_one_at_once()
+    {
+        await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
+        var (_, customer, revenue) = await h.FundedCustomerAsync(1_000);
+        var gated = new FlushGatedStore(LedgerRegistration.CreateStore(h.Database, h.Clock));
+        Assert.True(gated.DefersDurability);
+        var ledger = h.AddService(gated);
+
+        var hold = await ledger.TransferAsync(Hold("f-hold", customer, revenue, 100), LedgerCommit.RelaxedCommit).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(TransferResultCode.Ok, hold.Code);
+        var charge = ledger.TransferAsync(Posted("f-charge", customer, revenue, 300));
+        // Committed and visible to everyone, but not acknowledged while its flush has not run.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (await h.Ledger.GetTransferAsync("f-charge") is null) { Assert.True(DateTime.UtcNow < deadline); await Task.Delay(20); }
+        await Task.Delay(300);
+        Assert.False(charge.IsCompleted);
+        Assert.Equal(0, gated.Flushes);
+        gated.Permit();
+        Assert.Equal(TransferResultCode.Ok, (await charge.WaitAsync(TimeSpan.FromSeconds(10))).Code);
+        Assert.Equal(1, gated.Flushes);
+
+        // Many durable commands committed while one flush waits share the next flush.
+        var many = Enumerable.Range(0, 50).Select(i => ledger.TransferAsync(Posted($"f-{i}", customer, revenue, 1))).ToArray();
+        while ((await h.AccountAsync(customer)).DebitsPosted < 350) { Assert.True(DateTime.UtcNow < deadline.AddSeconds(10)); await Task.Delay(20); }
+        gated.Permit();
+        gated.Permit();
+        Assert.All(await Task.WhenAll(many).WaitAsync(TimeSpan.FromSeconds(10)), r => Assert.Equal(TransferResultCode.Ok, r.Code));
+        Assert.InRange(gated.Flushes, 2, 3);
+        Assert.True((await h.Ledger.AuditAsync()).Healthy);
+    }
 }
