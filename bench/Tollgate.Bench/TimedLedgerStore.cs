@@ -27,8 +27,6 @@ internal sealed class TimedLedgerStore(ILedgerStore inner) : ILedgerStore, IAsyn
     public BatchStats Snapshot() => new(_apply.Count, _transfers, LatencyHistogram.ToMs(_applyTicks), _window.Seconds, _apply);
 
     public bool BeginsNextBatchEarly => inner.BeginsNextBatchEarly;
-    public bool DefersDurability => inner.DefersDurability;
-    public void Flush() => inner.Flush();
 
     public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next)
     {

@@ -173,8 +173,6 @@ public sealed class LedgerConcurrencyTests
 
         // The test alone decides what each batch holds, so none is taken early.
         public bool BeginsNextBatchEarly => false;
-        public bool DefersDurability => inner.DefersDurability;
-        public void Flush() => inner.Flush();
 
         public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next)
         {

@@ -52,14 +52,5 @@ internal interface ILedgerStore
     /// <summary>Whether <see cref="Apply"/> can begin the next batch early (so the writer should hand it over).</summary>
     bool BeginsNextBatchEarly { get; }
 
-    /// <summary>
-    /// True when <see cref="Apply"/> commits every batch without waiting for the disk, leaving durability to
-    /// <see cref="Flush"/>: the ledger then acknowledges a durable command only after a flush that began after its commit.
-    /// </summary>
-    bool DefersDurability { get; }
-
-    /// <summary>Waits until everything committed before this call is on disk. Only the ledger's flush thread calls it.</summary>
-    void Flush();
-
     Task<LedgerAudit> AuditAsync(CancellationToken ct);
 }

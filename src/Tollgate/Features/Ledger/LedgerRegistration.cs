@@ -10,8 +10,7 @@ public static class LedgerRegistration
     public static IServiceCollection AddLedger(this IServiceCollection services)
     {
         services.AddOptions<LedgerOptions>().BindConfiguration(LedgerOptions.Section).ValidateDataAnnotations().ValidateOnStart();
-        services.AddSingleton<ILedgerStore>(sp => CreateStore(sp.GetRequiredService<Database>(), sp.GetRequiredService<TimeProvider>(),
-            sp.GetRequiredService<IOptions<LedgerOptions>>().Value.PostgresGroupFlush));
+        services.AddSingleton<ILedgerStore>(sp => CreateStore(sp.GetRequiredService<Database>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton(sp => new LedgerService(
             sp.GetRequiredService<ILedgerStore>(), sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<IOptions<LedgerOptions>>().Value, sp.GetRequiredService<ILogger<LedgerService>>(),
@@ -21,7 +20,7 @@ public static class LedgerRegistration
         return services;
     }
 
-    internal static ILedgerStore CreateStore(Database db, TimeProvider time, bool postgresGroupFlush = true) => db.Engine == DatabaseEngine.Postgres
-        ? new PostgresLedgerStore(db, time, postgresGroupFlush)
+    internal static ILedgerStore CreateStore(Database db, TimeProvider time) => db.Engine == DatabaseEngine.Postgres
+        ? new PostgresLedgerStore(db, time)
         : new SqliteLedgerStore(db, time);
 }

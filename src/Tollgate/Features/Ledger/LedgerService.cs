@@ -22,13 +22,6 @@ public sealed record LedgerOptions
     /// <summary>Attempts for a batch that hit a retryable database error (deadlock, busy, unique race).</summary>
     [Range(1, 50)]
     public int MaxAttempts { get; init; } = 8;
-
-    /// <summary>
-    /// PostgreSQL: commit batches without waiting for the disk and make them durable with a separate flush before any
-    /// durable command is acknowledged (see <see cref="ILedgerStore.DefersDurability"/>). Off: every batch with a
-    /// durable command waits for its own fsync while it holds its accounts' row locks.
-    /// </summary>
-    public bool PostgresGroupFlush { get; init; } = true;
 }
 
 /// <summary>
@@ -67,10 +60,6 @@ public sealed partial class LedgerService : IAsyncDisposable
     private readonly ILogger<LedgerService> _logger;
     private readonly WriterQueue _queue = new();
     private readonly TaskCompletionSource _writerStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly TaskCompletionSource _flushStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    /// <summary>Committed commands that wait for a flush before they are acknowledged (group flush, PostgreSQL).</summary>
-    private readonly WriterQueue _unflushed = new();
 
     private readonly Infrastructure.Metrics.TollgateMetrics? _metrics;
 
@@ -83,8 +72,6 @@ public sealed partial class LedgerService : IAsyncDisposable
         _options = options;
         _logger = logger;
         new Thread(WriteLoop) { IsBackground = true, Name = "tollgate-ledger-writer" }.Start();
-        if (store.DefersDurability) new Thread(FlushLoop) { IsBackground = true, Name = "tollgate-ledger-flush" }.Start();
-        else _flushStopped.TrySetResult();
     }
 
     internal ILedgerStore Store => _store;
@@ -219,55 +206,7 @@ public sealed partial class LedgerService : IAsyncDisposable
         }
         finally
         {
-            _unflushed.Close();
             _writerStopped.TrySetResult();
-        }
-    }
-
-    /// <summary>
-    /// Group flush: waits for committed durable commands, makes everything committed so far durable with one flush, then
-    /// acknowledges them. Commands committed while a flush runs wait for the next one, so one fsync serves them all.
-    /// </summary>
-    private void FlushLoop()
-    {
-        var waiting = new List<Pending>();
-        try
-        {
-            while (_unflushed.Take(wait: true) is { } first)
-            {
-                waiting.Clear();
-                for (var p = first; p is not null; p = _unflushed.Take(wait: false)) waiting.Add(p);
-                Exception? error = null;
-                for (var attempt = 1; ; attempt++)
-                {
-                    try
-                    {
-                        _store.Flush();
-                        error = null;
-                        break;
-                    }
-                    catch (Exception e)
-                    {
-                        error = e;
-                        if (attempt >= _options.MaxAttempts) break;
-                        Thread.Sleep(Math.Min(2 << attempt, 200));
-                    }
-                }
-                if (error is null)
-                {
-                    foreach (var p in waiting) p.Completion.TrySetResult(p.Command.Results);
-                }
-                else
-                {
-                    // Committed but not known to be durable: the caller learns the outcome by replaying the same ids.
-                    LogFlushFailed(error, waiting.Count);
-                    foreach (var p in waiting) p.Completion.TrySetException(new LedgerUnavailableException(error));
-                }
-            }
-        }
-        finally
-        {
-            _flushStopped.TrySetResult();
         }
     }
 
@@ -303,12 +242,7 @@ public sealed partial class LedgerService : IAsyncDisposable
         {
             _metrics?.LedgerBatchCommands.Record(batch.Commands.Count);
             _metrics?.LedgerCommit.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
-            foreach (var p in batch.Pending)
-            {
-                // Durable commands wait for the flush thread; relaxed ones are acknowledged once committed, as always.
-                if (_store.DefersDurability && !p.Command.Commit.Relaxed) _unflushed.TryAdd(p);
-                else p.Completion.TrySetResult(p.Command.Results);
-            }
+            foreach (var p in batch.Pending) p.Completion.TrySetResult(p.Command.Results);
             return;
         }
         if (batch.Pending.Count > 1 && DbErrors.Classify(error) == DbErrorKind.Other)
@@ -349,7 +283,6 @@ public sealed partial class LedgerService : IAsyncDisposable
     {
         _queue.Close();
         await _writerStopped.Task;
-        await _flushStopped.Task;
         if (_store is IAsyncDisposable d) await d.DisposeAsync();
     }
 
@@ -418,9 +351,6 @@ public sealed partial class LedgerService : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Ledger batch of {Commands} commands failed after {Attempts} attempt(s)")]
     private partial void LogBatchFailed(Exception e, int commands, int attempts);
-
-    [LoggerMessage(Level = LogLevel.Error, Message = "Flushing {Commands} committed ledger commands to disk failed; they are reported unavailable")]
-    private partial void LogFlushFailed(Exception e, int commands);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Ledger batch of {Commands} commands failed; applying them one by one")]
     private partial void LogBatchSplit(Exception e, int commands);

@@ -14,7 +14,7 @@ namespace Tollgate.Features.Ledger;
 ///    read the named transfers (after the locks, so their status is current).
 /// 2. Insert transfers and entries and update accounts and pending statuses from arrays (unnest); COMMIT.
 /// </summary>
-internal sealed class PostgresLedgerStore(Database db, TimeProvider time, bool groupFlush = true) : ILedgerStore, IAsyncDisposable
+internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILedgerStore, IAsyncDisposable
 {
     public async Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount a, CancellationToken ct)
     {
@@ -173,28 +173,6 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time, bool g
 
     public bool BeginsNextBatchEarly => true;
 
-    /// <summary>
-    /// Group flush: every batch commits with <c>synchronous_commit = off</c>, so its row locks (the revenue account's
-    /// above all, which every charge touches) are released at once instead of after the WAL fsync; a separate flush
-    /// makes the commits durable before the ledger acknowledges them (see <see cref="Flush"/>).
-    /// </summary>
-    public bool DefersDurability => groupFlush;
-
-    // pg_current_xact_id() gives the transaction an id, so COMMIT writes a commit record and, with synchronous_commit
-    // on, waits until the WAL is on disk up to that record: everything committed before it is durable too.
-    private const string FlushSql = "SELECT pg_current_xact_id()";
-
-    public void Flush()
-    {
-        using var connection = db.OpenPostgresLedgerWriter();
-        using var flush = new NpgsqlBatch(connection);
-        flush.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
-        flush.BatchCommands.Add(new NpgsqlBatchCommand("SET LOCAL synchronous_commit = on"));
-        flush.BatchCommands.Add(new NpgsqlBatchCommand(FlushSql));
-        flush.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
-        flush.ExecuteNonQuery();
-    }
-
     /// <summary>Set by <see cref="Apply"/> when it started the next batch; only the ledger's writer thread touches it.</summary>
     private Started? _started;
 
@@ -292,13 +270,13 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time, bool g
     }
 
     /// <summary>BEGIN, then lock the batch's accounts (ids sorted) and read them and the transfers it names.</summary>
-    private void AddBegin(NpgsqlBatch npgsqlBatch, IReadOnlyList<LedgerCommand> batch)
+    private static void AddBegin(NpgsqlBatch npgsqlBatch, IReadOnlyList<LedgerCommand> batch)
     {
         var transferIds = LedgerBatchProcessor.TransferIdsToLoad(batch);
         var pendingIds = batch.SelectMany(c => c.Transfers).Where(t => t.PendingId is not null).Select(t => t.PendingId!).Distinct().ToArray();
         var accountIds = LedgerBatchProcessor.AccountIdsToLoad(batch).ToArray();
         npgsqlBatch.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
-        if (groupFlush || LedgerCommand.AllRelaxed(batch)) npgsqlBatch.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
+        if (LedgerCommand.AllRelaxed(batch)) npgsqlBatch.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
         var lockCmd = new NpgsqlBatchCommand(LockAndLoadAccountsSql);
         lockCmd.Parameters.Add(new NpgsqlParameter<long[]>("accounts", accountIds));
         lockCmd.Parameters.Add(new NpgsqlParameter<string[]>("pending", pendingIds));

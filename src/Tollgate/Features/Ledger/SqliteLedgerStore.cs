@@ -129,11 +129,6 @@ internal sealed class SqliteLedgerStore(Database db, TimeProvider time) : ILedge
     /// <summary>SQLite has no round trip to save, so <paramref name="next"/> is not begun early.</summary>
     public bool BeginsNextBatchEarly => false;
 
-    /// <summary>SQLite commits durable batches with a full fsync itself (and holds no lock across a network for it).</summary>
-    public bool DefersDurability => false;
-
-    public void Flush() { }
-
 
     public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next)
     {
