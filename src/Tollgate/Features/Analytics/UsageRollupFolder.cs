@@ -35,27 +35,11 @@ internal sealed partial class UsageRollupFolder(Database db, IOptions<AnalyticsO
         return (long)(await cmd.ExecuteScalarAsync(ct))!;
     }
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        if (db.Engine != DatabaseEngine.Postgres) return;
-        // Real time, not the app's TimeProvider: this is housekeeping whose pace does not change any answer.
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(options.Value.RollupFoldIntervalMs));
-        while (await timer.WaitForNextTickAsync(stoppingToken))
-        {
-            try
-            {
-                await FoldOnceAsync(stoppingToken);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e)
-            {
-                LogFoldFailed(e);
-            }
-        }
-    }
+    // Real time, not the app's TimeProvider: this is housekeeping whose pace does not change any answer.
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) => db.Engine != DatabaseEngine.Postgres
+        ? Task.CompletedTask
+        : Infrastructure.PeriodicWork.RunAsync(TimeSpan.FromMilliseconds(options.Value.RollupFoldIntervalMs), TimeProvider.System,
+            FoldOnceAsync, LogFoldFailed, stoppingToken);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Folding usage records into rollups failed; summaries stay exact and the next round retries")]
     private partial void LogFoldFailed(Exception e);

@@ -8,26 +8,12 @@ namespace Tollgate.Features.Ledger;
 internal sealed partial class HoldExpirySweeper(LedgerService ledger, IOptions<LedgerOptions> options, TimeProvider time, ILogger<HoldExpirySweeper> logger)
     : BackgroundService
 {
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(options.Value.ExpirySweepIntervalMs), time);
-        while (await timer.WaitForNextTickAsync(stoppingToken))
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Infrastructure.PeriodicWork.RunAsync(TimeSpan.FromMilliseconds(options.Value.ExpirySweepIntervalMs), time, async ct =>
         {
-            try
-            {
-                var expired = await ledger.ExpireDueHoldsAsync(stoppingToken);
-                if (expired > 0) LogExpired(expired);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e)
-            {
-                LogSweepFailed(e);
-            }
-        }
-    }
+            var expired = await ledger.ExpireDueHoldsAsync(ct);
+            if (expired > 0) LogExpired(expired);
+        }, LogSweepFailed, stoppingToken);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Voided {Count} expired hold(s)")]
     private partial void LogExpired(int count);

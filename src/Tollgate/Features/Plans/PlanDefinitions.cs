@@ -205,26 +205,10 @@ internal sealed partial class PlanDefinitionService(PlanCatalog catalog, PlanSto
 /// <summary>Polls the plans' change version and reloads the snapshot when another process changed a plan.</summary>
 internal sealed partial class PlanReloader(PlanDefinitionService plans, IConfiguration config, ILogger<PlanReloader> logger) : BackgroundService
 {
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        // The system clock on purpose: a test's manual clock must not stop other processes' changes from arriving.
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(Math.Clamp(config.GetValue("Tollgate:PlanReloadSeconds", 5), 1, 3600)));
-        while (await timer.WaitForNextTickAsync(stoppingToken))
-        {
-            try
-            {
-                await plans.ReloadAsync(force: false, stoppingToken);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e)
-            {
-                LogReloadFailed(e);
-            }
-        }
-    }
+    // The system clock on purpose: a test's manual clock must not stop other processes' changes from arriving.
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Infrastructure.PeriodicWork.RunAsync(TimeSpan.FromSeconds(Math.Clamp(config.GetValue("Tollgate:PlanReloadSeconds", 5), 1, 3600)),
+            TimeProvider.System, ct => plans.ReloadAsync(force: false, ct), LogReloadFailed, stoppingToken);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Reloading plans failed; the plans in force stay, retrying on the next tick")]
     private partial void LogReloadFailed(Exception e);

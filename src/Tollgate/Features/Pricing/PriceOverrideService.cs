@@ -138,25 +138,9 @@ internal sealed partial class PriceOverrideService(PricingCatalog catalog, IPric
 internal sealed partial class PriceOverrideReloader(PriceOverrideService overrides, IOptions<PricingOptions> options, TimeProvider time,
     ILogger<PriceOverrideReloader> logger) : BackgroundService
 {
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(options.Value.OverridesReloadSeconds), time);
-        while (await timer.WaitForNextTickAsync(stoppingToken))
-        {
-            try
-            {
-                await overrides.ReloadAsync(force: false, stoppingToken);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e)
-            {
-                LogReloadFailed(e);
-            }
-        }
-    }
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Infrastructure.PeriodicWork.RunAsync(TimeSpan.FromSeconds(options.Value.OverridesReloadSeconds), time,
+            ct => overrides.ReloadAsync(force: false, ct), LogReloadFailed, stoppingToken);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Reloading price overrides failed; the prices in force stay, retrying on the next tick")]
     private partial void LogReloadFailed(Exception e);

@@ -28,25 +28,9 @@ internal sealed partial class CryptoPaymentWorker(
     private const int MaxRangesPerTick = 20;
     private DateTimeOffset _lastNoncePrune = DateTimeOffset.MinValue;
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(payments.Options.ScanIntervalSeconds), time);
-        do
-        {
-            try
-            {
-                await RunOnceAsync(stoppingToken);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e)
-            {
-                LogTickFailed(e);
-            }
-        } while (await timer.WaitForNextTickAsync(stoppingToken));
-    }
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Infrastructure.PeriodicWork.RunAsync(TimeSpan.FromSeconds(payments.Options.ScanIntervalSeconds), time, RunOnceAsync, LogTickFailed, stoppingToken,
+            runAtStart: true);
 
     /// <summary>One pass of both jobs (public for tests and for operators running it by hand).</summary>
     public async Task RunOnceAsync(CancellationToken ct)
