@@ -52,5 +52,8 @@ internal interface ILedgerStore
     /// <summary>Whether <see cref="Apply"/> can begin the next batch early (so the writer should hand it over).</summary>
     bool BeginsNextBatchEarly { get; }
 
+    /// <summary>Whether the last <see cref="Apply"/> began <paramref name="batch"/> (so it must be handed over unchanged).</summary>
+    bool HasBegun(IReadOnlyList<LedgerCommand> batch) => false;
+
     Task<LedgerAudit> AuditAsync(CancellationToken ct);
 }

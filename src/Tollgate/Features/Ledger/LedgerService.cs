@@ -201,6 +201,8 @@ public sealed partial class LedgerService : IAsyncDisposable
             {
                 var next = _store.BeginsNextBatchEarly ? TakeBatch(wait: false) : null;
                 Execute(batch, next);
+                // A next batch the store did not begin takes along what was queued meanwhile: bigger batches, fewer commits.
+                if (next is not null && _carried is null && !_store.HasBegun(next.Commands)) Fill(next, _queue.Take(wait: false));
                 begun = next;
             }
         }
@@ -218,7 +220,15 @@ public sealed partial class LedgerService : IAsyncDisposable
         first ??= _queue.Take(wait);
         if (first is null) return null;
         var batch = new Batch();
+        Fill(batch, first);
+        return batch;
+    }
+
+    /// <summary>Adds <paramref name="first"/> and whatever else is queued to <paramref name="batch"/>, up to MaxBatchTransfers; the one that does not fit is carried to the next batch.</summary>
+    private void Fill(Batch batch, Pending? first)
+    {
         var transfers = 0;
+        foreach (var c in batch.Commands) transfers += c.Transfers.Count;
         for (var next = first; next is not null; next = _queue.Take(wait: false))
         {
             if (transfers > 0 && transfers + next.Command.Transfers.Count > _options.MaxBatchTransfers)
@@ -231,7 +241,6 @@ public sealed partial class LedgerService : IAsyncDisposable
             transfers += next.Command.Transfers.Count;
             if (transfers >= _options.MaxBatchTransfers) break;
         }
-        return batch;
     }
 
     private void Execute(Batch batch, Batch? next)

@@ -173,8 +173,25 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
 
     public bool BeginsNextBatchEarly => true;
 
+    public bool HasBegun(IReadOnlyList<LedgerCommand> batch) => _started is { } s && ReferenceEquals(s.Batch, batch);
+
     /// <summary>Set by <see cref="Apply"/> when it started the next batch; only the ledger's writer thread touches it.</summary>
     private Started? _started;
+
+    private readonly LedgerStateCache _cache = new();
+    /// <summary>Batches to apply the ordinary way before speculating again, after a failed check (another process writes the same accounts).</summary>
+    private int _speculationPause;
+    private int _speculationMisses;
+
+    /// <summary>Batches committed in one round trip from cached state (see <see cref="LedgerStateCache"/>).</summary>
+    public long SpeculatedBatches { get; private set; }
+    /// <summary>Speculative batches whose check failed, then applied the ordinary way.</summary>
+    public long SpeculationFailures { get; private set; }
+
+    private const string ExpectStateSql = "SELECT ledger_expect_state(@ids, @versions, @limits, @absent)";
+
+    /// <summary>The SQLSTATE <c>ledger_expect_state</c> raises when the cached state is stale.</summary>
+    private const string StaleStateCode = "TL001";
 
     public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next)
     {
@@ -185,6 +202,87 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             Discard(started.Connection);
             started = null;
         }
+        if (started is null && TrySpeculate(batch, nowMicros)) return;
+        ApplyLocked(batch, nowMicros, next, started);
+    }
+
+    /// <summary>
+    /// One round trip from cached state: BEGIN, <c>ledger_expect_state</c> (locks the accounts and checks they are as
+    /// cached, and that the new transfer ids are new), the writes, COMMIT. False when the batch is not covered by the
+    /// cache or the check failed (nothing was written then, and the results are overwritten by the ordinary path).
+    /// </summary>
+    private bool TrySpeculate(IReadOnlyList<LedgerCommand> batch, long nowMicros)
+    {
+        if (_speculationPause > 0)
+        {
+            _speculationPause--;
+            return false;
+        }
+        if (_cache.TryTake(batch) is not { } snapshot) return false;
+
+        var writes = new LedgerBatchProcessor(snapshot.Accounts, snapshot.Known, nowMicros).Apply(batch);
+        var connection = db.OpenPostgresLedgerWriter();
+        try
+        {
+            using var write = new NpgsqlBatch(connection);
+            write.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
+            if (LedgerCommand.AllRelaxed(batch)) write.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
+            var expect = new NpgsqlBatchCommand(ExpectStateSql);
+            expect.Parameters.Add(new NpgsqlParameter<long[]>("ids", snapshot.AccountIds));
+            expect.Parameters.Add(new NpgsqlParameter<long[]>("versions", snapshot.Versions));
+            expect.Parameters.Add(new NpgsqlParameter<long[]>("limits", snapshot.CreditLimits));
+            expect.Parameters.Add(new NpgsqlParameter<string[]>("absent", snapshot.AbsentTransferIds));
+            write.BatchCommands.Add(expect);
+            AddWrites(write, batch, writes);
+            write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+            write.ExecuteNonQuery();
+        }
+        catch (PostgresException e) when (e.SqlState == StaleStateCode)
+        {
+            Discard(connection);
+            _cache.Forget(snapshot.AccountIds);
+            SpeculationFailures++;
+            // Back off while speculation keeps failing (another process writing the same accounts), up to 256 batches.
+            _speculationMisses = Math.Min(_speculationMisses + 1, 8);
+            _speculationPause = 1 << _speculationMisses;
+            return false;
+        }
+        catch
+        {
+            // The outcome is unknown (the commit may or may not have happened): nothing cached is assumed any more.
+            Discard(connection);
+            _cache.Clear();
+            throw;
+        }
+        connection.Dispose();
+        _cache.Remember(snapshot.Accounts, snapshot.Known);
+        _speculationMisses = 0;
+        SpeculatedBatches++;
+        return true;
+    }
+
+    /// <summary>The statements that write an applied batch: transfers, entries, counters, pending statuses, usage records, side writes.</summary>
+    /// <returns>Whether side writes were added (their statements might return rows).</returns>
+    private static bool AddWrites(NpgsqlBatch write, IReadOnlyList<LedgerCommand> batch, LedgerBatchWrites writes)
+    {
+        if (writes.NewTransfers.Count > 0) write.BatchCommands.Add(InsertTransfers(writes.NewTransfers));
+        if (writes.Entries.Count > 0) write.BatchCommands.Add(InsertEntries(writes.Entries));
+        if (writes.DirtyAccounts.Count > 0) write.BatchCommands.Add(UpdateAccounts(writes.DirtyAccounts));
+        if (writes.PendingStatusChanges.Count > 0) write.BatchCommands.Add(UpdatePending(writes.PendingStatusChanges));
+        if (LedgerCommand.RecordsToWrite(batch) is { Count: > 0 } records) write.BatchCommands.Add(Metering.UsageStore.PostgresInsertCommand(records));
+        var sideWrites = LedgerCommand.SideWritesToRun(batch);
+        foreach (var side in sideWrites)
+        {
+            var command = new NpgsqlBatchCommand(side.Sql);
+            foreach (var (name, value) in side.Parameters) command.Parameters.Add(new NpgsqlParameter(name, value ?? DBNull.Value));
+            write.BatchCommands.Add(command);
+        }
+        return sideWrites.Count > 0;
+    }
+
+    /// <summary>The ordinary path: locks and reads under the lock (already done when <paramref name="started"/>), then writes and commits.</summary>
+    private void ApplyLocked(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next, Started? started)
+    {
         // Key lookups only and generic plans: see Database.OpenPostgresLedgerWriter.
         var connection = started?.Connection ?? db.OpenPostgresLedgerWriter();
         var clean = false;
@@ -207,26 +305,17 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             var writes = new LedgerBatchProcessor(accounts, known, nowMicros).Apply(batch);
 
             using var write = new NpgsqlBatch(connection);
-            if (writes.NewTransfers.Count > 0) write.BatchCommands.Add(InsertTransfers(writes.NewTransfers));
-            if (writes.Entries.Count > 0) write.BatchCommands.Add(InsertEntries(writes.Entries));
-            if (writes.DirtyAccounts.Count > 0) write.BatchCommands.Add(UpdateAccounts(writes.DirtyAccounts));
-            if (writes.PendingStatusChanges.Count > 0) write.BatchCommands.Add(UpdatePending(writes.PendingStatusChanges));
-            if (LedgerCommand.RecordsToWrite(batch) is { Count: > 0 } records) write.BatchCommands.Add(Metering.UsageStore.PostgresInsertCommand(records));
-            var sideWrites = LedgerCommand.SideWritesToRun(batch);
-            foreach (var side in sideWrites)
-            {
-                var command = new NpgsqlBatchCommand(side.Sql);
-                foreach (var (name, value) in side.Parameters) command.Parameters.Add(new NpgsqlParameter(name, value ?? DBNull.Value));
-                write.BatchCommands.Add(command);
-            }
+            var hasSideWrites = AddWrites(write, batch, writes);
             write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
 
             // Pipelining: the next batch's BEGIN, locks and reads ride in the same round trip as this commit, so under
             // load a batch costs one round trip instead of two. They run after the COMMIT on the same connection, so
-            // they see everything this batch wrote. (Not after side writes, whose statements might return rows.)
-            if (next is not { Count: > 0 } || sideWrites.Count > 0)
+            // they see everything this batch wrote. (Not after side writes, whose statements might return rows; and not
+            // for a next batch that can be speculated, which costs one round trip of its own.)
+            if (next is not { Count: > 0 } || hasSideWrites || (_speculationPause == 0 && _cache.WouldCover(next, accounts, known)))
             {
                 write.ExecuteNonQuery();
+                _cache.Remember(accounts, known);
                 clean = true;
                 return;
             }
@@ -240,10 +329,12 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             catch (PostgresException e) when (e.BatchCommand is { } failed && write.BatchCommands.IndexOf(failed) >= firstOfNext)
             {
                 // This batch committed; only the next one's BEGIN failed: it begins afresh.
+                _cache.Remember(accounts, known);
                 return;
             }
             // ExecuteReader returned at the next batch's first result set (its row description comes before the rows, or an
             // error), so everything before it, COMMIT included, succeeded: replies arrive in order.
+            _cache.Remember(accounts, known);
             using (reader)
             {
                 try

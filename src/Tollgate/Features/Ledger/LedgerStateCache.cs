@@ -1,0 +1,125 @@
+namespace Tollgate.Features.Ledger;
+
+/// <summary>
+/// The ledger state a PostgreSQL writer last committed or read: accounts (counters, version, credit limit) and recent
+/// transfers. A batch that names only cached accounts and cached pending transfers can be applied speculatively to
+/// this state and sent in one round trip with a check (<c>ledger_expect_state</c>, migration 0026) that the accounts
+/// are unchanged and that its new transfer ids do not exist; if the check fails, nothing is written and the batch is
+/// applied the ordinary way. The cache is therefore never trusted, only checked: a stale entry costs a round trip, never
+/// a wrong result. Used by the writer thread only.
+/// </summary>
+internal sealed class LedgerStateCache(int maxAccounts = 100_000, int maxTransfers = 100_000)
+{
+    private readonly record struct CachedAccount(string Currency, long CreditLimit, LedgerAccountFlags Flags,
+        long DebitsPending, long DebitsPosted, long CreditsPending, long CreditsPosted, long Version);
+
+    private readonly Dictionary<long, CachedAccount> _accounts = new();
+    private readonly Dictionary<string, Transfer> _transfers = new(StringComparer.Ordinal);
+    private readonly Queue<string> _transferOrder = new();
+
+    public int AccountCount => _accounts.Count;
+
+    /// <summary>What a speculative batch starts from and what the database must still hold for it to commit.</summary>
+    public sealed record Snapshot(Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known,
+        long[] AccountIds, long[] Versions, long[] CreditLimits, string[] AbsentTransferIds);
+
+    /// <summary>
+    /// Fresh, mutable copies of everything <paramref name="batch"/> needs, or null when something is not cached (an
+    /// account, or a pending transfer the batch settles).
+    /// </summary>
+    public Snapshot? TryTake(IReadOnlyList<LedgerCommand> batch)
+    {
+        var accounts = new Dictionary<long, AccountState>();
+        var known = new Dictionary<string, Transfer>(StringComparer.Ordinal);
+        var absent = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var command in batch)
+            foreach (var t in command.Transfers)
+            {
+                if (string.IsNullOrEmpty(t.Id)) continue;
+                if (_transfers.TryGetValue(t.Id, out var seen)) known[t.Id] = seen;
+                else absent.Add(t.Id);
+                if (t.PendingId is { } pendingId)
+                {
+                    if (!_transfers.TryGetValue(pendingId, out var pending)) return null;
+                    known[pendingId] = pending;
+                    if (!Take(pending.DebitAccountId) || !Take(pending.CreditAccountId)) return null;
+                }
+                if (t.DebitAccountId != 0 && !Take(t.DebitAccountId)) return null;
+                if (t.CreditAccountId != 0 && !Take(t.CreditAccountId)) return null;
+            }
+        if (accounts.Count == 0) return null;
+
+        var n = accounts.Count;
+        var ids = new long[n]; var versions = new long[n]; var limits = new long[n];
+        var i = 0;
+        foreach (var a in accounts.Values)
+        {
+            ids[i] = a.Id; versions[i] = a.Version; limits[i] = a.CreditLimit;
+            i++;
+        }
+        return new Snapshot(accounts, known, ids, versions, limits, absent.ToArray());
+
+        bool Take(long id)
+        {
+            if (accounts.ContainsKey(id)) return true;
+            if (!_accounts.TryGetValue(id, out var c)) return false;
+            accounts[id] = new AccountState
+            {
+                Id = id, Currency = c.Currency, CreditLimit = c.CreditLimit, Flags = c.Flags,
+                DebitsPending = c.DebitsPending, DebitsPosted = c.DebitsPosted,
+                CreditsPending = c.CreditsPending, CreditsPosted = c.CreditsPosted, Version = c.Version,
+            };
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Whether <see cref="TryTake"/> would cover <paramref name="batch"/> once a batch that read or wrote these accounts
+    /// and transfers has committed (they are remembered only then).
+    /// </summary>
+    public bool WouldCover(IReadOnlyList<LedgerCommand> batch, Dictionary<long, AccountState> alsoAccounts, Dictionary<string, Transfer> alsoTransfers)
+    {
+        foreach (var command in batch)
+            foreach (var t in command.Transfers)
+            {
+                if (t.PendingId is { } pendingId)
+                {
+                    if (!alsoTransfers.TryGetValue(pendingId, out var pending) && !_transfers.TryGetValue(pendingId, out pending)) return false;
+                    if (!Has(pending.DebitAccountId) || !Has(pending.CreditAccountId)) return false;
+                }
+                if (t.DebitAccountId != 0 && !Has(t.DebitAccountId)) return false;
+                if (t.CreditAccountId != 0 && !Has(t.CreditAccountId)) return false;
+            }
+        return true;
+
+        bool Has(long id) => alsoAccounts.ContainsKey(id) || _accounts.ContainsKey(id);
+    }
+
+    /// <summary>Records the state a committed batch left: its accounts' counters and every transfer it read or wrote.</summary>
+    public void Remember(Dictionary<long, AccountState> accounts, Dictionary<string, Transfer> transfers)
+    {
+        if (_accounts.Count + accounts.Count > maxAccounts) _accounts.Clear();
+        foreach (var a in accounts.Values)
+            _accounts[a.Id] = new CachedAccount(a.Currency, a.CreditLimit, a.Flags, a.DebitsPending, a.DebitsPosted,
+                a.CreditsPending, a.CreditsPosted, a.Version);
+        foreach (var (id, t) in transfers)
+        {
+            if (_transfers.TryAdd(id, t)) _transferOrder.Enqueue(id);
+            else _transfers[id] = t;
+        }
+        while (_transfers.Count > maxTransfers && _transferOrder.TryDequeue(out var oldest)) _transfers.Remove(oldest);
+    }
+
+    /// <summary>Drops these accounts, whose cached state turned out stale; the next batch naming them reads them afresh.</summary>
+    public void Forget(IEnumerable<long> accountIds)
+    {
+        foreach (var id in accountIds) _accounts.Remove(id);
+    }
+
+    public void Clear()
+    {
+        _accounts.Clear();
+        _transfers.Clear();
+        _transferOrder.Clear();
+    }
+}
