@@ -64,6 +64,28 @@ public sealed class MetricsTests(MetricsFixture fixture) : IClassFixture<Metrics
         Assert.Single(Regex.Matches(after, "^# TYPE tollgate_gateway_tokens_total counter$", RegexOptions.Multiline));
     }
 
+    [Fact]
+    public async Task The_postgres_ledger_writer_counts_batches_it_committed_from_its_cache_as_a_running_total()
+    {
+        var app = await fixture.AppAsync(TestDatabases.Postgres);
+        using var c = await app.CustomerAsync(1_000_000);
+        const string series = "tollgate_ledger_speculated_batches_total";
+        var before = await app.Admin.GetStringAsync("/metrics");
+        Assert.Single(Regex.Matches(before, $"^# TYPE {series} counter$", RegexOptions.Multiline));
+        Assert.Single(Regex.Matches(before, "^# TYPE tollgate_ledger_speculation_stale_total counter$", RegexOptions.Multiline));
+
+        // Each call's settle names the hold this writer just committed, so it is applied from the cache.
+        for (var i = 0; i < 3; i++)
+        {
+            var response = await c.Client.PostAsync("/v1/chat/completions", AdminApi.JsonBody("""{"model":"demo/echo","messages":[{"role":"user","content":"cached"}]}"""));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        var after = await app.Admin.GetStringAsync("/metrics");
+        Assert.InRange(Sample(after, series) - Sample(before, series), 3, 100);
+        // An observed total, not a sum of observations: two scrapes with no ledger work in between agree.
+        Assert.Equal(Sample(after, series), Sample(await app.Admin.GetStringAsync("/metrics"), series));
+    }
+
     [Theory, MemberData(nameof(Engines))]
     public async Task Open_holds_and_held_micro_dollars_are_gauges_that_follow_holds(string engine)
     {

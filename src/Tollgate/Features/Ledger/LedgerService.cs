@@ -71,6 +71,7 @@ public sealed partial class LedgerService : IAsyncDisposable
         _time = time;
         _options = options;
         _logger = logger;
+        if (store is PostgresLedgerStore postgres) metrics?.ObserveLedgerSpeculation(() => postgres.SpeculatedBatches, () => postgres.SpeculationFailures);
         new Thread(WriteLoop) { IsBackground = true, Name = "tollgate-ledger-writer" }.Start();
     }
 

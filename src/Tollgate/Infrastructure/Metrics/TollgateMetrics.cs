@@ -40,6 +40,15 @@ public sealed class TollgateMetrics : IDisposable
 
     private long _holdsOpen, _heldMicros;
 
+    /// <summary>Publishes the PostgreSQL ledger writer's speculative batches (see Features/Ledger/LedgerStateCache).</summary>
+    public void ObserveLedgerSpeculation(Func<long> committed, Func<long> stale)
+    {
+        _meter.CreateObservableCounter("tollgate_ledger_speculated_batches_total", committed,
+            description: "Ledger batches committed in one round trip from the writer's cached account state.");
+        _meter.CreateObservableCounter("tollgate_ledger_speculation_stale_total", stale,
+            description: "Speculative ledger batches whose cached state was stale (another process wrote the accounts); applied again from fresh state.");
+    }
+
     /// <summary>Sets the open-hold gauges (from a cheap cached query, see Features/Ledger/HoldGauges).</summary>
     public void SetHolds(long open, long heldMicros)
     {
@@ -73,8 +82,10 @@ public sealed class PrometheusExporter : IDisposable
     private static readonly double[] SecondsBuckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
     private static readonly double[] CountBuckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000];
 
-    private sealed class Family(string name, string type, string? help, double[]? buckets)
+    private sealed class Family(string name, string type, string? help, double[]? buckets, bool observed = false)
     {
+        /// <summary>An observable instrument reports its current value (a gauge's level, a counter's running total), which replaces the last.</summary>
+        public bool Observed { get; } = observed;
         public string Name { get; } = name;
         public string Type { get; } = type;
         public string? Help { get; } = help;
@@ -111,8 +122,9 @@ public sealed class PrometheusExporter : IDisposable
             if (!ReferenceEquals(instrument.Meter, metrics.Meter)) return;
             var histogram = instrument.GetType().Name.StartsWith("Histogram", StringComparison.Ordinal);
             var gauge = instrument.GetType().Name.StartsWith("ObservableGauge", StringComparison.Ordinal);
+            var observed = instrument.IsObservable;
             var family = _families.GetOrAdd(instrument.Name, name => new Family(name, histogram ? "histogram" : gauge ? "gauge" : "counter", instrument.Description,
-                histogram ? instrument.Unit == "s" ? SecondsBuckets : CountBuckets : null));
+                histogram ? instrument.Unit == "s" ? SecondsBuckets : CountBuckets : null, observed));
             listener.EnableMeasurementEvents(instrument, family);
         };
         _listener.SetMeasurementEventCallback<long>((instrument, value, tags, state) => Record((Family)state!, value, tags));
@@ -131,8 +143,8 @@ public sealed class PrometheusExporter : IDisposable
             Interlocked.Increment(ref series.Count);
             series.AddSum(value);
         }
-        // A gauge's observation replaces the last one; a counter's adds to the sum.
-        else if (family.Type == "gauge") Interlocked.Exchange(ref series.Total, (long)value);
+        // An observation replaces the last one; a counter's measurement adds to the sum.
+        else if (family.Observed) Interlocked.Exchange(ref series.Total, (long)value);
         else Interlocked.Add(ref series.Total, (long)value);
     }
 
