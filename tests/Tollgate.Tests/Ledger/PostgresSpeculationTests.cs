@@ -116,6 +116,28 @@ public sealed class PostgresSpeculationTests
     }
 
     [Fact]
+    public async Task A_cached_account_that_differs_in_any_counter_is_refused_even_at_the_same_version()
+    {
+        await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
+        var (_, customer, revenue) = await h.FundedCustomerAsync(1_000);
+        await using var store = NewStore(h);
+        var now = h.Clock.NowMicros;
+
+        store.Apply(Batch(Posted("x-1", customer, revenue, 100)), now, null);
+        // A history the cache cannot know, at the same version: only 100 of the 900 it remembers are left.
+        await using (var connection = new Npgsql.NpgsqlConnection(h.Database.Target.ConnectionString + ";Pooling=false"))
+        {
+            await connection.OpenAsync();
+            await using var tamper = new Npgsql.NpgsqlCommand($"UPDATE ledger_accounts SET credits_posted = credits_posted - 800 WHERE id = {customer}", connection);
+            Assert.Equal(1, await tamper.ExecuteNonQueryAsync());
+        }
+        var charge = Batch(Posted("x-2", customer, revenue, 500));
+        store.Apply(charge, now, null);
+        Assert.Equal(1, store.SpeculationFailures);
+        Assert.Equal(TransferResultCode.InsufficientFunds, charge[0].Results[0].Code);
+    }
+
+    [Fact]
     public async Task A_hold_the_writer_made_and_another_process_voided_cannot_be_posted_from_the_cache()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);

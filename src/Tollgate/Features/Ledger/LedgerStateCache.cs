@@ -4,7 +4,8 @@ namespace Tollgate.Features.Ledger;
 /// The ledger state a PostgreSQL writer last committed or read: accounts (counters, version, credit limit) and recent
 /// transfers. A batch that names only cached accounts and cached pending transfers can be applied speculatively to
 /// this state and sent in one round trip with a check (<c>ledger_expect_state</c>, migration 0026) that the accounts
-/// are unchanged and that its new transfer ids do not exist; if the check fails, nothing is written and the batch is
+/// are exactly as cached (version, credit limit and counters: everything the batch's checks read) and that its new
+/// transfer ids do not exist; if the check fails, nothing is written and the batch is
 /// applied the ordinary way. The cache is therefore never trusted, only checked: a stale entry costs a round trip, never
 /// a wrong result. Used by the writer thread only.
 /// </summary>
@@ -21,7 +22,8 @@ internal sealed class LedgerStateCache(int maxAccounts = 100_000, int maxTransfe
 
     /// <summary>What a speculative batch starts from and what the database must still hold for it to commit.</summary>
     public sealed record Snapshot(Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known,
-        long[] AccountIds, long[] Versions, long[] CreditLimits, string[] AbsentTransferIds);
+        long[] AccountIds, long[] Versions, long[] CreditLimits, long[] DebitsPending, long[] DebitsPosted,
+        long[] CreditsPending, long[] CreditsPosted, string[] AbsentTransferIds);
 
     /// <summary>
     /// Fresh, mutable copies of everything <paramref name="batch"/> needs, or null when something is not cached (an
@@ -51,13 +53,15 @@ internal sealed class LedgerStateCache(int maxAccounts = 100_000, int maxTransfe
 
         var n = accounts.Count;
         var ids = new long[n]; var versions = new long[n]; var limits = new long[n];
+        var dp = new long[n]; var dpo = new long[n]; var cp = new long[n]; var cpo = new long[n];
         var i = 0;
         foreach (var a in accounts.Values)
         {
             ids[i] = a.Id; versions[i] = a.Version; limits[i] = a.CreditLimit;
+            dp[i] = a.DebitsPending; dpo[i] = a.DebitsPosted; cp[i] = a.CreditsPending; cpo[i] = a.CreditsPosted;
             i++;
         }
-        return new Snapshot(accounts, known, ids, versions, limits, absent.ToArray());
+        return new Snapshot(accounts, known, ids, versions, limits, dp, dpo, cp, cpo, absent.ToArray());
 
         bool Take(long id)
         {

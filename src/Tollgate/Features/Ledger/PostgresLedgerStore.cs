@@ -188,7 +188,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     /// <summary>Speculative batches whose check failed, then applied the ordinary way.</summary>
     public long SpeculationFailures { get; private set; }
 
-    private const string ExpectStateSql = "SELECT ledger_expect_state(@ids, @versions, @limits, @absent)";
+    private const string ExpectStateSql = "SELECT ledger_expect_state(@ids, @versions, @limits, @dp, @dpo, @cp, @cpo, @absent)";
 
     /// <summary>The SQLSTATE <c>ledger_expect_state</c> raises when the cached state is stale.</summary>
     private const string StaleStateCode = "TL001";
@@ -231,6 +231,10 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             expect.Parameters.Add(new NpgsqlParameter<long[]>("ids", snapshot.AccountIds));
             expect.Parameters.Add(new NpgsqlParameter<long[]>("versions", snapshot.Versions));
             expect.Parameters.Add(new NpgsqlParameter<long[]>("limits", snapshot.CreditLimits));
+            expect.Parameters.Add(new NpgsqlParameter<long[]>("dp", snapshot.DebitsPending));
+            expect.Parameters.Add(new NpgsqlParameter<long[]>("dpo", snapshot.DebitsPosted));
+            expect.Parameters.Add(new NpgsqlParameter<long[]>("cp", snapshot.CreditsPending));
+            expect.Parameters.Add(new NpgsqlParameter<long[]>("cpo", snapshot.CreditsPosted));
             expect.Parameters.Add(new NpgsqlParameter<string[]>("absent", snapshot.AbsentTransferIds));
             write.BatchCommands.Add(expect);
             AddWrites(write, batch, writes);
