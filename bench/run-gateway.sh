@@ -13,6 +13,8 @@
 #   bench/run-gateway.sh stream          # streaming memory check: N concurrent long streams through Tollgate, RSS sampled
 #
 # Environment: D (seconds per wrk run, default 20), CONNS (default "1 32"), ENGINES (default "sqlite postgres"),
+#   WARMUP (seconds of load at 8 connections on each target before it is measured, default 20: the .NET JIT keeps
+#   re-compiling hot code with profile data for about that long, and V8 warms up too, so measurements are steady state),
 #   RATES (open-loop arrival rates, default "1000"; "" skips the open-loop runs),
 #   WORK (default /tmp/tollgate-gateway-bench: Portkey install, published Tollgate, logs, SQLite files),
 #   UP_PORT (18080), PK_PORT (18787), TG_PORT (18090), PGPORT/PGROOT (bench/bench-env.sh: 54330, /tmp/tollgate-pg-bench),
@@ -26,7 +28,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 MODE=${1:-http}
 HERE=$ROOT/bench/gateway
-D=${D:-20}; CONNS=${CONNS:-"1 32"}; RATES=${RATES-1000}
+D=${D:-20}; WARMUP=${WARMUP:-20}; CONNS=${CONNS:-"1 32"}; RATES=${RATES-1000}
 WORK=${WORK:-/tmp/tollgate-gateway-bench}
 UP_PORT=${UP_PORT:-18080}; PK_PORT=${PK_PORT:-18787}; TG_PORT=${TG_PORT:-18090}
 if [ "$MODE" = stream ]; then ENGINES=${ENGINES:-sqlite}; else ENGINES=${ENGINES:-"sqlite postgres"}; fi
@@ -219,8 +221,8 @@ run_wrk() {   # target conns url script [headers...]
 }
 
 say "warm-up"
-wrk -t1 -c8 -d3s -s "$HERE/chat.lua" "http://127.0.0.1:$UP_PORT/v1/chat/completions" >/dev/null
-wrk -t1 -c8 -d3s -s "$HERE/chat.lua" "${PKH[@]}" "http://127.0.0.1:$PK_PORT/v1/chat/completions" >/dev/null
+wrk -t1 -c8 -d${WARMUP}s -s "$HERE/chat.lua" "http://127.0.0.1:$UP_PORT/v1/chat/completions" >/dev/null
+wrk -t1 -c8 -d${WARMUP}s -s "$HERE/chat.lua" "${PKH[@]}" "http://127.0.0.1:$PK_PORT/v1/chat/completions" >/dev/null
 say "direct and portkey (${D}s per run)"
 for c in $CONNS; do
   run_wrk direct "$c" "http://127.0.0.1:$UP_PORT/v1/chat/completions" "$HERE/chat.lua"
@@ -243,7 +245,7 @@ for engine in $ENGINES; do
     stop_tollgate; continue
   fi
   export TOLLGATE_KEY=$TG_KEY
-  wrk -t1 -c8 -d3s -s "$HERE/chat-tollgate.lua" "http://127.0.0.1:$TG_PORT/v1/chat/completions" >/dev/null
+  wrk -t1 -c8 -d${WARMUP}s -s "$HERE/chat-tollgate.lua" "http://127.0.0.1:$TG_PORT/v1/chat/completions" >/dev/null
   for c in $CONNS; do
     run_wrk "tollgate-$engine" "$c" "http://127.0.0.1:$TG_PORT/v1/chat/completions" "$HERE/chat-tollgate.lua"
     echo "RESULT ratio target=tollgate-$engine/portkey conns=$c rps_ratio=$(ratio "${RPS[tollgate-$engine/$c]:-0}" "${RPS[portkey/$c]:-0}")"
@@ -254,5 +256,12 @@ for engine in $ENGINES; do
     echo "RESULT added target=tollgate-$engine rate=$rate added_p50_ms=$(added "${P50[tollgate-$engine/$rate]:-}" "${P50[direct/$rate]:-}") added_p99_ms=$(added "${P99[tollgate-$engine/$rate]:-}" "${P99[direct/$rate]:-}")"
   done
   echo "tollgate-$engine RSS(kB): $(rss "$TG_PID")"
+  # The ledger's own view of the whole run: batches, commands per batch, time per batch, and (PostgreSQL) how many
+  # batches committed from the writer's cached state in one round trip.
+  curl -s -H "Authorization: Bearer $ADMIN_KEY" "http://127.0.0.1:$TG_PORT/metrics" | awk -v t="tollgate-$engine" '
+    /^tollgate_ledger_batch_commands_sum / { cmds = $2 } /^tollgate_ledger_batch_commands_count / { batches = $2 }
+    /^tollgate_ledger_commit_seconds_sum / { secs = $2 } /^tollgate_ledger_speculated_batches_total / { spec = $2 }
+    /^tollgate_ledger_speculation_stale_total / { stale = $2 }
+    END { if (batches > 0) printf "LEDGER target=%s batches=%d commands_per_batch=%.1f ms_per_batch=%.3f speculated=%d stale=%d\n", t, batches, cmds / batches, 1000 * secs / batches, spec, stale }'
   stop_tollgate
 done
