@@ -77,7 +77,9 @@ public sealed class DashboardBrowserTests : IAsyncLifetime
         await page.GetByLabel("Email", new() { Exact = true }).FillAsync(email);
         await page.GetByLabel("Password", new() { Exact = true }).FillAsync(password);
         await page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
-        await page.WaitForLoadStateAsync(LoadState.DOMContentLoaded);
+        // The post lands on the dashboard (which has a Sign out button) or back on the form with an alert. Waiting for
+        // either on the page itself: a load-state wait begun after the click once outlived a navigation that had ended.
+        await page.GetByRole(AriaRole.Button, new() { Name = "Sign out" }).Or(page.GetByRole(AriaRole.Alert)).First.WaitForAsync();
     }
 
     private static Task ShotAsync(IPage page, string name) => page.ScreenshotAsync(new() { Path = Browser.ScreenshotPath(name), FullPage = true });
