@@ -18,8 +18,6 @@ internal sealed class LedgerStateCache(int maxAccounts = 100_000, int maxTransfe
     private readonly Dictionary<string, Transfer> _transfers = new(StringComparer.Ordinal);
     private readonly Queue<string> _transferOrder = new();
 
-    public int AccountCount => _accounts.Count;
-
     /// <summary>What a speculative batch starts from and what the database must still hold for it to commit.</summary>
     public sealed record Snapshot(Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known,
         long[] AccountIds, long[] Versions, long[] CreditLimits, long[] DebitsPending, long[] DebitsPosted,
@@ -36,20 +34,12 @@ internal sealed class LedgerStateCache(int maxAccounts = 100_000, int maxTransfe
         var absent = new HashSet<string>(StringComparer.Ordinal);
         foreach (var command in batch)
             foreach (var t in command.Transfers)
-            {
-                if (string.IsNullOrEmpty(t.Id)) continue;
-                if (_transfers.TryGetValue(t.Id, out var seen)) known[t.Id] = seen;
-                else absent.Add(t.Id);
-                if (t.PendingId is { } pendingId)
+                if (!string.IsNullOrEmpty(t.Id))
                 {
-                    if (!_transfers.TryGetValue(pendingId, out var pending)) return null;
-                    known[pendingId] = pending;
-                    if (!Take(pending.DebitAccountId) || !Take(pending.CreditAccountId)) return null;
+                    if (_transfers.TryGetValue(t.Id, out var seen)) known[t.Id] = seen;
+                    else absent.Add(t.Id);
                 }
-                if (t.DebitAccountId != 0 && !Take(t.DebitAccountId)) return null;
-                if (t.CreditAccountId != 0 && !Take(t.CreditAccountId)) return null;
-            }
-        if (accounts.Count == 0) return null;
+        if (!Covers(batch, id => _transfers.TryGetValue(id, out var pending) ? known[id] = pending : null, Take) || accounts.Count == 0) return null;
 
         var n = accounts.Count;
         var ids = new long[n]; var versions = new long[n]; var limits = new long[n];
@@ -81,22 +71,27 @@ internal sealed class LedgerStateCache(int maxAccounts = 100_000, int maxTransfe
     /// Whether <see cref="TryTake"/> would cover <paramref name="batch"/> once a batch that read or wrote these accounts
     /// and transfers has committed (they are remembered only then).
     /// </summary>
-    public bool WouldCover(IReadOnlyList<LedgerCommand> batch, Dictionary<long, AccountState> alsoAccounts, Dictionary<string, Transfer> alsoTransfers)
+    public bool WouldCover(IReadOnlyList<LedgerCommand> batch, Dictionary<long, AccountState> alsoAccounts, Dictionary<string, Transfer> alsoTransfers) =>
+        Covers(batch,
+            id => alsoTransfers.TryGetValue(id, out var pending) || _transfers.TryGetValue(id, out pending) ? pending : null,
+            id => alsoAccounts.ContainsKey(id) || _accounts.ContainsKey(id));
+
+    /// <summary>
+    /// Whether everything <paramref name="batch"/> reads can be found: each hold it settles (<paramref name="hold"/>) with
+    /// that hold's two accounts, and every account it names (<paramref name="account"/>).
+    /// </summary>
+    private static bool Covers(IReadOnlyList<LedgerCommand> batch, Func<string, Transfer?> hold, Func<long, bool> account)
     {
         foreach (var command in batch)
             foreach (var t in command.Transfers)
             {
-                if (t.PendingId is { } pendingId)
-                {
-                    if (!alsoTransfers.TryGetValue(pendingId, out var pending) && !_transfers.TryGetValue(pendingId, out pending)) return false;
-                    if (!Has(pending.DebitAccountId) || !Has(pending.CreditAccountId)) return false;
-                }
-                if (t.DebitAccountId != 0 && !Has(t.DebitAccountId)) return false;
-                if (t.CreditAccountId != 0 && !Has(t.CreditAccountId)) return false;
+                if (t.PendingId is { } pendingId
+                    && (hold(pendingId) is not { } pending || !account(pending.DebitAccountId) || !account(pending.CreditAccountId)))
+                    return false;
+                if (t.DebitAccountId != 0 && !account(t.DebitAccountId)) return false;
+                if (t.CreditAccountId != 0 && !account(t.CreditAccountId)) return false;
             }
         return true;
-
-        bool Has(long id) => alsoAccounts.ContainsKey(id) || _accounts.ContainsKey(id);
     }
 
     /// <summary>Records the state a committed batch left: its accounts' counters and every transfer it read or wrote.</summary>
