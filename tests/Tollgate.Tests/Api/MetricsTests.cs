@@ -82,6 +82,9 @@ public sealed class MetricsTests(MetricsFixture fixture) : IClassFixture<Metrics
         }
         var after = await app.Admin.GetStringAsync("/metrics");
         Assert.InRange(Sample(after, series) - Sample(before, series), 3, 100);
+        // Each call's hold was acknowledged before its batch's commit returned (under the claim, or read under locks).
+        Assert.InRange(Sample(after, "tollgate_ledger_early_acknowledged_total") - Sample(before, "tollgate_ledger_early_acknowledged_total"), 3, 100);
+        Assert.Single(Regex.Matches(after, "^# TYPE tollgate_ledger_writer_claim gauge$", RegexOptions.Multiline));
         // An observed total, not a sum of observations: two scrapes with no ledger work in between agree.
         Assert.Equal(Sample(after, series), Sample(await app.Admin.GetStringAsync("/metrics"), series));
     }

@@ -32,6 +32,24 @@ internal sealed class LedgerCommand(IReadOnlyList<TransferRequest> transfers, bo
     public LedgerCommit Commit { get; } = commit ?? LedgerCommit.Durable;
     public TransferResult[] Results { get; } = new TransferResult[transfers.Count];
 
+    /// <summary>
+    /// Set by <see cref="LedgerService"/>: hands the caller its results before the batch's commit returns. A store
+    /// calls it (through <see cref="AcknowledgeEarly"/>) only for a <see cref="LedgerCommit.Relaxed"/> command whose
+    /// results the database can no longer change, short of losing the batch (see PostgresLedgerStore, "Exclusive writer").
+    /// </summary>
+    public Action<TransferResult[]>? EarlyAcknowledgement { get; set; }
+
+    /// <summary>Whether the caller already has its results (a later failure of the batch no longer reaches it).</summary>
+    public bool AcknowledgedEarly { get; private set; }
+
+    /// <summary>Acknowledges a relaxed command now, with a copy of its results (a retry of the batch may overwrite them).</summary>
+    public void AcknowledgeEarly()
+    {
+        if (AcknowledgedEarly || !Commit.Relaxed || EarlyAcknowledgement is not { } acknowledge) return;
+        AcknowledgedEarly = true;
+        acknowledge((TransferResult[])Results.Clone());
+    }
+
     /// <summary>Usage records to write with a batch: those of commands whose transfers all succeeded (replays included, the insert ignores known keys).</summary>
     public static List<Metering.UsageRecord> RecordsToWrite(IReadOnlyList<LedgerCommand> batch)
     {

@@ -71,7 +71,11 @@ public sealed partial class LedgerService : IAsyncDisposable
         _time = time;
         _options = options;
         _logger = logger;
-        if (store is PostgresLedgerStore postgres) metrics?.ObserveLedgerSpeculation(() => postgres.SpeculatedBatches, () => postgres.SpeculationFailures);
+        if (store is PostgresLedgerStore postgres)
+        {
+            metrics?.ObserveLedgerSpeculation(() => postgres.SpeculatedBatches, () => postgres.SpeculationFailures);
+            metrics?.ObserveLedgerEarlyAcknowledgements(() => postgres.EarlyAcknowledged, () => postgres.HoldsClaim ? 1L : 0L);
+        }
         new Thread(WriteLoop) { IsBackground = true, Name = "tollgate-ledger-writer" }.Start();
     }
 
@@ -353,9 +357,15 @@ public sealed partial class LedgerService : IAsyncDisposable
         public List<LedgerCommand> Commands { get; } = new();
     }
 
-    private sealed class Pending(LedgerCommand command)
+    private sealed class Pending
     {
-        public LedgerCommand Command { get; } = command;
+        public Pending(LedgerCommand command)
+        {
+            Command = command;
+            command.EarlyAcknowledgement = results => Completion.TrySetResult(results);
+        }
+
+        public LedgerCommand Command { get; }
         public TaskCompletionSource<TransferResult[]> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 

@@ -50,12 +50,32 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
 
     public async Task SetCreditLimitAsync(long id, long creditLimitMicros, CancellationToken ct)
     {
-        await using var connection = await db.OpenPostgresAsync(ct);
-        await using var cmd = new NpgsqlCommand(
-            "UPDATE ledger_accounts SET credit_limit = GREATEST(@limit, debits_pending + debits_posted - credits_posted) WHERE id = @id", connection);
-        cmd.Parameters.AddWithValue("limit", creditLimitMicros);
-        cmd.Parameters.AddWithValue("id", id);
-        await cmd.ExecuteNonQueryAsync(ct);
+        // A ledger write outside the writer: it waits while a writer holds the claim (see "Exclusive writer").
+        for (var wait = 0; ; wait++)
+        {
+            try
+            {
+                await using var connection = await db.OpenPostgresAsync(ct);
+                await using var tx = await connection.BeginTransactionAsync(ct);
+                await using (var claim = new NpgsqlCommand(ClaimSql, connection, tx))
+                {
+                    claim.Parameters.AddWithValue("writer", "admin:" + _writerId);
+                    claim.Parameters.AddWithValue("exclusive", false);
+                    await claim.ExecuteNonQueryAsync(ct);
+                }
+                await using var cmd = new NpgsqlCommand(
+                    "UPDATE ledger_accounts SET credit_limit = GREATEST(@limit, debits_pending + debits_posted - credits_posted) WHERE id = @id", connection, tx);
+                cmd.Parameters.AddWithValue("limit", creditLimitMicros);
+                cmd.Parameters.AddWithValue("id", id);
+                await cmd.ExecuteNonQueryAsync(ct);
+                await tx.CommitAsync(ct);
+                return;
+            }
+            catch (PostgresException e) when (e.SqlState == ClaimHeldCode && wait < MaxClaimWaits)
+            {
+                await Task.Delay(ClaimRetryDelay, ct);
+            }
+        }
     }
 
     private void AddAccountParameters(NpgsqlCommand cmd, NewLedgerAccount a)
@@ -169,7 +189,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
 
     /// <summary>A batch whose transaction is open on its connection: accounts locked and read, transfers read.</summary>
     private sealed record Started(IReadOnlyList<LedgerCommand> Batch, NpgsqlConnection Connection,
-        Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known);
+        Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known, bool ClaimGranted, long ClaimSentAt);
 
     public bool BeginsNextBatchEarly => true;
 
@@ -202,9 +222,62 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             Discard(started.Connection);
             started = null;
         }
-        if (started is null && TrySpeculate(batch, nowMicros)) return;
-        ApplyLocked(batch, nowMicros, next, started);
+        for (var wait = 0; ; wait++)
+        {
+            try
+            {
+                if (started is null && TrySpeculate(batch, nowMicros)) return;
+                ApplyLocked(batch, nowMicros, next, started);
+                return;
+            }
+            catch (PostgresException e) when (e.SqlState == ClaimHeldCode && wait < MaxClaimWaits)
+            {
+                // Another writer holds the claim: it lets go at its next batch (it sees this refusal) or within a second.
+                (started, next) = (null, null);
+                Thread.Sleep(ClaimRetryDelay);
+            }
+        }
     }
+
+    // ---- Exclusive writer ----
+    // A writer that is the only one writing the ledger holds the claim (migration 0027: ledger_claim, called first in
+    // every batch of every writer). While it holds it no other writer commits, so its cached state is exact before the
+    // database confirms it: a speculative batch's relaxed commands (gateway holds, voids) are acknowledged before the
+    // round trip, and the gateway forwards the call without waiting for the hold's commit. The claim lasts a second
+    // from the database's clock at the call and is renewed by each batch; this writer trusts it for 700 ms from the
+    // moment it sent that batch, so it stops acknowledging early before anyone else can write. A writer refused by the
+    // claim waits; the holder lets go at its next batch, and is granted it again only after 10 s without another writer.
+    // Losing an acknowledged batch (the database fails before it commits) is the case a relaxed commit already allows
+    // for: the hold is missing at settlement, which then charges at most what is available.
+
+    private const string ClaimSql = "SELECT ledger_claim(@writer, @exclusive)";
+    /// <summary>The SQLSTATE <c>ledger_claim</c> raises while another writer holds the claim.</summary>
+    private const string ClaimHeldCode = "TL002";
+    private const int ClaimRetryDelay = 10;
+    /// <summary>About 5 s of waiting, well beyond the claim's one second.</summary>
+    private const int MaxClaimWaits = 500;
+    private static readonly long ClaimTrust = System.Diagnostics.Stopwatch.Frequency * 7 / 10;
+
+    private readonly string _writerId = $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid():N}";
+    /// <summary>Stopwatch time until which this writer may acknowledge relaxed commands before their batch commits.</summary>
+    private long _exclusiveUntil;
+
+    /// <summary>Whether this writer holds the claim now (as far as it may trust it).</summary>
+    public bool HoldsClaim => System.Diagnostics.Stopwatch.GetTimestamp() < _exclusiveUntil;
+
+    /// <summary>Commands acknowledged before their batch reached the database.</summary>
+    public long EarlyAcknowledged { get; private set; }
+
+    /// <summary>Speculative batches found stale while this writer held the claim: a write that bypassed it (SQL by hand).</summary>
+    public long StaleUnderClaim { get; private set; }
+
+    private NpgsqlBatchCommand Claim() => new(ClaimSql)
+    {
+        Parameters = { new NpgsqlParameter<string>("writer", _writerId), new NpgsqlParameter<bool>("exclusive", true) },
+    };
+
+    /// <summary>After a batch that called the claim at <paramref name="sentAt"/> committed: how far to trust it.</summary>
+    private void Claimed(bool granted, long sentAt) => _exclusiveUntil = granted ? sentAt + ClaimTrust : 0;
 
     /// <summary>
     /// One round trip from cached state: BEGIN, <c>ledger_expect_state</c> (locks the accounts and checks they are as
@@ -221,12 +294,20 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         if (_cache.TryTake(batch) is not { } snapshot) return false;
 
         var writes = new LedgerBatchProcessor(snapshot.Accounts, snapshot.Known, nowMicros).Apply(batch);
+        var sentAt = System.Diagnostics.Stopwatch.GetTimestamp();
+        if (sentAt < _exclusiveUntil)
+            foreach (var command in batch)
+            {
+                command.AcknowledgeEarly();
+                if (command.AcknowledgedEarly) EarlyAcknowledged++;
+            }
         var connection = db.OpenPostgresLedgerWriter();
         try
         {
             using var write = new NpgsqlBatch(connection);
             write.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
             if (LedgerCommand.AllRelaxed(batch)) write.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
+            write.BatchCommands.Add(Claim());
             var expect = new NpgsqlBatchCommand(ExpectStateSql);
             expect.Parameters.Add(new NpgsqlParameter<long[]>("ids", snapshot.AccountIds));
             expect.Parameters.Add(new NpgsqlParameter<long[]>("versions", snapshot.Versions));
@@ -239,13 +320,23 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             write.BatchCommands.Add(expect);
             AddWrites(write, batch, writes);
             write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
-            write.ExecuteNonQuery();
+            bool granted;
+            using (var reader = write.ExecuteReader())
+            {
+                // Standing on the claim's result (statements without rows come before it); the rest is read for its errors.
+                granted = reader.Read() && reader.GetBoolean(0);
+                while (reader.NextResult()) { }
+            }
+            Claimed(granted, sentAt);
         }
         catch (PostgresException e) when (e.SqlState == StaleStateCode)
         {
             Discard(connection);
             _cache.Forget(snapshot.AccountIds);
             SpeculationFailures++;
+            // Stale while holding the claim: something wrote the ledger without taking part in it (SQL by hand).
+            if (sentAt < _exclusiveUntil) StaleUnderClaim++;
+            _exclusiveUntil = 0;
             // Back off while speculation keeps failing (another process writing the same accounts), up to 256 batches.
             _speculationMisses = Math.Min(_speculationMisses + 1, 8);
             _speculationPause = 1 << _speculationMisses;
@@ -256,6 +347,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             // The outcome is unknown (the commit may or may not have happened): nothing cached is assumed any more.
             Discard(connection);
             _cache.Clear();
+            _exclusiveUntil = 0;
             throw;
         }
         connection.Dispose();
@@ -294,19 +386,29 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         {
             Dictionary<long, AccountState> accounts;
             Dictionary<string, Transfer> known;
+            bool granted;
+            long claimSentAt;
             if (started is not null)
             {
-                (accounts, known) = (started.Accounts, started.Known);
+                (accounts, known, granted, claimSentAt) = (started.Accounts, started.Known, started.ClaimGranted, started.ClaimSentAt);
             }
             else
             {
                 using var load = new NpgsqlBatch(connection);
                 AddBegin(load, batch);
+                claimSentAt = System.Diagnostics.Stopwatch.GetTimestamp();
                 using var r = load.ExecuteReader();
-                (accounts, known) = ReadBegun(r);
+                (accounts, known, granted) = ReadBegun(r);
             }
 
             var writes = new LedgerBatchProcessor(accounts, known, nowMicros).Apply(batch);
+            // Read under the accounts' locks, these results are final unless the transaction fails: relaxed commands
+            // (gateway holds) need not wait for the write round trip.
+            foreach (var command in batch)
+            {
+                command.AcknowledgeEarly();
+                if (command.AcknowledgedEarly) EarlyAcknowledged++;
+            }
 
             using var write = new NpgsqlBatch(connection);
             var hasSideWrites = AddWrites(write, batch, writes);
@@ -320,11 +422,13 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             {
                 write.ExecuteNonQuery();
                 _cache.Remember(accounts, known);
+                Claimed(granted, claimSentAt);
                 clean = true;
                 return;
             }
             var firstOfNext = write.BatchCommands.Count;
             AddBegin(write, next);
+            var nextSentAt = System.Diagnostics.Stopwatch.GetTimestamp();
             NpgsqlDataReader reader;
             try
             {
@@ -332,20 +436,22 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             }
             catch (PostgresException e) when (e.BatchCommand is { } failed && write.BatchCommands.IndexOf(failed) >= firstOfNext)
             {
-                // This batch committed; only the next one's BEGIN failed: it begins afresh.
+                // This batch committed; only the next one's BEGIN failed (or its claim was refused): it begins afresh.
                 _cache.Remember(accounts, known);
+                Claimed(granted, claimSentAt);
                 return;
             }
             // ExecuteReader returned at the next batch's first result set (its row description comes before the rows, or an
             // error), so everything before it, COMMIT included, succeeded: replies arrive in order.
             _cache.Remember(accounts, known);
+            Claimed(granted, claimSentAt);
             using (reader)
             {
                 try
                 {
-                    var (nextAccounts, nextKnown) = ReadBegun(reader);
+                    var (nextAccounts, nextKnown, nextGranted) = ReadBegun(reader);
                     reader.Dispose();
-                    _started = new Started(next, connection, nextAccounts, nextKnown);
+                    _started = new Started(next, connection, nextAccounts, nextKnown, nextGranted, nextSentAt);
                     clean = true;
                 }
                 catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
@@ -358,20 +464,25 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         {
             if (_started is null || !ReferenceEquals(_started.Connection, connection))
             {
-                if (!clean) Discard(connection);
+                if (!clean)
+                {
+                    Discard(connection);
+                    _exclusiveUntil = 0;
+                }
                 else connection.Dispose();
             }
         }
     }
 
-    /// <summary>BEGIN, then lock the batch's accounts (ids sorted) and read them and the transfers it names.</summary>
-    private static void AddBegin(NpgsqlBatch npgsqlBatch, IReadOnlyList<LedgerCommand> batch)
+    /// <summary>BEGIN, the claim, then lock the batch's accounts (ids sorted) and read them and the transfers it names.</summary>
+    private void AddBegin(NpgsqlBatch npgsqlBatch, IReadOnlyList<LedgerCommand> batch)
     {
         var transferIds = LedgerBatchProcessor.TransferIdsToLoad(batch);
         var pendingIds = batch.SelectMany(c => c.Transfers).Where(t => t.PendingId is not null).Select(t => t.PendingId!).Distinct().ToArray();
         var accountIds = LedgerBatchProcessor.AccountIdsToLoad(batch).ToArray();
         npgsqlBatch.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
         if (LedgerCommand.AllRelaxed(batch)) npgsqlBatch.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
+        npgsqlBatch.BatchCommands.Add(Claim());
         var lockCmd = new NpgsqlBatchCommand(LockAndLoadAccountsSql);
         lockCmd.Parameters.Add(new NpgsqlParameter<long[]>("accounts", accountIds));
         lockCmd.Parameters.Add(new NpgsqlParameter<string[]>("pending", pendingIds));
@@ -381,11 +492,13 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         npgsqlBatch.BatchCommands.Add(transfersCmd);
     }
 
-    /// <summary>Reads the two result sets of <see cref="AddBegin"/>, the reader standing on the first.</summary>
-    private static (Dictionary<long, AccountState>, Dictionary<string, Transfer>) ReadBegun(NpgsqlDataReader r)
+    /// <summary>Reads the three result sets of <see cref="AddBegin"/> (claim, accounts, transfers), the reader standing on the first.</summary>
+    private static (Dictionary<long, AccountState>, Dictionary<string, Transfer>, bool ClaimGranted) ReadBegun(NpgsqlDataReader r)
     {
         var accounts = new Dictionary<long, AccountState>();
         var known = new Dictionary<string, Transfer>(StringComparer.Ordinal);
+        var granted = r.Read() && r.GetBoolean(0);
+        r.NextResult();
         while (r.Read())
         {
             var a = LedgerSql.ReadAccountState(r);
@@ -397,7 +510,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             var t = LedgerSql.ReadTransfer(r);
             known[t.Id] = t;
         }
-        return (accounts, known);
+        return (accounts, known, granted);
     }
 
     /// <summary>Rolls back whatever the connection has open and closes it; a broken connection is just closed.</summary>

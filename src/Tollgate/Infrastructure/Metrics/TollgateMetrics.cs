@@ -49,6 +49,15 @@ public sealed class TollgateMetrics : IDisposable
             description: "Speculative ledger batches whose cached state was stale (another process wrote the accounts); applied again from fresh state.");
     }
 
+    /// <summary>Publishes how many ledger commands (gateway holds) the PostgreSQL writer acknowledged before their batch committed.</summary>
+    public void ObserveLedgerEarlyAcknowledgements(Func<long> acknowledged, Func<long> holdsClaim)
+    {
+        _meter.CreateObservableCounter("tollgate_ledger_early_acknowledged_total", acknowledged,
+            description: "Relaxed ledger commands (gateway holds, voids) acknowledged before their batch's commit returned: under the writer's claim, or read under row locks.");
+        _meter.CreateObservableGauge("tollgate_ledger_writer_claim", holdsClaim,
+            description: "1 while this process's ledger writer holds the exclusive writer claim (PostgreSQL), else 0.");
+    }
+
     /// <summary>Sets the open-hold gauges (from a cheap cached query, see Features/Ledger/HoldGauges).</summary>
     public void SetHolds(long open, long heldMicros)
     {
