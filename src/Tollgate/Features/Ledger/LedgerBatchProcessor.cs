@@ -34,8 +34,10 @@ internal sealed class LedgerCommand(IReadOnlyList<TransferRequest> transfers, bo
 
     /// <summary>
     /// Set by <see cref="LedgerService"/>: hands the caller its results before the batch's commit returns. A store
-    /// calls it (through <see cref="AcknowledgeEarly"/>) only for a <see cref="LedgerCommit.Relaxed"/> command whose
-    /// results the database can no longer change, short of losing the batch (see PostgresLedgerStore, "Exclusive writer").
+    /// calls it (through <see cref="AcknowledgeEarly"/>) when the results can no longer change, short of losing the
+    /// batch (see PostgresLedgerStore, "Exclusive writer"); only a <see cref="LedgerCommit.Relaxed"/> command that
+    /// places holds takes it. A release (void) or any other command is acknowledged after its commit, so whoever
+    /// hears back from its caller reads the ledger with it applied.
     /// </summary>
     public Action<TransferResult[]>? EarlyAcknowledgement { get; set; }
 
@@ -46,6 +48,7 @@ internal sealed class LedgerCommand(IReadOnlyList<TransferRequest> transfers, bo
     public void AcknowledgeEarly()
     {
         if (AcknowledgedEarly || !Commit.Relaxed || EarlyAcknowledgement is not { } acknowledge) return;
+        foreach (var t in Transfers) if (t.Kind != TransferKind.Pending) return;
         AcknowledgedEarly = true;
         acknowledge((TransferResult[])Results.Clone());
     }

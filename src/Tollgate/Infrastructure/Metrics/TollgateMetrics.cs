@@ -53,7 +53,7 @@ public sealed class TollgateMetrics : IDisposable
     public void ObserveLedgerEarlyAcknowledgements(Func<long> acknowledged, Func<long> holdsClaim)
     {
         _meter.CreateObservableCounter("tollgate_ledger_early_acknowledged_total", acknowledged,
-            description: "Relaxed ledger commands (gateway holds, voids) acknowledged before their batch's commit returned: under the writer's claim, or read under row locks.");
+            description: "Gateway holds (relaxed ledger commands) acknowledged before their batch's commit returned: under the writer's claim, or read under row locks.");
         _meter.CreateObservableGauge("tollgate_ledger_writer_claim", holdsClaim,
             description: "1 while this process's ledger writer holds the exclusive writer claim (PostgreSQL), else 0.");
     }
