@@ -189,7 +189,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
 
     /// <summary>A batch whose transaction is open on its connection: accounts locked and read, transfers read.</summary>
     private sealed record Started(IReadOnlyList<LedgerCommand> Batch, NpgsqlConnection Connection,
-        Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known, bool ClaimGranted, long ClaimSentAt);
+        Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known, int ClaimHeldMs, long ClaimSentAt);
 
     public bool BeginsNextBatchEarly => true;
 
@@ -208,7 +208,8 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     /// <summary>Speculative batches whose check failed, then applied the ordinary way.</summary>
     public long SpeculationFailures { get; private set; }
 
-    private const string ExpectStateSql = "SELECT ledger_expect_state(@ids, @versions, @limits, @dp, @dpo, @cp, @cpo, @absent)";
+    /// <summary>The claim (see "Exclusive writer") and <c>ledger_expect_state</c> in one statement (migrations 0026, 0027).</summary>
+    private const string ExpectStateSql = "SELECT ledger_claim_and_expect(@writer, @ids, @versions, @limits, @dp, @dpo, @cp, @cpo, @absent)";
 
     /// <summary>The SQLSTATE <c>ledger_expect_state</c> raises when the cached state is stale.</summary>
     private const string StaleStateCode = "TL001";
@@ -244,8 +245,9 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     // every batch of every writer). While it holds it no other writer commits, so its cached state is exact before the
     // database confirms it: a speculative batch's relaxed commands (gateway holds, voids) are acknowledged before the
     // round trip, and the gateway forwards the call without waiting for the hold's commit. The claim lasts a second
-    // from the database's clock at the call and is renewed by each batch; this writer trusts it for 700 ms from the
-    // moment it sent that batch, so it stops acknowledging early before anyone else can write. A writer refused by the
+    // from the database's clock and a batch renews it when less than half is left; this writer trusts it until 300 ms
+    // before it lapses, counted from the moment it sent that batch, so it stops acknowledging early before anyone else
+    // can write. A writer refused by the
     // claim waits; the holder lets go at its next batch, and is granted it again only after 10 s without another writer.
     // Losing an acknowledged batch (the database fails before it commits) is the case a relaxed commit already allows
     // for: the hold is missing at settlement, which then charges at most what is available.
@@ -256,7 +258,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     private const int ClaimRetryDelay = 10;
     /// <summary>About 5 s of waiting, well beyond the claim's one second.</summary>
     private const int MaxClaimWaits = 500;
-    private static readonly long ClaimTrust = System.Diagnostics.Stopwatch.Frequency * 7 / 10;
+    private const int ClaimMarginMs = 300;
 
     private readonly string _writerId = $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid():N}";
     /// <summary>Stopwatch time until which this writer may acknowledge relaxed commands before their batch commits.</summary>
@@ -276,8 +278,12 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         Parameters = { new NpgsqlParameter<string>("writer", _writerId), new NpgsqlParameter<bool>("exclusive", true) },
     };
 
-    /// <summary>After a batch that called the claim at <paramref name="sentAt"/> committed: how far to trust it.</summary>
-    private void Claimed(bool granted, long sentAt) => _exclusiveUntil = granted ? sentAt + ClaimTrust : 0;
+    /// <summary>
+    /// After a batch that called the claim at <paramref name="sentAt"/> committed, holding it for <paramref name="heldMs"/>
+    /// more (0: not held): trusted until 300 ms before it lapses, counted from the send (the database's clock read it later).
+    /// </summary>
+    private void Claimed(int heldMs, long sentAt) =>
+        _exclusiveUntil = heldMs > ClaimMarginMs ? sentAt + (heldMs - ClaimMarginMs) * System.Diagnostics.Stopwatch.Frequency / 1000 : 0;
 
     /// <summary>
     /// One round trip from cached state: BEGIN, <c>ledger_expect_state</c> (locks the accounts and checks they are as
@@ -307,8 +313,8 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             using var write = new NpgsqlBatch(connection);
             write.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
             if (LedgerCommand.AllRelaxed(batch)) write.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
-            write.BatchCommands.Add(Claim());
             var expect = new NpgsqlBatchCommand(ExpectStateSql);
+            expect.Parameters.Add(new NpgsqlParameter<string>("writer", _writerId));
             expect.Parameters.Add(new NpgsqlParameter<long[]>("ids", snapshot.AccountIds));
             expect.Parameters.Add(new NpgsqlParameter<long[]>("versions", snapshot.Versions));
             expect.Parameters.Add(new NpgsqlParameter<long[]>("limits", snapshot.CreditLimits));
@@ -320,14 +326,14 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             write.BatchCommands.Add(expect);
             AddWrites(write, batch, writes);
             write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
-            bool granted;
+            int heldMs;
             using (var reader = write.ExecuteReader())
             {
                 // Standing on the claim's result (statements without rows come before it); the rest is read for its errors.
-                granted = reader.Read() && reader.GetBoolean(0);
+                heldMs = reader.Read() ? reader.GetInt32(0) : 0;
                 while (reader.NextResult()) { }
             }
-            Claimed(granted, sentAt);
+            Claimed(heldMs, sentAt);
         }
         catch (PostgresException e) when (e.SqlState == StaleStateCode)
         {
@@ -386,11 +392,11 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         {
             Dictionary<long, AccountState> accounts;
             Dictionary<string, Transfer> known;
-            bool granted;
+            int heldMs;
             long claimSentAt;
             if (started is not null)
             {
-                (accounts, known, granted, claimSentAt) = (started.Accounts, started.Known, started.ClaimGranted, started.ClaimSentAt);
+                (accounts, known, heldMs, claimSentAt) = (started.Accounts, started.Known, started.ClaimHeldMs, started.ClaimSentAt);
             }
             else
             {
@@ -398,7 +404,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
                 AddBegin(load, batch);
                 claimSentAt = System.Diagnostics.Stopwatch.GetTimestamp();
                 using var r = load.ExecuteReader();
-                (accounts, known, granted) = ReadBegun(r);
+                (accounts, known, heldMs) = ReadBegun(r);
             }
 
             var writes = new LedgerBatchProcessor(accounts, known, nowMicros).Apply(batch);
@@ -422,7 +428,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             {
                 write.ExecuteNonQuery();
                 _cache.Remember(accounts, known);
-                Claimed(granted, claimSentAt);
+                Claimed(heldMs, claimSentAt);
                 clean = true;
                 return;
             }
@@ -438,20 +444,20 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             {
                 // This batch committed; only the next one's BEGIN failed (or its claim was refused): it begins afresh.
                 _cache.Remember(accounts, known);
-                Claimed(granted, claimSentAt);
+                Claimed(heldMs, claimSentAt);
                 return;
             }
             // ExecuteReader returned at the next batch's first result set (its row description comes before the rows, or an
             // error), so everything before it, COMMIT included, succeeded: replies arrive in order.
             _cache.Remember(accounts, known);
-            Claimed(granted, claimSentAt);
+            Claimed(heldMs, claimSentAt);
             using (reader)
             {
                 try
                 {
-                    var (nextAccounts, nextKnown, nextGranted) = ReadBegun(reader);
+                    var (nextAccounts, nextKnown, nextHeldMs) = ReadBegun(reader);
                     reader.Dispose();
-                    _started = new Started(next, connection, nextAccounts, nextKnown, nextGranted, nextSentAt);
+                    _started = new Started(next, connection, nextAccounts, nextKnown, nextHeldMs, nextSentAt);
                     clean = true;
                 }
                 catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
@@ -493,11 +499,11 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     }
 
     /// <summary>Reads the three result sets of <see cref="AddBegin"/> (claim, accounts, transfers), the reader standing on the first.</summary>
-    private static (Dictionary<long, AccountState>, Dictionary<string, Transfer>, bool ClaimGranted) ReadBegun(NpgsqlDataReader r)
+    private static (Dictionary<long, AccountState>, Dictionary<string, Transfer>, int ClaimHeldMs) ReadBegun(NpgsqlDataReader r)
     {
         var accounts = new Dictionary<long, AccountState>();
         var known = new Dictionary<string, Transfer>(StringComparer.Ordinal);
-        var granted = r.Read() && r.GetBoolean(0);
+        var heldMs = r.Read() ? r.GetInt32(0) : 0;
         r.NextResult();
         while (r.Read())
         {
@@ -510,7 +516,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             var t = LedgerSql.ReadTransfer(r);
             known[t.Id] = t;
         }
-        return (accounts, known, granted);
+        return (accounts, known, heldMs);
     }
 
     /// <summary>Rolls back whatever the connection has open and closes it; a broken connection is just closed.</summary>

@@ -18,16 +18,19 @@ CREATE TABLE ledger_writer_claim (
 INSERT INTO ledger_writer_claim (id) VALUES (1);
 CREATE SEQUENCE ledger_claim_refusals;
 
--- Returns true when the caller holds the claim after this call (exclusive), false when it writes alongside others.
--- Raises TL002, aborting the caller's transaction, while another writer holds it; the caller waits and retries, and
--- the holder releases it at its next batch (it sees the refusal) or when it lapses.
-CREATE FUNCTION ledger_claim(writer text, want_exclusive boolean) RETURNS boolean
+-- Returns how many milliseconds the caller still holds the claim for after this call (> 0: exclusive), or 0 when it
+-- writes alongside others. Raises TL002, aborting the caller's transaction, while another writer holds it; the
+-- caller waits and retries, and the holder releases it at its next batch (it sees the refusal) or when it lapses.
+-- The row is rewritten only when something changes (a renewal due within 0.5 s, another writer, a refusal seen, a
+-- last write older than a second): most batches of a busy writer only lock it.
+CREATE FUNCTION ledger_claim(writer text, want_exclusive boolean) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
   c ledger_writer_claim;
   now_ts timestamptz := clock_timestamp();
   refusals bigint;
   contended boolean;
+  changed boolean := false;
 BEGIN
   SELECT * INTO c FROM ledger_writer_claim WHERE id = 1 FOR UPDATE;
   IF c.holder IS NOT NULL AND c.holder <> writer AND c.held_until > now_ts THEN
@@ -40,18 +43,47 @@ BEGIN
   IF contended THEN
     c.contended_at := now_ts;
     c.refusals_seen := refusals;
+    changed := true;
   END IF;
   IF want_exclusive AND NOT contended
      AND (c.contended_at IS NULL OR c.contended_at < now_ts - interval '10 seconds')
      AND (c.last_writer IS NULL OR c.last_writer = writer OR c.last_write_at < now_ts - interval '10 seconds') THEN
-    c.holder := writer;
-    c.held_until := now_ts + interval '1 second';
-  ELSIF c.holder = writer THEN
+    IF c.holder IS DISTINCT FROM writer OR c.held_until < now_ts + interval '500 milliseconds' THEN
+      c.holder := writer;
+      c.held_until := now_ts + interval '1 second';
+      changed := true;
+    END IF;
+  ELSIF c.holder IS NOT NULL THEN
+    -- Ours (another's would have raised above unless lapsed): let go. A lapsed one is cleared too.
     c.holder := NULL;
     c.held_until := NULL;
+    changed := true;
   END IF;
-  UPDATE ledger_writer_claim SET holder = c.holder, held_until = c.held_until, last_writer = writer, last_write_at = now_ts,
-    contended_at = c.contended_at, refusals_seen = c.refusals_seen WHERE id = 1;
-  RETURN c.holder IS NOT DISTINCT FROM writer;
+  IF c.last_writer IS DISTINCT FROM writer OR c.last_write_at < now_ts - interval '1 second' THEN
+    c.last_writer := writer;
+    c.last_write_at := now_ts;
+    changed := true;
+  END IF;
+  IF changed THEN
+    UPDATE ledger_writer_claim SET holder = c.holder, held_until = c.held_until, last_writer = c.last_writer,
+      last_write_at = c.last_write_at, contended_at = c.contended_at, refusals_seen = c.refusals_seen WHERE id = 1;
+  END IF;
+  IF c.holder IS DISTINCT FROM writer THEN
+    RETURN 0;
+  END IF;
+  RETURN greatest(0, floor(extract(epoch FROM c.held_until - now_ts) * 1000))::integer;
+END
+$$;
+
+-- The speculative batch's first statement: the claim, then ledger_expect_state (migration 0026), in one call.
+CREATE FUNCTION ledger_claim_and_expect(writer text, ids bigint[], versions bigint[], limits bigint[],
+  debits_pending bigint[], debits_posted bigint[], credits_pending bigint[], credits_posted bigint[], absent text[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+  held integer;
+BEGIN
+  held := ledger_claim(writer, true);
+  PERFORM ledger_expect_state(ids, versions, limits, debits_pending, debits_posted, credits_pending, credits_posted, absent);
+  RETURN held;
 END
 $$;
