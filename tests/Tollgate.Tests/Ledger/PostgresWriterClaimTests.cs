@@ -169,4 +169,35 @@ public sealed class PostgresWriterClaimTests
         Assert.Equal(300L, (await h.AccountAsync(customer)).DebitsPending);
         await h.AssertAuditHealthyAsync();
     }
+
+    [Fact]
+    public async Task A_write_that_bypasses_the_claim_is_caught_by_the_check_and_counted_and_nothing_wrong_is_written()
+    {
+        await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
+        await using var store = NewStore(h);
+        var (customer, revenue) = await FundedByAsync(h, store, 1_000);
+        var now = h.Clock.NowMicros;
+        store.Apply([new LedgerCommand([Posted("b-1", customer, revenue, 100)], atomic: false)], now, null);
+        Assert.True(store.HoldsClaim);
+
+        // SQL by hand, outside the claim: only 100 of the 900 the writer remembers are left.
+        await using (var connection = new Npgsql.NpgsqlConnection(h.Database.Target.ConnectionString + ";Pooling=false"))
+        {
+            await connection.OpenAsync();
+            await using var tamper = new Npgsql.NpgsqlCommand($"UPDATE ledger_accounts SET credits_posted = credits_posted - 800 WHERE id = {customer}", connection);
+            Assert.Equal(1, await tamper.ExecuteNonQueryAsync());
+        }
+
+        // Acknowledged from the stale cache (the claim said nobody else writes), but the check refuses the batch and the
+        // hold is applied from fresh state: refused, and not written. Its settlement would find no hold and charge at
+        // most what is available (GatewayBilling), so the balance is never overdrawn.
+        var hold = Relaxed(h, Hold("b-hold", customer, revenue, 500));
+        store.Apply([hold.Command], now, null);
+        Assert.Equal(TransferResultCode.Ok, hold.Acknowledged![0].Code);
+        Assert.Equal(TransferResultCode.InsufficientFunds, hold.Command.Results[0].Code);
+        Assert.Null(await h.Ledger.GetTransferAsync("b-hold"));
+        Assert.Equal(1, store.StaleUnderClaim);
+        Assert.False(store.HoldsClaim);
+        Assert.Equal(0L, (await h.AccountAsync(customer)).DebitsPending);
+    }
 }

@@ -74,7 +74,7 @@ public sealed partial class LedgerService : IAsyncDisposable
         if (store is PostgresLedgerStore postgres)
         {
             metrics?.ObserveLedgerSpeculation(() => postgres.SpeculatedBatches, () => postgres.SpeculationFailures);
-            metrics?.ObserveLedgerEarlyAcknowledgements(() => postgres.EarlyAcknowledged, () => postgres.HoldsClaim ? 1L : 0L);
+            metrics?.ObserveLedgerEarlyAcknowledgements(() => postgres.EarlyAcknowledged, () => postgres.HoldsClaim ? 1L : 0L, () => postgres.StaleUnderClaim);
         }
         new Thread(WriteLoop) { IsBackground = true, Name = "tollgate-ledger-writer" }.Start();
     }

@@ -283,7 +283,12 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     /// more (0: not held): trusted until 300 ms before it lapses, counted from the send (the database's clock read it later).
     /// </summary>
     private void Claimed(int heldMs, long sentAt) =>
-        _exclusiveUntil = heldMs > ClaimMarginMs ? sentAt + (heldMs - ClaimMarginMs) * System.Diagnostics.Stopwatch.Frequency / 1000 : 0;
+        _exclusiveUntil = heldMs > ClaimMarginMs && sentAt >= _claimDistrustedUntil
+            ? sentAt + (heldMs - ClaimMarginMs) * System.Diagnostics.Stopwatch.Frequency / 1000
+            : 0;
+
+    /// <summary>Stopwatch time before which a granted claim is not trusted (after a stale batch under it).</summary>
+    private long _claimDistrustedUntil;
 
     /// <summary>
     /// One round trip from cached state: BEGIN, <c>ledger_expect_state</c> (locks the accounts and checks they are as
@@ -341,7 +346,12 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             _cache.Forget(snapshot.AccountIds);
             SpeculationFailures++;
             // Stale while holding the claim: something wrote the ledger without taking part in it (SQL by hand).
-            if (sentAt < _exclusiveUntil) StaleUnderClaim++;
+            if (sentAt < _exclusiveUntil)
+            {
+                // Something writes without taking part in the claim: stop trusting it for a minute.
+                StaleUnderClaim++;
+                _claimDistrustedUntil = sentAt + 60 * System.Diagnostics.Stopwatch.Frequency;
+            }
             _exclusiveUntil = 0;
             // Back off while speculation keeps failing (another process writing the same accounts), up to 256 batches.
             _speculationMisses = Math.Min(_speculationMisses + 1, 8);

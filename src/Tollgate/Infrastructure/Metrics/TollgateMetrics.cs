@@ -50,8 +50,10 @@ public sealed class TollgateMetrics : IDisposable
     }
 
     /// <summary>Publishes how many ledger commands (gateway holds) the PostgreSQL writer acknowledged before their batch committed.</summary>
-    public void ObserveLedgerEarlyAcknowledgements(Func<long> acknowledged, Func<long> holdsClaim)
+    public void ObserveLedgerEarlyAcknowledgements(Func<long> acknowledged, Func<long> holdsClaim, Func<long> staleUnderClaim)
     {
+        _meter.CreateObservableCounter("tollgate_ledger_claim_stale_total", staleUnderClaim,
+            description: "Batches whose cached state was found stale while this writer held the claim: a write that bypassed it (SQL by hand, a clock step on the database server).");
         _meter.CreateObservableCounter("tollgate_ledger_early_acknowledged_total", acknowledged,
             description: "Gateway holds (relaxed ledger commands) acknowledged before their batch's commit returned: under the writer's claim, or read under row locks.");
         _meter.CreateObservableGauge("tollgate_ledger_writer_claim", holdsClaim,
