@@ -32,6 +32,9 @@ public static class DbErrors
                         or PostgresErrorCodes.LockNotAvailable => DbErrorKind.Retryable,
                     PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown or PostgresErrorCodes.CannotConnectNow
                         or PostgresErrorCodes.TooManyConnections => DbErrorKind.Unavailable,
+                    // ledger_claim (migration 0027): another ledger writer held the claim through all of this writer's
+                    // waits (seconds; only if the database's clock misbehaves). Unavailable, not a bad command.
+                    "TL002" => DbErrorKind.Unavailable,
                     _ => DbErrorKind.Other,
                 };
             case NpgsqlException npg when npg.IsTransient:
