@@ -93,6 +93,15 @@ internal sealed class LedgerHarness : IAsyncDisposable
         return result.Transfer!;
     }
 
+    /// <summary>PostgreSQL only: runs <paramref name="sql"/> on a connection of its own, outside the ledger (a write by hand); rows affected.</summary>
+    public async Task<int> ExecuteByHandAsync(string sql)
+    {
+        await using var connection = new Npgsql.NpgsqlConnection(Database.Target.ConnectionString + ";Pooling=false");
+        await connection.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand(sql, connection);
+        return await command.ExecuteNonQueryAsync();
+    }
+
     /// <summary>Every ledger invariant holds (counters = entries, balances sum to zero, no overdraft, holds = pending).</summary>
     public async Task AssertAuditHealthyAsync()
     {

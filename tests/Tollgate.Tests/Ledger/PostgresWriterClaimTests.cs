@@ -181,12 +181,7 @@ public sealed class PostgresWriterClaimTests
         Assert.True(store.HoldsClaim);
 
         // SQL by hand, outside the claim: only 100 of the 900 the writer remembers are left.
-        await using (var connection = new Npgsql.NpgsqlConnection(h.Database.Target.ConnectionString + ";Pooling=false"))
-        {
-            await connection.OpenAsync();
-            await using var tamper = new Npgsql.NpgsqlCommand($"UPDATE ledger_accounts SET credits_posted = credits_posted - 800 WHERE id = {customer}", connection);
-            Assert.Equal(1, await tamper.ExecuteNonQueryAsync());
-        }
+        Assert.Equal(1, await h.ExecuteByHandAsync($"UPDATE ledger_accounts SET credits_posted = credits_posted - 800 WHERE id = {customer}"));
 
         // Acknowledged from the stale cache (the claim said nobody else writes), but the check refuses the batch and the
         // hold is applied from fresh state: refused, and not written. Its settlement would find no hold and charge at

@@ -243,12 +243,12 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     // ---- Exclusive writer ----
     // A writer that is the only one writing the ledger holds the claim (migration 0027: ledger_claim, called first in
     // every batch of every writer). While it holds it no other writer commits, so its cached state is exact before the
-    // database confirms it: a speculative batch's relaxed commands (gateway holds, voids) are acknowledged before the
-    // round trip, and the gateway forwards the call without waiting for the hold's commit. The claim lasts a second
-    // from the database's clock and a batch renews it when less than half is left; this writer trusts it until 300 ms
-    // before it lapses, counted from the moment it sent that batch, so it stops acknowledging early before anyone else
-    // can write. A writer refused by the
-    // claim waits; the holder lets go at its next batch, and is granted it again only after 10 s without another writer.
+    // database confirms it: a speculative batch's holds (relaxed commands, see LedgerCommand.AcknowledgeEarly) are
+    // acknowledged before the round trip, and the gateway forwards the call without waiting for the hold's commit. The
+    // claim lasts a second from the database's clock and a batch renews it when less than half is left; this writer
+    // trusts it until 300 ms before it lapses, counted from the moment it sent that batch, so it stops acknowledging
+    // early before anyone else can write. A writer refused by the claim waits; the holder lets go at its next batch,
+    // and is granted it again only after 10 s without another writer.
     // Losing an acknowledged batch (the database fails before it commits) is the case a relaxed commit already allows
     // for: the hold is missing at settlement, which then charges at most what is available.
 
@@ -290,6 +290,17 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
     /// <summary>Stopwatch time before which a granted claim is not trusted (after a stale batch under it).</summary>
     private long _claimDistrustedUntil;
 
+    /// <summary>Hands the batch's holds their results now (see <see cref="LedgerCommand.AcknowledgeEarly"/>).</summary>
+    private void AcknowledgeEarly(IReadOnlyList<LedgerCommand> batch)
+    {
+        foreach (var command in batch)
+        {
+            if (command.AcknowledgedEarly) continue;
+            command.AcknowledgeEarly();
+            if (command.AcknowledgedEarly) EarlyAcknowledged++;
+        }
+    }
+
     /// <summary>
     /// One round trip from cached state: BEGIN, <c>ledger_expect_state</c> (locks the accounts and checks they are as
     /// cached, and that the new transfer ids are new), the writes, COMMIT. False when the batch is not covered by the
@@ -306,12 +317,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
 
         var writes = new LedgerBatchProcessor(snapshot.Accounts, snapshot.Known, nowMicros).Apply(batch);
         var sentAt = System.Diagnostics.Stopwatch.GetTimestamp();
-        if (sentAt < _exclusiveUntil)
-            foreach (var command in batch)
-            {
-                command.AcknowledgeEarly();
-                if (command.AcknowledgedEarly) EarlyAcknowledged++;
-            }
+        if (sentAt < _exclusiveUntil) AcknowledgeEarly(batch);
         var connection = db.OpenPostgresLedgerWriter();
         try
         {
@@ -345,10 +351,10 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             Discard(connection);
             _cache.Forget(snapshot.AccountIds);
             SpeculationFailures++;
-            // Stale while holding the claim: something wrote the ledger without taking part in it (SQL by hand).
             if (sentAt < _exclusiveUntil)
             {
-                // Something writes without taking part in the claim: stop trusting it for a minute.
+                // Stale under the claim: something writes the ledger without taking part in it (SQL by hand, or the
+                // database's clock stepped). Stop trusting the claim for a minute.
                 StaleUnderClaim++;
                 _claimDistrustedUntil = sentAt + 60 * System.Diagnostics.Stopwatch.Frequency;
             }
@@ -418,13 +424,9 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
             }
 
             var writes = new LedgerBatchProcessor(accounts, known, nowMicros).Apply(batch);
-            // Read under the accounts' locks, these results are final unless the transaction fails: relaxed commands
-            // (gateway holds) need not wait for the write round trip.
-            foreach (var command in batch)
-            {
-                command.AcknowledgeEarly();
-                if (command.AcknowledgedEarly) EarlyAcknowledged++;
-            }
+            // Read under the accounts' locks, these results are final unless the transaction fails: holds need not
+            // wait for the write round trip.
+            AcknowledgeEarly(batch);
 
             using var write = new NpgsqlBatch(connection);
             var hasSideWrites = AddWrites(write, batch, writes);
