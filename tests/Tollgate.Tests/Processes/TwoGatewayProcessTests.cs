@@ -72,5 +72,18 @@ public sealed class TwoGatewayProcessTests
         foreach (var server in new[] { a, b })
             attempts += await Metric(server, "tollgate_ledger_speculated_batches_total") + await Metric(server, "tollgate_ledger_speculation_stale_total");
         Assert.True(attempts > 0);
+        // The writer claim: the first process wrote the account's funding alone and took it; the second's first write
+        // was refused and waited; a writer then saw the refusal (contended) and the claim was let go. Neither holds it
+        // now, so neither acknowledges a hold from its cache before the database confirmed it.
+        await using (var connection = new Npgsql.NpgsqlConnection(database))
+        {
+            await connection.OpenAsync();
+            await using var claim = new Npgsql.NpgsqlCommand(
+                "SELECT contended_at IS NOT NULL, refusals_seen > 0, holder IS NULL FROM ledger_writer_claim", connection);
+            await using var row = await claim.ExecuteReaderAsync();
+            Assert.True(await row.ReadAsync());
+            Assert.Equal((true, true, true), (row.GetBoolean(0), row.GetBoolean(1), row.GetBoolean(2)));
+        }
+        foreach (var server in new[] { a, b }) Assert.Equal(0, await Metric(server, "tollgate_ledger_writer_claim"));
     }
 }
