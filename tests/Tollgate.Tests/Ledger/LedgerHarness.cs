@@ -93,6 +93,9 @@ internal sealed class LedgerHarness : IAsyncDisposable
         return result.Transfer!;
     }
 
+    /// <summary>PostgreSQL only: a ledger store of its own on this database, as another writer (or process) would have.</summary>
+    internal PostgresLedgerStore NewPostgresStore() => (PostgresLedgerStore)LedgerRegistration.CreateStore(Database, Clock);
+
     /// <summary>PostgreSQL only: runs <paramref name="sql"/> on a connection of its own, outside the ledger (a write by hand); rows affected.</summary>
     public async Task<int> ExecuteByHandAsync(string sql)
     {

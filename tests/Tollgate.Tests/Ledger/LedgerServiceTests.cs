@@ -17,6 +17,10 @@ internal static class LedgerRequests
 
     public static TransferRequest Void(string id, string pendingId, long? amount = null) =>
         new() { Id = id, Kind = TransferKind.VoidPending, PendingId = pendingId, Amount = amount, Code = "release" };
+
+    /// <summary>One durable, non-atomic command per transfer: what a store's <c>Apply</c> takes.</summary>
+    internal static List<LedgerCommand> Batch(params TransferRequest[] transfers) =>
+        transfers.Select(t => new LedgerCommand([t], atomic: false)).ToList();
 }
 
 public sealed class LedgerServiceTests

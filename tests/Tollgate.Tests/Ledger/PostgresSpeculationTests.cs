@@ -12,17 +12,12 @@ namespace Tollgate.Tests.Ledger;
 /// </summary>
 public sealed class PostgresSpeculationTests
 {
-    private static List<LedgerCommand> Batch(params TransferRequest[] transfers) =>
-        transfers.Select(t => new LedgerCommand([t], atomic: false)).ToList();
-
-    private static PostgresLedgerStore NewStore(LedgerHarness h) => (PostgresLedgerStore)LedgerRegistration.CreateStore(h.Database, h.Clock);
-
     [Fact]
     public async Task A_batch_on_accounts_the_writer_committed_before_is_applied_from_its_cache_exactly()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         var (_, customer, revenue) = await h.FundedCustomerAsync(1_000);
-        await using var store = NewStore(h);
+        await using var store = h.NewPostgresStore();
         var now = h.Clock.NowMicros;
 
         store.Apply(Batch(Hold("s-hold", customer, revenue, 600)), now, null);
@@ -51,8 +46,8 @@ public sealed class PostgresSpeculationTests
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         var (_, customer, revenue) = await h.FundedCustomerAsync(1_000);
-        await using var mine = NewStore(h);
-        await using var other = NewStore(h);
+        await using var mine = h.NewPostgresStore();
+        await using var other = h.NewPostgresStore();
         var now = h.Clock.NowMicros;
 
         mine.Apply(Batch(Posted("o-1", customer, revenue, 100)), now, null);
@@ -76,8 +71,8 @@ public sealed class PostgresSpeculationTests
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         var (_, customer, revenue) = await h.FundedCustomerAsync(1_000);
-        await using var mine = NewStore(h);
-        await using var other = NewStore(h);
+        await using var mine = h.NewPostgresStore();
+        await using var other = h.NewPostgresStore();
         var now = h.Clock.NowMicros;
 
         // The other process charges 600 first; this writer then caches the account (400 left) without knowing that transfer.
@@ -102,7 +97,7 @@ public sealed class PostgresSpeculationTests
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         var (_, customer, revenue) = await h.FundedCustomerAsync(100);
-        await using var store = NewStore(h);
+        await using var store = h.NewPostgresStore();
         var now = h.Clock.NowMicros;
 
         store.Apply(Batch(Posted("c-1", customer, revenue, 100)), now, null);
@@ -120,7 +115,7 @@ public sealed class PostgresSpeculationTests
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         var (_, customer, revenue) = await h.FundedCustomerAsync(1_000);
-        await using var store = NewStore(h);
+        await using var store = h.NewPostgresStore();
         var now = h.Clock.NowMicros;
 
         store.Apply(Batch(Posted("x-1", customer, revenue, 100)), now, null);
@@ -137,8 +132,8 @@ public sealed class PostgresSpeculationTests
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         var (_, customer, revenue) = await h.FundedCustomerAsync(1_000);
-        await using var mine = NewStore(h);
-        await using var other = NewStore(h);
+        await using var mine = h.NewPostgresStore();
+        await using var other = h.NewPostgresStore();
         var now = h.Clock.NowMicros;
 
         mine.Apply(Batch(Hold("v-hold", customer, revenue, 700)), now, null);
@@ -160,8 +155,8 @@ public sealed class PostgresSpeculationTests
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         var (_, customer, revenue) = await h.FundedCustomerAsync(10_000);
-        await using var a = NewStore(h);
-        await using var b = NewStore(h);
+        await using var a = h.NewPostgresStore();
+        await using var b = h.NewPostgresStore();
         var now = h.Clock.NowMicros;
 
         // Each writer charges 100 at a time, 80 times: 160 charges for a balance that affords 100, both writers' caches

@@ -10,8 +10,6 @@ namespace Tollgate.Tests.Ledger;
 /// </summary>
 public sealed class PostgresWriterClaimTests
 {
-    private static PostgresLedgerStore NewStore(LedgerHarness h) => (PostgresLedgerStore)LedgerRegistration.CreateStore(h.Database, h.Clock);
-
     /// <summary>
     /// A customer funded by <paramref name="store"/> itself, so it is the only writer so far (the claim is granted only
     /// after 10 s without another writer, and the harness's own writer would be one).
@@ -50,12 +48,12 @@ public sealed class PostgresWriterClaimTests
     public async Task A_lone_writer_holds_the_claim_and_acknowledges_a_hold_before_its_batch_is_written_with_the_result_the_database_gets()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
-        await using var store = NewStore(h);
+        await using var store = h.NewPostgresStore();
         var (customer, revenue) = await FundedByAsync(h, store, 1_000);
         var now = h.Clock.NowMicros;
 
         // The first batches read under locks; the claim is granted with them.
-        store.Apply([new LedgerCommand([Posted("c-1", customer, revenue, 100)], atomic: false)], now, null);
+        store.Apply(Batch(Posted("c-1", customer, revenue, 100)), now, null);
         Assert.True(store.HoldsClaim);
 
         // From the cache, under the claim: acknowledged before the round trip, so the hold was not in the database yet.
@@ -89,12 +87,12 @@ public sealed class PostgresWriterClaimTests
     public async Task A_second_writer_waits_until_the_claim_lapses_so_the_first_never_acknowledges_from_a_state_it_changed()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
-        await using var first = NewStore(h);
-        await using var second = NewStore(h);
+        await using var first = h.NewPostgresStore();
+        await using var second = h.NewPostgresStore();
         var (customer, revenue) = await FundedByAsync(h, first, 1_000);
         var now = h.Clock.NowMicros;
 
-        first.Apply([new LedgerCommand([Posted("w-1", customer, revenue, 100)], atomic: false)], now, null);
+        first.Apply(Batch(Posted("w-1", customer, revenue, 100)), now, null);
         Assert.True(first.HoldsClaim);
 
         // The second writer spends everything left; it may write only once the first writer's claim has lapsed.
@@ -113,7 +111,7 @@ public sealed class PostgresWriterClaimTests
         // Two writers now: neither is granted the claim, and both keep writing exactly.
         var more = new LedgerCommand([Posted("w-3", customer, revenue, 1)], atomic: false);
         second.Apply([more], now, null);
-        first.Apply([new LedgerCommand([Posted("w-4", customer, revenue, 1)], atomic: false)], now, null);
+        first.Apply(Batch(Posted("w-4", customer, revenue, 1)), now, null);
         Assert.Equal(TransferResultCode.InsufficientFunds, more.Results[0].Code);
         Assert.False(first.HoldsClaim);
         Assert.False(second.HoldsClaim);
@@ -127,17 +125,17 @@ public sealed class PostgresWriterClaimTests
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         var (_, customer, revenue) = await h.FundedCustomerAsync(1_000);
-        await using var first = NewStore(h);
-        await using var second = NewStore(h);
+        await using var first = h.NewPostgresStore();
+        await using var second = h.NewPostgresStore();
         var now = h.Clock.NowMicros;
 
-        first.Apply([new LedgerCommand([Posted("n-1", customer, revenue, 100)], atomic: false)], now, null);
+        first.Apply(Batch(Posted("n-1", customer, revenue, 100)), now, null);
         // Another writer takes part: the claim lapses and is not granted again while both write.
-        second.Apply([new LedgerCommand([Posted("n-2", customer, revenue, 100)], atomic: false)], now, null);
-        first.Apply([new LedgerCommand([Posted("n-3", customer, revenue, 100)], atomic: false)], now, null);
+        second.Apply(Batch(Posted("n-2", customer, revenue, 100)), now, null);
+        first.Apply(Batch(Posted("n-3", customer, revenue, 100)), now, null);
         Assert.False(first.HoldsClaim);
         // Its cache was stale at n-3, so it pauses speculating for two batches (read under locks).
-        for (var i = 0; i < 2; i++) first.Apply([new LedgerCommand([Posted($"n-pause-{i}", customer, revenue, 1)], atomic: false)], now, null);
+        for (var i = 0; i < 2; i++) first.Apply(Batch(Posted($"n-pause-{i}", customer, revenue, 1)), now, null);
 
         // Covered by the cache (the first writer committed n-3 last), so applied speculatively; but not acknowledged early.
         var speculated = first.SpeculatedBatches;
@@ -153,11 +151,11 @@ public sealed class PostgresWriterClaimTests
     public async Task A_credit_limit_set_while_a_writer_holds_the_claim_waits_for_it_and_the_writer_then_sees_the_limit()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
-        await using var store = NewStore(h);
+        await using var store = h.NewPostgresStore();
         var (customer, revenue) = await FundedByAsync(h, store, 100);
         var now = h.Clock.NowMicros;
 
-        store.Apply([new LedgerCommand([Posted("l-1", customer, revenue, 100)], atomic: false)], now, null);
+        store.Apply(Batch(Posted("l-1", customer, revenue, 100)), now, null);
         Assert.True(store.HoldsClaim);
         await h.Ledger.SetCreditLimitAsync(customer, 300);
         Assert.False(store.HoldsClaim);
@@ -174,10 +172,10 @@ public sealed class PostgresWriterClaimTests
     public async Task A_write_that_bypasses_the_claim_is_caught_by_the_check_and_counted_and_nothing_wrong_is_written()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
-        await using var store = NewStore(h);
+        await using var store = h.NewPostgresStore();
         var (customer, revenue) = await FundedByAsync(h, store, 1_000);
         var now = h.Clock.NowMicros;
-        store.Apply([new LedgerCommand([Posted("b-1", customer, revenue, 100)], atomic: false)], now, null);
+        store.Apply(Batch(Posted("b-1", customer, revenue, 100)), now, null);
         Assert.True(store.HoldsClaim);
 
         // SQL by hand, outside the claim: only 100 of the 900 the writer remembers are left.
