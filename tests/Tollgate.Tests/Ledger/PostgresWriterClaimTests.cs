@@ -36,7 +36,7 @@ public sealed class PostgresWriterClaimTests
     private static Watched Relaxed(LedgerHarness h, TransferRequest transfer)
     {
         var watched = new Watched { Command = new LedgerCommand([transfer], atomic: false, LedgerCommit.RelaxedCommit) };
-        watched.Command.EarlyAcknowledgement = results =>
+        watched.Command.Acknowledgement = results =>
         {
             watched.Acknowledged = results;
             watched.StoredWhenAcknowledged = h.Ledger.GetTransferAsync(transfer.Id!).GetAwaiter().GetResult() is not null;
@@ -60,7 +60,7 @@ public sealed class PostgresWriterClaimTests
         var hold = Relaxed(h, Hold("c-hold", customer, revenue, 600));
         var durable = new LedgerCommand([Posted("c-2", customer, revenue, 50)], atomic: false);
         var durableAcknowledged = false;
-        durable.EarlyAcknowledgement = _ => durableAcknowledged = true;
+        durable.Acknowledgement = _ => durableAcknowledged = true;
         store.Apply([hold.Command, durable], now, null);
         Assert.Equal(1, store.SpeculatedBatches);
         Assert.NotNull(hold.Acknowledged);

@@ -55,5 +55,25 @@ internal interface ILedgerStore
     /// <summary>Whether the last <see cref="Apply"/> began <paramref name="batch"/> (so it must be handed over unchanged).</summary>
     bool HasBegun(IReadOnlyList<LedgerCommand> batch) => false;
 
+    /// <summary>
+    /// Applies <paramref name="batch"/> to the writer's own state and leaves its write to the store's background, when
+    /// the store may (PostgreSQL under the writer claim); the store then acknowledges each command
+    /// (<see cref="LedgerCommand.Acknowledge"/>) once its write committed. False: nothing was done, use <see cref="Apply"/>
+    /// (after <see cref="DrainDeferred"/>).
+    /// </summary>
+    bool TryDefer(IReadOnlyList<LedgerCommand> batch, long nowMicros) => false;
+
+    /// <summary>
+    /// Waits until no deferred write is pending. Returns the batches whose deferred write failed, in order: nothing of
+    /// them was written, and the writer applies them again with <see cref="Apply"/> before anything else.
+    /// </summary>
+    IReadOnlyList<IReadOnlyList<LedgerCommand>> DrainDeferred() => [];
+
+    /// <summary>Like <see cref="DrainDeferred"/> when a deferred write failed; empty at once otherwise.</summary>
+    IReadOnlyList<IReadOnlyList<LedgerCommand>> TakeFailedDeferred() => [];
+
+    /// <summary>Registers what the store calls (from another thread) when a deferred write failed, to wake the writer.</summary>
+    void OnDeferredFailure(Action wakeWriter) { }
+
     Task<LedgerAudit> AuditAsync(CancellationToken ct);
 }

@@ -33,13 +33,16 @@ internal sealed class LedgerCommand(IReadOnlyList<TransferRequest> transfers, bo
     public TransferResult[] Results { get; } = new TransferResult[transfers.Count];
 
     /// <summary>
-    /// Set by <see cref="LedgerService"/>: hands the caller its results before the batch's commit returns. A store
-    /// calls it (through <see cref="AcknowledgeEarly"/>) when the results can no longer change, short of losing the
-    /// batch (see PostgresLedgerStore, "Exclusive writer"); only a <see cref="LedgerCommit.Relaxed"/> command that
-    /// places holds takes it. A release (void) or any other command is acknowledged after its commit, so whoever
-    /// hears back from its caller reads the ledger with it applied.
+    /// Set by <see cref="LedgerService"/>: hands the caller its results. Called once the batch committed
+    /// (<see cref="Acknowledge"/>), or earlier, when the results can no longer change short of losing the batch
+    /// (<see cref="AcknowledgeEarly"/>, see PostgresLedgerStore, "Exclusive writer"). Only a
+    /// <see cref="LedgerCommit.Relaxed"/> command that places holds is acknowledged early. A release (void) or any other
+    /// command is acknowledged after its commit, so whoever hears back from its caller reads the ledger with it applied.
     /// </summary>
-    public Action<TransferResult[]>? EarlyAcknowledgement { get; set; }
+    public Action<TransferResult[]>? Acknowledgement { get; set; }
+
+    /// <summary>Set by <see cref="LedgerService"/>: tells the caller its batch could not be written.</summary>
+    public Action<Exception>? Failure { get; set; }
 
     /// <summary>Whether the caller already has its results (a later failure of the batch no longer reaches it).</summary>
     public bool AcknowledgedEarly { get; private set; }
@@ -47,11 +50,20 @@ internal sealed class LedgerCommand(IReadOnlyList<TransferRequest> transfers, bo
     /// <summary>Acknowledges a relaxed command now, with a copy of its results (a retry of the batch may overwrite them).</summary>
     public void AcknowledgeEarly()
     {
-        if (AcknowledgedEarly || !Commit.Relaxed || EarlyAcknowledgement is not { } acknowledge) return;
+        if (AcknowledgedEarly || !Commit.Relaxed || Acknowledgement is not { } acknowledge) return;
         foreach (var t in Transfers) if (t.Kind != TransferKind.Pending) return;
         AcknowledgedEarly = true;
         acknowledge((TransferResult[])Results.Clone());
     }
+
+    /// <summary>Hands the caller its results after the batch committed (nothing more if it has them already).</summary>
+    public void Acknowledge()
+    {
+        if (!AcknowledgedEarly) Acknowledgement?.Invoke(Results);
+    }
+
+    /// <summary>Hands the caller the batch's failure (it changes nothing for a caller acknowledged early).</summary>
+    public void Fail(Exception e) => Failure?.Invoke(e);
 
     /// <summary>Usage records to write with a batch: those of commands whose transfers all succeeded (replays included, the insert ignores known keys).</summary>
     public static List<Metering.UsageRecord> RecordsToWrite(IReadOnlyList<LedgerCommand> batch)
@@ -90,6 +102,25 @@ internal sealed class LedgerBatchWrites
     /// <summary>Pending transfers whose status changed (id → new status), in order.</summary>
     public Dictionary<string, TransferStatus> PendingStatusChanges { get; } = new(StringComparer.Ordinal);
     public List<AccountState> DirtyAccounts { get; } = new();
+
+    /// <summary>
+    /// The writes of batches applied one after another, as one: every row inserted, and each account and pending
+    /// status as the last of them left it.
+    /// </summary>
+    public static LedgerBatchWrites Merge(IEnumerable<LedgerBatchWrites> inOrder)
+    {
+        var merged = new LedgerBatchWrites();
+        var accounts = new Dictionary<long, AccountState>();
+        foreach (var w in inOrder)
+        {
+            merged.NewTransfers.AddRange(w.NewTransfers);
+            merged.Entries.AddRange(w.Entries);
+            foreach (var (id, status) in w.PendingStatusChanges) merged.PendingStatusChanges[id] = status;
+            foreach (var a in w.DirtyAccounts) accounts[a.Id] = a;
+        }
+        merged.DirtyAccounts.AddRange(accounts.Values);
+        return merged;
+    }
 }
 
 /// <summary>

@@ -75,6 +75,13 @@ public sealed partial class LedgerService : IAsyncDisposable
         {
             metrics?.ObserveLedgerSpeculation(() => postgres.SpeculatedBatches, () => postgres.SpeculationFailures);
             metrics?.ObserveLedgerEarlyAcknowledgements(() => postgres.EarlyAcknowledged, () => postgres.HoldsClaim ? 1L : 0L, () => postgres.StaleUnderClaim);
+            metrics?.ObserveLedgerDeferredBatches(() => postgres.DeferredBatches);
+            if (metrics is not null)
+                postgres.DeferredWriteCommitted = (commands, seconds) =>
+                {
+                    metrics.LedgerBatchCommands.Record(commands);
+                    metrics.LedgerCommit.Record(seconds);
+                };
         }
         new Thread(WriteLoop) { IsBackground = true, Name = "tollgate-ledger-writer" }.Start();
     }
@@ -115,10 +122,12 @@ public sealed partial class LedgerService : IAsyncDisposable
         }
         if (requests.Count > _options.MaxBatchTransfers)
             throw new ArgumentException($"At most {_options.MaxBatchTransfers} transfers per atomic batch.", nameof(requests));
-        var pending = new Pending(command);
-        if (!_queue.TryAdd(pending)) throw new ObjectDisposedException(nameof(LedgerService));
+        var completion = new TaskCompletionSource<TransferResult[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        command.Acknowledgement = results => completion.TrySetResult(results);
+        command.Failure = e => completion.TrySetException(e);
+        if (!_queue.TryAdd(command)) throw new ObjectDisposedException(nameof(LedgerService));
         // Cancelling stops the wait, not the transfer: once queued it may still commit (replay to learn the outcome).
-        return ct.CanBeCanceled ? pending.Completion.Task.WaitAsync(ct) : pending.Completion.Task;
+        return ct.CanBeCanceled ? completion.Task.WaitAsync(ct) : completion.Task;
     }
 
     /// <summary>The first request the ledger must refuse before touching the database, and why; index −1 if none.</summary>
@@ -200,16 +209,34 @@ public sealed partial class LedgerService : IAsyncDisposable
     {
         try
         {
-            // A batch the store has begun already (see ILedgerStore.Apply's next), or null.
-            Batch? begun = null;
-            while ((begun ?? TakeBatch(wait: true)) is { } batch)
+            _store.OnDeferredFailure(_queue.Wake);
+            // The next batch, and whether the store has begun it already (see ILedgerStore.Apply's next).
+            Batch? ready = null;
+            var begun = false;
+            while (true)
             {
+                // Batches whose deferred write failed come first: they were taken before anything still queued.
+                foreach (var failed in _store.TakeFailedDeferred()) Execute(new Batch(failed), null);
+                var batch = ready ?? TakeBatch(wait: true);
+                var wasBegun = begun;
+                (ready, begun) = (null, false);
+                if (batch is null)
+                {
+                    if (_queue.IsClosed) break;
+                    continue; // woken for a failed deferred write
+                }
+                if (!wasBegun && _store.TryDefer(batch.Commands, NowMicros())) continue;
+                foreach (var failed in _store.DrainDeferred()) Execute(new Batch(failed), null);
+
                 var next = _store.BeginsNextBatchEarly ? TakeBatch(wait: false) : null;
                 Execute(batch, next);
+                if (next is null) continue;
+                begun = _store.HasBegun(next.Commands);
                 // A next batch the store did not begin takes along what was queued meanwhile: bigger batches, fewer commits.
-                if (next is not null && _carried is null && !_store.HasBegun(next.Commands)) Fill(next, _queue.Take(wait: false));
-                begun = next;
+                if (!begun && _carried is null) Fill(next, _queue.Take(wait: false));
+                ready = next;
             }
+            foreach (var failed in _store.DrainDeferred()) Execute(new Batch(failed), null);
         }
         finally
         {
@@ -224,26 +251,25 @@ public sealed partial class LedgerService : IAsyncDisposable
         _carried = null;
         first ??= _queue.Take(wait);
         if (first is null) return null;
-        var batch = new Batch();
+        var batch = new Batch([]);
         Fill(batch, first);
         return batch;
     }
 
     /// <summary>Adds <paramref name="first"/> and whatever else is queued to <paramref name="batch"/>, up to MaxBatchTransfers; the one that does not fit is carried to the next batch.</summary>
-    private void Fill(Batch batch, Pending? first)
+    private void Fill(Batch batch, LedgerCommand? first)
     {
         var transfers = 0;
         foreach (var c in batch.Commands) transfers += c.Transfers.Count;
         for (var next = first; next is not null; next = _queue.Take(wait: false))
         {
-            if (transfers > 0 && transfers + next.Command.Transfers.Count > _options.MaxBatchTransfers)
+            if (transfers > 0 && transfers + next.Transfers.Count > _options.MaxBatchTransfers)
             {
                 _carried = next;
                 break;
             }
-            batch.Pending.Add(next);
-            batch.Commands.Add(next.Command);
-            transfers += next.Command.Transfers.Count;
+            batch.Commands.Add(next);
+            transfers += next.Transfers.Count;
             if (transfers >= _options.MaxBatchTransfers) break;
         }
     }
@@ -256,17 +282,17 @@ public sealed partial class LedgerService : IAsyncDisposable
         {
             _metrics?.LedgerBatchCommands.Record(batch.Commands.Count);
             _metrics?.LedgerCommit.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
-            foreach (var p in batch.Pending) p.Completion.TrySetResult(p.Command.Results);
+            foreach (var c in batch.Commands) c.Acknowledge();
             return;
         }
-        if (batch.Pending.Count > 1 && DbErrors.Classify(error) == DbErrorKind.Other)
+        if (batch.Commands.Count > 1 && DbErrors.Classify(error) == DbErrorKind.Other)
         {
             // One bad command must not fail its neighbours: apply each alone so only the culprit sees the error.
-            LogBatchSplit(error, batch.Pending.Count);
-            foreach (var p in batch.Pending) Execute(new Batch { Pending = { p }, Commands = { p.Command } }, null);
+            LogBatchSplit(error, batch.Commands.Count);
+            foreach (var c in batch.Commands) Execute(new Batch([c]), null);
             return;
         }
-        foreach (var p in batch.Pending) p.Completion.TrySetException(new LedgerUnavailableException(error));
+        foreach (var c in batch.Commands) c.Fail(new LedgerUnavailableException(error));
     }
 
     private Exception? TryApply(List<LedgerCommand> commands, List<LedgerCommand>? next)
@@ -300,7 +326,7 @@ public sealed partial class LedgerService : IAsyncDisposable
         if (_store is IAsyncDisposable d) await d.DisposeAsync();
     }
 
-    private Pending? _carried;
+    private LedgerCommand? _carried;
 
     /// <summary>
     /// Many submitters, one writer thread. Submitters only enqueue, and signal the writer only when it said it is going
@@ -309,32 +335,55 @@ public sealed partial class LedgerService : IAsyncDisposable
     /// </summary>
     private sealed class WriterQueue
     {
-        private readonly ConcurrentQueue<Pending> _items = new();
+        private readonly ConcurrentQueue<LedgerCommand> _items = new();
         private readonly ManualResetEventSlim _wake = new(false, spinCount: 0);
         private int _sleeping;
         private volatile bool _closed;
+        private volatile bool _poked;
 
-        public bool TryAdd(Pending p)
+        public bool TryAdd(LedgerCommand command)
         {
             if (_closed) return false;
-            _items.Enqueue(p);
-            if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _sleeping, 0) == 1) _wake.Set();
+            _items.Enqueue(command);
+            Signal();
             // Closed meanwhile: the writer may have drained and stopped already; the caller must not wait forever.
-            if (_closed) p.Completion.TrySetException(new ObjectDisposedException(nameof(LedgerService)));
+            if (_closed) command.Fail(new ObjectDisposedException(nameof(LedgerService)));
             return true;
         }
 
-        /// <summary>The next item; waits for one if asked. Null when there is none (waiting: only once closed and drained).</summary>
-        public Pending? Take(bool wait)
+        public bool IsClosed => _closed;
+
+        /// <summary>Makes the writer's next or current waiting <see cref="Take"/> return, null if nothing was added.</summary>
+        public void Wake()
+        {
+            _poked = true;
+            Signal();
+        }
+
+        private void Signal()
+        {
+            if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _sleeping, 0) == 1) _wake.Set();
+        }
+
+        /// <summary>
+        /// The next item; waits for one if asked. Null when there is none (waiting: once closed and drained, or woken by
+        /// <see cref="Wake"/> with nothing added).
+        /// </summary>
+        public LedgerCommand? Take(bool wait)
         {
             while (true)
             {
-                if (_items.TryDequeue(out var p)) return p;
+                if (_items.TryDequeue(out var command)) return command;
                 if (!wait || _closed) return null;
+                if (_poked)
+                {
+                    _poked = false;
+                    return null;
+                }
                 _wake.Reset();
                 // Announce the sleep, then look again: a submitter that enqueued before seeing the flag is caught here.
                 Interlocked.Exchange(ref _sleeping, 1);
-                if (!_items.IsEmpty || _closed)
+                if (!_items.IsEmpty || _closed || _poked)
                 {
                     Interlocked.Exchange(ref _sleeping, 0);
                     continue;
@@ -351,22 +400,9 @@ public sealed partial class LedgerService : IAsyncDisposable
         }
     }
 
-    private sealed class Batch
+    private sealed record Batch(List<LedgerCommand> Commands)
     {
-        public List<Pending> Pending { get; } = new();
-        public List<LedgerCommand> Commands { get; } = new();
-    }
-
-    private sealed class Pending
-    {
-        public Pending(LedgerCommand command)
-        {
-            Command = command;
-            command.EarlyAcknowledgement = results => Completion.TrySetResult(results);
-        }
-
-        public LedgerCommand Command { get; }
-        public TaskCompletionSource<TransferResult[]> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public Batch(IReadOnlyList<LedgerCommand> commands) : this(commands.ToList()) { }
     }
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Ledger batch of {Commands} commands failed after {Attempts} attempt(s)")]

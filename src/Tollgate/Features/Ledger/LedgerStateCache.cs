@@ -19,9 +19,38 @@ internal sealed class LedgerStateCache(int maxAccounts = 100_000, int maxTransfe
     private readonly Queue<string> _transferOrder = new();
 
     /// <summary>What a speculative batch starts from and what the database must still hold for it to commit.</summary>
-    public sealed record Snapshot(Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known,
-        long[] AccountIds, long[] Versions, long[] CreditLimits, long[] DebitsPending, long[] DebitsPosted,
-        long[] CreditsPending, long[] CreditsPosted, string[] AbsentTransferIds);
+    public sealed record Snapshot(Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known, StateCheck Check);
+
+    /// <summary>The arguments of <c>ledger_expect_state</c>: each account as the batch found it, and the transfer ids it takes as new.</summary>
+    public sealed record StateCheck(long[] AccountIds, long[] Versions, long[] CreditLimits, long[] DebitsPending, long[] DebitsPosted,
+        long[] CreditsPending, long[] CreditsPosted, string[] AbsentTransferIds)
+    {
+        /// <summary>
+        /// The check for batches applied one after another and written as one: each account as the first of them to touch
+        /// it found it (the later ones found it as the earlier left it), and every id taken as new.
+        /// </summary>
+        public static StateCheck Merge(IReadOnlyList<StateCheck> inOrder)
+        {
+            var at = new Dictionary<long, (StateCheck Check, int Index)>();
+            var absent = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var check in inOrder)
+            {
+                for (var i = 0; i < check.AccountIds.Length; i++) at.TryAdd(check.AccountIds[i], (check, i));
+                absent.UnionWith(check.AbsentTransferIds);
+            }
+            var n = at.Count;
+            var ids = new long[n]; var versions = new long[n]; var limits = new long[n];
+            var dp = new long[n]; var dpo = new long[n]; var cp = new long[n]; var cpo = new long[n];
+            var k = 0;
+            foreach (var (id, (c, i)) in at)
+            {
+                ids[k] = id; versions[k] = c.Versions[i]; limits[k] = c.CreditLimits[i];
+                dp[k] = c.DebitsPending[i]; dpo[k] = c.DebitsPosted[i]; cp[k] = c.CreditsPending[i]; cpo[k] = c.CreditsPosted[i];
+                k++;
+            }
+            return new StateCheck(ids, versions, limits, dp, dpo, cp, cpo, absent.ToArray());
+        }
+    }
 
     /// <summary>
     /// Fresh, mutable copies of everything <paramref name="batch"/> needs, or null when something is not cached (an
@@ -51,7 +80,7 @@ internal sealed class LedgerStateCache(int maxAccounts = 100_000, int maxTransfe
             dp[i] = a.DebitsPending; dpo[i] = a.DebitsPosted; cp[i] = a.CreditsPending; cpo[i] = a.CreditsPosted;
             i++;
         }
-        return new Snapshot(accounts, known, ids, versions, limits, dp, dpo, cp, cpo, absent.ToArray());
+        return new Snapshot(accounts, known, new StateCheck(ids, versions, limits, dp, dpo, cp, cpo, absent.ToArray()));
 
         bool Take(long id)
         {

@@ -14,7 +14,7 @@ namespace Tollgate.Features.Ledger;
 ///    read the named transfers (after the locks, so their status is current).
 /// 2. Insert transfers and entries and update accounts and pending statuses from arrays (unnest); COMMIT.
 /// </summary>
-internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILedgerStore, IAsyncDisposable
+internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time) : ILedgerStore, IAsyncDisposable
 {
     public async Task<LedgerAccount> CreateAccountAsync(NewLedgerAccount a, CancellationToken ct)
     {
@@ -216,6 +216,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
 
     public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next)
     {
+        EnsureNothingDeferred();
         var started = _started;
         _started = null;
         if (started is not null && !ReferenceEquals(started.Batch, batch))
@@ -321,47 +322,13 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         var connection = db.OpenPostgresLedgerWriter();
         try
         {
-            using var write = new NpgsqlBatch(connection);
-            write.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
-            if (LedgerCommand.AllRelaxed(batch)) write.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
-            var expect = new NpgsqlBatchCommand(ExpectStateSql);
-            expect.Parameters.Add(new NpgsqlParameter<string>("writer", _writerId));
-            expect.Parameters.Add(new NpgsqlParameter<long[]>("ids", snapshot.AccountIds));
-            expect.Parameters.Add(new NpgsqlParameter<long[]>("versions", snapshot.Versions));
-            expect.Parameters.Add(new NpgsqlParameter<long[]>("limits", snapshot.CreditLimits));
-            expect.Parameters.Add(new NpgsqlParameter<long[]>("dp", snapshot.DebitsPending));
-            expect.Parameters.Add(new NpgsqlParameter<long[]>("dpo", snapshot.DebitsPosted));
-            expect.Parameters.Add(new NpgsqlParameter<long[]>("cp", snapshot.CreditsPending));
-            expect.Parameters.Add(new NpgsqlParameter<long[]>("cpo", snapshot.CreditsPosted));
-            expect.Parameters.Add(new NpgsqlParameter<string[]>("absent", snapshot.AbsentTransferIds));
-            write.BatchCommands.Add(expect);
-            AddWrites(write, batch, writes);
-            write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
-            int heldMs;
-            using (var reader = write.ExecuteReader())
-            {
-                // Standing on the claim's result (statements without rows come before it); the rest is read for its errors.
-                heldMs = reader.Read() ? reader.GetInt32(0) : 0;
-                while (reader.NextResult()) { }
-            }
-            Claimed(heldMs, sentAt);
+            Claimed(WriteChecked(connection, batch, snapshot.Check, writes), sentAt);
         }
         catch (PostgresException e) when (e.SqlState == StaleStateCode)
         {
             Discard(connection);
-            _cache.Forget(snapshot.AccountIds);
-            SpeculationFailures++;
-            if (sentAt < _exclusiveUntil)
-            {
-                // Stale under the claim: something writes the ledger without taking part in it (SQL by hand, or the
-                // database's clock stepped). Stop trusting the claim for a minute.
-                StaleUnderClaim++;
-                _claimDistrustedUntil = sentAt + 60 * System.Diagnostics.Stopwatch.Frequency;
-            }
-            _exclusiveUntil = 0;
-            // Back off while speculation keeps failing (another process writing the same accounts), up to 256 batches.
-            _speculationMisses = Math.Min(_speculationMisses + 1, 8);
-            _speculationPause = 1 << _speculationMisses;
+            _cache.Forget(snapshot.Check.AccountIds);
+            FoundStale(sentAt, sentAt < _exclusiveUntil);
             return false;
         }
         catch
@@ -377,6 +344,53 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
         _speculationMisses = 0;
         SpeculatedBatches++;
         return true;
+    }
+
+    /// <summary>A speculative write sent at <paramref name="sentAt"/> found the database not as cached (TL001); nothing of it was written.</summary>
+    private void FoundStale(long sentAt, bool underClaim)
+    {
+        SpeculationFailures++;
+        if (underClaim)
+        {
+            // Stale under the claim: something writes the ledger without taking part in it (SQL by hand, or the
+            // database's clock stepped). Stop trusting the claim for a minute.
+            StaleUnderClaim++;
+            _claimDistrustedUntil = sentAt + 60 * System.Diagnostics.Stopwatch.Frequency;
+        }
+        _exclusiveUntil = 0;
+        // Back off while speculation keeps failing (another process writing the same accounts), up to 256 batches.
+        _speculationMisses = Math.Min(_speculationMisses + 1, 8);
+        _speculationPause = 1 << _speculationMisses;
+    }
+
+    /// <summary>
+    /// One round trip: BEGIN, the claim and <c>ledger_expect_state</c>, the writes, COMMIT. Returns the milliseconds the
+    /// claim is still held for. Throws TL001 (<see cref="StaleStateCode"/>) when the database is not as
+    /// <paramref name="check"/> says, and then nothing was written.
+    /// </summary>
+    private int WriteChecked(NpgsqlConnection connection, IReadOnlyList<LedgerCommand> batch, LedgerStateCache.StateCheck check, LedgerBatchWrites writes)
+    {
+        using var write = new NpgsqlBatch(connection);
+        write.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
+        if (LedgerCommand.AllRelaxed(batch)) write.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
+        var expect = new NpgsqlBatchCommand(ExpectStateSql);
+        expect.Parameters.Add(new NpgsqlParameter<string>("writer", _writerId));
+        expect.Parameters.Add(new NpgsqlParameter<long[]>("ids", check.AccountIds));
+        expect.Parameters.Add(new NpgsqlParameter<long[]>("versions", check.Versions));
+        expect.Parameters.Add(new NpgsqlParameter<long[]>("limits", check.CreditLimits));
+        expect.Parameters.Add(new NpgsqlParameter<long[]>("dp", check.DebitsPending));
+        expect.Parameters.Add(new NpgsqlParameter<long[]>("dpo", check.DebitsPosted));
+        expect.Parameters.Add(new NpgsqlParameter<long[]>("cp", check.CreditsPending));
+        expect.Parameters.Add(new NpgsqlParameter<long[]>("cpo", check.CreditsPosted));
+        expect.Parameters.Add(new NpgsqlParameter<string[]>("absent", check.AbsentTransferIds));
+        write.BatchCommands.Add(expect);
+        AddWrites(write, batch, writes);
+        write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+        using var reader = write.ExecuteReader();
+        // Standing on the claim's result (statements without rows come before it); the rest is read for its errors.
+        var heldMs = reader.Read() ? reader.GetInt32(0) : 0;
+        while (reader.NextResult()) { }
+        return heldMs;
     }
 
     /// <summary>The statements that write an applied batch: transfers, entries, counters, pending statuses, usage records, side writes.</summary>
@@ -551,6 +565,7 @@ internal sealed class PostgresLedgerStore(Database db, TimeProvider time) : ILed
 
     public ValueTask DisposeAsync()
     {
+        StopSender();
         if (_started is { } started) Discard(started.Connection);
         _started = null;
         return ValueTask.CompletedTask;

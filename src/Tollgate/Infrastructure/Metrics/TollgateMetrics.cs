@@ -60,6 +60,11 @@ public sealed class TollgateMetrics : IDisposable
             description: "1 while this process's ledger writer holds the exclusive writer claim (PostgreSQL), else 0.");
     }
 
+    /// <summary>Publishes the PostgreSQL ledger writer's deferred batches (see Features/Ledger/PostgresLedgerStore.Deferred).</summary>
+    public void ObserveLedgerDeferredBatches(Func<long> deferred) =>
+        _meter.CreateObservableCounter("tollgate_ledger_deferred_batches_total", deferred,
+            description: "Ledger batches applied to the writer's state under its claim and written by the sender thread, together with those queued behind them.");
+
     /// <summary>Sets the open-hold gauges (from a cheap cached query, see Features/Ledger/HoldGauges).</summary>
     public void SetHolds(long open, long heldMicros)
     {
