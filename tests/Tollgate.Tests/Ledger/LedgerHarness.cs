@@ -29,11 +29,11 @@ internal sealed class LedgerHarness : IAsyncDisposable
 
     private readonly List<LedgerService> _services = new();
 
-    private LedgerHarness(string engine, Database database)
+    private LedgerHarness(string engine, Database database, LedgerOptions? options)
     {
         Engine = engine;
         Database = database;
-        Ledger = AddService();
+        Ledger = AddService(options);
     }
 
     public string Engine { get; }
@@ -41,8 +41,8 @@ internal sealed class LedgerHarness : IAsyncDisposable
     public ManualTimeProvider Clock { get; } = new(Start);
     public LedgerService Ledger { get; }
 
-    public static async Task<LedgerHarness> StartAsync(string engine) =>
-        new(engine, await TestDatabases.CreateMigratedAsync(engine));
+    public static async Task<LedgerHarness> StartAsync(string engine, LedgerOptions? options = null) =>
+        new(engine, await TestDatabases.CreateMigratedAsync(engine), options);
 
     /// <summary>
     /// Another service on the same database with its own store and writer loop, like a second process: its batches

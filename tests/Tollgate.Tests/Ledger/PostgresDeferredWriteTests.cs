@@ -55,6 +55,8 @@ public sealed class PostgresDeferredWriteTests
         Assert.Equal(0L, account.DebitsPending);
         Assert.True(store.DeferredBatches > calls / 4, $"deferred {store.DeferredBatches} batches");
         Assert.True(store.DeferredWrites < store.DeferredBatches, $"{store.DeferredWrites} transactions for {store.DeferredBatches} batches");
+        // Each merged transaction's check found the database exactly as the first of its batches did.
+        Assert.Equal(0, store.SpeculationFailures);
         await h.AssertAuditHealthyAsync();
     }
 
@@ -103,5 +105,18 @@ public sealed class PostgresDeferredWriteTests
 
         await using var reader = h.NewPostgresStore();
         Assert.Equal(100_000 - 2_001L, (await reader.GetAccountAsync(customer, CancellationToken.None))!.BalanceMicros);
+    }
+
+    [Fact]
+    public async Task With_deferred_writes_turned_off_every_batch_waits_for_its_own_write()
+    {
+        await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres, new LedgerOptions { DeferWrites = false });
+        var (_, customer, revenue) = await h.FundedCustomerAsync(1_000);
+        for (var i = 0; i < 5; i++)
+            Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Posted($"o-{i}", customer, revenue, 10))).Code);
+        var store = StoreOf(h.Ledger);
+        Assert.True(store.HoldsClaim);
+        Assert.Equal(0, store.DeferredBatches);
+        Assert.Equal(950L, (await h.AccountAsync(customer)).BalanceMicros);
     }
 }

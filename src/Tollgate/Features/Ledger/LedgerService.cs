@@ -22,6 +22,12 @@ public sealed record LedgerOptions
     /// <summary>Attempts for a batch that hit a retryable database error (deadlock, busy, unique race).</summary>
     [Range(1, 50)]
     public int MaxAttempts { get; init; } = 8;
+
+    /// <summary>
+    /// PostgreSQL: while this process holds the writer claim, apply batches to the writer's state and leave their
+    /// writes to a sender thread (see PostgresLedgerStore, "Deferred writes"). Off: every batch waits for its own write.
+    /// </summary>
+    public bool DeferWrites { get; init; } = true;
 }
 
 /// <summary>
@@ -225,7 +231,7 @@ public sealed partial class LedgerService : IAsyncDisposable
                     if (_queue.IsClosed) break;
                     continue; // woken for a failed deferred write
                 }
-                if (!wasBegun && _store.TryDefer(batch.Commands, NowMicros())) continue;
+                if (!wasBegun && _options.DeferWrites && _store.TryDefer(batch.Commands, NowMicros())) continue;
                 foreach (var failed in _store.DrainDeferred()) Execute(new Batch(failed), null);
 
                 var next = _store.BeginsNextBatchEarly ? TakeBatch(wait: false) : null;
