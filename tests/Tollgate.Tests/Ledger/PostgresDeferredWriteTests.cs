@@ -119,4 +119,74 @@ public sealed class PostgresDeferredWriteTests
         Assert.Equal(0, store.DeferredBatches);
         Assert.Equal(950L, (await h.AccountAsync(customer)).BalanceMicros);
     }
+
+    private static async Task<T> ScalarAsync<T>(LedgerHarness h, string sql)
+    {
+        await using var connection = new Npgsql.NpgsqlConnection(h.Database.Target.ConnectionString + ";Pooling=false");
+        await connection.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand(sql, connection);
+        return (T)(await command.ExecuteScalarAsync())!;
+    }
+
+    [Fact]
+    public async Task The_claim_function_keeps_a_contended_claim_for_a_holder_that_asks_says_so_and_lets_go_at_its_next_plain_call()
+    {
+        await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
+        Assert.True(await ScalarAsync<int>(h, "SELECT ledger_claim('a', true)") > 0);
+        var refused = await Assert.ThrowsAsync<Npgsql.PostgresException>(() => ScalarAsync<int>(h, "SELECT ledger_claim('b', true)"));
+        Assert.Equal("TL002", refused.SqlState);
+
+        // Still holding acknowledged work: kept through b's request, and told so (negative).
+        Assert.True(await ScalarAsync<int>(h, "SELECT ledger_claim('a', true, true)") < 0);
+        Assert.Equal("a", await ScalarAsync<string>(h, "SELECT holder FROM ledger_writer_claim"));
+        Assert.Equal("TL002", (await Assert.ThrowsAsync<Npgsql.PostgresException>(() => ScalarAsync<int>(h, "SELECT ledger_claim('b', true)"))).SqlState);
+
+        // The next plain call lets go; b then writes (without the claim: a wrote within the last 10 s).
+        Assert.Equal(0, await ScalarAsync<int>(h, "SELECT ledger_claim('a', true)"));
+        Assert.Equal(0, await ScalarAsync<int>(h, "SELECT ledger_claim('b', true)"));
+        Assert.True(await ScalarAsync<bool>(h, "SELECT holder IS NULL FROM ledger_writer_claim"));
+    }
+
+    [Fact]
+    public async Task A_writer_asked_for_the_claim_while_it_defers_keeps_it_until_its_deferred_holds_are_written_then_lets_go()
+    {
+        await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
+        await using var first = h.NewPostgresStore();
+        await using var second = h.NewPostgresStore();
+        var promotions = await h.CreatePromotionsAsync();
+        var customer = await h.CreateCustomerAsync();
+        var revenue = await h.CreateRevenueAsync();
+        var now = h.Clock.NowMicros;
+        // Funded by the first store itself, so it is the only writer so far and is granted the claim.
+        first.Apply(Batch(Posted("k-grant", promotions, customer, 1_000, "grant")), now, null);
+        first.Apply(Batch(Posted("k-1", customer, revenue, 100)), now, null);
+        Assert.True(first.HoldsClaim);
+
+        // The second writer asks for the claim and waits for it.
+        var waiting = Task.Run(() => second.Apply(Batch(Posted("k-2", customer, revenue, 100)), now, null));
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (await ScalarAsync<long>(h, "SELECT coalesce(pg_sequence_last_value('ledger_claim_refusals'), 0)") == 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the second writer was never refused");
+            await Task.Delay(5);
+        }
+
+        var hold = new LedgerCommand([Hold("k-hold", customer, revenue, 300)], atomic: false, LedgerCommit.RelaxedCommit);
+        TransferResult[]? acknowledged = null;
+        hold.Acknowledgement = results => acknowledged ??= results;
+        Assert.True(first.TryDefer([hold], now));
+        Assert.Equal(TransferResultCode.Ok, acknowledged![0].Code);
+        Assert.Empty(first.DrainDeferred());
+
+        // Written, and the claim kept through the request: the second writer has not written yet.
+        Assert.NotNull(await h.Ledger.GetTransferAsync("k-hold"));
+        Assert.True(await ScalarAsync<bool>(h, "SELECT holder IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ledger_transfers WHERE id = 'k-2') FROM ledger_writer_claim"));
+        // But the first writer stops taking on more, and lets go at its next ordinary batch.
+        Assert.False(first.HoldsClaim);
+        Assert.False(first.TryDefer(Batch(Posted("k-3", customer, revenue, 100)), now));
+        first.Apply(Batch(Posted("k-3", customer, revenue, 100)), now, null);
+        await waiting.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.NotNull(await h.Ledger.GetTransferAsync("k-2"));
+        await h.AssertAuditHealthyAsync();
+    }
 }

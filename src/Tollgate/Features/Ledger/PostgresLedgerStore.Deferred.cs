@@ -11,6 +11,9 @@ namespace Tollgate.Features.Ledger;
 // account as the last left it), so a busy ledger makes few, large commits and the writer thread never waits on I/O.
 // Other commands (settlements with their usage records, payments, voids) are acknowledged once their transaction
 // commits, as before.
+// Another writer asking for the claim does not take it from under queued writes: a deferred write passes keep_held
+// (migration 0028), so the holder keeps the claim and is told (a negative result); it stops deferring, writes what it
+// queued, and lets go at its next ordinary batch.
 // When a deferred write fails, nothing of it was written; every batch not yet committed (applied to a state that now
 // never was) goes back to the writer thread, which drops the cache and applies them again the ordinary way, in order.
 // Their holds, acknowledged already, keep their results: the case a relaxed commit allows for (a settlement then
@@ -203,7 +206,8 @@ internal sealed partial class PostgresLedgerStore
         var connection = db.OpenPostgresLedgerWriter();
         try
         {
-            var heldMs = WriteChecked(connection, batch, check, writes);
+            // Keeps the claim through another writer's request: holds acknowledged under it may still be queued behind.
+            var heldMs = WriteChecked(connection, batch, check, writes, keepHeld: true);
             connection.Dispose();
             return heldMs;
         }

@@ -208,8 +208,8 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     /// <summary>Speculative batches whose check failed, then applied the ordinary way.</summary>
     public long SpeculationFailures { get; private set; }
 
-    /// <summary>The claim (see "Exclusive writer") and <c>ledger_expect_state</c> in one statement (migrations 0026, 0027).</summary>
-    private const string ExpectStateSql = "SELECT ledger_claim_and_expect(@writer, @ids, @versions, @limits, @dp, @dpo, @cp, @cpo, @absent)";
+    /// <summary>The claim (see "Exclusive writer") and <c>ledger_expect_state</c> in one statement (migrations 0026–0028).</summary>
+    private const string ExpectStateSql = "SELECT ledger_claim_and_expect(@writer, @ids, @versions, @limits, @dp, @dpo, @cp, @cpo, @absent, @keep)";
 
     /// <summary>The SQLSTATE <c>ledger_expect_state</c> raises when the cached state is stale.</summary>
     private const string StaleStateCode = "TL001";
@@ -281,7 +281,8 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
 
     /// <summary>
     /// After a batch that called the claim at <paramref name="sentAt"/> committed, holding it for <paramref name="heldMs"/>
-    /// more (0: not held): trusted until 300 ms before it lapses, counted from the send (the database's clock read it later).
+    /// more (0: not held; negative: kept only to write what is queued): trusted until 300 ms before it lapses, counted
+    /// from the send (the database's clock read it later).
     /// </summary>
     private void Claimed(int heldMs, long sentAt) =>
         _exclusiveUntil = heldMs > ClaimMarginMs && sentAt >= _claimDistrustedUntil
@@ -322,7 +323,7 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         var connection = db.OpenPostgresLedgerWriter();
         try
         {
-            Claimed(WriteChecked(connection, batch, snapshot.Check, writes), sentAt);
+            Claimed(WriteChecked(connection, batch, snapshot.Check, writes, keepHeld: false), sentAt);
         }
         catch (PostgresException e) when (e.SqlState == StaleStateCode)
         {
@@ -365,10 +366,13 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
 
     /// <summary>
     /// One round trip: BEGIN, the claim and <c>ledger_expect_state</c>, the writes, COMMIT. Returns the milliseconds the
-    /// claim is still held for. Throws TL001 (<see cref="StaleStateCode"/>) when the database is not as
-    /// <paramref name="check"/> says, and then nothing was written.
+    /// claim is still held for (negative: kept through a request of another writer, see <paramref name="keepHeld"/>).
+    /// Throws TL001 (<see cref="StaleStateCode"/>) when the database is not as <paramref name="check"/> says, and then
+    /// nothing was written. <paramref name="keepHeld"/>: a holder keeps the claim even when another writer asks for it
+    /// (deferred writes with acknowledged holds queued behind them, migration 0028).
     /// </summary>
-    private int WriteChecked(NpgsqlConnection connection, IReadOnlyList<LedgerCommand> batch, LedgerStateCache.StateCheck check, LedgerBatchWrites writes)
+    private int WriteChecked(NpgsqlConnection connection, IReadOnlyList<LedgerCommand> batch, LedgerStateCache.StateCheck check,
+        LedgerBatchWrites writes, bool keepHeld)
     {
         using var write = new NpgsqlBatch(connection);
         write.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
@@ -383,6 +387,7 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         expect.Parameters.Add(new NpgsqlParameter<long[]>("cp", check.CreditsPending));
         expect.Parameters.Add(new NpgsqlParameter<long[]>("cpo", check.CreditsPosted));
         expect.Parameters.Add(new NpgsqlParameter<string[]>("absent", check.AbsentTransferIds));
+        expect.Parameters.Add(new NpgsqlParameter<bool>("keep", keepHeld));
         write.BatchCommands.Add(expect);
         AddWrites(write, batch, writes);
         write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
