@@ -211,8 +211,9 @@ public sealed class LedgerServiceTests
         Assert.Equal(TransferResultCode.InsufficientFunds, (await h.Ledger.TransferAsync(Posted("spend-1", customer, revenue, 1_000_001))).Code);
         Assert.Equal(TransferResultCode.InsufficientFunds, (await h.Ledger.TransferAsync(Hold("hold-1", customer, revenue, 1_000_001))).Code);
         Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Hold("hold-1", customer, revenue, 600_000))).Code);
-        // Open holds count against what a new debit may use.
-        Assert.Equal(TransferResultCode.InsufficientFunds, (await h.Ledger.TransferAsync(Posted("spend-2", customer, revenue, 400_001))).Code);
+        // Open holds count against what a new debit may use; a refusal says what was available.
+        Assert.Equal(new TransferResult(TransferResultCode.InsufficientFunds, null, 400_000),
+            await h.Ledger.TransferAsync(Posted("spend-2", customer, revenue, 400_001)));
         Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Posted("spend-2", customer, revenue, 400_000))).Code);
 
         var c = await h.AccountAsync(customer);

@@ -189,4 +189,41 @@ public sealed class PostgresDeferredWriteTests
         Assert.NotNull(await h.Ledger.GetTransferAsync("k-2"));
         await h.AssertAuditHealthyAsync();
     }
+
+    [Fact]
+    public async Task A_deferred_transfer_whose_id_the_cache_did_not_know_is_answered_as_the_replay_it_is()
+    {
+        await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
+        var promotions = await h.CreatePromotionsAsync();
+        var customer = await h.CreateCustomerAsync();
+        var revenue = await h.CreateRevenueAsync();
+        var now = h.Clock.NowMicros;
+        // Written by another writer, so the service's cache never sees these ids.
+        await using (var other = h.NewPostgresStore())
+            other.Apply([.. Batch(Posted("u-grant", promotions, customer, 1_000, "grant")),
+                         .. Batch(Posted("u-ok", customer, revenue, 100)), .. Batch(Posted("u-big", customer, revenue, 500))], now, null);
+        // Forget that writer, so the service is granted the claim at once (by hand: it would take 10 s).
+        await h.ExecuteByHandAsync("UPDATE ledger_writer_claim SET holder = NULL, held_until = NULL, last_writer = NULL, last_write_at = NULL, contended_at = NULL");
+        var store = StoreOf(h.Ledger);
+        Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Posted("u-warm-1", customer, revenue, 1))).Code);
+        Assert.True(store.HoldsClaim);
+
+        // Taken as new: the state check finds the id (not a sign of another writer), and it is applied again as a replay.
+        var deferred = store.DeferredBatches;
+        var ok = await h.Ledger.TransferAsync(Posted("u-ok", customer, revenue, 100)).WaitAsync(Patience);
+        Assert.Equal(TransferResultCode.Replayed, ok.Code);
+        Assert.True(store.DeferredBatches > deferred);
+
+        // Taken as new and refused from the cache (399 left): the caller hears the original outcome, not a refusal.
+        Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Posted("u-warm-2", customer, revenue, 1))).Code);
+        Assert.True(store.HoldsClaim);
+        deferred = store.DeferredBatches;
+        var big = await h.Ledger.TransferAsync(Posted("u-big", customer, revenue, 500)).WaitAsync(Patience);
+        Assert.Equal(TransferResultCode.Replayed, big.Code);
+        Assert.True(store.DeferredBatches > deferred);
+
+        Assert.Equal(0, store.StaleUnderClaim);
+        Assert.Equal(398L, (await h.AccountAsync(customer)).BalanceMicros);
+        await h.AssertAuditHealthyAsync();
+    }
 }

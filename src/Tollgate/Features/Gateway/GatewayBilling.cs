@@ -62,7 +62,7 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
         {
             var result = await ledger.TransferAsync(hold, LedgerCommit.RelaxedCommit, ct);
             if (result.Succeeded) return new HoldOutcome(result.Transfer, [], 0, null);
-            if (result.Code == TransferResultCode.InsufficientFunds) return new HoldOutcome(null, [], await AvailableAsync(caller), null);
+            if (result.Code == TransferResultCode.InsufficientFunds) return new HoldOutcome(null, [], result.AvailableMicros ?? await AvailableAsync(caller), null);
             throw new InvalidOperationException($"The ledger refused a gateway hold: {result.Code}.");
         }
         var group = CapTransfers.Group(hold, caps, await budgets.SinkAsync(ct));
@@ -70,8 +70,15 @@ internal sealed class GatewayBilling(LedgerService ledger, SystemAccounts system
         if (results.All(r => r.Succeeded)) return new HoldOutcome(results[0].Transfer, results[1..].Select(r => r.Transfer!).ToArray(), 0, null);
         if (!results.Any(r => r.Code == TransferResultCode.InsufficientFunds))
             throw new InvalidOperationException($"The ledger refused a gateway hold: {string.Join(", ", results.Select(r => r.Code))}.");
-        var accounts = await ledger.GetAccountsAsync(group.Select(t => t.DebitAccountId).ToArray(), CancellationToken.None);
-        var available = accounts.Count == 0 ? 0 : accounts.Min(a => a.AvailableMicros);
+        // What the refusing account had available when refused: a read now might not show holds acknowledged before their write.
+        var refusedWith = results.Where(r => r.AvailableMicros is not null).Select(r => r.AvailableMicros!.Value).ToList();
+        long available;
+        if (refusedWith.Count > 0) available = refusedWith.Min();
+        else
+        {
+            var accounts = await ledger.GetAccountsAsync(group.Select(t => t.DebitAccountId).ToArray(), CancellationToken.None);
+            available = accounts.Count == 0 ? 0 : accounts.Min(a => a.AvailableMicros);
+        }
         return new HoldOutcome(null, [], available, CapTransfers.Refused(results, caps));
     }
 

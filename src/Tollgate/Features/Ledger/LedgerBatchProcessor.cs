@@ -256,7 +256,7 @@ internal sealed class LedgerBatchProcessor
 
         if ((dr.Flags & LedgerAccountFlags.DebitsMustNotExceedCredits) != 0
             && checked(drDebitsPending + drDebitsPosted) > checked(dr.CreditsPosted + dr.CreditLimit))
-            return Fail(TransferResultCode.InsufficientFunds);
+            return new(TransferResultCode.InsufficientFunds, null, dr.CreditsPosted + dr.CreditLimit - dr.DebitsPending - dr.DebitsPosted);
         if ((cr.Flags & LedgerAccountFlags.CreditsMustNotExceedDebits) != 0
             && checked(crCreditsPending + crCreditsPosted) > cr.DebitsPosted)
             return Fail(TransferResultCode.ExceedsDebits);

@@ -180,8 +180,12 @@ public enum TransferResultCode
     AmountTooLarge,
 }
 
-/// <summary>The outcome of one transfer request. <see cref="Transfer"/> is set for Ok and Replayed.</summary>
-public readonly record struct TransferResult(TransferResultCode Code, Transfer? Transfer)
+/// <summary>
+/// The outcome of one transfer request. <see cref="Transfer"/> is set for Ok and Replayed. For InsufficientFunds,
+/// <see cref="AvailableMicros"/> is what the debit account had available in the state the transfer was refused in (a
+/// read of the account afterwards may not show a hold acknowledged before its write).
+/// </summary>
+public readonly record struct TransferResult(TransferResultCode Code, Transfer? Transfer, long? AvailableMicros = null)
 {
     public bool Succeeded => Code is TransferResultCode.Ok or TransferResultCode.Replayed;
 }

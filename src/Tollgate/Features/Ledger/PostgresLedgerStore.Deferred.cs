@@ -102,6 +102,7 @@ internal sealed partial class PostgresLedgerStore
         if (failed is null) return [];
         _cache.Clear();
         if (failure is PostgresException { SqlState: StaleStateCode }) FoundStale(_failedSentAt, _failedUnderClaim);
+        else if (failure is PostgresException { SqlState: UnknownReplayCode }) SpeculationFailures++;
         _exclusiveUntil = 0;
         return failed.Select(d => d.Batch).ToList();
     }

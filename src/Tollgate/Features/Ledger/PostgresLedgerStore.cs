@@ -214,6 +214,9 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     /// <summary>The SQLSTATE <c>ledger_expect_state</c> raises when the cached state is stale.</summary>
     private const string StaleStateCode = "TL001";
 
+    /// <summary>The SQLSTATE <c>ledger_expect_state</c> raises when a transfer id taken as new exists: a replay the cache did not know (migration 0029).</summary>
+    private const string UnknownReplayCode = "TL003";
+
     public void Apply(IReadOnlyList<LedgerCommand> batch, long nowMicros, IReadOnlyList<LedgerCommand>? next)
     {
         EnsureNothingDeferred();
@@ -332,6 +335,13 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
             FoundStale(sentAt, sentAt < _exclusiveUntil);
             return false;
         }
+        catch (PostgresException e) when (e.SqlState == UnknownReplayCode)
+        {
+            // The accounts were as cached; only a transfer was not (it is read with the batch the ordinary way).
+            Discard(connection);
+            SpeculationFailures++;
+            return false;
+        }
         catch
         {
             // The outcome is unknown (the commit may or may not have happened): nothing cached is assumed any more.
@@ -367,7 +377,8 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     /// <summary>
     /// One round trip: BEGIN, the claim and <c>ledger_expect_state</c>, the writes, COMMIT. Returns the milliseconds the
     /// claim is still held for (negative: kept through a request of another writer, see <paramref name="keepHeld"/>).
-    /// Throws TL001 (<see cref="StaleStateCode"/>) when the database is not as <paramref name="check"/> says, and then
+    /// Throws TL001 (<see cref="StaleStateCode"/>) when the accounts are not as <paramref name="check"/> says, TL003
+    /// (<see cref="UnknownReplayCode"/>) when a transfer it takes as new exists, and then
     /// nothing was written. <paramref name="keepHeld"/>: a holder keeps the claim even when another writer asks for it
     /// (deferred writes with acknowledged holds queued behind them, migration 0028).
     /// </summary>
