@@ -45,6 +45,11 @@ public sealed record LedgerOptions
 ///                                        and the next batch's locks and reads in the same round trip as the commit)
 ///                                            ▲                               │ per-transfer results
 ///                                            └── retry on deadlock/busy ◄────┘ split on a poisoned batch
+///
+/// On PostgreSQL, while this process is the only writer (the writer claim), the store may take a batch's write off this
+/// thread instead (<see cref="ILedgerStore.TryDefer"/>, PostgresLedgerStore "Deferred writes"): the batch is applied to
+/// the writer's cached state at once and its commands are acknowledged by the store when their write commits. A
+/// deferred write that fails hands its batches back here, and they are applied again before anything else.
 /// </summary>
 public sealed partial class LedgerService : IAsyncDisposable
 {
