@@ -99,10 +99,43 @@ internal sealed class LedgerHarness : IAsyncDisposable
     /// <summary>PostgreSQL only: runs <paramref name="sql"/> on a connection of its own, outside the ledger (a write by hand); rows affected.</summary>
     public async Task<int> ExecuteByHandAsync(string sql)
     {
-        await using var connection = new Npgsql.NpgsqlConnection(Database.Target.ConnectionString + ";Pooling=false");
-        await connection.OpenAsync();
+        await using var connection = await OpenByHandAsync();
         await using var command = new Npgsql.NpgsqlCommand(sql, connection);
         return await command.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>PostgreSQL only: the single value <paramref name="sql"/> returns, on a connection of its own (in its own transaction).</summary>
+    public async Task<T> QueryByHandAsync<T>(string sql)
+    {
+        await using var connection = await OpenByHandAsync();
+        await using var command = new Npgsql.NpgsqlCommand(sql, connection);
+        return (T)(await command.ExecuteScalarAsync())!;
+    }
+
+    private async Task<Npgsql.NpgsqlConnection> OpenByHandAsync()
+    {
+        var connection = new Npgsql.NpgsqlConnection(Database.Target.ConnectionString + ";Pooling=false");
+        await connection.OpenAsync();
+        return connection;
+    }
+
+    /// <summary>
+    /// PostgreSQL only: a customer funded with <paramref name="grant"/> by <paramref name="store"/> itself, and a revenue
+    /// account, so that store is the only writer so far (the writer claim is granted only after 10 s without another
+    /// writer, and the harness's own writer would be one).
+    /// </summary>
+    public async Task<(long Customer, long Revenue)> FundedByAsync(PostgresLedgerStore store, long grant)
+    {
+        var promotions = await CreatePromotionsAsync();
+        var customer = await CreateCustomerAsync();
+        var revenue = await CreateRevenueAsync();
+        var fund = new LedgerCommand([new TransferRequest
+        {
+            Id = "grant-" + customer, DebitAccountId = promotions, CreditAccountId = customer, Amount = grant, Code = "grant",
+        }], atomic: false);
+        store.Apply([fund], Clock.NowMicros, null);
+        Assert.Equal(TransferResultCode.Ok, fund.Results[0].Code);
+        return (customer, revenue);
     }
 
     /// <summary>Every ledger invariant holds (counters = entries, balances sum to zero, no overdraft, holds = pending).</summary>

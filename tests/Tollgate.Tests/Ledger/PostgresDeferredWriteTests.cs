@@ -64,7 +64,6 @@ public sealed class PostgresDeferredWriteTests
     public async Task A_deferred_write_that_finds_the_database_changed_is_applied_again_and_a_durable_command_gets_the_database_result()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
-        var promotions = await h.CreatePromotionsAsync();
         var customer = await h.CreateCustomerAsync(creditLimit: 1_000);
         var revenue = await h.CreateRevenueAsync();
         var store = StoreOf(h.Ledger);
@@ -85,7 +84,6 @@ public sealed class PostgresDeferredWriteTests
         // The writer goes on from fresh state.
         Assert.Equal(TransferResultCode.Ok, (await h.Ledger.TransferAsync(Posted("d-3", customer, revenue, 50)).WaitAsync(Patience)).Code);
         Assert.Equal(-150L, (await h.AccountAsync(customer)).BalanceMicros);
-        _ = promotions;
         await h.AssertAuditHealthyAsync();
     }
 
@@ -120,31 +118,23 @@ public sealed class PostgresDeferredWriteTests
         Assert.Equal(950L, (await h.AccountAsync(customer)).BalanceMicros);
     }
 
-    private static async Task<T> ScalarAsync<T>(LedgerHarness h, string sql)
-    {
-        await using var connection = new Npgsql.NpgsqlConnection(h.Database.Target.ConnectionString + ";Pooling=false");
-        await connection.OpenAsync();
-        await using var command = new Npgsql.NpgsqlCommand(sql, connection);
-        return (T)(await command.ExecuteScalarAsync())!;
-    }
-
     [Fact]
     public async Task The_claim_function_keeps_a_contended_claim_for_a_holder_that_asks_says_so_and_lets_go_at_its_next_plain_call()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
-        Assert.True(await ScalarAsync<int>(h, "SELECT ledger_claim('a', true)") > 0);
-        var refused = await Assert.ThrowsAsync<Npgsql.PostgresException>(() => ScalarAsync<int>(h, "SELECT ledger_claim('b', true)"));
+        Assert.True(await h.QueryByHandAsync<int>("SELECT ledger_claim('a', true)") > 0);
+        var refused = await Assert.ThrowsAsync<Npgsql.PostgresException>(() => h.QueryByHandAsync<int>("SELECT ledger_claim('b', true)"));
         Assert.Equal("TL002", refused.SqlState);
 
         // Still holding acknowledged work: kept through b's request, and told so (negative).
-        Assert.True(await ScalarAsync<int>(h, "SELECT ledger_claim('a', true, true)") < 0);
-        Assert.Equal("a", await ScalarAsync<string>(h, "SELECT holder FROM ledger_writer_claim"));
-        Assert.Equal("TL002", (await Assert.ThrowsAsync<Npgsql.PostgresException>(() => ScalarAsync<int>(h, "SELECT ledger_claim('b', true)"))).SqlState);
+        Assert.True(await h.QueryByHandAsync<int>("SELECT ledger_claim('a', true, true)") < 0);
+        Assert.Equal("a", await h.QueryByHandAsync<string>("SELECT holder FROM ledger_writer_claim"));
+        Assert.Equal("TL002", (await Assert.ThrowsAsync<Npgsql.PostgresException>(() => h.QueryByHandAsync<int>("SELECT ledger_claim('b', true)"))).SqlState);
 
         // The next plain call lets go; b then writes (without the claim: a wrote within the last 10 s).
-        Assert.Equal(0, await ScalarAsync<int>(h, "SELECT ledger_claim('a', true)"));
-        Assert.Equal(0, await ScalarAsync<int>(h, "SELECT ledger_claim('b', true)"));
-        Assert.True(await ScalarAsync<bool>(h, "SELECT holder IS NULL FROM ledger_writer_claim"));
+        Assert.Equal(0, await h.QueryByHandAsync<int>("SELECT ledger_claim('a', true)"));
+        Assert.Equal(0, await h.QueryByHandAsync<int>("SELECT ledger_claim('b', true)"));
+        Assert.True(await h.QueryByHandAsync<bool>("SELECT holder IS NULL FROM ledger_writer_claim"));
     }
 
     [Fact]
@@ -153,19 +143,15 @@ public sealed class PostgresDeferredWriteTests
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         await using var first = h.NewPostgresStore();
         await using var second = h.NewPostgresStore();
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
+        var (customer, revenue) = await h.FundedByAsync(first, 1_000);
         var now = h.Clock.NowMicros;
-        // Funded by the first store itself, so it is the only writer so far and is granted the claim.
-        first.Apply(Batch(Posted("k-grant", promotions, customer, 1_000, "grant")), now, null);
         first.Apply(Batch(Posted("k-1", customer, revenue, 100)), now, null);
         Assert.True(first.HoldsClaim);
 
         // The second writer asks for the claim and waits for it.
         var waiting = Task.Run(() => second.Apply(Batch(Posted("k-2", customer, revenue, 100)), now, null));
         var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (await ScalarAsync<long>(h, "SELECT coalesce(pg_sequence_last_value('ledger_claim_refusals'), 0)") == 0)
+        while (await h.QueryByHandAsync<long>("SELECT coalesce(pg_sequence_last_value('ledger_claim_refusals'), 0)") == 0)
         {
             Assert.True(DateTime.UtcNow < deadline, "the second writer was never refused");
             await Task.Delay(5);
@@ -180,7 +166,7 @@ public sealed class PostgresDeferredWriteTests
 
         // Written, and the claim kept through the request: the second writer has not written yet.
         Assert.NotNull(await h.Ledger.GetTransferAsync("k-hold"));
-        Assert.True(await ScalarAsync<bool>(h, "SELECT holder IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ledger_transfers WHERE id = 'k-2') FROM ledger_writer_claim"));
+        Assert.True(await h.QueryByHandAsync<bool>("SELECT holder IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ledger_transfers WHERE id = 'k-2') FROM ledger_writer_claim"));
         // But the first writer stops taking on more, and lets go at its next ordinary batch.
         Assert.False(first.HoldsClaim);
         Assert.False(first.TryDefer(Batch(Posted("k-3", customer, revenue, 100)), now));

@@ -10,21 +10,6 @@ namespace Tollgate.Tests.Ledger;
 /// </summary>
 public sealed class PostgresWriterClaimTests
 {
-    /// <summary>
-    /// A customer funded by <paramref name="store"/> itself, so it is the only writer so far (the claim is granted only
-    /// after 10 s without another writer, and the harness's own writer would be one).
-    /// </summary>
-    private static async Task<(long Customer, long Revenue)> FundedByAsync(LedgerHarness h, PostgresLedgerStore store, long grant)
-    {
-        var promotions = await h.CreatePromotionsAsync();
-        var customer = await h.CreateCustomerAsync();
-        var revenue = await h.CreateRevenueAsync();
-        var fund = new LedgerCommand([Posted("grant-" + customer, promotions, customer, grant, "grant")], atomic: false);
-        store.Apply([fund], h.Clock.NowMicros, null);
-        Assert.Equal(TransferResultCode.Ok, fund.Results[0].Code);
-        return (customer, revenue);
-    }
-
     /// <summary>A relaxed command whose early acknowledgement records its results and whether its transfer was in the database then.</summary>
     private sealed class Watched
     {
@@ -49,7 +34,7 @@ public sealed class PostgresWriterClaimTests
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         await using var store = h.NewPostgresStore();
-        var (customer, revenue) = await FundedByAsync(h, store, 1_000);
+        var (customer, revenue) = await h.FundedByAsync(store, 1_000);
         var now = h.Clock.NowMicros;
 
         // The first batches read under locks; the claim is granted with them.
@@ -89,7 +74,7 @@ public sealed class PostgresWriterClaimTests
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         await using var first = h.NewPostgresStore();
         await using var second = h.NewPostgresStore();
-        var (customer, revenue) = await FundedByAsync(h, first, 1_000);
+        var (customer, revenue) = await h.FundedByAsync(first, 1_000);
         var now = h.Clock.NowMicros;
 
         first.Apply(Batch(Posted("w-1", customer, revenue, 100)), now, null);
@@ -152,7 +137,7 @@ public sealed class PostgresWriterClaimTests
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         await using var store = h.NewPostgresStore();
-        var (customer, revenue) = await FundedByAsync(h, store, 100);
+        var (customer, revenue) = await h.FundedByAsync(store, 100);
         var now = h.Clock.NowMicros;
 
         store.Apply(Batch(Posted("l-1", customer, revenue, 100)), now, null);
@@ -173,7 +158,7 @@ public sealed class PostgresWriterClaimTests
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
         await using var store = h.NewPostgresStore();
-        var (customer, revenue) = await FundedByAsync(h, store, 1_000);
+        var (customer, revenue) = await h.FundedByAsync(store, 1_000);
         var now = h.Clock.NowMicros;
         store.Apply(Batch(Posted("b-1", customer, revenue, 100)), now, null);
         Assert.True(store.HoldsClaim);
