@@ -209,7 +209,10 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     public long SpeculationFailures { get; private set; }
 
     /// <summary>The claim (see "Exclusive writer") and <c>ledger_expect_state</c> in one statement (migrations 0026–0028).</summary>
-    private const string ExpectStateSql = "SELECT ledger_claim_and_expect(@writer, @ids, @versions, @limits, @dp, @dpo, @cp, @cpo, @absent, @keep)";
+    private const string ClaimAndExpectStateSql = "SELECT ledger_claim_and_expect(@writer, @ids, @versions, @limits, @dp, @dpo, @cp, @cpo, @absent, @keep)";
+
+    /// <summary><c>ledger_expect_state</c> alone (migration 0029), for a batch under a claim asked about recently (see <see cref="ClaimRecheckTicks"/>).</summary>
+    private const string ExpectStateSql = "SELECT ledger_expect_state(@ids, @versions, @limits, @dp, @dpo, @cp, @cpo, @absent)";
 
     /// <summary>The SQLSTATE <c>ledger_expect_state</c> raises when the cached state is stale.</summary>
     private const string StaleStateCode = "TL001";
@@ -287,10 +290,27 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     /// more (0: not held; negative: kept only to write what is queued): trusted until 300 ms before it lapses, counted
     /// from the send (the database's clock read it later).
     /// </summary>
-    private void Claimed(int heldMs, long sentAt) =>
+    private void Claimed(int heldMs, long sentAt)
+    {
+        if (heldMs == ClaimNotAsked) return;
         _exclusiveUntil = heldMs > ClaimMarginMs && sentAt >= _claimDistrustedUntil
             ? sentAt + (heldMs - ClaimMarginMs) * System.Diagnostics.Stopwatch.Frequency / 1000
             : 0;
+    }
+
+    /// <summary>
+    /// How often a holder asks for the claim again. Asking in every batch cost a third of the state check's server time
+    /// (a row lock and a sequence read); the claim lasts a second and is renewed when less than half is left, so asking
+    /// every 50 ms keeps it with room to spare. What asking less often costs: another writer waiting for the claim is
+    /// noticed up to 50 ms later (it retries every <see cref="ClaimRetryDelay"/> ms).
+    /// </summary>
+    private static readonly long ClaimRecheckTicks = System.Diagnostics.Stopwatch.Frequency / 20;
+
+    /// <summary>What <see cref="WriteChecked"/> returns for a batch that did not ask for the claim: the trusted time stands.</summary>
+    private const int ClaimNotAsked = int.MinValue;
+
+    /// <summary>Stopwatch time of the last batch that asked for the claim and committed.</summary>
+    private long _claimAskedAt;
 
     /// <summary>Stopwatch time before which a granted claim is not trusted (after a stale batch under it).</summary>
     private long _claimDistrustedUntil;
@@ -388,8 +408,10 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         using var write = new NpgsqlBatch(connection);
         write.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
         if (LedgerCommand.AllRelaxed(batch)) write.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
-        var expect = new NpgsqlBatchCommand(ExpectStateSql);
-        expect.Parameters.Add(new NpgsqlParameter<string>("writer", _writerId));
+        var now = System.Diagnostics.Stopwatch.GetTimestamp();
+        var askClaim = now >= Volatile.Read(ref _exclusiveUntil) || now - Volatile.Read(ref _claimAskedAt) >= ClaimRecheckTicks;
+        var expect = new NpgsqlBatchCommand(askClaim ? ClaimAndExpectStateSql : ExpectStateSql);
+        if (askClaim) expect.Parameters.Add(new NpgsqlParameter<string>("writer", _writerId));
         expect.Parameters.Add(new NpgsqlParameter<long[]>("ids", check.AccountIds));
         expect.Parameters.Add(new NpgsqlParameter<long[]>("versions", check.Versions));
         expect.Parameters.Add(new NpgsqlParameter<long[]>("limits", check.CreditLimits));
@@ -398,14 +420,15 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         expect.Parameters.Add(new NpgsqlParameter<long[]>("cp", check.CreditsPending));
         expect.Parameters.Add(new NpgsqlParameter<long[]>("cpo", check.CreditsPosted));
         expect.Parameters.Add(new NpgsqlParameter<string[]>("absent", check.AbsentTransferIds));
-        expect.Parameters.Add(new NpgsqlParameter<bool>("keep", keepHeld));
+        if (askClaim) expect.Parameters.Add(new NpgsqlParameter<bool>("keep", keepHeld));
         write.BatchCommands.Add(expect);
         AddWrites(write, batch, writes);
         write.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
         using var reader = write.ExecuteReader();
         // Standing on the claim's result (statements without rows come before it); the rest is read for its errors.
-        var heldMs = reader.Read() ? reader.GetInt32(0) : 0;
+        var heldMs = askClaim ? (reader.Read() ? reader.GetInt32(0) : 0) : ClaimNotAsked;
         while (reader.NextResult()) { }
+        if (askClaim) Volatile.Write(ref _claimAskedAt, now);
         return heldMs;
     }
 
