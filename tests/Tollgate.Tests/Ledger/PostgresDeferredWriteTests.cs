@@ -61,6 +61,38 @@ public sealed class PostgresDeferredWriteTests
     }
 
     [Fact]
+    public async Task A_caller_applies_its_own_command_while_the_writer_sleeps_and_a_hold_is_answered_before_the_call_returns()
+    {
+        await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
+        var (_, customer, revenue) = await h.FundedCustomerAsync(1_000_000);
+        var store = StoreOf(h.Ledger);
+        Assert.True(store.HoldsClaim);
+
+        // One caller, one command at a time: nothing is queued when it submits, so it applies the command itself. A
+        // command handed to the writer thread cannot be answered before TransferAsync returns (the thread must wake).
+        const int rounds = 20;
+        var answeredAtOnce = 0;
+        for (var r = 0; r < rounds; r++)
+        {
+            var deferredBefore = store.DeferredBatches;
+            var pending = h.Ledger.TransferAsync(Hold($"own-h-{r}", customer, revenue, 100), LedgerCommit.RelaxedCommit);
+            if (pending.IsCompletedSuccessfully && store.DeferredBatches == deferredBefore + 1) answeredAtOnce++;
+            Assert.Equal(TransferResultCode.Ok, (await pending.WaitAsync(Patience)).Code);
+            // A settlement is applied the same way but answered only once written: readable as soon as it is.
+            var settle = await h.Ledger.TransferAsync(Post($"own-s-{r}", $"own-h-{r}", 60)).WaitAsync(Patience);
+            Assert.Equal(TransferResultCode.Ok, settle.Code);
+            Assert.Equal(settle.Transfer!.DebitBalanceAfter, (await h.Ledger.GetTransferAsync($"own-s-{r}"))!.DebitBalanceAfter);
+        }
+        // Most, not all: the writer thread may still be on its way to sleep after waking for something else.
+        Assert.True(answeredAtOnce >= rounds / 2, $"{answeredAtOnce} of {rounds} holds answered before the call returned");
+        var account = await h.AccountAsync(customer);
+        Assert.Equal(1_000_000 - rounds * 60L, account.BalanceMicros);
+        Assert.Equal(0L, account.DebitsPending);
+        Assert.Equal(0, store.SpeculationFailures);
+        await h.AssertAuditHealthyAsync();
+    }
+
+    [Fact]
     public async Task A_deferred_write_that_finds_the_database_changed_is_applied_again_and_a_durable_command_gets_the_database_result()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
