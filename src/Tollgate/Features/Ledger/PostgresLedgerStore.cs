@@ -299,8 +299,8 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     }
 
     /// <summary>
-    /// How often a holder asks for the claim again. Asking in every batch cost a third of the state check's server time
-    /// (a row lock and a sequence read); the claim lasts a second and is renewed when less than half is left, so asking
+    /// How often a holder asks for the claim again. Asking in every batch cost about 40 % of the state check's server
+    /// time (a row lock and a sequence read: 144 against 82 µs per transaction); the claim lasts a second and is renewed when less than half is left, so asking
     /// every 50 ms keeps it with room to spare. What asking less often costs: another writer waiting for the claim is
     /// noticed up to 50 ms later (it retries every <see cref="ClaimRetryDelay"/> ms).
     /// </summary>
