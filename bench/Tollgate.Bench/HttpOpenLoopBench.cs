@@ -21,7 +21,7 @@ internal static class HttpOpenLoopBench
         Open-loop HTTP load: POST one body at a fixed rate, latency from each request's release.
 
           dotnet run -c Release --project bench/Tollgate.Bench -- --suite http-open --url URL --rate N \
-              [--seconds N] [--warmup N] [--body JSON] [--header 'Name: value']... [--connections N]
+              [--seconds N] [--warmup N] [--body JSON] [--header 'Name: value']... [--connections N] [--slow-ms N]
 
           --url URL          the target (POST)
           --rate N           requests per second (default 1000)
@@ -30,6 +30,7 @@ internal static class HttpOpenLoopBench
           --body JSON        request body (default: a short OpenAI chat completion for gpt-4o-mini)
           --header H         extra request header, repeatable (e.g. 'Authorization: Bearer …')
           --connections N    most connections to the target (default 256)
+          --slow-ms N        also print each measured call that took N ms or more, by release time (SLOW lines)
         """;
 
     private const string DefaultBody = """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":16}""";
@@ -41,6 +42,7 @@ internal static class HttpOpenLoopBench
         double seconds = 20, warmup = 3;
         var body = DefaultBody;
         var connections = 256;
+        double? slowMs = null;
         var headers = new List<(string Name, string Value)>();
         for (var i = 0; i < args.Length; i++)
         {
@@ -52,6 +54,7 @@ internal static class HttpOpenLoopBench
                 case "--warmup": warmup = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--body": body = args[++i]; break;
                 case "--connections": connections = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--slow-ms": slowMs = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--header":
                     var h = args[++i];
                     var colon = h.IndexOf(':');
@@ -87,6 +90,7 @@ internal static class HttpOpenLoopBench
         var measureEnd = measureStart + (long)(seconds * freq);
         var latency = new LatencyHistogram();
         long ok = 0, statusErrors = 0, socketErrors = 0;
+        var slowCalls = new List<(double AtMs, double LatencyMs)>();
 
         async Task Fire(long scheduled, long released, Action done)
         {
@@ -105,6 +109,8 @@ internal static class HttpOpenLoopBench
                 if (failed) Interlocked.Increment(ref socketErrors);
                 else if (status >= 400) Interlocked.Increment(ref statusErrors);
                 else { Interlocked.Increment(ref ok); latency.RecordConcurrent(finished - released); }
+                if (slowMs is { } slow && (finished - released) * 1000.0 / freq >= slow)
+                    lock (slowCalls) slowCalls.Add(((released - measureStart) * 1000.0 / freq, (finished - released) * 1000.0 / freq));
             }
             done();
         }
@@ -118,6 +124,9 @@ internal static class HttpOpenLoopBench
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"RESULT rps={ok / seconds:F1} p50_ms={latency.QuantileMs(0.50):F3} p90_ms={latency.QuantileMs(0.90):F3} p99_ms={latency.QuantileMs(0.99):F3} " +
             $"max_ms={latency.MaxMs:F3} reqs={ok} errors_socket={socketErrors} http_status_errors={statusErrors} rate={rate} saturated={(saturated ? "yes" : "no")}"));
+        // When the slow calls were released tells a stall (many at once) from queueing (spread out).
+        foreach (var (at, ms) in slowCalls.OrderBy(c => c.AtMs))
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"SLOW at_ms={at:F1} latency_ms={ms:F2}"));
         return 0;
     }
 }
