@@ -106,6 +106,43 @@ public sealed class PostgresWriterClaimTests
     }
 
     [Fact]
+    public async Task Two_writers_taking_turns_without_a_refusal_are_not_granted_the_claim_until_one_has_been_alone_for_10_seconds()
+    {
+        await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
+        await using var first = h.NewPostgresStore();
+        await using var second = h.NewPostgresStore();
+        var (customer, revenue) = await h.FundedByAsync(first, 1_000);
+        var now = h.Clock.NowMicros;
+        first.Apply(Batch(Posted("t-1", customer, revenue, 1)), now, null);
+        Assert.True(await ClaimHeldAsync(h));
+
+        // The claim lapses before the second writer starts, so it is never refused: nothing marks the ledger contended.
+        await Task.Delay(1_200);
+        second.Apply(Batch(Posted("t-2", customer, revenue, 1)), now, null);
+        Assert.False(await ClaimHeldAsync(h));
+        // The first writer then writes twice in a row. It was the last writer, but the second wrote a moment ago:
+        // granting it now would refuse and stall the second at its next batch (migration 0030).
+        first.Apply(Batch(Posted("t-3", customer, revenue, 1)), now, null);
+        first.Apply(Batch(Posted("t-4", customer, revenue, 1)), now, null);
+        Assert.False(first.HoldsClaim);
+        Assert.False(await ClaimHeldAsync(h));
+        Assert.True(await h.QueryByHandAsync<bool>("SELECT contended_at IS NULL FROM ledger_writer_claim"));
+
+        // Once the other writer's last write is more than 10 s back (moved there by hand), the one left is granted it.
+        // (Asked of the database: the writer's own trust in it also depends on how fast the batch came back.)
+        Assert.Equal(1, await h.ExecuteByHandAsync("UPDATE ledger_writer_claim SET other_write_at = other_write_at - interval '11 seconds'"));
+        first.Apply(Batch(Posted("t-5", customer, revenue, 1)), now, null);
+        Assert.True(await ClaimHeldAsync(h));
+        var account = await h.AccountAsync(customer);
+        Assert.Equal((0L, 5L), (account.DebitsPending, account.DebitsPosted));
+        await h.AssertAuditHealthyAsync();
+    }
+
+    /// <summary>Whether the database names a holder (a lapsed one is cleared by the next writer's batch).</summary>
+    private static Task<bool> ClaimHeldAsync(LedgerHarness h) =>
+        h.QueryByHandAsync<bool>("SELECT holder IS NOT NULL FROM ledger_writer_claim");
+
+    [Fact]
     public async Task Without_the_claim_a_batch_from_the_cache_is_acknowledged_only_after_its_commit()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
