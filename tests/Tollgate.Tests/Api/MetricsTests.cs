@@ -23,6 +23,29 @@ public sealed class MetricsTests(MetricsFixture fixture) : IClassFixture<Metrics
     public void Label_values_are_escaped_as_the_exposition_format_requires() =>
         Assert.Equal("a\\\"b\\\\c\\n", PrometheusExporter.Escape("a\"b\\c\n"));
 
+    [Fact]
+    public async Task The_process_reports_its_thread_pool_memory_and_collections()
+    {
+        var app = await fixture.AppAsync(TestDatabases.Sqlite);
+        var first = await app.Admin.GetStringAsync("/metrics");
+        // Something that needs the pool and the heap between the scrapes.
+        await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Task.Run(() => new byte[64 * 1024].Length)));
+        GC.Collect(0);
+        var second = await app.Admin.GetStringAsync("/metrics");
+
+        Assert.Contains("# TYPE tollgate_runtime_threadpool_threads gauge\n", second);
+        Assert.Contains("# TYPE tollgate_runtime_threadpool_completed_items_total counter\n", second);
+        Assert.Contains("# TYPE tollgate_process_resident_memory_bytes gauge\n", second);
+        Assert.InRange(Sample(second, "tollgate_runtime_threadpool_threads"), 1, 10_000);
+        Assert.True(Sample(second, "tollgate_runtime_threadpool_queue_length") >= 0);
+        Assert.True(Sample(second, "tollgate_runtime_threadpool_completed_items_total") >= Sample(first, "tollgate_runtime_threadpool_completed_items_total") + 50);
+        Assert.InRange(Sample(second, "tollgate_process_resident_memory_bytes"), 10L << 20, 100L << 30);
+        Assert.True(Sample(second, "tollgate_runtime_gc_heap_bytes") > 0);
+        long Collections(string body, int generation) => Sample(body, $"tollgate_runtime_gc_collections_total{{generation=\"{generation}\"}}");
+        Assert.True(Collections(second, 0) > Collections(first, 0));
+        Assert.True(Collections(second, 0) >= Collections(second, 1) && Collections(second, 1) >= Collections(second, 2));
+    }
+
     [Theory, MemberData(nameof(Engines))]
     public async Task A_gateway_call_shows_up_in_requests_tokens_and_micro_dollars_charged(string engine)
     {

@@ -36,6 +36,34 @@ public sealed class TollgateMetrics : IDisposable
             description: "Pending holds (authorizations) not yet posted, voided or expired; refreshed at most every few seconds.");
         _meter.CreateObservableGauge("tollgate_ledger_held_microusd", () => Volatile.Read(ref _heldMicros),
             description: "Micro-USD reserved by open holds; refreshed at most every few seconds.");
+        ObserveRuntime();
+    }
+
+    /// <summary>
+    /// The process's own health: a starved thread pool (a queue that grows while the thread count climbs) shows up here
+    /// before it shows up as a latency tail. Even the ledger writer's own thread waits for a pool thread at each
+    /// database round trip (docs/BENCHMARKS.md, "Session 10").
+    /// </summary>
+    private void ObserveRuntime()
+    {
+        _meter.CreateObservableGauge("tollgate_runtime_threadpool_threads", () => (long)ThreadPool.ThreadCount,
+            description: "Thread-pool threads in this process.");
+        _meter.CreateObservableGauge("tollgate_runtime_threadpool_queue_length", () => ThreadPool.PendingWorkItemCount,
+            description: "Work items queued for the thread pool and not yet started.");
+        _meter.CreateObservableCounter("tollgate_runtime_threadpool_completed_items_total", () => ThreadPool.CompletedWorkItemCount,
+            description: "Work items the thread pool has run.");
+        _meter.CreateObservableCounter("tollgate_runtime_lock_contentions_total", () => Monitor.LockContentionCount,
+            description: "Times a thread waited for a lock held by another.");
+        _meter.CreateObservableCounter("tollgate_runtime_gc_collections_total", () => new[]
+        {
+            new Measurement<long>(GC.CollectionCount(0), new KeyValuePair<string, object?>("generation", "0")),
+            new Measurement<long>(GC.CollectionCount(1), new KeyValuePair<string, object?>("generation", "1")),
+            new Measurement<long>(GC.CollectionCount(2), new KeyValuePair<string, object?>("generation", "2")),
+        }, description: "Garbage collections by generation (a collection of generation 2 counts for 0 and 1 too).");
+        _meter.CreateObservableGauge("tollgate_runtime_gc_heap_bytes", () => GC.GetTotalMemory(forceFullCollection: false),
+            description: "Bytes allocated on the managed heap and not yet collected.");
+        _meter.CreateObservableGauge("tollgate_process_resident_memory_bytes", () => Environment.WorkingSet,
+            description: "Resident memory of this process.");
     }
 
     private long _holdsOpen, _heldMicros;
