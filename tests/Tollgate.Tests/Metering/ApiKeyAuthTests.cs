@@ -9,6 +9,33 @@ namespace Tollgate.Tests.Metering;
 /// <summary>API-key authentication of the <c>/api/v1</c> routes.</summary>
 public sealed class ApiKeyAuthTests(MeteringFixture fixture) : IClassFixture<MeteringFixture>
 {
+    [Fact]
+    public async Task On_sqlite_touching_a_keys_last_use_waits_for_the_write_gate_instead_of_meeting_the_ledger_in_the_busy_handler()
+    {
+        var app = await fixture.AppAsync(TestDatabases.Sqlite);
+        using var customer = await app.CustomerAsync(1_000);
+        var db = app.Get<Database>();
+        var later = DateTimeOffset.UtcNow.AddDays(1);
+
+        // While the gate is taken (by the ledger's writer, say), the touch waits for it rather than for SQLite's lock.
+        await db.SqliteWriteGate.WaitAsync();
+        Task touch;
+        try
+        {
+            touch = app.Get<IApiKeyStore>().TouchLastUsedAsync(customer.KeyId, later, CancellationToken.None);
+            await Task.Delay(200);
+            Assert.False(touch.IsCompleted);
+        }
+        finally
+        {
+            db.SqliteWriteGate.Release();
+        }
+        await touch.WaitAsync(TimeSpan.FromSeconds(10));
+        await using var connection = await db.OpenAsync(CancellationToken.None);
+        Assert.Equal(1, await ScalarAsync(connection,
+            $"SELECT COUNT(*) FROM api_keys WHERE id = '{customer.KeyId}' AND last_used_at = {Tollgate.Infrastructure.UnixMicros.From(later)}"));
+    }
+
     [Theory]
     [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
     public async Task Account_ValidKey_ReturnsCallersAccountWithBalances(string engine)
