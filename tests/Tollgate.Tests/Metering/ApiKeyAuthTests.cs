@@ -36,6 +36,33 @@ public sealed class ApiKeyAuthTests(MeteringFixture fixture) : IClassFixture<Met
             $"SELECT COUNT(*) FROM api_keys WHERE id = '{customer.KeyId}' AND last_used_at = {Tollgate.Infrastructure.UnixMicros.From(later)}"));
     }
 
+    [Fact]
+    public async Task On_sqlite_a_gateway_calls_quota_write_waits_for_the_write_gate_too()
+    {
+        var app = await fixture.AppAsync(TestDatabases.Sqlite);
+        using var customer = await app.CustomerAsync(1_000);
+        var db = app.Get<Database>();
+        var quotas = app.Get<Tollgate.Features.Plans.QuotaStore>();
+        var period = DateTimeOffset.UnixEpoch.AddDays(20_000);
+
+        await db.SqliteWriteGate.WaitAsync();
+        Task<long?> consume;
+        try
+        {
+            consume = quotas.TryConsumeCountedAsync(customer.AccountId, Tollgate.Features.Plans.QuotaStore.Requests, period, 10, CancellationToken.None);
+            await Task.Delay(200);
+            Assert.False(consume.IsCompleted);
+        }
+        finally
+        {
+            db.SqliteWriteGate.Release();
+        }
+        Assert.Equal(1, await consume.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(3, await quotas.AddAsync(customer.AccountId, Tollgate.Features.Plans.QuotaStore.Requests, period, 2, CancellationToken.None));
+        await quotas.ReleaseAsync(customer.AccountId, Tollgate.Features.Plans.QuotaStore.Requests, period);
+        Assert.Equal(2, await quotas.UsedAsync(customer.AccountId, Tollgate.Features.Plans.QuotaStore.Requests, period, CancellationToken.None));
+    }
+
     [Theory]
     [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
     public async Task Account_ValidKey_ReturnsCallersAccountWithBalances(string engine)

@@ -99,7 +99,7 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
     }
 
     /// <remarks>
-    /// On SQLite this takes the process's write gate like the ledger does (see <see cref="Database.SqliteWriteGate"/>).
+    /// On SQLite this takes the process's write gate like the ledger does (<see cref="Database.WriteAsync"/>).
     /// Without it, the once-a-minute touch met the ledger's back-to-back batches in SQLite's busy handler, which sleeps
     /// (up to 100 ms a time) instead of waking when the lock is free: at 1,000 calls/s it waited about a second, and
     /// every call of that key waited with it (the touch is part of the key's single-flight load). Measured in the
@@ -108,19 +108,9 @@ internal sealed class ApiKeyStore(Database db, TimeProvider time) : IApiKeyStore
     public async Task TouchLastUsedAsync(string keyId, DateTimeOffset usedAt, CancellationToken ct)
     {
         var at = UnixMicros.From(usedAt);
-        var sqlite = db.Engine == DatabaseEngine.Sqlite;
-        if (sqlite) await db.SqliteWriteGate.WaitAsync(ct);
-        try
-        {
-            await using var c = await db.OpenAsync(ct);
-            await c.ExecuteAsync(new CommandDefinition(
-                "UPDATE api_keys SET last_used_at = @at WHERE id = @keyId AND (last_used_at IS NULL OR last_used_at < @at)",
-                new { keyId, at }, cancellationToken: ct));
-        }
-        finally
-        {
-            if (sqlite) db.SqliteWriteGate.Release();
-        }
+        await db.WriteAsync(c => c.ExecuteAsync(new CommandDefinition(
+            "UPDATE api_keys SET last_used_at = @at WHERE id = @keyId AND (last_used_at IS NULL OR last_used_at < @at)",
+            new { keyId, at }, cancellationToken: ct)), ct);
     }
 
     public async Task<bool> RevokeAsync(string accountId, string keyId, DateTimeOffset at, CancellationToken ct)

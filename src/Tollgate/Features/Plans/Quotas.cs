@@ -38,7 +38,8 @@ public readonly record struct PlanPeriod(DateTimeOffset Start, DateTimeOffset En
 /// <summary>
 /// Counted quotas (e.g. a plan's included requests per period). Consuming is one conditional upsert — the row is
 /// created at 1 or incremented only while below the limit — so two processes can never both take the last unit.
-/// A unit is given back when the call it was taken for delivered nothing.
+/// A unit is given back when the call it was taken for delivered nothing. Every write is a gateway call's, so on
+/// SQLite it goes through the process's write gate with the ledger (<see cref="Database.WriteAsync"/>).
 /// </summary>
 internal sealed class QuotaStore(Database db)
 {
@@ -50,23 +51,21 @@ internal sealed class QuotaStore(Database db)
     public async Task<long> AddAsync(string accountId, string kind, DateTimeOffset periodStart, long amount, CancellationToken ct)
     {
         if (amount <= 0) return await UsedAsync(accountId, kind, periodStart, ct);
-        await using var c = await db.OpenAsync(ct);
-        return await c.ExecuteScalarAsync<long>(new CommandDefinition("""
+        return await db.WriteAsync(c => c.ExecuteScalarAsync<long>(new CommandDefinition("""
             INSERT INTO quota_usage (account_id, kind, period_start, used) VALUES (@accountId, @kind, @start, @amount)
             ON CONFLICT (account_id, kind, period_start) DO UPDATE SET used = quota_usage.used + @amount
             RETURNING used
-            """, new { accountId, kind, start = UnixMicros.From(periodStart), amount }, cancellationToken: ct));
+            """, new { accountId, kind, start = UnixMicros.From(periodStart), amount }, cancellationToken: ct)), ct);
     }
 
     /// <summary>Takes one unit; false when the period's <paramref name="limit"/> is used up.</summary>
     public async Task<bool> TryConsumeAsync(string accountId, string kind, DateTimeOffset periodStart, long limit, CancellationToken ct)
     {
         if (limit <= 0) return false;
-        await using var c = await db.OpenAsync(ct);
-        var changed = await c.ExecuteAsync(new CommandDefinition("""
+        var changed = await db.WriteAsync(c => c.ExecuteAsync(new CommandDefinition("""
             INSERT INTO quota_usage (account_id, kind, period_start, used) VALUES (@accountId, @kind, @start, 1)
             ON CONFLICT (account_id, kind, period_start) DO UPDATE SET used = quota_usage.used + 1 WHERE quota_usage.used < @limit
-            """, new { accountId, kind, start = UnixMicros.From(periodStart), limit }, cancellationToken: ct));
+            """, new { accountId, kind, start = UnixMicros.From(periodStart), limit }, cancellationToken: ct)), ct);
         return changed == 1;
     }
 
@@ -77,12 +76,11 @@ internal sealed class QuotaStore(Database db)
     public async Task<long?> TryConsumeCountedAsync(string accountId, string kind, DateTimeOffset periodStart, long limit, CancellationToken ct)
     {
         if (limit <= 0) return null;
-        await using var c = await db.OpenAsync(ct);
-        return await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition("""
+        return await db.WriteAsync(c => c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition("""
             INSERT INTO quota_usage (account_id, kind, period_start, used) VALUES (@accountId, @kind, @start, 1)
             ON CONFLICT (account_id, kind, period_start) DO UPDATE SET used = quota_usage.used + 1 WHERE quota_usage.used < @limit
             RETURNING used
-            """, new { accountId, kind, start = UnixMicros.From(periodStart), limit }, cancellationToken: ct));
+            """, new { accountId, kind, start = UnixMicros.From(periodStart), limit }, cancellationToken: ct)), ct);
     }
 
     /// <summary>The alert subject and period key of a quota kind in a period (see <c>AlertService.ObserveUsageAsync</c>).</summary>
@@ -92,10 +90,9 @@ internal sealed class QuotaStore(Database db)
     /// <summary>Gives one unit back (the call delivered nothing).</summary>
     public async Task ReleaseAsync(string accountId, string kind, DateTimeOffset periodStart)
     {
-        await using var c = await db.OpenAsync(CancellationToken.None);
-        await c.ExecuteAsync(new CommandDefinition(
+        await db.WriteAsync(c => c.ExecuteAsync(new CommandDefinition(
             "UPDATE quota_usage SET used = used - 1 WHERE account_id = @accountId AND kind = @kind AND period_start = @start AND used > 0",
-            new { accountId, kind, start = UnixMicros.From(periodStart) }));
+            new { accountId, kind, start = UnixMicros.From(periodStart) })), CancellationToken.None);
     }
 
     public async Task<long> UsedAsync(string accountId, string kind, DateTimeOffset periodStart, CancellationToken ct)

@@ -58,6 +58,26 @@ public sealed class Database : IAsyncDisposable
 
     public SemaphoreSlim SqliteWriteGate { get; } = new(1, 1);
 
+    /// <summary>
+    /// A short write outside the ledger (one statement, its own transaction), under <see cref="SqliteWriteGate"/> on
+    /// SQLite so that it queues behind the ledger's batches instead of meeting them in SQLite's sleeping busy handler;
+    /// as is on PostgreSQL.
+    /// </summary>
+    public async Task<T> WriteAsync<T>(Func<System.Data.Common.DbConnection, Task<T>> write, CancellationToken ct)
+    {
+        var sqlite = Engine == DatabaseEngine.Sqlite;
+        if (sqlite) await SqliteWriteGate.WaitAsync(ct);
+        try
+        {
+            await using var connection = await OpenAsync(ct);
+            return await write(connection);
+        }
+        finally
+        {
+            if (sqlite) SqliteWriteGate.Release();
+        }
+    }
+
     public DatabaseTarget Target { get; }
     public DatabaseEngine Engine => Target.Engine;
 
