@@ -9,6 +9,28 @@ namespace Tollgate.Tests.Metering;
 /// <summary>API-key authentication of the <c>/api/v1</c> routes.</summary>
 public sealed class ApiKeyAuthTests(MeteringFixture fixture) : IClassFixture<MeteringFixture>
 {
+    /// <summary>
+    /// Starts <paramref name="write"/> while the SQLite write gate is taken (by the ledger's writer, say) and asserts
+    /// it waits for the gate rather than for SQLite's lock; returns it completed once the gate is given back.
+    /// </summary>
+    private static async Task<T> WaitsForTheWriteGateAsync<T>(Database db, Func<T> write) where T : Task
+    {
+        await db.SqliteWriteGate.WaitAsync();
+        T started;
+        try
+        {
+            started = write();
+            await Task.Delay(200);
+            Assert.False(started.IsCompleted);
+        }
+        finally
+        {
+            db.SqliteWriteGate.Release();
+        }
+        await started.WaitAsync(TimeSpan.FromSeconds(10));
+        return started;
+    }
+
     [Fact]
     public async Task On_sqlite_touching_a_keys_last_use_waits_for_the_write_gate_instead_of_meeting_the_ledger_in_the_busy_handler()
     {
@@ -17,20 +39,7 @@ public sealed class ApiKeyAuthTests(MeteringFixture fixture) : IClassFixture<Met
         var db = app.Get<Database>();
         var later = DateTimeOffset.UtcNow.AddDays(1);
 
-        // While the gate is taken (by the ledger's writer, say), the touch waits for it rather than for SQLite's lock.
-        await db.SqliteWriteGate.WaitAsync();
-        Task touch;
-        try
-        {
-            touch = app.Get<IApiKeyStore>().TouchLastUsedAsync(customer.KeyId, later, CancellationToken.None);
-            await Task.Delay(200);
-            Assert.False(touch.IsCompleted);
-        }
-        finally
-        {
-            db.SqliteWriteGate.Release();
-        }
-        await touch.WaitAsync(TimeSpan.FromSeconds(10));
+        await WaitsForTheWriteGateAsync(db, () => app.Get<IApiKeyStore>().TouchLastUsedAsync(customer.KeyId, later, CancellationToken.None));
         await using var connection = await db.OpenAsync(CancellationToken.None);
         Assert.Equal(1, await ScalarAsync(connection,
             $"SELECT COUNT(*) FROM api_keys WHERE id = '{customer.KeyId}' AND last_used_at = {Tollgate.Infrastructure.UnixMicros.From(later)}"));
@@ -45,19 +54,9 @@ public sealed class ApiKeyAuthTests(MeteringFixture fixture) : IClassFixture<Met
         var quotas = app.Get<Tollgate.Features.Plans.QuotaStore>();
         var period = DateTimeOffset.UnixEpoch.AddDays(20_000);
 
-        await db.SqliteWriteGate.WaitAsync();
-        Task<long?> consume;
-        try
-        {
-            consume = quotas.TryConsumeCountedAsync(customer.AccountId, Tollgate.Features.Plans.QuotaStore.Requests, period, 10, CancellationToken.None);
-            await Task.Delay(200);
-            Assert.False(consume.IsCompleted);
-        }
-        finally
-        {
-            db.SqliteWriteGate.Release();
-        }
-        Assert.Equal(1, await consume.WaitAsync(TimeSpan.FromSeconds(10)));
+        var consume = await WaitsForTheWriteGateAsync(db,
+            () => quotas.TryConsumeCountedAsync(customer.AccountId, Tollgate.Features.Plans.QuotaStore.Requests, period, 10, CancellationToken.None));
+        Assert.Equal(1, await consume);
         Assert.Equal(3, await quotas.AddAsync(customer.AccountId, Tollgate.Features.Plans.QuotaStore.Requests, period, 2, CancellationToken.None));
         await quotas.ReleaseAsync(customer.AccountId, Tollgate.Features.Plans.QuotaStore.Requests, period);
         Assert.Equal(2, await quotas.UsedAsync(customer.AccountId, Tollgate.Features.Plans.QuotaStore.Requests, period, CancellationToken.None));
