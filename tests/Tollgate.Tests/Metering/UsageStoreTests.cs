@@ -70,8 +70,8 @@ public sealed class UsageStoreTests(MeteringFixture fixture) : IClassFixture<Met
         var store = app.Get<IUsageStore>();
         var account = await app.CreateAccountAsync();
         var good = Enumerable.Range(0, 8).Select(b => new[] { Record(account, $"g{b}-1", T0), Record(account, $"g{b}-2", T0) }).ToArray();
-        // No such account: the foreign key refuses it, on either engine.
-        var bad = new[] { Record(account, "bad-1", T0), Record("acct_missing", "bad-2", T0) };
+        // Negative token counts: the schema's check refuses them, on either engine.
+        var bad = new[] { Record(account, "bad-1", T0), Record(account, "bad-2", T0, input: -1) };
 
         var goodTasks = good.Select(g => Task.Run(() => store.InsertManyAsync(g, CancellationToken.None))).ToArray();
         var badTask = Task.Run(() => store.InsertManyAsync(bad, CancellationToken.None));
@@ -135,12 +135,12 @@ public sealed class UsageStoreTests(MeteringFixture fixture) : IClassFixture<Met
 
     [Theory]
     [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
-    public async Task Insert_UnknownAccountOrBadStatus_IsRefusedByTheSchema(string engine)
+    public async Task Insert_BadStatusOrNegativeTokens_IsRefusedByTheSchema(string engine)
     {
+        // (Unknown accounts are refused by the callers, which authenticate them: PostgreSQL has no foreign key here
+        // since migration 0031, because of its cost inside the ledger's writer transaction.)
         var app = await fixture.AppAsync(engine);
         var store = app.Get<IUsageStore>();
-        await Assert.ThrowsAnyAsync<Exception>(() => store.InsertAsync(Record("acct_missing", "x", T0), CancellationToken.None));
-
         var account = await app.CreateAccountAsync();
         await using var connection = await app.Get<Database>().OpenAsync(CancellationToken.None);
         await using var cmd = connection.CreateCommand();
