@@ -64,6 +64,27 @@ public sealed class LedgerBatchTests
 
     [Theory]
     [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
+    public async Task TransferAtomicAsync_HoldAndItsPostInOneGroup_StoresTheHoldPostedAndSettled(string engine)
+    {
+        await using var f = await Fixture.CreateAsync(engine, 10_000);
+
+        var results = await f.Ledger.TransferAtomicAsync([
+            new TransferRequest { Id = "hold", Kind = TransferKind.Pending, DebitAccountId = f.Customer, CreditAccountId = f.Revenue, Amount = 3_000, Code = "usage" },
+            new TransferRequest { Id = "settle", Kind = TransferKind.PostPending, PendingId = "hold", Amount = 1_200, Code = "usage" },
+        ]);
+
+        Assert.All(results, r => Assert.Equal(TransferResultCode.Ok, r.Code));
+        Assert.Equal(TransferStatus.Posted, (await f.Ledger.GetTransferAsync("hold"))!.Status);
+        var customer = await f.Ledger.GetAccountAsync(f.Customer);
+        Assert.Equal(8_800, customer!.BalanceMicros);
+        Assert.Equal(0, customer.HeldMicros);
+        var replay = await f.Ledger.TransferAsync(new TransferRequest { Id = "settle", Kind = TransferKind.PostPending, PendingId = "hold", Amount = 1_200, Code = "usage" });
+        Assert.Equal(TransferResultCode.Replayed, replay.Code);
+        Assert.True((await f.Ledger.AuditAsync()).Healthy);
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDatabases.Engines), MemberType = typeof(TestDatabases))]
     public async Task TransferAsync_ManyConcurrentDebitsOfOneAccount_PostExactlyWhatTheBalanceCovers(string engine)
     {
         await using var f = await Fixture.CreateAsync(engine, 3_000);

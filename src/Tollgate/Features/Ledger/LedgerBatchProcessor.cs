@@ -119,7 +119,24 @@ internal sealed class LedgerBatchWrites
             foreach (var a in w.DirtyAccounts) accounts[a.Id] = a;
         }
         merged.DirtyAccounts.AddRange(accounts.Values);
+        merged.FoldSettlementsIntoInserts();
         return merged;
+    }
+
+    /// <summary>
+    /// A hold placed and settled by the same writes is inserted with its final status, instead of inserted pending and
+    /// then updated: one row version instead of two. The update cannot be a HOT update (status is in the open-holds
+    /// index's predicate), so on PostgreSQL it cost a new heap tuple, a primary-key index entry and their WAL.
+    /// </summary>
+    public void FoldSettlementsIntoInserts()
+    {
+        if (PendingStatusChanges.Count == 0) return;
+        for (var i = 0; i < NewTransfers.Count; i++)
+        {
+            var t = NewTransfers[i];
+            if (t.Kind == TransferKind.Pending && PendingStatusChanges.Remove(t.Id, out var status))
+                NewTransfers[i] = t with { Status = status };
+        }
     }
 }
 
@@ -181,6 +198,7 @@ internal sealed class LedgerBatchProcessor
             else ApplyAtomic(command);
         }
         foreach (var id in _dirty) _writes.DirtyAccounts.Add(_accounts[id]);
+        _writes.FoldSettlementsIntoInserts();
         return _writes;
     }
 
