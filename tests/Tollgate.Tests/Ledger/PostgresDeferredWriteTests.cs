@@ -150,6 +150,39 @@ public sealed class PostgresDeferredWriteTests
         Assert.Equal(950L, (await h.AccountAsync(customer)).BalanceMicros);
     }
 
+    [Theory]
+    [InlineData(true, "off")]
+    [InlineData(false, "on")]
+    public async Task The_one_statement_write_commits_without_waiting_for_the_disk_only_when_every_command_is_relaxed(bool relaxed, string synchronousCommit)
+    {
+        await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);
+        // ledger_write_checked (migration 0032) stands for BEGIN; SET LOCAL synchronous_commit = off; …; COMMIT in one
+        // implicit transaction: the setting must hold for that transaction's commit, and only for it.
+        string Empty(string type) => $"'{{}}'::{type}[]";
+        var arguments = string.Join(", ", new[] { "'probe'", "false", "false", relaxed ? "true" : "false" }
+            .Concat(Enumerable.Repeat(Empty("bigint"), 7)).Append(Empty("text"))
+            .Concat(new[] { "text", "smallint", "bigint", "bigint", "bigint", "text", "integer", "bigint", "smallint", "text", "text", "text", "text", "bigint", "bigint", "bigint" }.Select(Empty))
+            .Concat(new[] { "bigint", "bigint", "text", "boolean", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint" }.Select(Empty))
+            .Concat(Enumerable.Repeat(Empty("bigint"), 6)).Append(Empty("text")).Append(Empty("smallint"))
+            .Concat(new[] { "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "text", "bigint", "text", "text", "text", "text", "bigint", "bigint", "text" }.Select(Empty)));
+
+        await using var connection = new Npgsql.NpgsqlConnection(h.Database.Target.ConnectionString + ";Pooling=false");
+        await connection.OpenAsync();
+        async Task<string> SettingAsync(string sql)
+        {
+            await using var command = new Npgsql.NpgsqlCommand(sql, connection);
+            return (string)(await command.ExecuteScalarAsync())!;
+        }
+        // The test cluster runs with synchronous_commit off; the session starts from the durable setting.
+        await SettingAsync("SELECT set_config('synchronous_commit', 'on', false)");
+
+        var inTransaction = await SettingAsync(
+            $"SELECT current_setting('synchronous_commit') FROM (SELECT ledger_write_checked({arguments})) AS written");
+
+        Assert.Equal(synchronousCommit, inTransaction);
+        Assert.Equal("on", await SettingAsync("SELECT current_setting('synchronous_commit')"));
+    }
+
     [Fact]
     public async Task The_claim_function_keeps_a_contended_claim_for_a_holder_that_asks_says_so_and_lets_go_at_its_next_plain_call()
     {

@@ -405,6 +405,7 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     private int WriteChecked(NpgsqlConnection connection, IReadOnlyList<LedgerCommand> batch, LedgerStateCache.StateCheck check,
         LedgerBatchWrites writes, bool keepHeld)
     {
+        if (LedgerCommand.SideWritesToRun(batch).Count == 0) return WriteCheckedAsOneStatement(connection, batch, check, writes, keepHeld);
         using var write = new NpgsqlBatch(connection);
         write.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
         if (LedgerCommand.AllRelaxed(batch)) write.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
@@ -431,6 +432,59 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         if (askClaim) Volatile.Write(ref _claimAskedAt, now);
         return heldMs;
     }
+
+    /// <summary>
+    /// <see cref="WriteChecked"/> as one statement, <c>ledger_write_checked</c> (migration 0032), in an implicit
+    /// transaction: Npgsql writes a single statement synchronously on the calling thread, where it writes a batch's later
+    /// statements asynchronously (two thread-pool work items per round trip, with their thread wake-ups).
+    /// </summary>
+    private int WriteCheckedAsOneStatement(NpgsqlConnection connection, IReadOnlyList<LedgerCommand> batch,
+        LedgerStateCache.StateCheck check, LedgerBatchWrites writes, bool keepHeld)
+    {
+        var now = System.Diagnostics.Stopwatch.GetTimestamp();
+        var askClaim = now >= Volatile.Read(ref _exclusiveUntil) || now - Volatile.Read(ref _claimAskedAt) >= ClaimRecheckTicks;
+        using var write = new NpgsqlCommand(WriteCheckedSql, connection);
+        var p = write.Parameters;
+        p.Add(new NpgsqlParameter<string>("writer", _writerId));
+        p.Add(new NpgsqlParameter<bool>("ask", askClaim));
+        p.Add(new NpgsqlParameter<bool>("keep", keepHeld));
+        p.Add(new NpgsqlParameter<bool>("relaxed", LedgerCommand.AllRelaxed(batch)));
+        p.Add(new NpgsqlParameter<long[]>("c_ids", check.AccountIds));
+        p.Add(new NpgsqlParameter<long[]>("c_versions", check.Versions));
+        p.Add(new NpgsqlParameter<long[]>("c_limits", check.CreditLimits));
+        p.Add(new NpgsqlParameter<long[]>("c_dp", check.DebitsPending));
+        p.Add(new NpgsqlParameter<long[]>("c_dpo", check.DebitsPosted));
+        p.Add(new NpgsqlParameter<long[]>("c_cp", check.CreditsPending));
+        p.Add(new NpgsqlParameter<long[]>("c_cpo", check.CreditsPosted));
+        p.Add(new NpgsqlParameter<string[]>("c_absent", check.AbsentTransferIds));
+        AddTransferParameters(p, writes.NewTransfers, "t_");
+        AddEntryParameters(p, writes.Entries, "e_");
+        AddAccountStateParameters(p, writes.DirtyAccounts, "a_");
+        AddPendingParameters(p, writes.PendingStatusChanges, "s_");
+        Metering.UsageStore.AddArrayParameters(p, LedgerCommand.RecordsToWrite(batch), "u_");
+        var result = write.ExecuteScalar();
+        if (!askClaim) return ClaimNotAsked;
+        Volatile.Write(ref _claimAskedAt, now);
+        return result is int heldMs ? heldMs : 0;
+    }
+
+    private const string WriteCheckedSql = """
+        SELECT ledger_write_checked(@writer, @ask, @keep, @relaxed,
+            @c_ids::bigint[], @c_versions::bigint[], @c_limits::bigint[], @c_dp::bigint[], @c_dpo::bigint[], @c_cp::bigint[],
+            @c_cpo::bigint[], @c_absent::text[],
+            @t_id::text[], @t_kind::smallint[], @t_dr::bigint[], @t_cr::bigint[], @t_amount::bigint[], @t_pending::text[],
+            @t_timeout::integer[], @t_expires::bigint[], @t_status::smallint[], @t_code::text[], @t_ref::text[], @t_descr::text[],
+            @t_meta::text[], @t_ts::bigint[], @t_drb::bigint[], @t_crb::bigint[],
+            @e_account::bigint[], @e_version::bigint[], @e_transfer::text[], @e_debit::boolean[], @e_pd::bigint[], @e_po::bigint[],
+            @e_bal::bigint[], @e_dpa::bigint[], @e_cpa::bigint[], @e_ts::bigint[],
+            @a_id::bigint[], @a_dp::bigint[], @a_dpo::bigint[], @a_cp::bigint[], @a_cpo::bigint[], @a_v::bigint[],
+            @s_id::text[], @s_s::smallint[],
+            @u_id::text[], @u_account_id::text[], @u_key_id::text[], @u_model::text[], @u_provider::text[],
+            @u_input_tokens::bigint[], @u_output_tokens::bigint[], @u_cache_read_tokens::bigint[], @u_cache_write_tokens::bigint[],
+            @u_reasoning_tokens::bigint[], @u_provider_cost_micros::bigint[], @u_provider_cost_usd::text[],
+            @u_user_price_micros::bigint[], @u_billing_status::text[], @u_request_id::text[], @u_metadata::text[],
+            @u_transfer_id::text[], @u_created_at::bigint[], @u_occurred_at::bigint[], @u_customer_id::text[])
+        """;
 
     /// <summary>The statements that write an applied batch: transfers, entries, counters, pending statuses, usage records, side writes.</summary>
     /// <returns>Whether side writes were added (their statements might return rows).</returns>
@@ -612,6 +666,13 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
 
     private static NpgsqlBatchCommand InsertTransfers(List<Transfer> ts)
     {
+        var c = new NpgsqlBatchCommand(InsertTransfersSql);
+        AddTransferParameters(c.Parameters, ts, "");
+        return c;
+    }
+
+    private static void AddTransferParameters(NpgsqlParameterCollection c, List<Transfer> ts, string prefix)
+    {
         var n = ts.Count;
         var id = new string[n]; var kind = new short[n]; var dr = new long[n]; var cr = new long[n]; var amount = new long[n];
         var pending = new string?[n]; var timeout = new int[n]; var expires = new long?[n]; var status = new short[n];
@@ -625,27 +686,32 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
             code[i] = t.Code; reference[i] = t.Reference; descr[i] = t.Description; meta[i] = t.Metadata;
             tsArr[i] = t.TimestampMicros; drb[i] = t.DebitBalanceAfter; crb[i] = t.CreditBalanceAfter;
         }
-        var c = new NpgsqlBatchCommand(InsertTransfersSql);
-        c.Parameters.Add(new NpgsqlParameter<string[]>("id", id));
-        c.Parameters.Add(new NpgsqlParameter<short[]>("kind", kind));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("dr", dr));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("cr", cr));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("amount", amount));
-        c.Parameters.Add(new NpgsqlParameter<string?[]>("pending", pending) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        c.Parameters.Add(new NpgsqlParameter<int[]>("timeout", timeout));
-        c.Parameters.Add(new NpgsqlParameter<long?[]>("expires", expires) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
-        c.Parameters.Add(new NpgsqlParameter<short[]>("status", status));
-        c.Parameters.Add(new NpgsqlParameter<string[]>("code", code));
-        c.Parameters.Add(new NpgsqlParameter<string?[]>("ref", reference) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        c.Parameters.Add(new NpgsqlParameter<string?[]>("descr", descr) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        c.Parameters.Add(new NpgsqlParameter<string?[]>("meta", meta) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        c.Parameters.Add(new NpgsqlParameter<long[]>("ts", tsArr));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("drb", drb));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("crb", crb));
-        return c;
+        c.Add(new NpgsqlParameter<string[]>(prefix + "id", id));
+        c.Add(new NpgsqlParameter<short[]>(prefix + "kind", kind));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "dr", dr));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "cr", cr));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "amount", amount));
+        c.Add(new NpgsqlParameter<string?[]>(prefix + "pending", pending) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        c.Add(new NpgsqlParameter<int[]>(prefix + "timeout", timeout));
+        c.Add(new NpgsqlParameter<long?[]>(prefix + "expires", expires) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
+        c.Add(new NpgsqlParameter<short[]>(prefix + "status", status));
+        c.Add(new NpgsqlParameter<string[]>(prefix + "code", code));
+        c.Add(new NpgsqlParameter<string?[]>(prefix + "ref", reference) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        c.Add(new NpgsqlParameter<string?[]>(prefix + "descr", descr) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        c.Add(new NpgsqlParameter<string?[]>(prefix + "meta", meta) { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        c.Add(new NpgsqlParameter<long[]>(prefix + "ts", tsArr));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "drb", drb));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "crb", crb));
     }
 
     private static NpgsqlBatchCommand InsertEntries(List<LedgerEntry> es)
+    {
+        var c = new NpgsqlBatchCommand(InsertEntriesSql);
+        AddEntryParameters(c.Parameters, es, "");
+        return c;
+    }
+
+    private static void AddEntryParameters(NpgsqlParameterCollection c, List<LedgerEntry> es, string prefix)
     {
         var n = es.Count;
         var account = new long[n]; var version = new long[n]; var transfer = new string[n]; var debit = new bool[n];
@@ -657,21 +723,26 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
             pd[i] = e.PendingDelta; po[i] = e.PostedDelta; bal[i] = e.BalanceAfter; dpa[i] = e.DebitsPendingAfter;
             cpa[i] = e.CreditsPendingAfter; ts[i] = e.TimestampMicros;
         }
-        var c = new NpgsqlBatchCommand(InsertEntriesSql);
-        c.Parameters.Add(new NpgsqlParameter<long[]>("account", account));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("version", version));
-        c.Parameters.Add(new NpgsqlParameter<string[]>("transfer", transfer));
-        c.Parameters.Add(new NpgsqlParameter<bool[]>("debit", debit));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("pd", pd));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("po", po));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("bal", bal));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("dpa", dpa));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("cpa", cpa));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("ts", ts));
-        return c;
+        c.Add(new NpgsqlParameter<long[]>(prefix + "account", account));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "version", version));
+        c.Add(new NpgsqlParameter<string[]>(prefix + "transfer", transfer));
+        c.Add(new NpgsqlParameter<bool[]>(prefix + "debit", debit));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "pd", pd));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "po", po));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "bal", bal));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "dpa", dpa));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "cpa", cpa));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "ts", ts));
     }
 
     private static NpgsqlBatchCommand UpdateAccounts(List<AccountState> accounts)
+    {
+        var c = new NpgsqlBatchCommand(UpdateAccountsSql);
+        AddAccountStateParameters(c.Parameters, accounts, "");
+        return c;
+    }
+
+    private static void AddAccountStateParameters(NpgsqlParameterCollection c, List<AccountState> accounts, string prefix)
     {
         var n = accounts.Count;
         var id = new long[n]; var dp = new long[n]; var dpo = new long[n]; var cp = new long[n]; var cpo = new long[n]; var v = new long[n];
@@ -680,21 +751,24 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
             var a = accounts[i];
             id[i] = a.Id; dp[i] = a.DebitsPending; dpo[i] = a.DebitsPosted; cp[i] = a.CreditsPending; cpo[i] = a.CreditsPosted; v[i] = a.Version;
         }
-        var c = new NpgsqlBatchCommand(UpdateAccountsSql);
-        c.Parameters.Add(new NpgsqlParameter<long[]>("id", id));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("dp", dp));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("dpo", dpo));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("cp", cp));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("cpo", cpo));
-        c.Parameters.Add(new NpgsqlParameter<long[]>("v", v));
-        return c;
+        c.Add(new NpgsqlParameter<long[]>(prefix + "id", id));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "dp", dp));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "dpo", dpo));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "cp", cp));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "cpo", cpo));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "v", v));
     }
 
     private static NpgsqlBatchCommand UpdatePending(Dictionary<string, TransferStatus> changes)
     {
         var c = new NpgsqlBatchCommand(UpdatePendingSql);
-        c.Parameters.Add(new NpgsqlParameter<string[]>("id", changes.Keys.ToArray()));
-        c.Parameters.Add(new NpgsqlParameter<short[]>("s", changes.Values.Select(s => (short)s).ToArray()));
+        AddPendingParameters(c.Parameters, changes, "");
         return c;
+    }
+
+    private static void AddPendingParameters(NpgsqlParameterCollection c, Dictionary<string, TransferStatus> changes, string prefix)
+    {
+        c.Add(new NpgsqlParameter<string[]>(prefix + "id", changes.Keys.ToArray()));
+        c.Add(new NpgsqlParameter<short[]>(prefix + "s", changes.Values.Select(s => (short)s).ToArray()));
     }
 }

@@ -277,10 +277,11 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
         return cmd;
     }
 
-    private static void AddArrayParameters(NpgsqlParameterCollection parameters, IReadOnlyList<UsageRecord> records)
+    /// <summary>One array parameter per column (names prefixed with <paramref name="prefix"/>), for an insert through unnest.</summary>
+    internal static void AddArrayParameters(NpgsqlParameterCollection parameters, IReadOnlyList<UsageRecord> records, string prefix = "")
     {
         var rows = records.Select(Row.From).ToArray();
-        void Add<T>(string name, Func<Row, T> column) => parameters.Add(new NpgsqlParameter<T[]>(name, rows.Select(column).ToArray()));
+        void Add<T>(string name, Func<Row, T> column) => parameters.Add(new NpgsqlParameter<T[]>(prefix + name, rows.Select(column).ToArray()));
         Add("id", r => r.id);
         Add("account_id", r => r.account_id);
         Add("key_id", r => r.key_id);
