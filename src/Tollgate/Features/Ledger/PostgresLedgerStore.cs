@@ -159,6 +159,34 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
 
     private const string LoadTransfersSql = $"SELECT {LedgerSql.TransferColumns} FROM ledger_transfers WHERE id = ANY(@ids)";
 
+    private const string InsertTransfersSql = """
+        INSERT INTO ledger_transfers (id, kind, debit_account_id, credit_account_id, amount, pending_id, timeout_seconds,
+            expires_at, status, code, reference, description, metadata, ts, debit_balance_after, credit_balance_after)
+        SELECT * FROM unnest(@id::text[], @kind::smallint[], @dr::bigint[], @cr::bigint[], @amount::bigint[], @pending::text[],
+            @timeout::integer[], @expires::bigint[], @status::smallint[], @code::text[], @ref::text[], @descr::text[],
+            @meta::text[], @ts::bigint[], @drb::bigint[], @crb::bigint[])
+        """;
+
+    private const string InsertEntriesSql = """
+        INSERT INTO ledger_entries (account_id, version, transfer_id, is_debit, pending_delta, posted_delta, balance_after,
+            debits_pending_after, credits_pending_after, ts)
+        SELECT * FROM unnest(@account::bigint[], @version::bigint[], @transfer::text[], @debit::boolean[], @pd::bigint[],
+            @po::bigint[], @bal::bigint[], @dpa::bigint[], @cpa::bigint[], @ts::bigint[])
+        """;
+
+    private const string UpdateAccountsSql = """
+        UPDATE ledger_accounts a
+        SET debits_pending = u.dp, debits_posted = u.dpo, credits_pending = u.cp, credits_posted = u.cpo, version = u.v
+        FROM unnest(@id::bigint[], @dp::bigint[], @dpo::bigint[], @cp::bigint[], @cpo::bigint[], @v::bigint[]) AS u(id, dp, dpo, cp, cpo, v)
+        WHERE a.id = u.id
+        """;
+
+    private const string UpdatePendingSql = """
+        UPDATE ledger_transfers t SET status = u.s
+        FROM unnest(@id::text[], @s::smallint[]) AS u(id, s)
+        WHERE t.id = u.id
+        """;
+
     /// <summary>A batch whose transaction is open on its connection: accounts locked and read, transfers read.</summary>
     private sealed record Started(IReadOnlyList<LedgerCommand> Batch, NpgsqlConnection Connection,
         Dictionary<long, AccountState> Accounts, Dictionary<string, Transfer> Known, int ClaimHeldMs, long ClaimSentAt);
@@ -367,8 +395,7 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     }
 
     /// <summary>
-    /// One round trip: BEGIN, the claim and <c>ledger_expect_state</c>, the writes, COMMIT (as one statement when it can
-    /// be, see <see cref="WriteCheckedAsOneStatement"/>). Returns the milliseconds the
+    /// One round trip: BEGIN, the claim and <c>ledger_expect_state</c>, the writes, COMMIT. Returns the milliseconds the
     /// claim is still held for (negative: kept through a request of another writer, see <paramref name="keepHeld"/>).
     /// Throws TL001 (<see cref="StaleStateCode"/>) when the accounts are not as <paramref name="check"/> says, TL003
     /// (<see cref="UnknownReplayCode"/>) when a transfer it takes as new exists, and then
@@ -378,18 +405,12 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     private int WriteChecked(NpgsqlConnection connection, IReadOnlyList<LedgerCommand> batch, LedgerStateCache.StateCheck check,
         LedgerBatchWrites writes, bool keepHeld)
     {
-        var now = System.Diagnostics.Stopwatch.GetTimestamp();
-        var askClaim = now >= Volatile.Read(ref _exclusiveUntil) || now - Volatile.Read(ref _claimAskedAt) >= ClaimRecheckTicks;
-        // Side writes are arbitrary statements of other features, so only a batch can carry them.
-        if (LedgerCommand.SideWritesToRun(batch).Count == 0)
-        {
-            var held = WriteCheckedAsOneStatement(connection, batch, check, writes, keepHeld, askClaim);
-            if (askClaim) Volatile.Write(ref _claimAskedAt, now);
-            return held;
-        }
+        if (LedgerCommand.SideWritesToRun(batch).Count == 0) return WriteCheckedAsOneStatement(connection, batch, check, writes, keepHeld);
         using var write = new NpgsqlBatch(connection);
         write.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
         if (LedgerCommand.AllRelaxed(batch)) write.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
+        var now = System.Diagnostics.Stopwatch.GetTimestamp();
+        var askClaim = now >= Volatile.Read(ref _exclusiveUntil) || now - Volatile.Read(ref _claimAskedAt) >= ClaimRecheckTicks;
         var expect = new NpgsqlBatchCommand(askClaim ? ClaimAndExpectStateSql : ExpectStateSql);
         if (askClaim) expect.Parameters.Add(new NpgsqlParameter<string>("writer", _writerId));
         expect.Parameters.Add(new NpgsqlParameter<long[]>("ids", check.AccountIds));
@@ -418,8 +439,10 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     /// statements asynchronously (two thread-pool work items per round trip, with their thread wake-ups).
     /// </summary>
     private int WriteCheckedAsOneStatement(NpgsqlConnection connection, IReadOnlyList<LedgerCommand> batch,
-        LedgerStateCache.StateCheck check, LedgerBatchWrites writes, bool keepHeld, bool askClaim)
+        LedgerStateCache.StateCheck check, LedgerBatchWrites writes, bool keepHeld)
     {
+        var now = System.Diagnostics.Stopwatch.GetTimestamp();
+        var askClaim = now >= Volatile.Read(ref _exclusiveUntil) || now - Volatile.Read(ref _claimAskedAt) >= ClaimRecheckTicks;
         using var write = new NpgsqlCommand(WriteCheckedSql, connection);
         var p = write.Parameters;
         p.Add(new NpgsqlParameter<string>("writer", _writerId));
@@ -434,15 +457,22 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         p.Add(new NpgsqlParameter<long[]>("c_cp", check.CreditsPending));
         p.Add(new NpgsqlParameter<long[]>("c_cpo", check.CreditsPosted));
         p.Add(new NpgsqlParameter<string[]>("c_absent", check.AbsentTransferIds));
-        AddWriteParameters(p, writes, LedgerCommand.RecordsToWrite(batch));
+        AddTransferParameters(p, writes.NewTransfers, "t_");
+        AddEntryParameters(p, writes.Entries, "e_");
+        AddAccountStateParameters(p, writes.DirtyAccounts, "a_");
+        AddPendingParameters(p, writes.PendingStatusChanges, "s_");
+        Metering.UsageStore.AddArrayParameters(p, LedgerCommand.RecordsToWrite(batch), "u_");
         var result = write.ExecuteScalar();
         if (!askClaim) return ClaimNotAsked;
+        Volatile.Write(ref _claimAskedAt, now);
         return result is int heldMs ? heldMs : 0;
     }
 
-    /// <summary>The arguments of <c>ledger_write</c> (migration 0032), as <see cref="AddWriteParameters"/> names them.</summary>
-    private const string WriteArgumentsSql = """
-        @t_id::text[], @t_kind::smallint[], @t_dr::bigint[], @t_cr::bigint[], @t_amount::bigint[], @t_pending::text[],
+    private const string WriteCheckedSql = """
+        SELECT ledger_write_checked(@writer, @ask, @keep, @relaxed,
+            @c_ids::bigint[], @c_versions::bigint[], @c_limits::bigint[], @c_dp::bigint[], @c_dpo::bigint[], @c_cp::bigint[],
+            @c_cpo::bigint[], @c_absent::text[],
+            @t_id::text[], @t_kind::smallint[], @t_dr::bigint[], @t_cr::bigint[], @t_amount::bigint[], @t_pending::text[],
             @t_timeout::integer[], @t_expires::bigint[], @t_status::smallint[], @t_code::text[], @t_ref::text[], @t_descr::text[],
             @t_meta::text[], @t_ts::bigint[], @t_drb::bigint[], @t_crb::bigint[],
             @e_account::bigint[], @e_version::bigint[], @e_transfer::text[], @e_debit::boolean[], @e_pd::bigint[], @e_po::bigint[],
@@ -453,39 +483,18 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
             @u_input_tokens::bigint[], @u_output_tokens::bigint[], @u_cache_read_tokens::bigint[], @u_cache_write_tokens::bigint[],
             @u_reasoning_tokens::bigint[], @u_provider_cost_micros::bigint[], @u_provider_cost_usd::text[],
             @u_user_price_micros::bigint[], @u_billing_status::text[], @u_request_id::text[], @u_metadata::text[],
-            @u_transfer_id::text[], @u_created_at::bigint[], @u_occurred_at::bigint[], @u_customer_id::text[]
+            @u_transfer_id::text[], @u_created_at::bigint[], @u_occurred_at::bigint[], @u_customer_id::text[])
         """;
 
-    /// <summary>A batch's writes in an open transaction; a procedure's CALL returns no result set.</summary>
-    private const string WriteSql = "CALL ledger_write(" + WriteArgumentsSql + ")";
-
-    private const string WriteCheckedSql = """
-        SELECT ledger_write_checked(@writer, @ask, @keep, @relaxed,
-            @c_ids::bigint[], @c_versions::bigint[], @c_limits::bigint[], @c_dp::bigint[], @c_dpo::bigint[], @c_cp::bigint[],
-            @c_cpo::bigint[], @c_absent::text[],
-        """ + WriteArgumentsSql + ")";
-
-    /// <summary>What <c>ledger_write</c> takes: every row to insert and update, one array per column.</summary>
-    private static void AddWriteParameters(NpgsqlParameterCollection p, LedgerBatchWrites writes, IReadOnlyList<Metering.UsageRecord> records)
-    {
-        AddTransferParameters(p, writes.NewTransfers, "t_");
-        AddEntryParameters(p, writes.Entries, "e_");
-        AddAccountStateParameters(p, writes.DirtyAccounts, "a_");
-        AddPendingParameters(p, writes.PendingStatusChanges, "s_");
-        Metering.UsageStore.AddArrayParameters(p, records, "u_");
-    }
-
-    /// <summary>The statements that write an applied batch: <c>ledger_write</c> (transfers, entries, counters, hold statuses, usage records), then side writes.</summary>
+    /// <summary>The statements that write an applied batch: transfers, entries, counters, pending statuses, usage records, side writes.</summary>
     /// <returns>Whether side writes were added (their statements might return rows).</returns>
     private static bool AddWrites(NpgsqlBatch write, IReadOnlyList<LedgerCommand> batch, LedgerBatchWrites writes)
     {
-        var records = LedgerCommand.RecordsToWrite(batch);
-        if (writes.NewTransfers.Count + writes.Entries.Count + writes.DirtyAccounts.Count + writes.PendingStatusChanges.Count + records.Count > 0)
-        {
-            var call = new NpgsqlBatchCommand(WriteSql);
-            AddWriteParameters(call.Parameters, writes, records);
-            write.BatchCommands.Add(call);
-        }
+        if (writes.NewTransfers.Count > 0) write.BatchCommands.Add(InsertTransfers(writes.NewTransfers));
+        if (writes.Entries.Count > 0) write.BatchCommands.Add(InsertEntries(writes.Entries));
+        if (writes.DirtyAccounts.Count > 0) write.BatchCommands.Add(UpdateAccounts(writes.DirtyAccounts));
+        if (writes.PendingStatusChanges.Count > 0) write.BatchCommands.Add(UpdatePending(writes.PendingStatusChanges));
+        if (LedgerCommand.RecordsToWrite(batch) is { Count: > 0 } records) write.BatchCommands.Add(Metering.UsageStore.PostgresInsertCommand(records));
         var sideWrites = LedgerCommand.SideWritesToRun(batch);
         foreach (var side in sideWrites)
         {
@@ -655,6 +664,13 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         return ValueTask.CompletedTask;
     }
 
+    private static NpgsqlBatchCommand InsertTransfers(List<Transfer> ts)
+    {
+        var c = new NpgsqlBatchCommand(InsertTransfersSql);
+        AddTransferParameters(c.Parameters, ts, "");
+        return c;
+    }
+
     private static void AddTransferParameters(NpgsqlParameterCollection c, List<Transfer> ts, string prefix)
     {
         var n = ts.Count;
@@ -688,6 +704,13 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         c.Add(new NpgsqlParameter<long[]>(prefix + "crb", crb));
     }
 
+    private static NpgsqlBatchCommand InsertEntries(List<LedgerEntry> es)
+    {
+        var c = new NpgsqlBatchCommand(InsertEntriesSql);
+        AddEntryParameters(c.Parameters, es, "");
+        return c;
+    }
+
     private static void AddEntryParameters(NpgsqlParameterCollection c, List<LedgerEntry> es, string prefix)
     {
         var n = es.Count;
@@ -712,6 +735,13 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         c.Add(new NpgsqlParameter<long[]>(prefix + "ts", ts));
     }
 
+    private static NpgsqlBatchCommand UpdateAccounts(List<AccountState> accounts)
+    {
+        var c = new NpgsqlBatchCommand(UpdateAccountsSql);
+        AddAccountStateParameters(c.Parameters, accounts, "");
+        return c;
+    }
+
     private static void AddAccountStateParameters(NpgsqlParameterCollection c, List<AccountState> accounts, string prefix)
     {
         var n = accounts.Count;
@@ -727,6 +757,13 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         c.Add(new NpgsqlParameter<long[]>(prefix + "cp", cp));
         c.Add(new NpgsqlParameter<long[]>(prefix + "cpo", cpo));
         c.Add(new NpgsqlParameter<long[]>(prefix + "v", v));
+    }
+
+    private static NpgsqlBatchCommand UpdatePending(Dictionary<string, TransferStatus> changes)
+    {
+        var c = new NpgsqlBatchCommand(UpdatePendingSql);
+        AddPendingParameters(c.Parameters, changes, "");
+        return c;
     }
 
     private static void AddPendingParameters(NpgsqlParameterCollection c, Dictionary<string, TransferStatus> changes, string prefix)

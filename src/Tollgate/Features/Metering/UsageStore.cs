@@ -244,14 +244,16 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
     // One statement for the whole batch: a row per event, one round trip and one plan instead of one of each per event
     // (per-row INSERTs cost ~100 µs of CPU per event across app and server). RETURNING names the rows that went in;
     // the rest hit the primary key. Keys must be distinct within the call (else two rows would answer for one key).
-    private const string InsertManyPostgresSql = $"""
+    private const string InsertManyPostgresSql = InsertManyPostgresQuietSql + "\nRETURNING account_id, id";
+
+    /// <summary>The same insert returning nothing: the ledger's batch reads the result sets of its own statements after it.</summary>
+    private const string InsertManyPostgresQuietSql = $"""
         INSERT INTO usage_records ({Columns})
         SELECT * FROM unnest(@id::text[], @account_id::text[], @key_id::text[], @model::text[], @provider::text[],
             @input_tokens::bigint[], @output_tokens::bigint[], @cache_read_tokens::bigint[], @cache_write_tokens::bigint[],
             @reasoning_tokens::bigint[], @provider_cost_micros::bigint[], @provider_cost_usd::text[], @user_price_micros::bigint[],
             @billing_status::text[], @request_id::text[], @metadata::text[], @transfer_id::text[], @created_at::bigint[], @occurred_at::bigint[], @customer_id::text[])
         ON CONFLICT (account_id, id) DO NOTHING
-        RETURNING account_id, id
         """;
 
     private static async Task<bool[]> InsertManyPostgresAsync(NpgsqlConnection c, IReadOnlyList<UsageRecord> records, CancellationToken ct)
@@ -262,6 +264,17 @@ internal sealed class UsageStore : IUsageStore, IAsyncDisposable
         await using (var reader = await cmd.ExecuteReaderAsync(ct))
             while (await reader.ReadAsync(ct)) went.Add((reader.GetString(0), reader.GetString(1)));
         return records.Select(r => went.Contains((r.AccountId, r.Id))).ToArray();
+    }
+
+    /// <summary>
+    /// The insert of usage records that commit in the same transaction as their ledger charge (see
+    /// <c>LedgerCommit.Records</c>): one statement for every record of a ledger batch. Keys must be distinct.
+    /// </summary>
+    internal static NpgsqlBatchCommand PostgresInsertCommand(IReadOnlyList<UsageRecord> records)
+    {
+        var cmd = new NpgsqlBatchCommand(InsertManyPostgresQuietSql);
+        AddArrayParameters(cmd.Parameters, records);
+        return cmd;
     }
 
     /// <summary>One array parameter per column (names prefixed with <paramref name="prefix"/>), for an insert through unnest.</summary>
