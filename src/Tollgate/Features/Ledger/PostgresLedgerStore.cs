@@ -395,7 +395,8 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     }
 
     /// <summary>
-    /// One round trip: BEGIN, the claim and <c>ledger_expect_state</c>, the writes, COMMIT. Returns the milliseconds the
+    /// One round trip: BEGIN, the claim and <c>ledger_expect_state</c>, the writes, COMMIT (as one statement when it can
+    /// be, see <see cref="WriteCheckedAsOneStatement"/>). Returns the milliseconds the
     /// claim is still held for (negative: kept through a request of another writer, see <paramref name="keepHeld"/>).
     /// Throws TL001 (<see cref="StaleStateCode"/>) when the accounts are not as <paramref name="check"/> says, TL003
     /// (<see cref="UnknownReplayCode"/>) when a transfer it takes as new exists, and then
@@ -405,12 +406,18 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     private int WriteChecked(NpgsqlConnection connection, IReadOnlyList<LedgerCommand> batch, LedgerStateCache.StateCheck check,
         LedgerBatchWrites writes, bool keepHeld)
     {
-        if (LedgerCommand.SideWritesToRun(batch).Count == 0) return WriteCheckedAsOneStatement(connection, batch, check, writes, keepHeld);
+        var now = System.Diagnostics.Stopwatch.GetTimestamp();
+        var askClaim = now >= Volatile.Read(ref _exclusiveUntil) || now - Volatile.Read(ref _claimAskedAt) >= ClaimRecheckTicks;
+        // Side writes are arbitrary statements of other features, so only a batch can carry them.
+        if (LedgerCommand.SideWritesToRun(batch).Count == 0)
+        {
+            var held = WriteCheckedAsOneStatement(connection, batch, check, writes, keepHeld, askClaim);
+            if (askClaim) Volatile.Write(ref _claimAskedAt, now);
+            return held;
+        }
         using var write = new NpgsqlBatch(connection);
         write.BatchCommands.Add(new NpgsqlBatchCommand("BEGIN"));
         if (LedgerCommand.AllRelaxed(batch)) write.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
-        var now = System.Diagnostics.Stopwatch.GetTimestamp();
-        var askClaim = now >= Volatile.Read(ref _exclusiveUntil) || now - Volatile.Read(ref _claimAskedAt) >= ClaimRecheckTicks;
         var expect = new NpgsqlBatchCommand(askClaim ? ClaimAndExpectStateSql : ExpectStateSql);
         if (askClaim) expect.Parameters.Add(new NpgsqlParameter<string>("writer", _writerId));
         expect.Parameters.Add(new NpgsqlParameter<long[]>("ids", check.AccountIds));
@@ -439,10 +446,8 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     /// statements asynchronously (two thread-pool work items per round trip, with their thread wake-ups).
     /// </summary>
     private int WriteCheckedAsOneStatement(NpgsqlConnection connection, IReadOnlyList<LedgerCommand> batch,
-        LedgerStateCache.StateCheck check, LedgerBatchWrites writes, bool keepHeld)
+        LedgerStateCache.StateCheck check, LedgerBatchWrites writes, bool keepHeld, bool askClaim)
     {
-        var now = System.Diagnostics.Stopwatch.GetTimestamp();
-        var askClaim = now >= Volatile.Read(ref _exclusiveUntil) || now - Volatile.Read(ref _claimAskedAt) >= ClaimRecheckTicks;
         using var write = new NpgsqlCommand(WriteCheckedSql, connection);
         var p = write.Parameters;
         p.Add(new NpgsqlParameter<string>("writer", _writerId));
@@ -463,9 +468,7 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         AddPendingParameters(p, writes.PendingStatusChanges, "s_");
         Metering.UsageStore.AddArrayParameters(p, LedgerCommand.RecordsToWrite(batch), "u_");
         var result = write.ExecuteScalar();
-        if (!askClaim) return ClaimNotAsked;
-        Volatile.Write(ref _claimAskedAt, now);
-        return result is int heldMs ? heldMs : 0;
+        return !askClaim ? ClaimNotAsked : result is int heldMs ? heldMs : 0;
     }
 
     private const string WriteCheckedSql = """
