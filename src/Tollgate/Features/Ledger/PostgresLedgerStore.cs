@@ -420,14 +420,7 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         if (LedgerCommand.AllRelaxed(batch)) write.BatchCommands.Add(new NpgsqlBatchCommand(RelaxedCommit));
         var expect = new NpgsqlBatchCommand(askClaim ? ClaimAndExpectStateSql : ExpectStateSql);
         if (askClaim) expect.Parameters.Add(new NpgsqlParameter<string>("writer", _writerId));
-        expect.Parameters.Add(new NpgsqlParameter<long[]>("ids", check.AccountIds));
-        expect.Parameters.Add(new NpgsqlParameter<long[]>("versions", check.Versions));
-        expect.Parameters.Add(new NpgsqlParameter<long[]>("limits", check.CreditLimits));
-        expect.Parameters.Add(new NpgsqlParameter<long[]>("dp", check.DebitsPending));
-        expect.Parameters.Add(new NpgsqlParameter<long[]>("dpo", check.DebitsPosted));
-        expect.Parameters.Add(new NpgsqlParameter<long[]>("cp", check.CreditsPending));
-        expect.Parameters.Add(new NpgsqlParameter<long[]>("cpo", check.CreditsPosted));
-        expect.Parameters.Add(new NpgsqlParameter<string[]>("absent", check.AbsentTransferIds));
+        AddCheckParameters(expect.Parameters, check, "");
         if (askClaim) expect.Parameters.Add(new NpgsqlParameter<bool>("keep", keepHeld));
         write.BatchCommands.Add(expect);
         AddWrites(write, batch, writes);
@@ -454,14 +447,7 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         p.Add(new NpgsqlParameter<bool>("ask", askClaim));
         p.Add(new NpgsqlParameter<bool>("keep", keepHeld));
         p.Add(new NpgsqlParameter<bool>("relaxed", LedgerCommand.AllRelaxed(batch)));
-        p.Add(new NpgsqlParameter<long[]>("c_ids", check.AccountIds));
-        p.Add(new NpgsqlParameter<long[]>("c_versions", check.Versions));
-        p.Add(new NpgsqlParameter<long[]>("c_limits", check.CreditLimits));
-        p.Add(new NpgsqlParameter<long[]>("c_dp", check.DebitsPending));
-        p.Add(new NpgsqlParameter<long[]>("c_dpo", check.DebitsPosted));
-        p.Add(new NpgsqlParameter<long[]>("c_cp", check.CreditsPending));
-        p.Add(new NpgsqlParameter<long[]>("c_cpo", check.CreditsPosted));
-        p.Add(new NpgsqlParameter<string[]>("c_absent", check.AbsentTransferIds));
+        AddCheckParameters(p, check, "c_");
         AddTransferParameters(p, writes.NewTransfers, "t_");
         AddEntryParameters(p, writes.Entries, "e_");
         AddAccountStateParameters(p, writes.DirtyAccounts, "a_");
@@ -665,6 +651,19 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         if (_started is { } started) Discard(started.Connection);
         _started = null;
         return ValueTask.CompletedTask;
+    }
+
+    /// <summary>The arguments of <c>ledger_expect_state</c>: the cached state of every account the batch names.</summary>
+    private static void AddCheckParameters(NpgsqlParameterCollection c, LedgerStateCache.StateCheck check, string prefix)
+    {
+        c.Add(new NpgsqlParameter<long[]>(prefix + "ids", check.AccountIds));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "versions", check.Versions));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "limits", check.CreditLimits));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "dp", check.DebitsPending));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "dpo", check.DebitsPosted));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "cp", check.CreditsPending));
+        c.Add(new NpgsqlParameter<long[]>(prefix + "cpo", check.CreditsPosted));
+        c.Add(new NpgsqlParameter<string[]>(prefix + "absent", check.AbsentTransferIds));
     }
 
     private static NpgsqlBatchCommand InsertTransfers(List<Transfer> ts)
