@@ -80,6 +80,7 @@ public sealed class MetricsTests(MetricsFixture fixture) : IClassFixture<Metrics
         Assert.Equal(usage.GetProperty("prompt_tokens").GetInt64(), Delta("tollgate_gateway_tokens_total{kind=\"input\",model=\"demo/echo\"}"));
         Assert.Equal(usage.GetProperty("completion_tokens").GetInt64(), Delta("tollgate_gateway_tokens_total{kind=\"output\",model=\"demo/echo\"}"));
         Assert.Equal(1, Delta(requestSeries));
+        Assert.Equal(1, Delta("tollgate_gateway_settle_seconds_count"));
         // Histograms: cumulative buckets ending in +Inf, equal to _count.
         var inf = Regex.Match(after, @"tollgate_ledger_commit_seconds_bucket\{le=""\+Inf""\} (\d+)");
         Assert.True(inf.Success);

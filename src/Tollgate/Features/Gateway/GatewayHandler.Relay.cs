@@ -383,7 +383,9 @@ internal sealed partial class GatewayHandler
                 var revenue = call.Hold.CreditAccountId;
                 share = (charged, id) => Marketplace.MarketplaceService.ShareTransfer(charge, id, charged, revenue, call.RequestId);
             }
+            var settling = Stopwatch.GetTimestamp();
             settlement = await billing.SettleAsync(call.Hold, call.CapHolds, price, metadata, Record, share);
+            metrics.SettleLatency.Record(Stopwatch.GetElapsedTime(settling).TotalSeconds);
         }
         else
         {

@@ -26,6 +26,8 @@ public sealed class TollgateMetrics : IDisposable
         GatewayCharged = _meter.CreateCounter<long>("tollgate_gateway_charged_microusd_total", description: "Micro-USD charged for gateway calls, by model.");
         UpstreamLatency = _meter.CreateHistogram<double>("tollgate_gateway_upstream_seconds", "s", "Upstream time to response headers, by provider.");
         AddedLatency = _meter.CreateHistogram<double>("tollgate_gateway_added_seconds", "s", "Time Tollgate added before forwarding (auth, rating, hold).");
+        SettleLatency = _meter.CreateHistogram<double>("tollgate_gateway_settle_seconds", "s",
+            "Time from the upstream's answer to its charge being committed (the part of the added latency after forwarding).");
         RateLimited = _meter.CreateCounter<long>("tollgate_gateway_rejections_total", description: "Gateway calls refused before forwarding, by reason.");
         LedgerBatchCommands = _meter.CreateHistogram<long>("tollgate_ledger_batch_commands", description: "Commands committed per ledger database transaction.");
         LedgerCommit = _meter.CreateHistogram<double>("tollgate_ledger_commit_seconds", "s", "Time to apply and commit one ledger batch.");
@@ -107,6 +109,7 @@ public sealed class TollgateMetrics : IDisposable
     public Counter<long> GatewayCharged { get; }
     public Histogram<double> UpstreamLatency { get; }
     public Histogram<double> AddedLatency { get; }
+    public Histogram<double> SettleLatency { get; }
     public Counter<long> RateLimited { get; }
     public Histogram<long> LedgerBatchCommands { get; }
     public Histogram<double> LedgerCommit { get; }
