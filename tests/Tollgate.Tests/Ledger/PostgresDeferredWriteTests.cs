@@ -184,6 +184,21 @@ public sealed class PostgresDeferredWriteTests
     }
 
     [Fact]
+    public void The_one_statement_write_is_sent_with_positional_placeholders_in_the_order_its_parameters_are_added()
+    {
+        var parameters = new Npgsql.NpgsqlCommand().Parameters;
+        parameters.Add(new Npgsql.NpgsqlParameter<long>("c_dpo", 1));
+        parameters.Add(new Npgsql.NpgsqlParameter<long>("c_dp", 2));
+        parameters.Add(new Npgsql.NpgsqlParameter<long>("u_id", 3));
+
+        // A name that begins another (c_dp, c_dpo) must not be taken for it.
+        Assert.Equal("SELECT f($2::bigint[], $1, $3)", PostgresLedgerStore.ToPositional("SELECT f(@c_dp::bigint[], @c_dpo, @u_id)", parameters));
+        Assert.Throws<InvalidOperationException>(() => PostgresLedgerStore.ToPositional("SELECT f(@c_dp, @c_dpo, @u_id, @missing)", parameters));
+        Assert.Throws<InvalidOperationException>(() => PostgresLedgerStore.ToPositional("SELECT f(@c_dp, @c_dpo)", parameters));
+        Assert.Throws<InvalidOperationException>(() => PostgresLedgerStore.ToPositional("SELECT f(@c_dp, @c_dpo, @u_id, @u_id)", parameters));
+    }
+
+    [Fact]
     public async Task The_claim_function_keeps_a_contended_claim_for_a_holder_that_asks_says_so_and_lets_go_at_its_next_plain_call()
     {
         await using var h = await LedgerHarness.StartAsync(TestDatabases.Postgres);

@@ -441,7 +441,7 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
     private int WriteCheckedAsOneStatement(NpgsqlConnection connection, IReadOnlyList<LedgerCommand> batch,
         LedgerStateCache.StateCheck check, LedgerBatchWrites writes, bool keepHeld, bool askClaim)
     {
-        using var write = new NpgsqlCommand(WriteCheckedSql, connection);
+        using var write = new NpgsqlCommand(null, connection);
         var p = write.Parameters;
         p.Add(new NpgsqlParameter<string>("writer", _writerId));
         p.Add(new NpgsqlParameter<bool>("ask", askClaim));
@@ -453,8 +453,30 @@ internal sealed partial class PostgresLedgerStore(Database db, TimeProvider time
         AddAccountStateParameters(p, writes.DirtyAccounts, "a_");
         AddPendingParameters(p, writes.PendingStatusChanges, "s_");
         Metering.UsageStore.AddArrayParameters(p, LedgerCommand.RecordsToWrite(batch), "u_");
+        write.CommandText = _writeCheckedPositional ??= ToPositional(WriteCheckedSql, p);
+        foreach (NpgsqlParameter parameter in p) parameter.ParameterName = "";
         var result = write.ExecuteScalar();
         return !askClaim ? ClaimNotAsked : result is int heldMs ? heldMs : 0;
+    }
+
+    /// <summary>
+    /// <see cref="WriteCheckedSql"/> with <c>$n</c> placeholders in the order the parameters are added. Named parameters
+    /// make Npgsql parse and rewrite the statement's text on every execution (with the name lookups, about a third of
+    /// the sender thread's CPU at 1,000 calls/s, perf); unnamed ones are sent as they are.
+    /// </summary>
+    private static string? _writeCheckedPositional;
+
+    internal static string ToPositional(string namedSql, NpgsqlParameterCollection parameters)
+    {
+        var position = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (var i = 0; i < parameters.Count; i++) position.Add(parameters[i].ParameterName, i + 1);
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        var sql = System.Text.RegularExpressions.Regex.Replace(namedSql, @"@(\w+)", m =>
+            position.TryGetValue(m.Groups[1].Value, out var n) && used.Add(m.Groups[1].Value)
+                ? "$" + n.ToString(System.Globalization.CultureInfo.InvariantCulture)
+                : throw new InvalidOperationException($"Parameter {m.Value} is not added, or named twice."));
+        if (used.Count != position.Count) throw new InvalidOperationException("A parameter is added but not in the statement.");
+        return sql;
     }
 
     private const string WriteCheckedSql = """
