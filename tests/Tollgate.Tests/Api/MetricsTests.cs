@@ -41,6 +41,7 @@ public sealed class MetricsTests(MetricsFixture fixture) : IClassFixture<Metrics
         Assert.True(Sample(second, "tollgate_runtime_threadpool_completed_items_total") >= Sample(first, "tollgate_runtime_threadpool_completed_items_total") + 50);
         Assert.InRange(Sample(second, "tollgate_process_resident_memory_bytes"), 10L << 20, 100L << 30);
         Assert.True(Sample(second, "tollgate_runtime_gc_heap_bytes") > 0);
+        Assert.True(Sample(second, "tollgate_runtime_gc_allocated_bytes_total") >= Sample(first, "tollgate_runtime_gc_allocated_bytes_total") + 50 * 64 * 1024);
         long Collections(string body, int generation) => Sample(body, $"tollgate_runtime_gc_collections_total{{generation=\"{generation}\"}}");
         Assert.True(Collections(second, 0) > Collections(first, 0));
         Assert.True(Collections(second, 0) >= Collections(second, 1) && Collections(second, 1) >= Collections(second, 2));

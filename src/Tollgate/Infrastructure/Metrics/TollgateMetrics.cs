@@ -62,6 +62,8 @@ public sealed class TollgateMetrics : IDisposable
             new Measurement<long>(GC.CollectionCount(1), new KeyValuePair<string, object?>("generation", "1")),
             new Measurement<long>(GC.CollectionCount(2), new KeyValuePair<string, object?>("generation", "2")),
         }, description: "Garbage collections by generation (a collection of generation 2 counts for 0 and 1 too).");
+        _meter.CreateObservableCounter("tollgate_runtime_gc_allocated_bytes_total", () => GC.GetTotalAllocatedBytes(precise: false),
+            description: "Bytes allocated on the managed heap since start (what the collections have to clean up).");
         _meter.CreateObservableGauge("tollgate_runtime_gc_heap_bytes", () => GC.GetTotalMemory(forceFullCollection: false),
             description: "Bytes allocated on the managed heap and not yet collected.");
         _meter.CreateObservableGauge("tollgate_process_resident_memory_bytes", () => Environment.WorkingSet,
