@@ -124,6 +124,7 @@ public sealed class GatewayUpstreamTests(GatewayUpstreamFixture fixture) : IClas
         await AssertBalanceAsync(c, 1_000_000 - CachedUsagePrice);
         var forwarded = Assert.Single(Fake.Requests);
         Assert.Equal(("gpt-4o-mini", GatewayUpstreamFixture.OpenAiKey), (forwarded.Model, forwarded.BearerToken));
+        Assert.Null(forwarded.Header("traceparent"));
         var record = await OnlyRecordAsync(app, c);
         Assert.Equal((1200L, 300L, 1024L, 128L, CachedUsagePrice, 284L), (record.InputTokens, record.OutputTokens, record.CacheReadTokens,
             record.ReasoningTokens, record.UserPriceMicros!.Value, record.ProviderCostMicros!.Value));

@@ -61,6 +61,10 @@ internal sealed class ProviderRegistry : IDisposable
                     UseCookies = false,
                     AllowAutoRedirect = false,
                     EnableMultipleHttp2Connections = true,
+                    // A provider gets the request and its key, not this process's trace context: by default HttpClient
+                    // adds a traceparent header to every call (a fresh trace id when the caller sent none), through a
+                    // diagnostics handler that also costs an Activity per call.
+                    ActivityHeadersPropagator = null,
                 };
             _providers[name] = new UpstreamProvider
             {
